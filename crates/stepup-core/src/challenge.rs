@@ -1,0 +1,1 @@
+//! WWW-Authenticate challenges (placeholder, being written).

@@ -1,0 +1,1 @@
+//! JSON Web Keys (placeholder, being written).

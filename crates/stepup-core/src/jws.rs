@@ -1,0 +1,1 @@
+//! JSON Web Signatures (placeholder, being written).

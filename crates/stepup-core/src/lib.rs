@@ -1,0 +1,16 @@
+//! Sans-I/O rules of step-up authentication.
+//!
+//! `stepup-core` decides whether a verified access token is good enough for a
+//! request and, when it is not, says what would be, as an RFC 9470 challenge.
+//! It never reads a clock, a file, a socket or the environment: the current
+//! time and every input are arguments, so every rule is testable in isolation.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod acr;
+pub mod challenge;
+pub mod jwk;
+pub mod jws;
+
+pub use acr::{Acr, AcrError, AssuranceLevels, LevelsError, Rank};
