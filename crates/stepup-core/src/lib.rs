@@ -6,11 +6,26 @@
 //! time and every input are arguments, so every rule is testable in isolation.
 
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod access_token;
 pub mod acr;
 pub mod challenge;
+pub mod decision;
 pub mod jwk;
 pub mod jws;
+pub mod policy;
+pub mod route;
+pub mod scope;
+pub mod time;
 
+pub use access_token::{AccessTokenClaims, ClaimsError, ClaimsRules, TokenFacts};
 pub use acr::{Acr, AcrError, AssuranceLevels, LevelsError, Rank};
+pub use decision::{Decision, StepUpReason, Verdict};
+pub use policy::{Diagnostic, Policy, PolicyError, Requirement, Rule};
+pub use route::RequestPathError;
+pub use scope::Scope;
+pub use time::UnixTime;

@@ -1,0 +1,664 @@
+//! The step-up policy: which requests need which assurance.
+//!
+//! A policy names the deployment's assurance levels (weakest first), a
+//! default requirement for requests no route matches, and routes (methods
+//! plus a path template) with their own requirements. It is written in TOML
+//! and checked once at load: every mistake is reported with the file, line
+//! and column and what was expected; routes that collide are errors, and a
+//! specific route that is weaker than the general route it overrides is a
+//! warning, since that is how critical endpoints end up unprotected.
+//!
+//! ```toml
+//! levels = [
+//!   { name = "pwd", acr = "urn:stepup:acr:pwd" },
+//!   { name = "mfa", acr = "urn:stepup:acr:mfa" },
+//! ]
+//! [default]
+//! acr = ["pwd"]
+//!
+//! [[route]]
+//! name = "add payee"
+//! methods = ["POST"]
+//! path = "/accounts/{id}/payees"
+//! acr = ["mfa"]
+//! max_age = 300
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::acr::{Acr, AssuranceLevels, Rank};
+use crate::route::{Methods, PathTemplate, RouteTable};
+use crate::scope::Scope;
+
+/// What a request must bring.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Requirement {
+    /// Acceptable `acr` values in order of preference (empty: any token).
+    pub acr_values: Vec<Acr>,
+    /// Longest time since `auth_time`, in seconds.
+    pub max_age: Option<u64>,
+    /// Scopes the token must carry, all of them.
+    pub scopes: Vec<Scope>,
+}
+
+/// A line and column (both from 1) in a policy source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Location {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column in characters, from 1.
+    pub column: usize,
+}
+
+impl Location {
+    fn of(source: &str, byte: usize) -> Self {
+        let byte = byte.min(source.len());
+        let before = source.get(..byte).unwrap_or(source);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+        Self { line, column }
+    }
+}
+
+/// A rule of the policy: a route, or the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The rule's name, as configured or derived (`POST /accounts/{id}/payees`, `default`).
+    pub name: String,
+    /// Methods the route applies to (`Any` for the default).
+    pub methods: Methods,
+    /// The path template, `None` for the default rule.
+    pub template: Option<PathTemplate>,
+    /// What the rule requires.
+    pub requirement: Requirement,
+    /// Where the rule is written.
+    pub location: Location,
+}
+
+impl Rule {
+    /// Whether this is the default rule.
+    pub fn is_default(&self) -> bool {
+        self.template.is_none()
+    }
+}
+
+/// A finding about a policy source, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file name (or other origin) given at load.
+    pub origin: String,
+    /// Where in the source.
+    pub location: Location,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.origin, self.location.line, self.location.column, self.message
+        )
+    }
+}
+
+/// All errors found in a policy source (at least one).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub struct PolicyError {
+    /// The errors, in source order.
+    pub errors: Vec<Diagnostic>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "error: {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A checked policy, ready to decide.
+#[derive(Debug)]
+pub struct Policy {
+    pub(crate) levels: AssuranceLevels,
+    pub(crate) default: Rule,
+    pub(crate) routes: Vec<Rule>,
+    pub(crate) table: RouteTable,
+    warnings: Vec<Diagnostic>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    levels: Spanned<Vec<Spanned<RawLevel>>>,
+    default: Spanned<RawRequirement>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLevel {
+    name: Spanned<String>,
+    acr: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirement {
+    #[serde(default)]
+    acr: Vec<Spanned<String>>,
+    max_age: Option<Spanned<i64>>,
+    #[serde(default)]
+    scope: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Option<Spanned<String>>,
+    path: Spanned<String>,
+    methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    acr: Vec<Spanned<String>>,
+    max_age: Option<Spanned<i64>>,
+    #[serde(default)]
+    scope: Vec<Spanned<String>>,
+}
+
+struct Loader<'s> {
+    origin: &'s str,
+    source: &'s str,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Loader<'_> {
+    fn diagnostic(&self, span: Range<usize>, message: String) -> Diagnostic {
+        Diagnostic {
+            origin: self.origin.to_owned(),
+            location: Location::of(self.source, span.start),
+            message,
+        }
+    }
+
+    fn error(&mut self, span: Range<usize>, message: String) {
+        let d = self.diagnostic(span, message);
+        self.errors.push(d);
+    }
+
+    fn warn(&mut self, span: Range<usize>, message: String) {
+        let d = self.diagnostic(span, message);
+        self.warnings.push(d);
+    }
+
+    fn levels(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<RawLevel>>>,
+    ) -> Option<(AssuranceLevels, Vec<(String, Acr)>)> {
+        let mut names: Vec<(String, Acr)> = Vec::new();
+        let mut acrs = Vec::new();
+        for level in raw.get_ref() {
+            let level = level.get_ref();
+            let name = level.name.get_ref();
+            if name.is_empty() {
+                self.error(level.name.span(), "a level name must not be empty".into());
+                continue;
+            }
+            if names.iter().any(|(n, _)| n == name) {
+                self.error(
+                    level.name.span(),
+                    format!("level name {name:?} is used twice"),
+                );
+                continue;
+            }
+            match Acr::new(level.acr.get_ref().as_str()) {
+                Ok(acr) if acrs.contains(&acr) => {
+                    self.error(level.acr.span(), format!("acr {acr} is listed twice"));
+                }
+                Ok(acr) => {
+                    acrs.push(acr.clone());
+                    names.push((name.clone(), acr));
+                }
+                Err(e) => self.error(level.acr.span(), format!("invalid acr: {e}")),
+            }
+        }
+        if raw.get_ref().is_empty() {
+            self.error(
+                raw.span(),
+                "expected at least one level, e.g. levels = [{ name = \"pwd\", acr = \"urn:stepup:acr:pwd\" }]".into(),
+            );
+            return None;
+        }
+        AssuranceLevels::new(acrs).ok().map(|l| (l, names))
+    }
+
+    fn requirement(
+        &mut self,
+        names: &[(String, Acr)],
+        acr: &[Spanned<String>],
+        max_age: Option<&Spanned<i64>>,
+        scope: &[Spanned<String>],
+    ) -> Requirement {
+        let mut req = Requirement::default();
+        for value in acr {
+            let text = value.get_ref();
+            let found = names
+                .iter()
+                .find(|(name, acr)| name == text || acr.as_str() == text)
+                .map(|(_, acr)| acr.clone());
+            match found {
+                Some(acr) if req.acr_values.contains(&acr) => {
+                    self.error(value.span(), format!("acr {text:?} is listed twice"));
+                }
+                Some(acr) => req.acr_values.push(acr),
+                None => {
+                    let expected: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+                    self.error(
+                        value.span(),
+                        format!(
+                            "unknown assurance level {text:?}; expected one of: {}",
+                            expected.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(m) = max_age {
+            match u64::try_from(*m.get_ref()) {
+                Ok(secs) => req.max_age = Some(secs),
+                Err(_) => self.error(
+                    m.span(),
+                    "max_age must be a number of seconds, 0 or more".into(),
+                ),
+            }
+        }
+        for value in scope {
+            match Scope::new(value.get_ref().as_str()) {
+                Ok(s) if req.scopes.contains(&s) => {
+                    self.error(value.span(), format!("scope {s} is listed twice"));
+                }
+                Ok(s) => req.scopes.push(s),
+                Err(e) => self.error(value.span(), format!("invalid scope: {e}")),
+            }
+        }
+        req
+    }
+
+    fn methods(&mut self, raw: Option<&Spanned<Vec<Spanned<String>>>>) -> Methods {
+        let Some(raw) = raw else {
+            return Methods::Any;
+        };
+        if raw.get_ref().is_empty() {
+            self.error(
+                raw.span(),
+                "expected at least one method, e.g. methods = [\"POST\"], or leave `methods` out for any method".into(),
+            );
+            return Methods::Any;
+        }
+        let mut list: Vec<String> = Vec::new();
+        for m in raw.get_ref() {
+            let text = m.get_ref();
+            let is_token = !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+            if !is_token {
+                self.error(m.span(), format!("{text:?} is not an HTTP method token"));
+            } else if text.chars().any(|c| c.is_ascii_lowercase()) {
+                self.error(
+                    m.span(),
+                    format!(
+                        "method {text:?} is not upper-case; HTTP methods are case-sensitive, expected {:?}",
+                        text.to_ascii_uppercase()
+                    ),
+                );
+            } else if list.contains(text) {
+                self.error(m.span(), format!("method {text} is listed twice"));
+            } else {
+                list.push(text.clone());
+            }
+        }
+        Methods::Only(list)
+    }
+}
+
+impl Policy {
+    /// Parses and checks a policy. `origin` names the source in diagnostics
+    /// (usually the file path).
+    pub fn from_toml(origin: &str, source: &str) -> Result<Policy, PolicyError> {
+        let mut loader = Loader {
+            origin,
+            source,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let raw: RawPolicy = match toml::from_str(source) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                loader.error(span, e.message().trim().to_owned());
+                return Err(PolicyError {
+                    errors: loader.errors,
+                });
+            }
+        };
+        let Some((levels, names)) = loader.levels(&raw.levels) else {
+            return Err(PolicyError {
+                errors: loader.errors,
+            });
+        };
+        let d = raw.default.get_ref();
+        let default = Rule {
+            name: "default".into(),
+            methods: Methods::Any,
+            template: None,
+            requirement: loader.requirement(&names, &d.acr, d.max_age.as_ref(), &d.scope),
+            location: Location::of(source, raw.default.span().start),
+        };
+
+        let mut routes: Vec<Rule> = Vec::new();
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        let mut table = RouteTable::default();
+        for spanned in &raw.routes {
+            let r = spanned.get_ref();
+            let template = match PathTemplate::parse(r.path.get_ref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    loader.error(r.path.span(), format!("invalid path template: {e}"));
+                    continue;
+                }
+            };
+            let methods = loader.methods(r.methods.as_ref());
+            let requirement = loader.requirement(&names, &r.acr, r.max_age.as_ref(), &r.scope);
+            let name = match &r.name {
+                Some(n) => n.get_ref().clone(),
+                None => match &methods {
+                    Methods::Any => template.as_str().to_owned(),
+                    Methods::Only(list) => format!("{} {}", list.join(","), template.as_str()),
+                },
+            };
+            let index = routes.len();
+            if let Err(conflict) = table.insert(&template, &methods, index) {
+                let first = &routes[conflict.first];
+                let method = conflict.method.as_deref().unwrap_or("any method");
+                let message = format!(
+                    "route {:?} conflicts with route {:?} (line {}): both match {} {} ",
+                    name, first.name, first.location.line, method, template
+                );
+                loader.error(r.path.span(), message.trim_end().to_owned());
+                continue;
+            }
+            routes.push(Rule {
+                name,
+                methods,
+                template: Some(template),
+                requirement,
+                location: Location::of(source, spanned.span().start),
+            });
+            spans.push(r.path.span());
+        }
+
+        // A specific route that asks for less than a general route covering
+        // it silently lowers the bar for those requests: warn.
+        for (i, specific) in routes.iter().enumerate() {
+            for general in &routes {
+                let (Some(st), Some(gt)) = (&specific.template, &general.template) else {
+                    continue;
+                };
+                if std::ptr::eq(specific, general) || st.shape() == gt.shape() || !gt.covers(st) {
+                    continue;
+                }
+                if !general.methods.covers_generally(&specific.methods) {
+                    continue;
+                }
+                if let Some(what) = weaker_in(&levels, &specific.requirement, &general.requirement)
+                {
+                    let message = format!(
+                        "route {:?} asks for a weaker {what} than the more general route {:?} (line {}) it overrides",
+                        specific.name, general.name, general.location.line
+                    );
+                    loader.warn(spans[i].clone(), message);
+                }
+            }
+        }
+
+        if !loader.errors.is_empty() {
+            loader.errors.sort_by_key(|d| d.location);
+            return Err(PolicyError {
+                errors: loader.errors,
+            });
+        }
+        Ok(Policy {
+            levels,
+            default,
+            routes,
+            table,
+            warnings: loader.warnings,
+        })
+    }
+
+    /// The assurance levels, weakest first.
+    pub fn levels(&self) -> &AssuranceLevels {
+        &self.levels
+    }
+
+    /// The routes, in source order.
+    pub fn routes(&self) -> &[Rule] {
+        &self.routes
+    }
+
+    /// The rule for unmatched requests.
+    pub fn default_rule(&self) -> &Rule {
+        &self.default
+    }
+
+    /// Findings that do not stop the policy from loading.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+}
+
+/// Names the first aspect in which `specific` asks for less than `general`.
+fn weaker_in(
+    levels: &AssuranceLevels,
+    specific: &Requirement,
+    general: &Requirement,
+) -> Option<&'static str> {
+    let floor = |req: &Requirement| {
+        req.acr_values
+            .iter()
+            .map(|a| levels.rank(Some(a.as_str())))
+            .min()
+            .unwrap_or(Rank::UNKNOWN)
+    };
+    if floor(specific) < floor(general) {
+        return Some("assurance level");
+    }
+    match (specific.max_age, general.max_age) {
+        (None, Some(_)) => return Some("max_age"),
+        (Some(s), Some(g)) if s > g => return Some("max_age"),
+        _ => {}
+    }
+    if general.scopes.iter().any(|s| !specific.scopes.contains(s)) {
+        return Some("scope set");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEVELS: &str = r#"
+levels = [
+  { name = "pwd", acr = "urn:stepup:acr:pwd" },
+  { name = "mfa", acr = "urn:stepup:acr:mfa" },
+  { name = "phr", acr = "urn:stepup:acr:phr" },
+]
+[default]
+acr = ["pwd"]
+"#;
+
+    fn load(extra: &str) -> Result<Policy, PolicyError> {
+        Policy::from_toml("p.toml", &format!("{LEVELS}{extra}"))
+    }
+
+    fn first_error(extra: &str) -> Diagnostic {
+        load(extra).unwrap_err().errors.remove(0)
+    }
+
+    #[test]
+    fn loads_routes_and_names() {
+        let p = load(
+            r#"
+[[route]]
+name = "add payee"
+methods = ["POST"]
+path = "/accounts/{id}/payees"
+acr = ["mfa"]
+max_age = 300
+scope = ["payments:write"]
+
+[[route]]
+path = "/accounts/{id}"
+methods = ["GET", "DELETE"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.routes().len(), 2);
+        assert_eq!(p.routes()[0].name, "add payee");
+        assert_eq!(p.routes()[0].requirement.max_age, Some(300));
+        assert_eq!(
+            p.routes()[0].requirement.acr_values[0].as_str(),
+            "urn:stepup:acr:mfa"
+        );
+        assert_eq!(p.routes()[1].name, "GET,DELETE /accounts/{id}");
+        assert_eq!(p.routes()[0].location.line, 10);
+        assert!(p.warnings().is_empty());
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let e = Policy::from_toml(
+            "p.toml",
+            "levels = [\n  { name = \"pwd\" acr = \"x\" },\n]\n",
+        )
+        .unwrap_err();
+        let d = &e.errors[0];
+        assert_eq!((d.location.line, d.origin.as_str()), (2, "p.toml"));
+        assert!(e.to_string().starts_with("error: p.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_sections_are_errors() {
+        let d = first_error("[[route]]\npath = \"/a\"\nacrs = [\"mfa\"]\n");
+        assert!(d.message.contains("unknown field `acrs`"), "{}", d.message);
+        assert_eq!(d.location.line, 11);
+        let e =
+            Policy::from_toml("p.toml", "levels = [{ name = \"a\", acr = \"a\" }]\n").unwrap_err();
+        assert!(
+            e.errors[0].message.contains("missing field `default`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_say_what_was_expected() {
+        let d = first_error("[[route]]\npath = \"/a\"\nacr = [\"gold\"]\n");
+        assert_eq!(
+            d.message,
+            "unknown assurance level \"gold\"; expected one of: pwd, mfa, phr"
+        );
+        assert_eq!((d.location.line, d.location.column), (11, 8));
+        let d = first_error("[[route]]\npath = \"a\"\n");
+        assert!(d.message.contains("must start with '/'"), "{}", d.message);
+        let d = first_error("[[route]]\npath = \"/a\"\nmethods = [\"post\"]\n");
+        assert!(d.message.contains("expected \"POST\""), "{}", d.message);
+        let d = first_error("[[route]]\npath = \"/a\"\nmax_age = -1\n");
+        assert!(d.message.contains("0 or more"), "{}", d.message);
+        let d = first_error("[[route]]\npath = \"/a\"\nscope = [\"a b\"]\n");
+        assert!(d.message.contains("invalid scope"), "{}", d.message);
+        let d = first_error("[[route]]\npath = \"/a\"\nmethods = []\n");
+        assert!(d.message.contains("at least one method"), "{}", d.message);
+        let e = Policy::from_toml("p.toml", "levels = []\n[default]\n").unwrap_err();
+        assert!(e.errors[0].message.contains("at least one level"), "{e}");
+        let e = Policy::from_toml(
+            "p.toml",
+            "levels = [{ name = \"a\", acr = \"x\" }, { name = \"a\", acr = \"y\" }]\n[default]\n",
+        )
+        .unwrap_err();
+        assert!(e.errors[0].message.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn all_errors_are_reported_in_order() {
+        let e = load("[[route]]\npath = \"/a\"\nacr = [\"gold\"]\n[[route]]\npath = \"b\"\n")
+            .unwrap_err();
+        assert_eq!(e.errors.len(), 2);
+        assert!(e.errors[0].location < e.errors[1].location);
+    }
+
+    #[test]
+    fn conflicting_routes_are_errors() {
+        let d = first_error(
+            "[[route]]\npath = \"/a/{id}\"\nmethods = [\"GET\", \"POST\"]\n[[route]]\npath = \"/a/{name}\"\nmethods = [\"POST\"]\n",
+        );
+        assert!(
+            d.message
+                .contains("conflicts with route \"GET,POST /a/{id}\" (line 9)"),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.location.line, 13);
+    }
+
+    #[test]
+    fn weaker_specific_routes_are_warned_about() {
+        let p = load(
+            "[[route]]\npath = \"/admin/{*rest}\"\nacr = [\"phr\"]\n[[route]]\npath = \"/admin/health\"\nmethods = [\"GET\"]\n",
+        )
+        .unwrap();
+        assert_eq!(p.warnings().len(), 1);
+        assert!(
+            p.warnings()[0].message.contains("weaker assurance level"),
+            "{:?}",
+            p.warnings()
+        );
+        let p = load(
+            "[[route]]\npath = \"/pay/{*rest}\"\nacr = [\"mfa\"]\nmax_age = 60\n[[route]]\npath = \"/pay/x\"\nacr = [\"phr\"]\nmax_age = 600\n",
+        )
+        .unwrap();
+        assert!(
+            p.warnings()[0].message.contains("weaker max_age"),
+            "{:?}",
+            p.warnings()
+        );
+        // Stricter specific routes are what policies are for: no warning.
+        let p =
+            load("[[route]]\npath = \"/a/{*r}\"\n[[route]]\npath = \"/a/b\"\nacr = [\"mfa\"]\n")
+                .unwrap();
+        assert!(p.warnings().is_empty());
+    }
+
+    #[test]
+    fn location_counts_characters_not_bytes() {
+        let src = "é = 1\nab";
+        assert_eq!(
+            Location::of(src, src.len()),
+            Location { line: 2, column: 3 }
+        );
+        assert_eq!(Location::of(src, 2), Location { line: 1, column: 2 });
+    }
+}

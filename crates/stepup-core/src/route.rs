@@ -1,0 +1,610 @@
+//! Path templates and the route table.
+//!
+//! A template such as `/accounts/{id}/payees` is a list of segments, each a
+//! literal, a parameter (`{id}`, one segment) or, last only, a wildcard
+//! (`{*rest}`, one or more segments). The table is a trie over segments;
+//! lookup prefers, segment by segment from the left, a literal over a
+//! parameter over a wildcard, and backtracks when a branch has no route for
+//! the request's method. That order is what "most specific wins" means here,
+//! and it costs one hash lookup per segment, whatever the number of routes.
+//!
+//! Request paths are normalised before matching so that spelling a path
+//! differently cannot select a weaker rule: empty segments (`//`, a trailing
+//! `/`) are ignored, percent-encoded octets are decoded before comparing
+//! literals, and dot segments or encoded slashes are refused outright.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use thiserror::Error;
+
+/// One segment of a path template.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// Matches exactly this (decoded) text.
+    Literal(String),
+    /// Matches any one segment.
+    Param(String),
+    /// Matches one or more remaining segments.
+    Wildcard(String),
+}
+
+/// A parsed path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+/// Why a path template is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// Templates are absolute.
+    #[error("a path template must start with '/'")]
+    NotAbsolute,
+    /// `//` inside a template.
+    #[error("empty segment at byte {at} (remove the doubled '/')")]
+    EmptySegment {
+        /// Byte offset in the template.
+        at: usize,
+    },
+    /// `{` without `}` or the reverse, or braces inside a literal.
+    #[error(
+        "unbalanced or misplaced brace in segment {segment:?}; a parameter is a whole segment like {{id}}"
+    )]
+    Brace {
+        /// The offending segment.
+        segment: String,
+    },
+    /// A parameter name that is not an identifier.
+    #[error("parameter name {name:?} must be letters, digits or '_'")]
+    BadParamName {
+        /// The offending name.
+        name: String,
+    },
+    /// The same parameter name twice.
+    #[error("parameter {name:?} appears twice")]
+    DuplicateParam {
+        /// The repeated name.
+        name: String,
+    },
+    /// A wildcard that is not the last segment.
+    #[error("wildcard {{*{name}}} must be the last segment")]
+    WildcardNotLast {
+        /// The wildcard's name.
+        name: String,
+    },
+    /// `.` or `..` segments, or characters that would be normalised away.
+    #[error(
+        "segment {segment:?} is not allowed in a template (dot segments and '%', '?', '#' are refused)"
+    )]
+    BadLiteral {
+        /// The offending segment.
+        segment: String,
+    },
+}
+
+impl PathTemplate {
+    /// Parses a template.
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let rest = text.strip_prefix('/').ok_or(TemplateError::NotAbsolute)?;
+        let mut segments = Vec::new();
+        if !rest.is_empty() {
+            let mut offset = 1;
+            let pieces: Vec<&str> = rest.split('/').collect();
+            let count = pieces.len();
+            for (i, piece) in pieces.into_iter().enumerate() {
+                // A single trailing slash is allowed and means the same path:
+                // request matching ignores empty segments too.
+                if piece.is_empty() {
+                    if i + 1 == count {
+                        break;
+                    }
+                    return Err(TemplateError::EmptySegment { at: offset });
+                }
+                offset += piece.len() + 1;
+                segments.push(parse_segment(piece, i + 1 == count)?);
+            }
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for s in &segments {
+            if let Segment::Param(n) | Segment::Wildcard(n) = s {
+                if names.contains(&n.as_str()) {
+                    return Err(TemplateError::DuplicateParam { name: n.clone() });
+                }
+                names.push(n);
+            }
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            segments,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The segments.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The template's shape: the same paths are matched by two templates
+    /// exactly when their shapes are equal (parameter names do not matter).
+    pub fn shape(&self) -> Vec<ShapeSegment<'_>> {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => ShapeSegment::Literal(l),
+                Segment::Param(_) => ShapeSegment::Param,
+                Segment::Wildcard(_) => ShapeSegment::Wildcard,
+            })
+            .collect()
+    }
+
+    /// Whether every path matched by `other` is also matched by `self`.
+    pub fn covers(&self, other: &PathTemplate) -> bool {
+        let mine = &self.segments;
+        let theirs = &other.segments;
+        for (i, seg) in mine.iter().enumerate() {
+            match seg {
+                Segment::Wildcard(_) => return theirs.len() > i,
+                Segment::Param(_) => match theirs.get(i) {
+                    Some(Segment::Literal(_) | Segment::Param(_)) => {}
+                    _ => return false,
+                },
+                Segment::Literal(l) => match theirs.get(i) {
+                    Some(Segment::Literal(t)) if t == l => {}
+                    _ => return false,
+                },
+            }
+        }
+        mine.len() == theirs.len()
+    }
+}
+
+impl fmt::Display for PathTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A segment of a template's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShapeSegment<'a> {
+    /// A literal segment.
+    Literal(&'a str),
+    /// A parameter.
+    Param,
+    /// A wildcard.
+    Wildcard,
+}
+
+fn parse_segment(piece: &str, last: bool) -> Result<Segment, TemplateError> {
+    if let Some(inner) = piece.strip_prefix('{') {
+        let name = inner
+            .strip_suffix('}')
+            .ok_or_else(|| TemplateError::Brace {
+                segment: piece.to_owned(),
+            })?;
+        let (wildcard, name) = match name.strip_prefix('*') {
+            Some(n) => (true, n),
+            None => (false, name),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(TemplateError::BadParamName {
+                name: name.to_owned(),
+            });
+        }
+        if wildcard {
+            if !last {
+                return Err(TemplateError::WildcardNotLast {
+                    name: name.to_owned(),
+                });
+            }
+            return Ok(Segment::Wildcard(name.to_owned()));
+        }
+        return Ok(Segment::Param(name.to_owned()));
+    }
+    if piece.contains(['{', '}']) {
+        return Err(TemplateError::Brace {
+            segment: piece.to_owned(),
+        });
+    }
+    if piece == "." || piece == ".." || piece.contains(['%', '?', '#']) {
+        return Err(TemplateError::BadLiteral {
+            segment: piece.to_owned(),
+        });
+    }
+    Ok(Segment::Literal(piece.to_owned()))
+}
+
+/// Why a request path cannot be matched safely.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RequestPathError {
+    /// The path does not start with `/`.
+    #[error("the request path must start with '/'")]
+    NotAbsolute,
+    /// `.` or `..` segment (plain or percent-encoded).
+    #[error("dot segments are not allowed in the request path")]
+    DotSegment,
+    /// `%2F` or `%5C` inside a segment, which servers disagree on.
+    #[error("encoded '/' or '\\' is not allowed in the request path")]
+    EncodedSeparator,
+    /// A `%` not followed by two hex digits.
+    #[error("malformed percent-encoding in the request path")]
+    BadPercentEncoding,
+}
+
+/// Splits and decodes a request path into the segments the table matches.
+pub(crate) fn request_segments(path: &str) -> Result<Vec<Cow<'_, str>>, RequestPathError> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or(RequestPathError::NotAbsolute)?;
+    let mut out = Vec::new();
+    for raw in rest.split('/') {
+        if raw.is_empty() {
+            continue;
+        }
+        let seg = percent_decode(raw)?;
+        if seg == "." || seg == ".." {
+            return Err(RequestPathError::DotSegment);
+        }
+        out.push(seg);
+    }
+    Ok(out)
+}
+
+fn percent_decode(raw: &str) -> Result<Cow<'_, str>, RequestPathError> {
+    if !raw.contains('%') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16));
+            let lo = bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16));
+            match (hi, lo) {
+                (Some(h), Some(l)) => {
+                    // Two hex digits always fit a byte.
+                    let b = u8::try_from(h * 16 + l)
+                        .map_err(|_| RequestPathError::BadPercentEncoding)?;
+                    if b == b'/' || b == b'\\' {
+                        return Err(RequestPathError::EncodedSeparator);
+                    }
+                    out.push(b);
+                    i += 3;
+                }
+                _ => return Err(RequestPathError::BadPercentEncoding),
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    // Non-UTF-8 octets cannot equal a (UTF-8) literal; keep them distinct
+    // from every literal by lossy decoding, which only yields U+FFFD.
+    Ok(Cow::Owned(String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// Which methods a route applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Methods {
+    /// Any method not claimed by a more specific route of the same shape.
+    Any,
+    /// These methods (upper-case tokens). `GET` also covers `HEAD` unless a
+    /// route names `HEAD` itself, as HTTP servers answer HEAD with GET's handler.
+    Only(Vec<String>),
+}
+
+impl Methods {
+    /// Whether two method sets share a method.
+    pub fn overlaps(&self, other: &Methods) -> bool {
+        match (self, other) {
+            (Methods::Any, Methods::Any) => true,
+            (Methods::Any, _) | (_, Methods::Any) => false,
+            (Methods::Only(a), Methods::Only(b)) => a.iter().any(|m| b.contains(m)),
+        }
+    }
+
+    /// Whether a request with `method` is covered, directly or via a more general set.
+    pub fn covers_generally(&self, other: &Methods) -> bool {
+        match (self, other) {
+            (Methods::Any, _) => true,
+            (Methods::Only(_), Methods::Any) => false,
+            (Methods::Only(a), Methods::Only(b)) => b.iter().any(|m| a.contains(m)),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literals: HashMap<String, Node>,
+    param: Option<Box<Node>>,
+    wildcard: Option<Box<Node>>,
+    /// Routes ending here: (method → route index), plus the any-method route.
+    by_method: Vec<(String, usize)>,
+    any: Option<usize>,
+}
+
+impl Node {
+    fn route_for(&self, method: &str) -> Option<usize> {
+        if let Some((_, r)) = self.by_method.iter().find(|(m, _)| m == method) {
+            return Some(*r);
+        }
+        if method == "HEAD" {
+            if let Some((_, r)) = self.by_method.iter().find(|(m, _)| m == "GET") {
+                return Some(*r);
+            }
+        }
+        self.any
+    }
+}
+
+/// A route table: templates and methods mapped to route indices.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    root: Node,
+}
+
+/// Two routes that claim the same method on the same shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The route inserted first.
+    pub first: usize,
+    /// The route that collided with it.
+    pub second: usize,
+    /// The method both claim, or `None` when both apply to any method.
+    pub method: Option<String>,
+}
+
+impl RouteTable {
+    /// Adds route `index`; reports a conflict with an earlier route instead
+    /// of silently letting one of them win.
+    pub fn insert(
+        &mut self,
+        template: &PathTemplate,
+        methods: &Methods,
+        index: usize,
+    ) -> Result<(), Conflict> {
+        let mut node = &mut self.root;
+        for seg in template.segments() {
+            node = match seg {
+                Segment::Literal(l) => node.literals.entry(l.clone()).or_default(),
+                Segment::Param(_) => node.param.get_or_insert_with(Box::default),
+                Segment::Wildcard(_) => node.wildcard.get_or_insert_with(Box::default),
+            };
+        }
+        match methods {
+            Methods::Any => {
+                if let Some(first) = node.any {
+                    return Err(Conflict {
+                        first,
+                        second: index,
+                        method: None,
+                    });
+                }
+                node.any = Some(index);
+            }
+            Methods::Only(list) => {
+                for m in list {
+                    if let Some((_, first)) = node.by_method.iter().find(|(have, _)| have == m) {
+                        return Err(Conflict {
+                            first: *first,
+                            second: index,
+                            method: Some(m.clone()),
+                        });
+                    }
+                }
+                for m in list {
+                    node.by_method.push((m.clone(), index));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The most specific route for a method and already-split path.
+    pub(crate) fn lookup(&self, method: &str, segments: &[Cow<'_, str>]) -> Option<usize> {
+        lookup_in(&self.root, method, segments)
+    }
+}
+
+fn lookup_in(node: &Node, method: &str, segments: &[Cow<'_, str>]) -> Option<usize> {
+    let Some((first, rest)) = segments.split_first() else {
+        return node.route_for(method);
+    };
+    if let Some(child) = node.literals.get(first.as_ref()) {
+        if let Some(found) = lookup_in(child, method, rest) {
+            return Some(found);
+        }
+    }
+    if let Some(child) = &node.param {
+        if let Some(found) = lookup_in(child, method, rest) {
+            return Some(found);
+        }
+    }
+    node.wildcard
+        .as_ref()
+        .and_then(|child| child.route_for(method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> PathTemplate {
+        PathTemplate::parse(s).unwrap()
+    }
+
+    fn table(routes: &[(&str, Methods)]) -> RouteTable {
+        let mut table = RouteTable::default();
+        for (i, (p, m)) in routes.iter().enumerate() {
+            table.insert(&t(p), m, i).unwrap();
+        }
+        table
+    }
+
+    fn find(table: &RouteTable, method: &str, path: &str) -> Option<usize> {
+        let segs = request_segments(path).unwrap();
+        table.lookup(method, &segs)
+    }
+
+    fn only(m: &[&str]) -> Methods {
+        Methods::Only(m.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn template_errors_are_specific() {
+        assert_eq!(PathTemplate::parse("a"), Err(TemplateError::NotAbsolute));
+        assert_eq!(
+            PathTemplate::parse("/a//b"),
+            Err(TemplateError::EmptySegment { at: 3 })
+        );
+        assert!(matches!(
+            PathTemplate::parse("/a/{id"),
+            Err(TemplateError::Brace { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/a/x{id}"),
+            Err(TemplateError::Brace { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/a/{i-d}"),
+            Err(TemplateError::BadParamName { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/a/{}"),
+            Err(TemplateError::BadParamName { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/{id}/{id}"),
+            Err(TemplateError::DuplicateParam { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/{*r}/x"),
+            Err(TemplateError::WildcardNotLast { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/a/../b"),
+            Err(TemplateError::BadLiteral { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/a%2f"),
+            Err(TemplateError::BadLiteral { .. })
+        ));
+        assert_eq!(t("/").segments().len(), 0);
+        assert_eq!(t("/a/").segments().len(), 1);
+    }
+
+    #[test]
+    fn literal_beats_param_beats_wildcard() {
+        let tb = table(&[
+            ("/accounts/{*rest}", Methods::Any),
+            ("/accounts/{id}", Methods::Any),
+            ("/accounts/mine", Methods::Any),
+        ]);
+        assert_eq!(find(&tb, "GET", "/accounts/mine"), Some(2));
+        assert_eq!(find(&tb, "GET", "/accounts/42"), Some(1));
+        assert_eq!(find(&tb, "GET", "/accounts/42/payees"), Some(0));
+        assert_eq!(find(&tb, "GET", "/accounts"), None);
+        assert_eq!(find(&tb, "GET", "/other"), None);
+    }
+
+    #[test]
+    fn method_specific_beats_any_and_backtracks() {
+        let tb = table(&[
+            ("/accounts/{id}/payees", only(&["POST"])),
+            ("/accounts/{*rest}", Methods::Any),
+            ("/accounts/{id}/payees", only(&["GET"])),
+        ]);
+        assert_eq!(find(&tb, "POST", "/accounts/1/payees"), Some(0));
+        assert_eq!(find(&tb, "GET", "/accounts/1/payees"), Some(2));
+        assert_eq!(find(&tb, "HEAD", "/accounts/1/payees"), Some(2));
+        // No DELETE route on the exact shape: the wildcard route applies.
+        assert_eq!(find(&tb, "DELETE", "/accounts/1/payees"), Some(1));
+    }
+
+    #[test]
+    fn spelling_a_path_differently_selects_the_same_route() {
+        let tb = table(&[("/accounts/{id}/payees", only(&["POST"]))]);
+        for p in [
+            "/accounts/1/payees",
+            "/accounts/1/payees/",
+            "//accounts//1/payees",
+            "/accounts/1/%70ayees",
+            "/%61ccounts/1/payees",
+        ] {
+            assert_eq!(find(&tb, "POST", p), Some(0), "{p}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_request_paths_are_refused() {
+        assert_eq!(
+            request_segments("/a/../b"),
+            Err(RequestPathError::DotSegment)
+        );
+        assert_eq!(
+            request_segments("/a/%2e%2E/b"),
+            Err(RequestPathError::DotSegment)
+        );
+        assert_eq!(
+            request_segments("/a/./b"),
+            Err(RequestPathError::DotSegment)
+        );
+        assert_eq!(
+            request_segments("/a%2Fb"),
+            Err(RequestPathError::EncodedSeparator)
+        );
+        assert_eq!(
+            request_segments("/a%5cb"),
+            Err(RequestPathError::EncodedSeparator)
+        );
+        assert_eq!(
+            request_segments("/a%zz"),
+            Err(RequestPathError::BadPercentEncoding)
+        );
+        assert_eq!(
+            request_segments("/a%4"),
+            Err(RequestPathError::BadPercentEncoding)
+        );
+        assert_eq!(request_segments("a"), Err(RequestPathError::NotAbsolute));
+    }
+
+    #[test]
+    fn conflicts_are_reported() {
+        let mut tb = RouteTable::default();
+        tb.insert(&t("/a/{id}"), &only(&["GET", "POST"]), 0)
+            .unwrap();
+        let c = tb.insert(&t("/a/{name}"), &only(&["POST"]), 1).unwrap_err();
+        assert_eq!(
+            c,
+            Conflict {
+                first: 0,
+                second: 1,
+                method: Some("POST".into())
+            }
+        );
+        tb.insert(&t("/a/{x}"), &Methods::Any, 2).unwrap();
+        assert!(tb.insert(&t("/a/{y}"), &Methods::Any, 3).is_err());
+    }
+
+    #[test]
+    fn covers_relation() {
+        assert!(t("/a/{*r}").covers(&t("/a/b/c")));
+        assert!(t("/a/{*r}").covers(&t("/a/{id}")));
+        assert!(!t("/a/{*r}").covers(&t("/a")));
+        assert!(t("/a/{id}").covers(&t("/a/b")));
+        assert!(!t("/a/b").covers(&t("/a/{id}")));
+        assert!(!t("/a/{id}").covers(&t("/a/{*r}")));
+        assert!(t("/a/{id}").covers(&t("/a/{x}")));
+    }
+}
