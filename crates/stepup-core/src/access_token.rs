@@ -243,19 +243,13 @@ impl ClaimsRules {
         if claims.exp.saturating_add(leeway) <= now {
             return Err(ClaimsError::Expired);
         }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
-        {
+        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(ClaimsError::NotYetValid);
         }
         if claims.iat > now.saturating_add(leeway) {
             return Err(ClaimsError::IssuedInFuture);
         }
-        if claims
-            .auth_time
-            .is_some_and(|t| t > now.saturating_add(leeway))
-        {
+        if claims.auth_time.is_some_and(|t| t > now.saturating_add(leeway)) {
             return Err(ClaimsError::AuthTimeInFuture);
         }
         Ok(())
@@ -367,35 +361,20 @@ mod tests {
         let r = rules();
         let mut c = base.clone();
         c.iss = "https://evil.example".into();
-        assert_eq!(
-            r.validate(&c, UnixTime(1500)),
-            Err(ClaimsError::WrongIssuer)
-        );
+        assert_eq!(r.validate(&c, UnixTime(1500)), Err(ClaimsError::WrongIssuer));
         let mut c = base.clone();
         c.aud = Audience::One("https://other.example".into());
-        assert_eq!(
-            r.validate(&c, UnixTime(1500)),
-            Err(ClaimsError::WrongAudience)
-        );
+        assert_eq!(r.validate(&c, UnixTime(1500)), Err(ClaimsError::WrongAudience));
         // Expiry honours the leeway, and expires exactly at exp + leeway.
         assert!(r.validate(&base, UnixTime(2029)).is_ok());
         assert_eq!(r.validate(&base, UnixTime(2030)), Err(ClaimsError::Expired));
         let mut c = base.clone();
         c.nbf = Some(1600);
-        assert_eq!(
-            r.validate(&c, UnixTime(1500)),
-            Err(ClaimsError::NotYetValid)
-        );
+        assert_eq!(r.validate(&c, UnixTime(1500)), Err(ClaimsError::NotYetValid));
         assert!(r.validate(&c, UnixTime(1570)).is_ok());
-        assert_eq!(
-            r.validate(&base, UnixTime(960)),
-            Err(ClaimsError::IssuedInFuture)
-        );
+        assert_eq!(r.validate(&base, UnixTime(960)), Err(ClaimsError::IssuedInFuture));
         let mut c = base;
         c.auth_time = Some(1600);
-        assert_eq!(
-            r.validate(&c, UnixTime(1500)),
-            Err(ClaimsError::AuthTimeInFuture)
-        );
+        assert_eq!(r.validate(&c, UnixTime(1500)), Err(ClaimsError::AuthTimeInFuture));
     }
 }

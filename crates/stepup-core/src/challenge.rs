@@ -116,10 +116,7 @@ fn is_error_uri_char(c: char) -> bool {
 
 /// Replaces every character that `keep` rejects with `?`, one for one.
 fn sanitize(value: &str, keep: impl Fn(char) -> bool) -> String {
-    value
-        .chars()
-        .map(|c| if keep(c) { c } else { '?' })
-        .collect()
+    value.chars().map(|c| if keep(c) { c } else { '?' }).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -386,9 +383,7 @@ pub enum ChallengeParseError {
 /// several challenges. Scheme and parameter names are kept as received.
 /// Values that are not valid UTF-8 (obs-text in another charset) must be
 /// converted by the caller, for example lossily.
-pub fn parse_www_authenticate<'a, I>(
-    header_values: I,
-) -> Result<Vec<Challenge>, ChallengeParseError>
+pub fn parse_www_authenticate<'a, I>(header_values: I) -> Result<Vec<Challenge>, ChallengeParseError>
 where
     I: IntoIterator<Item = &'a str>,
 {
@@ -401,9 +396,7 @@ where
             .saturating_add(value.len())
             > MAX_HEADER_LEN
         {
-            return Err(ChallengeParseError::TooLong {
-                max: MAX_HEADER_LEN,
-            });
+            return Err(ChallengeParseError::TooLong { max: MAX_HEADER_LEN });
         }
         joined.push_str(separator);
         joined.push_str(value);
@@ -532,9 +525,7 @@ impl<'a> Parser<'a> {
     /// the start of the next list element.
     fn parse_challenge(&mut self) -> Result<Challenge, ChallengeParseError> {
         let at = self.pos;
-        let scheme = self
-            .token()
-            .ok_or(ChallengeParseError::ExpectedScheme { at })?;
+        let scheme = self.token().ok_or(ChallengeParseError::ExpectedScheme { at })?;
         let mut challenge = Challenge {
             scheme: scheme.to_owned(),
             token68: None,
@@ -804,19 +795,13 @@ impl BearerChallenge {
             }
         };
         if let Some(realm) = &self.realm {
-            push(
-                "realm",
-                sanitize(realm, |c| !c.is_ascii_control() || c == '\t'),
-            );
+            push("realm", sanitize(realm, |c| !c.is_ascii_control() || c == '\t'));
         }
         if let Some(error) = &self.error {
             push("error", sanitize(error.as_str(), is_error_text_char));
         }
         if let Some(description) = &self.error_description {
-            push(
-                "error_description",
-                sanitize(description, is_error_text_char),
-            );
+            push("error_description", sanitize(description, is_error_text_char));
         }
         if let Some(uri) = &self.error_uri {
             push("error_uri", sanitize(uri, is_error_uri_char));
@@ -896,9 +881,7 @@ impl fmt::Display for BearerChallenge {
 /// The first `Bearer` or `DPoP` challenge whose `error` is
 /// `insufficient_user_authentication` (RFC 9470 §3), read as a
 /// [`BearerChallenge`]; `None` when there is no such challenge.
-pub fn find_step_up(
-    challenges: &[Challenge],
-) -> Option<Result<BearerChallenge, BearerChallengeError>> {
+pub fn find_step_up(challenges: &[Challenge]) -> Option<Result<BearerChallenge, BearerChallengeError>> {
     challenges
         .iter()
         .find(|c| {
@@ -983,27 +966,18 @@ mod tests {
         let b = BearerChallenge::from_challenge(&c).unwrap();
         assert_eq!(b.realm.as_deref(), Some("example"));
         assert_eq!(b.error, Some(ErrorCode::InvalidToken));
-        assert_eq!(
-            b.error_description.as_deref(),
-            Some("The access token expired")
-        );
+        assert_eq!(b.error_description.as_deref(), Some("The access token expired"));
     }
 
     #[test]
     fn rfc9110_two_challenges_in_one_value() {
-        let cs = parse(
-            r#"Newauth realm="apps", type=1, title="Login to \"apps\"", Basic realm="simple""#,
-        )
-        .unwrap();
+        let cs = parse(r#"Newauth realm="apps", type=1, title="Login to \"apps\"", Basic realm="simple""#)
+            .unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0].scheme(), "Newauth");
         assert_eq!(
             names_and_values(&cs[0]),
-            vec![
-                ("realm", "apps"),
-                ("type", "1"),
-                ("title", r#"Login to "apps""#)
-            ]
+            vec![("realm", "apps"), ("type", "1"), ("title", r#"Login to "apps""#)]
         );
         assert_eq!(cs[1].scheme(), "Basic");
         assert_eq!(names_and_values(&cs[1]), vec![("realm", "simple")]);
@@ -1028,9 +1002,7 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive_and_kept_as_received() {
-        let c = parse_one(
-            r#"bEaReR REALM="x", Error="insufficient_user_authentication", ACR_VALUES="a b""#,
-        );
+        let c = parse_one(r#"bEaReR REALM="x", Error="insufficient_user_authentication", ACR_VALUES="a b""#);
         assert_eq!(c.scheme(), "bEaReR");
         assert!(c.is_scheme("Bearer"));
         assert_eq!(c.param("realm"), Some("x"));
@@ -1046,8 +1018,7 @@ mod tests {
         assert_eq!(c.token68(), Some("YWxhZGRpbjpvcGVuc2VzYW1l"));
         assert!(c.params().is_empty());
 
-        let cs =
-            parse("Negotiate a87421000492aa874209af8bc028==  , Basic abc/+.-_~=, Bearer").unwrap();
+        let cs = parse("Negotiate a87421000492aa874209af8bc028==  , Basic abc/+.-_~=, Bearer").unwrap();
         assert_eq!(cs[0].token68(), Some("a87421000492aa874209af8bc028=="));
         assert_eq!(cs[1].token68(), Some("abc/+.-_~="));
         assert_eq!(cs[2].scheme(), "Bearer");
@@ -1069,29 +1040,20 @@ mod tests {
     #[test]
     fn bws_around_equals_and_token_values() {
         let c = parse_one("Newauth a =1, b= two ,c\t=\t\"3\"");
-        assert_eq!(
-            names_and_values(&c),
-            vec![("a", "1"), ("b", "two"), ("c", "3")]
-        );
+        assert_eq!(names_and_values(&c), vec![("a", "1"), ("b", "two"), ("c", "3")]);
     }
 
     #[test]
     fn quoted_strings_accept_escapes_tabs_and_obs_text() {
         let c = parse_one("X a=\"\\\\ \\a\t\u{e9}\\\u{e9}\", b=\"\"");
-        assert_eq!(
-            names_and_values(&c),
-            vec![("a", "\\ a\t\u{e9}\u{e9}"), ("b", "")]
-        );
+        assert_eq!(names_and_values(&c), vec![("a", "\\ a\t\u{e9}\u{e9}"), ("b", "")]);
     }
 
     #[test]
     fn scheme_only_challenges() {
         let cs = parse("Basic, Bearer,DPoP").unwrap();
         assert_eq!(cs.len(), 3);
-        assert!(
-            cs.iter()
-                .all(|c| c.params().is_empty() && c.token68().is_none())
-        );
+        assert!(cs.iter().all(|c| c.params().is_empty() && c.token68().is_none()));
     }
 
     // --- Errors ------------------------------------------------------------
@@ -1108,16 +1070,12 @@ mod tests {
         let long = format!("Bearer realm=\"{}\"", "a".repeat(MAX_HEADER_LEN));
         assert_eq!(
             parse(&long),
-            Err(ChallengeParseError::TooLong {
-                max: MAX_HEADER_LEN
-            })
+            Err(ChallengeParseError::TooLong { max: MAX_HEADER_LEN })
         );
         let half = "a".repeat(MAX_HEADER_LEN / 2);
         assert_eq!(
             parse_www_authenticate([half.as_str(), half.as_str()]),
-            Err(ChallengeParseError::TooLong {
-                max: MAX_HEADER_LEN
-            })
+            Err(ChallengeParseError::TooLong { max: MAX_HEADER_LEN })
         );
         let max = "a".repeat(MAX_HEADER_LEN);
         assert!(parse(&max).is_ok());
@@ -1207,23 +1165,14 @@ mod tests {
         );
         assert_eq!(
             parse("Bearer realm=\"a\"\r\n"),
-            Err(ChallengeParseError::InvalidCharacter {
-                at: 16,
-                found: '\r'
-            })
+            Err(ChallengeParseError::InvalidCharacter { at: 16, found: '\r' })
         );
-        assert_eq!(
-            parse("\0"),
-            Err(ChallengeParseError::ExpectedScheme { at: 0 })
-        );
+        assert_eq!(parse("\0"), Err(ChallengeParseError::ExpectedScheme { at: 0 }));
     }
 
     #[test]
     fn param_before_scheme() {
-        assert_eq!(
-            parse("=x"),
-            Err(ChallengeParseError::ExpectedScheme { at: 0 })
-        );
+        assert_eq!(parse("=x"), Err(ChallengeParseError::ExpectedScheme { at: 0 }));
         assert_eq!(
             parse("  \"Bearer\""),
             Err(ChallengeParseError::ExpectedScheme { at: 2 })
@@ -1248,10 +1197,7 @@ mod tests {
             })
         );
         // The same name in two challenges is fine.
-        assert_eq!(
-            parse(r#"Bearer realm="a", Basic realm="b""#).unwrap().len(),
-            2
-        );
+        assert_eq!(parse(r#"Bearer realm="a", Basic realm="b""#).unwrap().len(), 2);
     }
 
     // --- Building ------------------------------------------------------------
@@ -1268,10 +1214,7 @@ mod tests {
             c.to_string(),
             r#"Newauth realm="apps", title="Login to \"apps\" \\ now""#
         );
-        let basic = Challenge::new("Basic")
-            .unwrap()
-            .with_token68("YWxh==")
-            .unwrap();
+        let basic = Challenge::new("Basic").unwrap().with_token68("YWxh==").unwrap();
         let s = format_challenges(&[c.clone(), basic.clone(), Challenge::new("DPoP").unwrap()]);
         assert_eq!(
             s,
@@ -1307,19 +1250,14 @@ mod tests {
         );
         assert!(matches!(
             c.clone().with_param("realm", "a\u{7f}"),
-            Err(ChallengeBuildError::InvalidParamValue {
-                found: '\u{7f}',
-                ..
-            })
+            Err(ChallengeBuildError::InvalidParamValue { found: '\u{7f}', .. })
         ));
         assert_eq!(
             c.clone()
                 .with_param("realm", "a")
                 .unwrap()
                 .with_param("REALM", "b"),
-            Err(ChallengeBuildError::DuplicateParam {
-                name: "REALM".into()
-            })
+            Err(ChallengeBuildError::DuplicateParam { name: "REALM".into() })
         );
         assert!(matches!(
             c.clone().with_token68("a=b"),
@@ -1411,8 +1349,7 @@ mod tests {
 
     #[test]
     fn bearer_from_challenge_errors() {
-        let with =
-            |params: &str| BearerChallenge::from_challenge(&parse_one(&format!("Bearer {params}")));
+        let with = |params: &str| BearerChallenge::from_challenge(&parse_one(&format!("Bearer {params}")));
         for bad in [
             "+1",
             "-1",
@@ -1452,9 +1389,7 @@ mod tests {
 
     #[test]
     fn bearer_from_challenge_is_lenient_elsewhere() {
-        let c = parse_one(
-            r#"dpop acr_values="  a   b ", foo="bar", algs="ES256", error="use_dpop_nonce""#,
-        );
+        let c = parse_one(r#"dpop acr_values="  a   b ", foo="bar", algs="ES256", error="use_dpop_nonce""#);
         let b = BearerChallenge::from_challenge(&c).unwrap();
         assert_eq!(b.scheme, TokenScheme::DPoP);
         assert_eq!(b.acr_values, vec![acr("a"), acr("b")]);
@@ -1477,8 +1412,7 @@ mod tests {
         assert_eq!(b.scheme, TokenScheme::DPoP);
         assert_eq!(b.max_age, Some(60));
         assert!(find_step_up(&cs[..2]).is_none());
-        let bad =
-            parse("Bearer error=\"insufficient_user_authentication\", max_age=\"soon\"").unwrap();
+        let bad = parse("Bearer error=\"insufficient_user_authentication\", max_age=\"soon\"").unwrap();
         assert!(matches!(
             find_step_up(&bad),
             Some(Err(BearerChallengeError::InvalidMaxAge { .. }))
@@ -1487,8 +1421,7 @@ mod tests {
 
     // --- Properties ----------------------------------------------------------
 
-    const TCHARS: &str =
-        "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const TCHARS: &str = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
     fn token_strategy() -> impl Strategy<Value = String> {
         let chars: Vec<char> = TCHARS.chars().collect();
@@ -1496,28 +1429,25 @@ mod tests {
     }
 
     fn token68_strategy() -> impl Strategy<Value = String> {
-        ("[A-Za-z0-9._~+/-]{1,20}", 0..3usize)
-            .prop_map(|(body, pad)| format!("{body}{}", "=".repeat(pad)))
+        ("[A-Za-z0-9._~+/-]{1,20}", 0..3usize).prop_map(|(body, pad)| format!("{body}{}", "=".repeat(pad)))
     }
 
     /// Parameters with names unique ignoring case.
     fn params_strategy() -> impl Strategy<Value = Vec<(String, String)>> {
-        prop::collection::vec(
-            (token_strategy(), "[ -~\t\u{e9}\u{20ac}\u{1f600}]{0,24}"),
-            0..6,
+        prop::collection::vec((token_strategy(), "[ -~\t\u{e9}\u{20ac}\u{1f600}]{0,24}"), 0..6).prop_map(
+            |params| {
+                let mut seen: Vec<String> = Vec::new();
+                params
+                    .into_iter()
+                    .filter(|(name, _)| {
+                        let lower = name.to_ascii_lowercase();
+                        let fresh = !seen.contains(&lower);
+                        seen.push(lower);
+                        fresh
+                    })
+                    .collect()
+            },
         )
-        .prop_map(|params| {
-            let mut seen: Vec<String> = Vec::new();
-            params
-                .into_iter()
-                .filter(|(name, _)| {
-                    let lower = name.to_ascii_lowercase();
-                    let fresh = !seen.contains(&lower);
-                    seen.push(lower);
-                    fresh
-                })
-                .collect()
-        })
     }
 
     fn challenge_strategy() -> impl Strategy<Value = Challenge> {

@@ -11,9 +11,10 @@ use std::fmt;
 
 use crate::access_token::TokenFacts;
 use crate::acr::Acr;
+use crate::challenge::{BearerChallenge, ErrorCode};
 use crate::policy::{Policy, Rule};
 use crate::route::{RequestPathError, request_segments};
-use crate::scope::{Scope, scope_claim_contains};
+use crate::scope::{Scope, join_scopes, scope_claim_contains};
 use crate::time::UnixTime;
 
 /// Why a step-up is needed.
@@ -74,6 +75,45 @@ pub struct Decision<'p> {
     pub rule: &'p Rule,
     /// What the rule says about this token.
     pub verdict: Verdict<'p>,
+}
+
+impl Decision<'_> {
+    /// The RFC 6750 / RFC 9470 challenge for a verdict other than `Allow`,
+    /// with an `error_description` naming the rule, for logs and humans.
+    pub fn challenge(&self) -> Option<BearerChallenge> {
+        match &self.verdict {
+            Verdict::Allow => None,
+            Verdict::StepUp {
+                acr_values,
+                max_age,
+                reason,
+            } => Some(BearerChallenge {
+                error: Some(ErrorCode::InsufficientUserAuthentication),
+                error_description: Some(format!("{reason} (rule '{}')", self.rule.name)),
+                acr_values: acr_values.to_vec(),
+                max_age: *max_age,
+                ..BearerChallenge::default()
+            }),
+            Verdict::InsufficientScope { scope } => Some(BearerChallenge {
+                error: Some(ErrorCode::InsufficientScope),
+                error_description: Some(format!(
+                    "scope '{}' is required (rule '{}')",
+                    join_scopes(scope),
+                    self.rule.name
+                )),
+                scope: Some(join_scopes(scope)),
+                ..BearerChallenge::default()
+            }),
+        }
+    }
+
+    /// The HTTP status for the verdict: 200 for `Allow`, 401 for a step-up,
+    /// 403 for missing scope.
+    pub fn status(&self) -> u16 {
+        self.challenge()
+            .and_then(|c| c.error.map(|e| e.status()))
+            .unwrap_or(200)
+    }
 }
 
 impl Policy {
@@ -182,12 +222,7 @@ max_age = 60
     fn default_rule_applies_to_unmatched_routes() {
         let p = policy();
         let d = p
-            .decide(
-                "GET",
-                "/accounts/1",
-                &facts(Some(PWD), None, ""),
-                UnixTime(0),
-            )
+            .decide("GET", "/accounts/1", &facts(Some(PWD), None, ""), UnixTime(0))
             .unwrap();
         assert!(d.rule.is_default());
         assert_eq!(d.verdict, Verdict::Allow);
@@ -300,6 +335,43 @@ max_age = 60
         };
         let values: Vec<&str> = acr_values.iter().map(Acr::as_str).collect();
         assert_eq!(values, [PHR, MFA]);
+    }
+
+    #[test]
+    fn challenges_carry_rfc9470_parameters() {
+        let p = policy();
+        let d = p
+            .decide(
+                "POST",
+                "/transfers/large",
+                &facts(Some(PWD), Some(100), ""),
+                UnixTime(150),
+            )
+            .unwrap();
+        assert_eq!(d.status(), 401);
+        let header = d.challenge().unwrap().to_challenge().to_string();
+        assert_eq!(
+            header,
+            "Bearer error=\"insufficient_user_authentication\", \
+             error_description=\"a stronger authentication is required (rule 'large transfer')\", \
+             acr_values=\"urn:stepup:acr:phr urn:stepup:acr:mfa\", max_age=\"60\""
+        );
+        let d = p
+            .decide(
+                "POST",
+                "/accounts/1/payees",
+                &facts(Some(PHR), Some(100), "openid"),
+                UnixTime(150),
+            )
+            .unwrap();
+        assert_eq!(d.status(), 403);
+        let c = d.challenge().unwrap();
+        assert_eq!(c.scope.as_deref(), Some("payments:write"));
+        assert_eq!(c.error, Some(ErrorCode::InsufficientScope));
+        let ok = p
+            .decide("GET", "/x", &facts(Some(PWD), None, ""), UnixTime(0))
+            .unwrap();
+        assert_eq!((ok.status(), ok.challenge()), (200, None));
     }
 
     #[test]

@@ -217,10 +217,7 @@ impl Loader<'_> {
                 continue;
             }
             if names.iter().any(|(n, _)| n == name) {
-                self.error(
-                    level.name.span(),
-                    format!("level name {name:?} is used twice"),
-                );
+                self.error(level.name.span(), format!("level name {name:?} is used twice"));
                 continue;
             }
             match Acr::new(level.acr.get_ref().as_str()) {
@@ -278,10 +275,7 @@ impl Loader<'_> {
         if let Some(m) = max_age {
             match u64::try_from(*m.get_ref()) {
                 Ok(secs) => req.max_age = Some(secs),
-                Err(_) => self.error(
-                    m.span(),
-                    "max_age must be a number of seconds, 0 or more".into(),
-                ),
+                Err(_) => self.error(m.span(), "max_age must be a number of seconds, 0 or more".into()),
             }
         }
         for value in scope {
@@ -423,8 +417,7 @@ impl Policy {
                 if !general.methods.covers_generally(&specific.methods) {
                     continue;
                 }
-                if let Some(what) = weaker_in(&levels, &specific.requirement, &general.requirement)
-                {
+                if let Some(what) = weaker_in(&levels, &specific.requirement, &general.requirement) {
                     let message = format!(
                         "route {:?} asks for a weaker {what} than the more general route {:?} (line {}) it overrides",
                         specific.name, general.name, general.location.line
@@ -551,11 +544,8 @@ methods = ["GET", "DELETE"]
 
     #[test]
     fn syntax_errors_are_located() {
-        let e = Policy::from_toml(
-            "p.toml",
-            "levels = [\n  { name = \"pwd\" acr = \"x\" },\n]\n",
-        )
-        .unwrap_err();
+        let e =
+            Policy::from_toml("p.toml", "levels = [\n  { name = \"pwd\" acr = \"x\" },\n]\n").unwrap_err();
         let d = &e.errors[0];
         assert_eq!((d.location.line, d.origin.as_str()), (2, "p.toml"));
         assert!(e.to_string().starts_with("error: p.toml:2:"), "{e}");
@@ -566,12 +556,8 @@ methods = ["GET", "DELETE"]
         let d = first_error("[[route]]\npath = \"/a\"\nacrs = [\"mfa\"]\n");
         assert!(d.message.contains("unknown field `acrs`"), "{}", d.message);
         assert_eq!(d.location.line, 11);
-        let e =
-            Policy::from_toml("p.toml", "levels = [{ name = \"a\", acr = \"a\" }]\n").unwrap_err();
-        assert!(
-            e.errors[0].message.contains("missing field `default`"),
-            "{e}"
-        );
+        let e = Policy::from_toml("p.toml", "levels = [{ name = \"a\", acr = \"a\" }]\n").unwrap_err();
+        assert!(e.errors[0].message.contains("missing field `default`"), "{e}");
     }
 
     #[test]
@@ -604,8 +590,7 @@ methods = ["GET", "DELETE"]
 
     #[test]
     fn all_errors_are_reported_in_order() {
-        let e = load("[[route]]\npath = \"/a\"\nacr = [\"gold\"]\n[[route]]\npath = \"b\"\n")
-            .unwrap_err();
+        let e = load("[[route]]\npath = \"/a\"\nacr = [\"gold\"]\n[[route]]\npath = \"b\"\n").unwrap_err();
         assert_eq!(e.errors.len(), 2);
         assert!(e.errors[0].location < e.errors[1].location);
     }
@@ -646,19 +631,14 @@ methods = ["GET", "DELETE"]
             p.warnings()
         );
         // Stricter specific routes are what policies are for: no warning.
-        let p =
-            load("[[route]]\npath = \"/a/{*r}\"\n[[route]]\npath = \"/a/b\"\nacr = [\"mfa\"]\n")
-                .unwrap();
+        let p = load("[[route]]\npath = \"/a/{*r}\"\n[[route]]\npath = \"/a/b\"\nacr = [\"mfa\"]\n").unwrap();
         assert!(p.warnings().is_empty());
     }
 
     #[test]
     fn location_counts_characters_not_bytes() {
         let src = "é = 1\nab";
-        assert_eq!(
-            Location::of(src, src.len()),
-            Location { line: 2, column: 3 }
-        );
+        assert_eq!(Location::of(src, src.len()), Location { line: 2, column: 3 });
         assert_eq!(Location::of(src, 2), Location { line: 1, column: 2 });
     }
 }

@@ -77,9 +77,7 @@ pub enum TemplateError {
         name: String,
     },
     /// `.` or `..` segments, or characters that would be normalised away.
-    #[error(
-        "segment {segment:?} is not allowed in a template (dot segments and '%', '?', '#' are refused)"
-    )]
+    #[error("segment {segment:?} is not allowed in a template (dot segments and '%', '?', '#' are refused)")]
     BadLiteral {
         /// The offending segment.
         segment: String,
@@ -186,11 +184,9 @@ pub enum ShapeSegment<'a> {
 
 fn parse_segment(piece: &str, last: bool) -> Result<Segment, TemplateError> {
     if let Some(inner) = piece.strip_prefix('{') {
-        let name = inner
-            .strip_suffix('}')
-            .ok_or_else(|| TemplateError::Brace {
-                segment: piece.to_owned(),
-            })?;
+        let name = inner.strip_suffix('}').ok_or_else(|| TemplateError::Brace {
+            segment: piece.to_owned(),
+        })?;
         let (wildcard, name) = match name.strip_prefix('*') {
             Some(n) => (true, n),
             None => (false, name),
@@ -243,9 +239,7 @@ pub enum RequestPathError {
 
 /// Splits and decodes a request path into the segments the table matches.
 pub(crate) fn request_segments(path: &str) -> Result<Vec<Cow<'_, str>>, RequestPathError> {
-    let rest = path
-        .strip_prefix('/')
-        .ok_or(RequestPathError::NotAbsolute)?;
+    let rest = path.strip_prefix('/').ok_or(RequestPathError::NotAbsolute)?;
     let mut out = Vec::new();
     for raw in rest.split('/') {
         if raw.is_empty() {
@@ -274,8 +268,7 @@ fn percent_decode(raw: &str) -> Result<Cow<'_, str>, RequestPathError> {
             match (hi, lo) {
                 (Some(h), Some(l)) => {
                     // Two hex digits always fit a byte.
-                    let b = u8::try_from(h * 16 + l)
-                        .map_err(|_| RequestPathError::BadPercentEncoding)?;
+                    let b = u8::try_from(h * 16 + l).map_err(|_| RequestPathError::BadPercentEncoding)?;
                     if b == b'/' || b == b'\\' {
                         return Err(RequestPathError::EncodedSeparator);
                     }
@@ -431,9 +424,7 @@ fn lookup_in(node: &Node, method: &str, segments: &[Cow<'_, str>]) -> Option<usi
             return Some(found);
         }
     }
-    node.wildcard
-        .as_ref()
-        .and_then(|child| child.route_for(method))
+    node.wildcard.as_ref().and_then(|child| child.route_for(method))
 }
 
 #[cfg(test)]
@@ -548,18 +539,9 @@ mod tests {
 
     #[test]
     fn ambiguous_request_paths_are_refused() {
-        assert_eq!(
-            request_segments("/a/../b"),
-            Err(RequestPathError::DotSegment)
-        );
-        assert_eq!(
-            request_segments("/a/%2e%2E/b"),
-            Err(RequestPathError::DotSegment)
-        );
-        assert_eq!(
-            request_segments("/a/./b"),
-            Err(RequestPathError::DotSegment)
-        );
+        assert_eq!(request_segments("/a/../b"), Err(RequestPathError::DotSegment));
+        assert_eq!(request_segments("/a/%2e%2E/b"), Err(RequestPathError::DotSegment));
+        assert_eq!(request_segments("/a/./b"), Err(RequestPathError::DotSegment));
         assert_eq!(
             request_segments("/a%2Fb"),
             Err(RequestPathError::EncodedSeparator)
@@ -582,8 +564,7 @@ mod tests {
     #[test]
     fn conflicts_are_reported() {
         let mut tb = RouteTable::default();
-        tb.insert(&t("/a/{id}"), &only(&["GET", "POST"]), 0)
-            .unwrap();
+        tb.insert(&t("/a/{id}"), &only(&["GET", "POST"]), 0).unwrap();
         let c = tb.insert(&t("/a/{name}"), &only(&["POST"]), 1).unwrap_err();
         assert_eq!(
             c,

@@ -18,9 +18,7 @@ pub enum ScopeError {
     #[error("a scope must not be empty")]
     Empty,
     /// The value contains a character outside %x21 / %x23-5B / %x5D-7E.
-    #[error(
-        "a scope may not contain {0:?} (allowed: printable ASCII without space, '\"' and '\\')"
-    )]
+    #[error("a scope may not contain {0:?} (allowed: printable ASCII without space, '\"' and '\\')")]
     BadCharacter(char),
 }
 
@@ -60,9 +58,7 @@ impl fmt::Display for Scope {
 /// RFC 6749 §3.3 delimits scopes by single spaces; splitting on every space
 /// and skipping empty pieces also tolerates doubled spaces without allocating.
 pub fn scope_claim_contains(scope_claim: &str, wanted: &Scope) -> bool {
-    scope_claim
-        .split(' ')
-        .any(|granted| granted == wanted.as_str())
+    scope_claim.split(' ').any(|granted| granted == wanted.as_str())
 }
 
 /// Joins scopes with single spaces, as they appear in a `scope` parameter.

@@ -135,7 +135,13 @@ fn check(file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(policy: &Policy, method: &str, path: &str, facts: &TokenFacts<'_>, now: UnixTime) -> Result<ExitCode> {
+fn explain(
+    policy: &Policy,
+    method: &str,
+    path: &str,
+    facts: &TokenFacts<'_>,
+    now: UnixTime,
+) -> Result<ExitCode> {
     let decision = match policy.decide(method, path, facts, now) {
         Ok(d) => d,
         Err(e) => {
@@ -150,14 +156,26 @@ fn explain(policy: &Policy, method: &str, path: &str, facts: &TokenFacts<'_>, no
     let scopes: Vec<&str> = req.scopes.iter().map(|s| s.as_str()).collect();
     println!(
         "requires: acr {}; max_age {}; scope {}",
-        if acr.is_empty() { "any".to_owned() } else { format!("{} (or stronger)", acr.join(" or ")) },
+        if acr.is_empty() {
+            "any".to_owned()
+        } else {
+            format!("{} (or stronger)", acr.join(" or "))
+        },
         req.max_age.map_or("none".to_owned(), |m| format!("{m} s")),
-        if scopes.is_empty() { "none".to_owned() } else { scopes.join(" ") },
+        if scopes.is_empty() {
+            "none".to_owned()
+        } else {
+            scopes.join(" ")
+        },
     );
     match decision.verdict {
         Verdict::Allow => println!("decision: allow"),
-        Verdict::StepUp { reason, .. } => println!("decision: step-up (401 insufficient_user_authentication): {reason}"),
-        Verdict::InsufficientScope { .. } => println!("decision: insufficient scope (403 insufficient_scope)"),
+        Verdict::StepUp { reason, .. } => {
+            println!("decision: step-up (401 insufficient_user_authentication): {reason}")
+        }
+        Verdict::InsufficientScope { .. } => {
+            println!("decision: insufficient scope (403 insufficient_scope)")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

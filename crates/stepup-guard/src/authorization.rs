@@ -1,0 +1,107 @@
+//! Reading the access token from the `Authorization` header
+//! (RFC 6750 §2.1, RFC 9110 §11.6.2).
+//!
+//! Only the header is accepted: tokens in query strings or form bodies
+//! (RFC 6750 §2.2, §2.3) leak into logs and are refused by not being read.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+/// Why no bearer token could be read from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthorizationError {
+    /// No `Authorization` header: RFC 6750 §3.1 says answer without an error code.
+    Missing,
+    /// More than one `Authorization` header.
+    Multiple,
+    /// Another scheme (e.g. `Basic`): not bearer authentication at all.
+    OtherScheme,
+    /// `Bearer` with no token, or characters outside the token68 syntax.
+    Malformed,
+}
+
+impl AuthorizationError {
+    /// Text for `error_description`.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            AuthorizationError::Missing => "no access token",
+            AuthorizationError::Multiple => "more than one Authorization header",
+            AuthorizationError::OtherScheme => "the Authorization scheme must be Bearer",
+            AuthorizationError::Malformed => "malformed Bearer credentials",
+        }
+    }
+}
+
+/// The token of the single `Authorization: Bearer <token>` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthorizationError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthorizationError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthorizationError::Multiple);
+    }
+    let value = value.to_str().map_err(|_| AuthorizationError::Malformed)?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthorizationError::OtherScheme);
+    }
+    // credentials = auth-scheme [ 1*SP token68 ]
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() || !is_token68(token) {
+        return Err(AuthorizationError::Malformed);
+    }
+    Ok(token)
+}
+
+/// token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn reads_bearer_tokens() {
+        assert_eq!(
+            bearer_token(&headers(&[b"Bearer abc.def.ghi"])),
+            Ok("abc.def.ghi")
+        );
+        assert_eq!(bearer_token(&headers(&[b"bearer  abc=="])), Ok("abc=="));
+        assert_eq!(
+            bearer_token(&headers(&[b"BEARER mF_9.B5f-4.1JqM"])),
+            Ok("mF_9.B5f-4.1JqM")
+        );
+    }
+
+    #[test]
+    fn rejects_each_bad_shape() {
+        use AuthorizationError::*;
+        assert_eq!(bearer_token(&HeaderMap::new()), Err(Missing));
+        assert_eq!(bearer_token(&headers(&[b"Bearer a", b"Bearer b"])), Err(Multiple));
+        assert_eq!(
+            bearer_token(&headers(&[b"Basic YWxhZGRpbjpvcGVuc2VzYW1l"])),
+            Err(OtherScheme)
+        );
+        assert_eq!(bearer_token(&headers(&[b"Bearertoken"])), Err(OtherScheme));
+        assert_eq!(bearer_token(&headers(&[b"Bearer"])), Err(Malformed));
+        assert_eq!(bearer_token(&headers(&[b"Bearer "])), Err(Malformed));
+        assert_eq!(bearer_token(&headers(&[b"Bearer a b"])), Err(Malformed));
+        assert_eq!(bearer_token(&headers(&[b"Bearer a,b"])), Err(Malformed));
+        assert_eq!(bearer_token(&headers(&[b"Bearer ==="])), Err(Malformed));
+        assert_eq!(bearer_token(&headers(&[b"Bearer \xff"])), Err(Malformed));
+    }
+}

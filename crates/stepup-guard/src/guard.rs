@@ -1,0 +1,266 @@
+//! The guard: token → verified claims → policy decision → pass or challenge.
+//! The one place where outcomes become HTTP responses is [`Rejection`].
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use stepup_core::challenge::{BearerChallenge, ErrorCode};
+use stepup_core::{Policy, UnixTime};
+
+use crate::authorization::{AuthorizationError, bearer_token};
+use crate::cache::TokenCache;
+use crate::verify::{TokenVerifier, VerifiedToken, VerifyError};
+
+/// Where the guard reads the time; tests inject a fixed clock.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> UnixTime;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixTime {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+}
+
+/// A request the guard turned away, with everything needed to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The challenge for `WWW-Authenticate`, when the status calls for one.
+    pub challenge: Option<BearerChallenge>,
+    /// The rule that produced the rejection, when a policy rule did.
+    pub rule: Option<String>,
+}
+
+impl Rejection {
+    fn bearer(realm: Option<&str>, error: Option<ErrorCode>, description: Option<String>) -> Self {
+        let status = error.as_ref().map_or(StatusCode::UNAUTHORIZED, |e| {
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+        });
+        Self {
+            status,
+            challenge: Some(BearerChallenge {
+                realm: realm.map(str::to_owned),
+                error,
+                error_description: description,
+                ..BearerChallenge::default()
+            }),
+            rule: None,
+        }
+    }
+
+    /// The `WWW-Authenticate` header value, if any.
+    pub fn www_authenticate(&self) -> Option<String> {
+        self.challenge.as_ref().map(|c| c.to_challenge().to_string())
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::Map::new();
+        if let Some(c) = &self.challenge {
+            if let Some(e) = &c.error {
+                body.insert("error".into(), e.as_str().into());
+            }
+            if let Some(d) = &c.error_description {
+                body.insert("error_description".into(), d.as_str().into());
+            }
+            if let Some(s) = &c.scope {
+                body.insert("scope".into(), s.as_str().into());
+            }
+            if !c.acr_values.is_empty() {
+                let values: Vec<&str> = c.acr_values.iter().map(|a| a.as_str()).collect();
+                body.insert("acr_values".into(), values.join(" ").into());
+            }
+            if let Some(m) = c.max_age {
+                body.insert("max_age".into(), m.into());
+            }
+        } else {
+            body.insert("error".into(), "temporarily_unavailable".into());
+        }
+        let mut response = (self.status, axum::Json(serde_json::Value::Object(body))).into_response();
+        if let Some(value) = self
+            .www_authenticate()
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+pub(crate) struct GuardInner {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) cache: TokenCache,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) realm: Option<String>,
+}
+
+/// A configured guard: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Guard {
+    pub(crate) inner: Arc<GuardInner>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("routes", &self.inner.policy.routes().len())
+            .field("realm", &self.inner.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// A guard applying `policy` to tokens checked by `verifier`, with a
+    /// 10,000-token verified-token cache and the system clock.
+    pub fn new(policy: Arc<Policy>, verifier: TokenVerifier) -> Self {
+        Self::builder(policy, verifier).build()
+    }
+
+    /// Starts a guard with options.
+    pub fn builder(policy: Arc<Policy>, verifier: TokenVerifier) -> GuardBuilder {
+        GuardBuilder {
+            policy,
+            verifier,
+            cache_capacity: 10_000,
+            clock: Arc::new(SystemClock),
+            realm: None,
+        }
+    }
+
+    /// The tower layer that applies this guard to a service.
+    pub fn layer(&self) -> crate::StepUpLayer {
+        crate::StepUpLayer::new(self.clone())
+    }
+
+    /// Checks a request: returns the verified token to hand to the
+    /// application, or the rejection to send.
+    pub async fn check(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Arc<VerifiedToken>, Rejection> {
+        let inner = &self.inner;
+        let realm = inner.realm.as_deref();
+        let token = bearer_token(headers).map_err(|e| match e {
+            // RFC 6750 §3.1: no error code when the request has no (bearer) credentials.
+            AuthorizationError::Missing | AuthorizationError::OtherScheme => {
+                Rejection::bearer(realm, None, None)
+            }
+            AuthorizationError::Multiple | AuthorizationError::Malformed => Rejection::bearer(
+                realm,
+                Some(ErrorCode::InvalidRequest),
+                Some(e.description().to_owned()),
+            ),
+        })?;
+        let now = inner.clock.now();
+        let verified = match inner.cache.get(token, now) {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(
+                    inner
+                        .verifier
+                        .verify(token, now)
+                        .await
+                        .map_err(|e| self.verify_rejection(&e))?,
+                );
+                let until = inner.verifier.cache_until(&v, now);
+                inner.cache.insert(token, Arc::clone(&v), until, now);
+                v
+            }
+        };
+        let decision = inner
+            .policy
+            .decide(method, path, &verified.facts(), now)
+            .map_err(|e| Rejection::bearer(realm, Some(ErrorCode::InvalidRequest), Some(e.to_string())))?;
+        match decision.challenge() {
+            None => Ok(verified),
+            Some(mut challenge) => {
+                challenge.realm = inner.realm.clone();
+                let status = StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                tracing::debug!(rule = %decision.rule.name, status = status.as_u16(), "step-up guard rejected a request");
+                Err(Rejection {
+                    status,
+                    challenge: Some(challenge),
+                    rule: Some(decision.rule.name.clone()),
+                })
+            }
+        }
+    }
+
+    fn verify_rejection(&self, e: &VerifyError) -> Rejection {
+        if e.is_token_fault() {
+            tracing::debug!(error = %e, "access token rejected");
+            Rejection::bearer(
+                self.inner.realm.as_deref(),
+                Some(ErrorCode::InvalidToken),
+                Some(e.public_description()),
+            )
+        } else {
+            tracing::warn!(error = %e, "token verification unavailable");
+            Rejection {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                challenge: None,
+                rule: None,
+            }
+        }
+    }
+}
+
+/// Options for a [`Guard`].
+pub struct GuardBuilder {
+    policy: Arc<Policy>,
+    verifier: TokenVerifier,
+    cache_capacity: usize,
+    clock: Arc<dyn Clock>,
+    realm: Option<String>,
+}
+
+impl GuardBuilder {
+    /// How many verified tokens to remember (0 disables the cache).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// The clock to read the time from.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The `realm` to put in challenges.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// The guard.
+    pub fn build(self) -> Guard {
+        Guard {
+            inner: Arc::new(GuardInner {
+                policy: self.policy,
+                verifier: self.verifier,
+                cache: TokenCache::new(self.cache_capacity),
+                clock: self.clock,
+                realm: self.realm,
+            }),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The tower [`Layer`] and [`Service`] that put the guard in front of any
+//! service, and the axum extractor handlers use to read the verified token.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{Request, StatusCode};
+use tower::{Layer, Service};
+
+use crate::guard::Guard;
+use crate::verify::VerifiedToken;
+
+/// Applies a [`Guard`] to every request of the wrapped service.
+#[derive(Debug, Clone)]
+pub struct StepUpLayer {
+    guard: Guard,
+}
+
+impl StepUpLayer {
+    /// A layer for `guard`.
+    pub fn new(guard: Guard) -> Self {
+        Self { guard }
+    }
+}
+
+impl<S> Layer<S> for StepUpLayer {
+    type Service = StepUpService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StepUpService {
+            guard: self.guard.clone(),
+            inner,
+        }
+    }
+}
+
+/// The guarded service: passes allowed requests on with a
+/// [`VerifiedClaims`] extension, answers the others itself.
+#[derive(Debug, Clone)]
+pub struct StepUpService<S> {
+    guard: Guard,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for StepUpService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The clone is not necessarily ready; keep the ready one for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let checked = guard
+                .check(request.method().as_str(), request.uri().path(), request.headers())
+                .await;
+            match checked {
+                Ok(verified) => {
+                    request.extensions_mut().insert(VerifiedClaims(verified));
+                    inner.call(request).await
+                }
+                Err(rejection) => Ok(rejection.into_response()),
+            }
+        })
+    }
+}
+
+/// The verified token of the current request, for handlers behind a
+/// [`StepUpLayer`].
+#[derive(Debug, Clone)]
+pub struct VerifiedClaims(pub Arc<VerifiedToken>);
+
+impl std::ops::Deref for VerifiedClaims {
+    type Target = VerifiedToken;
+    fn deref(&self) -> &VerifiedToken {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<VerifiedClaims>().cloned().ok_or_else(|| {
+            // A handler asking for claims without the layer in front of it is
+            // a wiring mistake: fail closed, loudly, without detail to the client.
+            tracing::error!("VerifiedClaims extracted on a route without StepUpLayer");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        })
+    }
+}

@@ -1,0 +1,315 @@
+//! Verifying access tokens: JWTs against the issuer's keys (RFC 9068,
+//! RFC 7515), or opaque tokens through introspection (RFC 7662).
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use stepup_core::access_token::{AccessTokenClaims, Audience, ClaimsError, ClaimsRules, Confirmation};
+use stepup_core::jws::{JwsError, VerificationPolicy, verify_compact};
+use stepup_core::{TokenFacts, UnixTime};
+use thiserror::Error;
+
+use crate::fetch::{FetchError, HttpFetcher};
+use crate::jwks::KeySource;
+
+/// What the guard learned from a valid token; handlers read it through the
+/// [`crate::VerifiedClaims`] extractor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerifiedToken {
+    /// `iss`.
+    pub issuer: Option<String>,
+    /// `sub`.
+    pub subject: Option<String>,
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// Space-delimited scopes.
+    pub scope: Option<String>,
+    /// `acr`.
+    pub acr: Option<String>,
+    /// `amr`.
+    pub amr: Vec<String>,
+    /// `auth_time`.
+    pub auth_time: Option<i64>,
+    /// `exp`.
+    pub expires_at: Option<i64>,
+    /// `jti`.
+    pub token_id: Option<String>,
+    /// `cnf`.
+    pub confirmation: Option<Confirmation>,
+}
+
+impl VerifiedToken {
+    /// The facts the policy decides on.
+    pub fn facts(&self) -> TokenFacts<'_> {
+        TokenFacts {
+            acr: self.acr.as_deref(),
+            auth_time: self.auth_time.map(UnixTime),
+            scope: self.scope.as_deref(),
+        }
+    }
+}
+
+impl From<AccessTokenClaims> for VerifiedToken {
+    fn from(c: AccessTokenClaims) -> Self {
+        Self {
+            issuer: Some(c.iss),
+            subject: Some(c.sub.as_str().to_owned()),
+            client_id: Some(c.client_id.as_str().to_owned()),
+            scope: c.scope,
+            acr: c.acr,
+            amr: c.amr.unwrap_or_default(),
+            auth_time: c.auth_time,
+            expires_at: Some(c.exp),
+            token_id: Some(c.jti),
+            confirmation: c.cnf,
+        }
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Signature, header or key problems.
+    #[error("invalid token: {0}")]
+    Jws(#[from] JwsError),
+    /// Claims missing, malformed, expired, for another audience...
+    #[error("invalid token: {0}")]
+    Claims(#[from] ClaimsError),
+    /// The introspection endpoint says the token is not active.
+    #[error("token is not active")]
+    Inactive,
+    /// The keys or the introspection endpoint could not be reached: not the
+    /// client's fault, answered with 503 rather than `invalid_token`.
+    #[error("token verification unavailable: {0}")]
+    Unavailable(#[from] FetchError),
+}
+
+impl VerifyError {
+    /// Whether the token itself is at fault (as opposed to our dependencies).
+    pub fn is_token_fault(&self) -> bool {
+        !matches!(self, VerifyError::Unavailable(_))
+    }
+
+    /// A description safe to send to the client.
+    pub fn public_description(&self) -> String {
+        match self {
+            VerifyError::Jws(JwsError::UnknownKey { .. }) => "token signed with an unknown key".into(),
+            VerifyError::Jws(_) => "token signature or header invalid".into(),
+            VerifyError::Claims(e) => e.to_string(),
+            VerifyError::Inactive => "token is not active".into(),
+            VerifyError::Unavailable(_) => "token verification temporarily unavailable".into(),
+        }
+    }
+}
+
+/// Verifies JWT access tokens with keys from a JWKS.
+#[derive(Debug)]
+pub struct JwtVerifier {
+    keys: KeySource,
+    rules: ClaimsRules,
+    jws: VerificationPolicy,
+}
+
+impl JwtVerifier {
+    /// A verifier for tokens of `rules.issuer` for `rules.audience`, with
+    /// `typ` `at+jwt` required (RFC 9068 §4) and the given algorithms allowed.
+    pub fn new(keys: KeySource, rules: ClaimsRules, jws: VerificationPolicy) -> Self {
+        Self { keys, rules, jws }
+    }
+
+    /// Verifies a token's signature and claims at `now`.
+    pub async fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedToken, VerifyError> {
+        let jwks = self.keys.current();
+        let verified = match verify_compact(token, &jwks, &self.jws) {
+            Err(JwsError::UnknownKey { .. }) => {
+                // The issuer may have rotated its keys: refetch (rate-limited) and retry once.
+                let refreshed = self.keys.refresh_for_unknown_key().await?;
+                verify_compact(token, &refreshed, &self.jws)?
+            }
+            other => other?,
+        };
+        let claims = AccessTokenClaims::from_json(verified.payload())?;
+        self.rules.validate(&claims, now)?;
+        Ok(claims.into())
+    }
+
+    /// The verification for an already-fetched key set, without any I/O.
+    pub fn verify_offline(&self, token: &str, now: UnixTime) -> Result<VerifiedToken, VerifyError> {
+        let verified = verify_compact(token, &self.keys.current(), &self.jws)?;
+        let claims = AccessTokenClaims::from_json(verified.payload())?;
+        self.rules.validate(&claims, now)?;
+        Ok(claims.into())
+    }
+}
+
+/// Client credentials for the introspection endpoint (`client_secret_basic`).
+pub struct IntrospectionClient {
+    /// The resource server's client id at the authorization server.
+    pub client_id: String,
+    secret: String,
+}
+
+impl IntrospectionClient {
+    /// Credentials for HTTP Basic authentication at the endpoint.
+    pub fn new(client_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            secret: secret.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for IntrospectionClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionClient")
+            .field("client_id", &self.client_id)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// An RFC 7662 introspection response (the members the guard uses).
+#[derive(Debug, Deserialize)]
+struct IntrospectionResponse {
+    active: bool,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    acr: Option<String>,
+    #[serde(default)]
+    amr: Option<Vec<String>>,
+    #[serde(default)]
+    auth_time: Option<i64>,
+    #[serde(default)]
+    cnf: Option<Confirmation>,
+}
+
+/// Verifies opaque tokens at an RFC 7662 introspection endpoint.
+#[derive(Debug)]
+pub struct Introspector {
+    endpoint: String,
+    client: IntrospectionClient,
+    rules: ClaimsRules,
+    http: HttpFetcher,
+    /// Longest time a positive answer is reused, in seconds: the window in
+    /// which a revoked token can still pass.
+    pub max_cache_seconds: i64,
+}
+
+impl Introspector {
+    /// An introspector for `endpoint`.
+    pub fn new(
+        endpoint: impl Into<String>,
+        client: IntrospectionClient,
+        rules: ClaimsRules,
+        http: HttpFetcher,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            client,
+            rules,
+            http,
+            max_cache_seconds: 30,
+        }
+    }
+
+    /// Asks the authorization server about a token.
+    pub async fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedToken, VerifyError> {
+        let body = self
+            .http
+            .post_form(
+                &self.endpoint,
+                (&self.client.client_id, &self.client.secret),
+                &[("token", token), ("token_type_hint", "access_token")],
+            )
+            .await?;
+        let r: IntrospectionResponse = serde_json::from_slice(&body)
+            .map_err(|e| FetchError::BadResponse(format!("introspection response: {e}")))?;
+        if !r.active {
+            return Err(VerifyError::Inactive);
+        }
+        // RFC 7662 makes most members optional; check those present against
+        // the same rules as a JWT, and require the ones the guard relies on.
+        if r.iss.as_deref().is_some_and(|iss| iss != self.rules.issuer) {
+            return Err(ClaimsError::WrongIssuer.into());
+        }
+        if r.aud
+            .as_ref()
+            .is_some_and(|aud| !aud.contains(&self.rules.audience))
+        {
+            return Err(ClaimsError::WrongAudience.into());
+        }
+        let leeway = i64::from(self.rules.leeway_seconds);
+        let Some(exp) = r.exp else {
+            return Err(ClaimsError::Malformed("introspection response without exp".into()).into());
+        };
+        if exp.saturating_add(leeway) <= now.seconds() {
+            return Err(ClaimsError::Expired.into());
+        }
+        if r.nbf
+            .is_some_and(|nbf| nbf > now.seconds().saturating_add(leeway))
+        {
+            return Err(ClaimsError::NotYetValid.into());
+        }
+        if r.auth_time
+            .is_some_and(|t| t > now.seconds().saturating_add(leeway))
+        {
+            return Err(ClaimsError::AuthTimeInFuture.into());
+        }
+        Ok(VerifiedToken {
+            issuer: r.iss,
+            subject: r.sub,
+            client_id: r.client_id,
+            scope: r.scope,
+            acr: r.acr,
+            amr: r.amr.unwrap_or_default(),
+            auth_time: r.auth_time,
+            expires_at: Some(exp),
+            token_id: r.jti,
+            confirmation: r.cnf,
+        })
+    }
+}
+
+/// How the guard verifies tokens.
+#[derive(Debug, Clone)]
+pub enum TokenVerifier {
+    /// JWT access tokens checked locally against the issuer's JWKS.
+    Jwt(Arc<JwtVerifier>),
+    /// Opaque tokens checked by introspection.
+    Introspection(Arc<Introspector>),
+}
+
+impl TokenVerifier {
+    /// Verifies a token at `now`.
+    pub async fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedToken, VerifyError> {
+        match self {
+            TokenVerifier::Jwt(v) => v.verify(token, now).await,
+            TokenVerifier::Introspection(v) => v.verify(token, now).await,
+        }
+    }
+
+    /// Until when a verified result may be reused.
+    pub(crate) fn cache_until(&self, verified: &VerifiedToken, now: UnixTime) -> i64 {
+        let exp = verified.expires_at.unwrap_or(now.seconds());
+        match self {
+            TokenVerifier::Jwt(_) => exp,
+            TokenVerifier::Introspection(v) => exp.min(now.seconds().saturating_add(v.max_cache_seconds)),
+        }
+    }
+}
