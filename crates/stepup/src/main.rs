@@ -168,14 +168,17 @@ fn explain(
             scopes.join(" ")
         },
     );
-    match decision.verdict {
-        Verdict::Allow => println!("decision: allow"),
+    match &decision.verdict {
+        Verdict::Allow => println!("decision: allow (200)"),
         Verdict::StepUp { reason, .. } => {
             println!("decision: step-up (401 insufficient_user_authentication): {reason}")
         }
         Verdict::InsufficientScope { .. } => {
             println!("decision: insufficient scope (403 insufficient_scope)")
         }
+    }
+    if let Some(challenge) = decision.challenge() {
+        println!("WWW-Authenticate: {}", challenge.to_challenge());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,123 @@
+//! The `stepup` command line, run as a user would.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn stepup(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .unwrap()
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[test]
+fn check_accepts_the_shipped_policy() {
+    let out = stepup(&["policy", "check", "policies/bank.toml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "policies/bank.toml: ok (3 levels, 6 routes, 0 warnings)\n"
+    );
+}
+
+#[test]
+fn check_reports_located_errors_and_fails() {
+    let dir = std::env::temp_dir().join(format!("stepup-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "levels = [{ name = \"pwd\", acr = \"urn:stepup:acr:pwd\" }]\n[default]\nacr = [\"pwd\"]\n\n[[route]]\npath = \"/pay\"\nacr = [\"gold\"]\n",
+    )
+    .unwrap();
+    let out = stepup(&["policy", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:7:8: unknown assurance level \"gold\"; expected one of: pwd"),
+        "{stderr}"
+    );
+    let out = stepup(&["policy", "check", dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn explain_prints_rule_decision_and_challenge() {
+    let out = stepup(&[
+        "policy",
+        "explain",
+        "--policy",
+        "policies/bank.toml",
+        "POST",
+        "/accounts/42/payees",
+        "--acr",
+        "urn:stepup:acr:pwd",
+        "--auth-age",
+        "30",
+        "--scope",
+        "payments:write",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("rule:     add payee"), "{stdout}");
+    assert!(
+        stdout.contains("decision: step-up (401 insufficient_user_authentication)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "WWW-Authenticate: Bearer error=\"insufficient_user_authentication\", error_description=\"a stronger authentication is required (rule 'add payee')\", acr_values=\"urn:stepup:acr:mfa\", max_age=\"300\""
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn explain_allows_a_fresh_strong_token() {
+    let out = stepup(&[
+        "policy",
+        "explain",
+        "--policy",
+        "policies/bank.toml",
+        "POST",
+        "/accounts/42/transfers/large",
+        "--acr",
+        "urn:stepup:acr:mfa",
+        "--auth-time",
+        "1000",
+        "--now",
+        "1059",
+        "--scope",
+        "openid payments:write",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("rule:     large transfer"), "{stdout}");
+    assert!(stdout.contains("decision: allow (200)"), "{stdout}");
+    assert!(!stdout.contains("WWW-Authenticate"), "{stdout}");
+}
+
+#[test]
+fn explain_refuses_dot_segments() {
+    let out = stepup(&[
+        "policy",
+        "explain",
+        "--policy",
+        "policies/bank.toml",
+        "GET",
+        "/a/../b",
+    ]);
+    assert!(text(&out.stdout).contains("invalid request (400)"));
+}
