@@ -641,4 +641,29 @@ methods = ["GET", "DELETE"]
         assert_eq!(Location::of(src, src.len()), Location { line: 2, column: 3 });
         assert_eq!(Location::of(src, 2), Location { line: 1, column: 2 });
     }
+
+    proptest::proptest! {
+        #[test]
+        fn loading_never_panics(source in "\\PC{0,300}") {
+            let _ = Policy::from_toml("p.toml", &source);
+        }
+
+        #[test]
+        fn loading_never_panics_on_policy_shaped_text(
+            extra in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("[[route]]\n".to_owned()),
+                    proptest::strategy::Just("path = \"/a/{id}\"\n".to_owned()),
+                    proptest::strategy::Just("path = \"/a/{*r}\"\n".to_owned()),
+                    proptest::strategy::Just("methods = [\"GET\"]\n".to_owned()),
+                    proptest::strategy::Just("acr = [\"mfa\"]\n".to_owned()),
+                    proptest::strategy::Just("max_age = 5\n".to_owned()),
+                    "[a-z_=\\[\\]\"{}/ \n0-9-]{0,20}",
+                ],
+                0..12,
+            )
+        ) {
+            let _ = load(&extra.concat());
+        }
+    }
 }

@@ -588,4 +588,116 @@ mod tests {
         assert!(!t("/a/{id}").covers(&t("/a/{*r}")));
         assert!(t("/a/{id}").covers(&t("/a/{x}")));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A template segment drawn from a small alphabet so that routes overlap often.
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("{p}".to_owned()),]
+        }
+
+        fn template() -> impl Strategy<Value = String> {
+            (proptest::collection::vec(segment(), 0..4), any::<bool>()).prop_map(|(segs, wild)| {
+                let mut path = String::new();
+                for (i, s) in segs.iter().enumerate() {
+                    // Parameter names must be unique within a template.
+                    path.push('/');
+                    path.push_str(&s.replace("{p}", &format!("{{p{i}}}")));
+                }
+                if wild {
+                    path.push_str("/{*rest}");
+                }
+                if path.is_empty() { "/".to_owned() } else { path }
+            })
+        }
+
+        fn methods() -> impl Strategy<Value = Methods> {
+            prop_oneof![
+                Just(Methods::Any),
+                Just(only(&["GET"])),
+                Just(only(&["POST"])),
+                Just(only(&["GET", "POST"])),
+            ]
+        }
+
+        /// Whether a template matches a request path, by brute force.
+        fn matches(t: &PathTemplate, path: &[&str]) -> bool {
+            let segs = t.segments();
+            for (i, s) in segs.iter().enumerate() {
+                match s {
+                    Segment::Wildcard(_) => return path.len() > i,
+                    Segment::Param(_) => {
+                        if path.get(i).is_none() {
+                            return false;
+                        }
+                    }
+                    Segment::Literal(l) => {
+                        if path.get(i) != Some(&l.as_str()) {
+                            return false;
+                        }
+                    }
+                }
+            }
+            segs.len() == path.len()
+        }
+
+        /// Specificity as the documentation states it: segment kinds left
+        /// to right (literal > param > wildcard), then exact method > GET for
+        /// HEAD > any method.
+        fn rank(t: &PathTemplate, m: &Methods, method: &str) -> Option<(Vec<u8>, u8)> {
+            let kinds = t
+                .segments()
+                .iter()
+                .map(|s| match s {
+                    Segment::Literal(_) => 2,
+                    Segment::Param(_) => 1,
+                    Segment::Wildcard(_) => 0,
+                })
+                .collect();
+            let method_rank = match m {
+                Methods::Only(list) if list.iter().any(|x| x == method) => 2,
+                Methods::Only(list) if method == "HEAD" && list.iter().any(|x| x == "GET") => 1,
+                Methods::Only(_) => return None,
+                Methods::Any => 0,
+            };
+            Some((kinds, method_rank))
+        }
+
+        proptest! {
+            #[test]
+            fn lookup_picks_the_most_specific_matching_route(
+                routes in proptest::collection::vec((template(), methods()), 1..8),
+                path in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 0..5),
+                method in prop_oneof![Just("GET"), Just("POST"), Just("HEAD"), Just("PUT")],
+            ) {
+                let mut table = RouteTable::default();
+                let mut kept: Vec<(PathTemplate, Methods, usize)> = Vec::new();
+                for (i, (text, m)) in routes.iter().enumerate() {
+                    let t = PathTemplate::parse(text).unwrap();
+                    if table.insert(&t, m, i).is_ok() {
+                        kept.push((t, m.clone(), i));
+                    }
+                }
+                let request = format!("/{}", path.join("/"));
+                let found = table.lookup(method, &request_segments(&request).unwrap());
+                // An exact-method route of the same shape can fail on HEAD
+                // while a GET route exists: a tie in rank is then impossible,
+                // because a shape admits one route per method.
+                let expected = kept
+                    .iter()
+                    .filter(|(t, _, _)| matches(t, &path))
+                    .filter_map(|(t, m, i)| rank(t, m, method).map(|r| (r, *i)))
+                    .max_by(|a, b| a.0.cmp(&b.0))
+                    .map(|(_, i)| i);
+                prop_assert_eq!(found, expected, "request {} {}", method, request);
+            }
+
+            #[test]
+            fn request_segments_never_panic(path in "\\PC*") {
+                let _ = request_segments(&path);
+            }
+        }
+    }
 }
