@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use stepup_core::access_token::{AccessTokenClaims, Audience, ClaimsError, ClaimsRules, Confirmation};
+use stepup_core::jwk::Algorithm;
 use stepup_core::jws::{JwsError, VerificationPolicy, verify_compact};
 use stepup_core::{TokenFacts, UnixTime};
 use thiserror::Error;
@@ -116,6 +117,28 @@ impl JwtVerifier {
     /// `typ` `at+jwt` required (RFC 9068 §4) and the given algorithms allowed.
     pub fn new(keys: KeySource, rules: ClaimsRules, jws: VerificationPolicy) -> Self {
         Self { keys, rules, jws }
+    }
+
+    /// A verifier for an issuer found by discovery (RFC 8414, then OpenID
+    /// Connect Discovery), with its `jwks_uri` refetched at most once a
+    /// minute on an unknown `kid`, every asymmetric algorithm stepup supports
+    /// allowed, `typ` `at+jwt` required, and 30 s of clock leeway.
+    pub async fn from_issuer(issuer: &str, audience: &str, http: HttpFetcher) -> Result<Self, FetchError> {
+        let metadata = crate::jwks::discover(issuer, &http).await?;
+        let jwks_uri = metadata
+            .jwks_uri
+            .ok_or_else(|| FetchError::BadResponse(format!("the metadata of {issuer} has no jwks_uri")))?;
+        let keys = KeySource::remote(&jwks_uri, http, std::time::Duration::from_secs(60)).await?;
+        let rules = ClaimsRules {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway_seconds: 30,
+        };
+        Ok(Self::new(
+            keys,
+            rules,
+            VerificationPolicy::access_token(Algorithm::ALL),
+        ))
     }
 
     /// Verifies a token's signature and claims at `now`.

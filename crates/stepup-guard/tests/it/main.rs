@@ -1,6 +1,12 @@
 //! Integration tests of the guard: one binary, shared fixtures.
 
-#![allow(unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 mod fixtures;
 mod layer;

@@ -245,3 +245,28 @@ async fn wrong_introspection_credentials_are_503() {
     let a = call(&app(&guard), "GET", "/accounts/1", &["Bearer good-mfa"]).await;
     assert_eq!(a.status, 503);
 }
+
+#[tokio::test]
+async fn from_issuer_discovers_and_verifies() {
+    let k1 = Issuer::ed25519("k1");
+    let state = AsState::default();
+    *state.jwks.lock().unwrap() = k1.jwks_json();
+    let url = authorization_server(state.clone()).await;
+    let verifier = stepup_guard::JwtVerifier::from_issuer(&url, AUDIENCE, HttpFetcher::new().unwrap())
+        .await
+        .unwrap();
+    let mut c = claims(MFA, 0, "");
+    c["iss"] = json!(url);
+    let verified = verifier
+        .verify(&k1.mint(&c), stepup_core::UnixTime(NOW))
+        .await
+        .unwrap();
+    assert_eq!(verified.acr.as_deref(), Some(MFA));
+    assert_eq!(verified.issuer.as_deref(), Some(url.as_str()));
+    // A token from the fixed test issuer name is not from this issuer.
+    let err = verifier
+        .verify(&k1.mint(&claims(MFA, 0, "")), stepup_core::UnixTime(NOW))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("issuer"), "{err}");
+}
