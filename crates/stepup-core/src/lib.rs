@@ -17,6 +17,7 @@ pub mod jws;
 pub mod policy;
 pub mod route;
 pub mod scope;
+pub mod secret;
 pub mod time;
 
 pub use access_token::{AccessTokenClaims, ClaimsError, ClaimsRules, TokenFacts};
@@ -25,4 +26,5 @@ pub use decision::{Decision, StepUpReason, Verdict};
 pub use policy::{Diagnostic, Policy, PolicyError, Requirement, Rule};
 pub use route::RequestPathError;
 pub use scope::Scope;
+pub use secret::ClientSecret;
 pub use time::UnixTime;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use stepup_core::access_token::{AccessTokenClaims, Audience, ClaimsError, ClaimsRules, Confirmation};
 use stepup_core::jwk::Algorithm;
 use stepup_core::jws::{JwsError, VerificationPolicy, verify_compact};
-use stepup_core::{TokenFacts, UnixTime};
+use stepup_core::{ClientSecret, TokenFacts, UnixTime};
 use thiserror::Error;
 
 use crate::fetch::{FetchError, HttpFetcher};
@@ -167,28 +167,20 @@ impl JwtVerifier {
 }
 
 /// Client credentials for the introspection endpoint (`client_secret_basic`).
+#[derive(Debug)]
 pub struct IntrospectionClient {
     /// The resource server's client id at the authorization server.
     pub client_id: String,
-    secret: String,
+    secret: ClientSecret,
 }
 
 impl IntrospectionClient {
     /// Credentials for HTTP Basic authentication at the endpoint.
-    pub fn new(client_id: impl Into<String>, secret: impl Into<String>) -> Self {
+    pub fn new(client_id: impl Into<String>, secret: ClientSecret) -> Self {
         Self {
             client_id: client_id.into(),
-            secret: secret.into(),
+            secret,
         }
-    }
-}
-
-impl std::fmt::Debug for IntrospectionClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IntrospectionClient")
-            .field("client_id", &self.client_id)
-            .field("secret", &"[redacted]")
-            .finish()
     }
 }
 
@@ -257,7 +249,7 @@ impl Introspector {
             .http
             .post_form(
                 &self.endpoint,
-                (&self.client.client_id, &self.client.secret),
+                (&self.client.client_id, self.client.secret.expose_secret()),
                 &[("token", token), ("token_type_hint", "access_token")],
             )
             .await?;

@@ -176,7 +176,7 @@ async fn discovery_refuses_an_issuer_mismatch_and_insecure_urls() {
 fn introspecting_guard(endpoint: String) -> Guard {
     let introspector = Introspector::new(
         endpoint,
-        IntrospectionClient::new("rs", "s3cr&t"),
+        IntrospectionClient::new("rs", stepup_core::ClientSecret::new("s3cr&t")),
         rules(),
         HttpFetcher::new().unwrap(),
     );
@@ -235,7 +235,7 @@ async fn wrong_introspection_credentials_are_503() {
     let url = authorization_server(state.clone()).await;
     let introspector = Introspector::new(
         format!("{url}/introspect"),
-        IntrospectionClient::new("rs", "wrong"),
+        IntrospectionClient::new("rs", stepup_core::ClientSecret::new("wrong")),
         rules(),
         HttpFetcher::new().unwrap(),
     );
