@@ -8,6 +8,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -119,61 +120,141 @@ fn guard(f: &Fixture, cache: usize) -> Guard {
         .build()
 }
 
+/// Everything the measured calls need, built once.
+struct Prepared {
+    f: Fixture,
+    key: UnparsedPublicKey<Vec<u8>>,
+    verifier: JwtVerifier,
+    headers: HeaderMap,
+    cold: Guard,
+    cached: Guard,
+}
+
+const ROUTE: &str = "/svc11/items/8812/approve";
+
+/// The floor first, then the measured paths.
+const NAMES: [&str; 5] = [
+    "bare_es256_verify",
+    "decide_100_routes",
+    "verify_and_decide",
+    "guard_check_cold",
+    "guard_check_cached",
+];
+
+impl Prepared {
+    fn new() -> Self {
+        let f = fixture();
+        let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, f.public_key.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {}", f.token).parse().unwrap());
+        Self {
+            key,
+            verifier: verifier(&f),
+            headers,
+            cold: guard(&f, 0),
+            cached: guard(&f, 10_000),
+            f,
+        }
+    }
+
+    /// One call of the named path.
+    fn run(&self, name: &str) {
+        let f = &self.f;
+        match name {
+            "bare_es256_verify" => {
+                self.key
+                    .verify(black_box(&f.signing_input), black_box(&f.signature))
+                    .unwrap();
+            }
+            "decide_100_routes" => {
+                let facts = TokenFacts {
+                    acr: Some("urn:stepup:acr:mfa"),
+                    auth_time: Some(UnixTime(NOW - 30)),
+                    scope: Some("openid svc10 svc11"),
+                };
+                let d = f
+                    .policy
+                    .decide(black_box("POST"), black_box(ROUTE), &facts, UnixTime(NOW))
+                    .unwrap();
+                black_box(d.verdict);
+            }
+            "verify_and_decide" => {
+                let token = self
+                    .verifier
+                    .verify_offline(black_box(&f.token), UnixTime(NOW))
+                    .unwrap();
+                let d = f
+                    .policy
+                    .decide("POST", ROUTE, &token.facts(), UnixTime(NOW))
+                    .unwrap();
+                black_box(d.verdict);
+            }
+            "guard_check_cold" => {
+                black_box(poll_ready(self.cold.check("POST", ROUTE, black_box(&self.headers))).unwrap());
+            }
+            "guard_check_cached" => {
+                black_box(poll_ready(self.cached.check("POST", ROUTE, black_box(&self.headers))).unwrap());
+            }
+            other => panic!("unknown benchmark {other}"),
+        }
+    }
+}
+
 fn benches(c: &mut Criterion) {
-    let f = fixture();
+    let p = Prepared::new();
     let mut g = c.benchmark_group("guard");
-
-    let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, f.public_key.clone());
-    g.bench_function("bare_es256_verify", |b| {
-        b.iter(|| {
-            key.verify(black_box(&f.signing_input), black_box(&f.signature))
-                .unwrap()
-        })
-    });
-
-    let facts = TokenFacts {
-        acr: Some("urn:stepup:acr:mfa"),
-        auth_time: Some(UnixTime(NOW - 30)),
-        scope: Some("openid svc10 svc11"),
-    };
-    g.bench_function("decide_100_routes", |b| {
-        b.iter(|| {
-            let d = f
-                .policy
-                .decide(
-                    black_box("POST"),
-                    black_box("/svc11/items/8812/approve"),
-                    &facts,
-                    UnixTime(NOW),
-                )
-                .unwrap();
-            black_box(d.verdict);
-        })
-    });
-
-    let v = verifier(&f);
-    g.bench_function("verify_and_decide", |b| {
-        b.iter(|| {
-            let token = v.verify_offline(black_box(&f.token), UnixTime(NOW)).unwrap();
-            let d = f
-                .policy
-                .decide("POST", "/svc11/items/8812/approve", &token.facts(), UnixTime(NOW))
-                .unwrap();
-            black_box(d.verdict);
-        })
-    });
-
-    let mut headers = HeaderMap::new();
-    headers.insert("authorization", format!("Bearer {}", f.token).parse().unwrap());
-    let cold = guard(&f, 0);
-    g.bench_function("guard_check_cold", |b| {
-        b.iter(|| poll_ready(cold.check("POST", "/svc11/items/8812/approve", black_box(&headers))).unwrap())
-    });
-    let cached = guard(&f, 10_000);
-    g.bench_function("guard_check_cached", |b| {
-        b.iter(|| poll_ready(cached.check("POST", "/svc11/items/8812/approve", black_box(&headers))).unwrap())
-    });
+    for name in NAMES {
+        g.bench_function(name, |b| b.iter(|| p.run(name)));
+    }
     g.finish();
+}
+
+/// Seconds per call of `name`, over a batch of `n` calls.
+fn time_batch(p: &Prepared, name: &str, n: u32) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        p.run(name);
+    }
+    start.elapsed().as_secs_f64() / f64::from(n)
+}
+
+/// Calls per batch so that a batch lasts about 2 ms.
+fn batch_size(p: &Prepared, name: &str) -> u32 {
+    let per_call = time_batch(p, name, 200).max(1e-9);
+    ((2e-3 / per_call) as u32).clamp(1, 1_000_000)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Alternates batches of `floor` and `subject` and returns the medians of
+/// (subject per call, floor per call, subject / floor) over the rounds.
+/// Pairing cancels the drift of a shared machine, which separate
+/// measurements minutes apart do not.
+fn paired(p: &Prepared, floor: &str, subject: &str, rounds: usize) -> (f64, f64, f64) {
+    let (nf, ns) = (batch_size(p, floor), batch_size(p, subject));
+    let mut subject_times = Vec::with_capacity(rounds);
+    let mut floor_times = Vec::with_capacity(rounds);
+    let mut ratios = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let tf = time_batch(p, floor, nf);
+        let ts = time_batch(p, subject, ns);
+        floor_times.push(tf);
+        subject_times.push(ts);
+        ratios.push(ts / tf);
+    }
+    (median(subject_times), median(floor_times), median(ratios))
+}
+
+fn show(seconds: f64) -> String {
+    let ns = seconds * 1e9;
+    if ns >= 1000.0 {
+        format!("{:.2} µs", ns / 1000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
 }
 
 /// Polls a future that must complete without waiting (fixed keys, no I/O),
@@ -190,48 +271,30 @@ fn poll_ready<F: std::future::Future>(future: F) -> F::Output {
 
 criterion_group!(guard_benches, benches);
 
-/// Reads criterion's median estimate (ns) for one benchmark of this run.
-fn median_ns(name: &str) -> Option<f64> {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("target"));
-    let path = dir
-        .join("criterion")
-        .join("guard")
-        .join(name)
-        .join("new")
-        .join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["median"]["point_estimate"].as_f64()
-}
-
 fn report() {
-    let Some(floor) = median_ns("bare_es256_verify") else {
-        eprintln!("(no criterion estimates found: was a filter given?)");
-        return;
-    };
-    println!("\nmedian per call, ratio to one bare ES256 verification (same run):");
-    println!("{:<22} {:>12} {:>10}", "benchmark", "median", "× floor");
-    for name in [
-        "bare_es256_verify",
-        "decide_100_routes",
-        "verify_and_decide",
-        "guard_check_cold",
-        "guard_check_cached",
-    ] {
-        if let Some(ns) = median_ns(name) {
-            let shown = if ns >= 1000.0 {
-                format!("{:.2} µs", ns / 1000.0)
-            } else {
-                format!("{ns:.0} ns")
-            };
-            println!("{name:<22} {shown:>12} {:>10.4}", ns / floor);
-        }
+    const ROUNDS: usize = 101;
+    let p = Prepared::new();
+    eprintln!("\npaired measurement: {ROUNDS} alternating rounds of ~2 ms batches per figure...");
+    println!("\nmedian per call, and ratio to one bare ES256 verification measured in alternation with it:");
+    println!(
+        "{:<22} {:>12} {:>12} {:>10}",
+        "path", "median", "floor", "× floor"
+    );
+    for name in &NAMES[1..] {
+        let (subject, floor, ratio) = paired(&p, NAMES[0], name, ROUNDS);
+        println!(
+            "{name:<22} {:>12} {:>12} {ratio:>10.4}",
+            show(subject),
+            show(floor)
+        );
     }
-    if let (Some(cold), Some(cached)) = (median_ns("guard_check_cold"), median_ns("guard_check_cached")) {
-        println!("cached path is {:.0}× faster than cold", cold / cached);
-    }
+    let (cached, cold, ratio) = paired(&p, "guard_check_cold", "guard_check_cached", ROUNDS);
+    println!(
+        "guard_check_cached {} vs guard_check_cold {}: cached path {:.0}× faster",
+        show(cached),
+        show(cold),
+        1.0 / ratio
+    );
 }
 
 fn main() {

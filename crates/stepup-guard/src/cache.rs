@@ -8,21 +8,24 @@
 //! configured time-to-live, which bounds how long a revoked token stays
 //! usable when introspection is the source of truth.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
 
+use hashbrown::HashTable;
 use stepup_core::UnixTime;
 
 use crate::verify::VerifiedToken;
 
 struct Entry {
-    token: Arc<VerifiedToken>,
+    token: Box<str>,
+    verified: Arc<VerifiedToken>,
     valid_until: i64,
 }
 
 /// A bounded map from token to its verification result.
 pub struct TokenCache {
-    entries: RwLock<HashMap<Box<str>, Entry>>,
+    entries: RwLock<HashTable<Entry>>,
+    hasher: RandomState,
     capacity: usize,
 }
 
@@ -39,16 +42,27 @@ impl TokenCache {
     /// A cache holding at most `capacity` tokens (0 disables caching).
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: RwLock::new(HashMap::with_capacity(capacity.min(4096))),
+            entries: RwLock::new(HashTable::with_capacity(capacity.min(4096))),
+            hasher: RandomState::new(),
             capacity,
         }
+    }
+
+    /// Hashes the part after the last `.`: for a JWT that is the signature,
+    /// which already tells tokens apart, so a lookup hashes ~100 bytes rather
+    /// than the whole token. Equality still compares whole tokens. Only
+    /// verified tokens are inserted, so nobody can fill a bucket with crafted
+    /// colliding entries; the hash is keyed per process all the same.
+    fn hash(&self, token: &str) -> u64 {
+        let tail = token.rsplit_once('.').map_or(token, |(_, signature)| signature);
+        self.hasher.hash_one(tail)
     }
 
     /// The cached result for `token`, if still valid at `now`.
     pub fn get(&self, token: &str, now: UnixTime) -> Option<Arc<VerifiedToken>> {
         let entries = self.entries.read().ok()?;
-        let entry = entries.get(token)?;
-        (now.seconds() < entry.valid_until).then(|| Arc::clone(&entry.token))
+        let entry = entries.find(self.hash(token), |e| &*e.token == token)?;
+        (now.seconds() < entry.valid_until).then(|| Arc::clone(&entry.verified))
     }
 
     /// Remembers a result until `valid_until` (exclusive).
@@ -56,31 +70,44 @@ impl TokenCache {
         if self.capacity == 0 || valid_until <= now.seconds() {
             return;
         }
+        let hash = self.hash(token);
         let Ok(mut entries) = self.entries.write() else {
             return;
         };
-        if entries.len() >= self.capacity && !entries.contains_key(token) {
-            entries.retain(|_, e| e.valid_until > now.seconds());
-            while entries.len() >= self.capacity {
-                let Some(victim) = entries.keys().next().cloned() else {
-                    break;
-                };
-                entries.remove(&victim);
+        if let Ok(existing) = entries.find_entry(hash, |e| &*e.token == token) {
+            existing.remove();
+        }
+        if entries.len() >= self.capacity {
+            entries.retain(|e| e.valid_until > now.seconds());
+            // Still full of live tokens: drop an eighth, arbitrarily (table
+            // order), so that a flood of distinct tokens pays the O(n) sweep
+            // once per capacity/8 inserts rather than on every insert.
+            if entries.len() >= self.capacity {
+                let mut excess = entries.len() + 1 - self.capacity + self.capacity / 8;
+                entries.retain(|_| {
+                    if excess == 0 {
+                        return true;
+                    }
+                    excess -= 1;
+                    false
+                });
             }
         }
-        entries.insert(
-            token.into(),
-            Entry {
-                token: verified,
-                valid_until,
-            },
-        );
+        let entry = Entry {
+            token: token.into(),
+            verified,
+            valid_until,
+        };
+        entries.insert_unique(hash, entry, |e| self.hash(&e.token));
     }
 
     /// Forgets a token, e.g. after learning it was revoked.
     pub fn remove(&self, token: &str) {
+        let hash = self.hash(token);
         if let Ok(mut entries) = self.entries.write() {
-            entries.remove(token);
+            if let Ok(existing) = entries.find_entry(hash, |e| &*e.token == token) {
+                existing.remove();
+            }
         }
     }
 
@@ -128,6 +155,28 @@ mod tests {
             c.insert(&format!("t{i}"), token("x"), 1000, UnixTime(70));
             assert!(c.len() <= 3);
         }
+    }
+
+    #[test]
+    fn tokens_sharing_a_signature_segment_stay_distinct() {
+        let c = TokenCache::new(10);
+        c.insert("h.p1.sig", token("one"), 100, UnixTime(0));
+        c.insert("h.p2.sig", token("two"), 100, UnixTime(0));
+        assert_eq!(
+            c.get("h.p1.sig", UnixTime(0)).unwrap().subject.as_deref(),
+            Some("one")
+        );
+        assert_eq!(
+            c.get("h.p2.sig", UnixTime(0)).unwrap().subject.as_deref(),
+            Some("two")
+        );
+        assert!(c.get("h.p3.sig", UnixTime(0)).is_none());
+        c.insert("h.p1.sig", token("again"), 100, UnixTime(0));
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c.get("h.p1.sig", UnixTime(0)).unwrap().subject.as_deref(),
+            Some("again")
+        );
     }
 
     #[test]

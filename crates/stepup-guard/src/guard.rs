@@ -12,6 +12,14 @@ use crate::authorization::{AuthorizationError, bearer_token};
 use crate::cache::TokenCache;
 use crate::verify::{TokenVerifier, VerifiedToken, VerifyError};
 
+/// The outcome of the I/O-free part of a check.
+pub(crate) enum Precheck<'h> {
+    /// Settled: pass with this token, or reject.
+    Done(Result<Arc<VerifiedToken>, Rejection>),
+    /// The token must be verified (signature, or introspection) first.
+    NeedsVerification(&'h str),
+}
+
 /// Where the guard reads the time; tests inject a fixed clock.
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
@@ -37,8 +45,9 @@ impl Clock for SystemClock {
 pub struct Rejection {
     /// The HTTP status.
     pub status: StatusCode,
-    /// The challenge for `WWW-Authenticate`, when the status calls for one.
-    pub challenge: Option<BearerChallenge>,
+    /// The challenge for `WWW-Authenticate`, when the status calls for one
+    /// (boxed: rejections travel in `Result`s on the hot path).
+    pub challenge: Option<Box<BearerChallenge>>,
     /// The rule that produced the rejection, when a policy rule did.
     pub rule: Option<String>,
 }
@@ -50,12 +59,12 @@ impl Rejection {
         });
         Self {
             status,
-            challenge: Some(BearerChallenge {
+            challenge: Some(Box::new(BearerChallenge {
                 realm: realm.map(str::to_owned),
                 error,
                 error_description: description,
                 ..BearerChallenge::default()
-            }),
+            })),
             rule: None,
         }
     }
@@ -156,52 +165,90 @@ impl Guard {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Arc<VerifiedToken>, Rejection> {
+        let token = match self.check_without_io(method, path, headers) {
+            Precheck::Done(result) => return result,
+            Precheck::NeedsVerification(token) => token,
+        };
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let verified = Arc::new(
+            inner
+                .verifier
+                .verify(token, now)
+                .await
+                .map_err(|e| self.verify_rejection(&e))?,
+        );
+        let until = inner.verifier.cache_until(&verified, now);
+        inner.cache.insert(token, Arc::clone(&verified), until, now);
+        self.decide(method, path, verified, now)
+    }
+
+    /// Everything that can be settled without I/O: the header, and for a
+    /// token already in the cache the whole decision. The layer uses this to
+    /// serve trusted repeat calls without allocating a future.
+    pub(crate) fn check_without_io<'h>(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &'h HeaderMap,
+    ) -> Precheck<'h> {
         let inner = &self.inner;
         let realm = inner.realm.as_deref();
-        let token = bearer_token(headers).map_err(|e| match e {
+        let token = match bearer_token(headers) {
+            Ok(token) => token,
             // RFC 6750 §3.1: no error code when the request has no (bearer) credentials.
-            AuthorizationError::Missing | AuthorizationError::OtherScheme => {
-                Rejection::bearer(realm, None, None)
+            Err(AuthorizationError::Missing | AuthorizationError::OtherScheme) => {
+                return Precheck::Done(Err(Rejection::bearer(realm, None, None)));
             }
-            AuthorizationError::Multiple | AuthorizationError::Malformed => Rejection::bearer(
-                realm,
-                Some(ErrorCode::InvalidRequest),
-                Some(e.description().to_owned()),
-            ),
-        })?;
-        let now = inner.clock.now();
-        let verified = match inner.cache.get(token, now) {
-            Some(v) => v,
-            None => {
-                let v = Arc::new(
-                    inner
-                        .verifier
-                        .verify(token, now)
-                        .await
-                        .map_err(|e| self.verify_rejection(&e))?,
-                );
-                let until = inner.verifier.cache_until(&v, now);
-                inner.cache.insert(token, Arc::clone(&v), until, now);
-                v
+            Err(e @ (AuthorizationError::Multiple | AuthorizationError::Malformed)) => {
+                let description = Some(e.description().to_owned());
+                return Precheck::Done(Err(Rejection::bearer(
+                    realm,
+                    Some(ErrorCode::InvalidRequest),
+                    description,
+                )));
             }
         };
+        let now = inner.clock.now();
+        match inner.cache.get(token, now) {
+            Some(verified) => Precheck::Done(self.decide(method, path, verified, now)),
+            None => Precheck::NeedsVerification(token),
+        }
+    }
+
+    fn decide(
+        &self,
+        method: &str,
+        path: &str,
+        verified: Arc<VerifiedToken>,
+        now: UnixTime,
+    ) -> Result<Arc<VerifiedToken>, Rejection> {
+        let inner = &self.inner;
         let decision = inner
             .policy
             .decide(method, path, &verified.facts(), now)
-            .map_err(|e| Rejection::bearer(realm, Some(ErrorCode::InvalidRequest), Some(e.to_string())))?;
-        match decision.challenge() {
-            None => Ok(verified),
-            Some(mut challenge) => {
-                challenge.realm = inner.realm.clone();
-                let status = StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-                tracing::debug!(rule = %decision.rule.name, status = status.as_u16(), "step-up guard rejected a request");
-                Err(Rejection {
-                    status,
-                    challenge: Some(challenge),
-                    rule: Some(decision.rule.name.clone()),
-                })
-            }
-        }
+            .map_err(|e| {
+                Rejection::bearer(
+                    inner.realm.as_deref(),
+                    Some(ErrorCode::InvalidRequest),
+                    Some(e.to_string()),
+                )
+            })?;
+        let Some(mut challenge) = decision.challenge() else {
+            return Ok(verified);
+        };
+        challenge.realm = inner.realm.clone();
+        let status = challenge
+            .error
+            .as_ref()
+            .and_then(|e| StatusCode::from_u16(e.status()).ok())
+            .unwrap_or(StatusCode::UNAUTHORIZED);
+        tracing::debug!(rule = %decision.rule.name, status = status.as_u16(), "step-up guard rejected a request");
+        Err(Rejection {
+            status,
+            challenge: Some(Box::new(challenge)),
+            rule: Some(decision.rule.name.clone()),
+        })
     }
 
     fn verify_rejection(&self, e: &VerifyError) -> Rejection {

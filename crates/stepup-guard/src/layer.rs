@@ -11,9 +11,10 @@ use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Request, StatusCode};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::guard::Guard;
+use crate::guard::{Guard, Precheck};
 use crate::verify::VerifiedToken;
 
 /// Applies a [`Guard`] to every request of the wrapped service.
@@ -55,29 +56,114 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        // The clone is not necessarily ready; keep the ready one for this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let guard = self.guard.clone();
-        Box::pin(async move {
-            let checked = guard
-                .check(request.method().as_str(), request.uri().path(), request.headers())
-                .await;
-            match checked {
-                Ok(verified) => {
-                    request.extensions_mut().insert(VerifiedClaims(verified));
-                    inner.call(request).await
-                }
-                Err(rejection) => Ok(rejection.into_response()),
+        // Trusted repeat calls and malformed headers are settled here, without I/O.
+        let precheck =
+            self.guard
+                .check_without_io(request.method().as_str(), request.uri().path(), request.headers());
+        match precheck {
+            Precheck::Done(Ok(verified)) => {
+                request.extensions_mut().insert(VerifiedClaims(verified));
+                ResponseFuture::inner(self.inner.call(request))
             }
-        })
+            Precheck::Done(Err(rejection)) => ResponseFuture::rejected(rejection.into_response()),
+            Precheck::NeedsVerification(_) => {
+                // The clone is not necessarily ready; keep the ready one for this call.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let guard = self.guard.clone();
+                ResponseFuture::verifying(Box::pin(async move {
+                    let checked = guard
+                        .check(request.method().as_str(), request.uri().path(), request.headers())
+                        .await;
+                    match checked {
+                        Ok(verified) => {
+                            request.extensions_mut().insert(VerifiedClaims(verified));
+                            inner.call(request).await
+                        }
+                        Err(rejection) => Ok(rejection.into_response()),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`StepUpService`].
+    pub struct ResponseFuture<F, E> {
+        #[pin]
+        state: State<F, E>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, E> {
+        // Allowed without I/O: the wrapped service's own future.
+        Inner { #[pin] future: F },
+        // The token is being verified (signature or introspection) first.
+        Verifying { future: Pin<Box<dyn Future<Output = Result<Response, E>> + Send>> },
+        // Rejected without I/O; the answer until it is taken.
+        Rejected { response: Option<Response> },
+    }
+}
+
+impl<F, E> ResponseFuture<F, E> {
+    fn inner(future: F) -> Self {
+        Self {
+            state: State::Inner { future },
+        }
+    }
+
+    fn verifying(future: Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>) -> Self {
+        Self {
+            state: State::Verifying { future },
+        }
+    }
+
+    fn rejected(response: Response) -> Self {
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F, E>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => future.poll(cx),
+            StateProj::Verifying { future } => future.as_mut().poll(cx),
+            StateProj::Rejected { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled again after completion: a caller bug; never panic in a server.
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<F, E> std::fmt::Debug for ResponseFuture<F, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Inner { .. } => "Inner",
+            State::Verifying { .. } => "Verifying",
+            State::Rejected { .. } => "Rejected",
+        };
+        f.debug_tuple("ResponseFuture").field(&state).finish()
     }
 }
 

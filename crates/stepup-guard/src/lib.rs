@@ -42,5 +42,5 @@ pub use cache::TokenCache;
 pub use fetch::{FetchError, HttpFetcher};
 pub use guard::{Clock, Guard, GuardBuilder, Rejection, SystemClock};
 pub use jwks::{KeySource, ServerMetadata, discover};
-pub use layer::{StepUpLayer, StepUpService, VerifiedClaims};
+pub use layer::{ResponseFuture, StepUpLayer, StepUpService, VerifiedClaims};
 pub use verify::{IntrospectionClient, Introspector, JwtVerifier, TokenVerifier, VerifiedToken, VerifyError};
