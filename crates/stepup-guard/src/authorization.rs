@@ -33,32 +33,51 @@ impl AuthorizationError {
 }
 
 /// The token of the single `Authorization: Bearer <token>` header.
+///
+/// Works on bytes: a token that passes the token68 check is ASCII, so the
+/// one UTF-8 conversion at the end cannot fail and no separate pass is needed.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthorizationError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthorizationError::Missing)?;
     if values.next().is_some() {
         return Err(AuthorizationError::Multiple);
     }
-    let value = value.to_str().map_err(|_| AuthorizationError::Malformed)?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let value = value.as_bytes();
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+        Some(space) => (&value[..space], &value[space..]),
+        None => (value, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(AuthorizationError::OtherScheme);
     }
     // credentials = auth-scheme [ 1*SP token68 ]
-    let token = rest.trim_start_matches(' ');
-    if token.is_empty() || !is_token68(token) {
+    let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+    let token = &rest[start..];
+    if !is_token68(token) {
         return Err(AuthorizationError::Malformed);
     }
-    Ok(token)
+    std::str::from_utf8(token).map_err(|_| AuthorizationError::Malformed)
 }
 
 /// token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-fn is_token68(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+fn is_token68(s: &[u8]) -> bool {
+    let padding = s.iter().rev().take_while(|&&b| b == b'=').count();
+    let body = &s[..s.len() - padding];
+    // No early exit: the fold of branch-free tests vectorises, and tokens
+    // are checked on every request.
+    !body.is_empty() && body.iter().fold(true, |ok, &b| ok & is_token68_char(b))
+}
+
+fn is_token68_char(b: u8) -> bool {
+    let lower = b | 0x20;
+    (lower.wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
 }
 
 #[cfg(test)]
@@ -85,6 +104,18 @@ mod tests {
             bearer_token(&headers(&[b"BEARER mF_9.B5f-4.1JqM"])),
             Ok("mF_9.B5f-4.1JqM")
         );
+    }
+
+    #[test]
+    fn token68_characters_exactly() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+            assert_eq!(is_token68_char(b), expected, "byte {b:#04x}");
+        }
+        assert!(is_token68(b"a=="));
+        assert!(!is_token68(b"a=b"));
+        assert!(!is_token68(b"="));
+        assert!(!is_token68(b""));
     }
 
     #[test]
