@@ -14,11 +14,13 @@ pub mod challenge;
 pub mod decision;
 pub mod jwk;
 pub mod jws;
+pub mod pkce;
 pub mod policy;
 pub mod route;
 pub mod scope;
 pub mod secret;
 pub mod time;
+pub mod totp;
 
 pub use access_token::{AccessTokenClaims, ClaimsError, ClaimsRules, TokenFacts};
 pub use acr::{Acr, AcrError, AssuranceLevels, LevelsError, Rank};
