@@ -378,17 +378,11 @@ max_age = 60
     fn request_path_tricks_do_not_escape_the_rule() {
         let p = policy();
         let weak = facts(Some(PWD), Some(0), "payments:write");
-        for path in [
-            "/accounts/1/payees/",
-            "/accounts//1/payees",
-            "/accounts/1/%70ayees",
-        ] {
-            let d = p.decide("POST", path, &weak, UnixTime(0)).unwrap();
-            assert_eq!(d.rule.name, "add payee", "{path}");
+        // An empty {id} still selects the route, as it selects the handler.
+        let d = p.decide("POST", "/accounts//payees", &weak, UnixTime(0)).unwrap();
+        assert_eq!(d.rule.name, "add payee");
+        for path in ["/accounts/1/x/../payees", "/accounts/1/%70ayees"] {
+            assert!(p.decide("POST", path, &weak, UnixTime(0)).is_err(), "{path}");
         }
-        assert!(
-            p.decide("POST", "/accounts/1/x/../payees", &weak, UnixTime(0))
-                .is_err()
-        );
     }
 }

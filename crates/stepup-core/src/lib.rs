@@ -29,4 +29,4 @@ pub use policy::{Diagnostic, Policy, PolicyError, Requirement, Rule};
 pub use route::RequestPathError;
 pub use scope::Scope;
 pub use secret::ClientSecret;
-pub use time::UnixTime;
+pub use time::{Clock, SystemClock, UnixTime};

@@ -8,12 +8,15 @@
 //! the request's method. That order is what "most specific wins" means here,
 //! and it costs one hash lookup per segment, whatever the number of routes.
 //!
-//! Request paths are normalised before matching so that spelling a path
-//! differently cannot select a weaker rule: empty segments (`//`, a trailing
-//! `/`) are ignored, percent-encoded octets are decoded before comparing
-//! literals, and dot segments or encoded slashes are refused outright.
+//! Request paths are matched the way HTTP routers (axum's matchit, and most
+//! others) match them, so that the rule the guard picks is the rule of the
+//! handler that will run: segments are compared raw, without decoding, and
+//! empty segments are real segments (`/accounts//payees` has an empty `{id}`,
+//! and `/payees/` is not `/payees`). Spellings on which routers and proxies
+//! disagree are refused outright: dot segments, percent-encoded unreserved
+//! characters (RFC 3986 §2.3 says never to produce them, and a server that
+//! decodes them would see another path than the guard), encoded `/` and `\`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -77,7 +80,9 @@ pub enum TemplateError {
         name: String,
     },
     /// `.` or `..` segments, or characters that would be normalised away.
-    #[error("segment {segment:?} is not allowed in a template (dot segments and '%', '?', '#' are refused)")]
+    #[error(
+        "segment {segment:?} is not allowed in a template (expected letters, digits and -._~!$&'()*+,;=:@; no dot segments, no percent-encoding)"
+    )]
     BadLiteral {
         /// The offending segment.
         segment: String,
@@ -94,10 +99,11 @@ impl PathTemplate {
             let pieces: Vec<&str> = rest.split('/').collect();
             let count = pieces.len();
             for (i, piece) in pieces.into_iter().enumerate() {
-                // A single trailing slash is allowed and means the same path:
-                // request matching ignores empty segments too.
+                // A trailing slash is a segment of its own, as routers see it:
+                // `/a/` matches `/a/` and not `/a`.
                 if piece.is_empty() {
                     if i + 1 == count {
+                        segments.push(Segment::Literal(String::new()));
                         break;
                     }
                     return Err(TemplateError::EmptySegment { at: offset });
@@ -211,7 +217,10 @@ fn parse_segment(piece: &str, last: bool) -> Result<Segment, TemplateError> {
             segment: piece.to_owned(),
         });
     }
-    if piece == "." || piece == ".." || piece.contains(['%', '?', '#']) {
+    // pchar without percent-encoding (RFC 3986 §3.3): requests carry such
+    // literals byte for byte, so raw comparison finds them.
+    let pchar = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@".contains(c);
+    if piece == "." || piece == ".." || !piece.chars().all(pchar) {
         return Err(TemplateError::BadLiteral {
             segment: piece.to_owned(),
         });
@@ -226,65 +235,53 @@ pub enum RequestPathError {
     /// The path does not start with `/`.
     #[error("the request path must start with '/'")]
     NotAbsolute,
-    /// `.` or `..` segment (plain or percent-encoded).
+    /// A `.` or `..` segment.
     #[error("dot segments are not allowed in the request path")]
     DotSegment,
-    /// `%2F` or `%5C` inside a segment, which servers disagree on.
-    #[error("encoded '/' or '\\' is not allowed in the request path")]
-    EncodedSeparator,
+    /// A percent-encoded unreserved character, `/` or `\`: servers disagree
+    /// on whether to decode them before routing.
+    #[error(
+        "percent-encoded letters, digits, '-', '.', '_', '~', '/' or '\\' are not allowed in the request path"
+    )]
+    AmbiguousEncoding,
     /// A `%` not followed by two hex digits.
     #[error("malformed percent-encoding in the request path")]
     BadPercentEncoding,
 }
 
-/// Splits and decodes a request path into the segments the table matches.
-pub(crate) fn request_segments(path: &str) -> Result<Vec<Cow<'_, str>>, RequestPathError> {
+/// The raw segments of a request path, as a router matches them.
+pub(crate) fn request_segments(path: &str) -> Result<Vec<&str>, RequestPathError> {
     let rest = path.strip_prefix('/').ok_or(RequestPathError::NotAbsolute)?;
-    let mut out = Vec::new();
-    for raw in rest.split('/') {
-        if raw.is_empty() {
-            continue;
-        }
-        let seg = percent_decode(raw)?;
-        if seg == "." || seg == ".." {
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(8);
+    for segment in rest.split('/') {
+        if segment == "." || segment == ".." {
             return Err(RequestPathError::DotSegment);
         }
-        out.push(seg);
+        check_encoding(segment)?;
+        out.push(segment);
     }
     Ok(out)
 }
 
-fn percent_decode(raw: &str) -> Result<Cow<'_, str>, RequestPathError> {
-    if !raw.contains('%') {
-        return Ok(Cow::Borrowed(raw));
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+fn check_encoding(segment: &str) -> Result<(), RequestPathError> {
+    let bytes = segment.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16));
-            let lo = bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16));
-            match (hi, lo) {
-                (Some(h), Some(l)) => {
-                    // Two hex digits always fit a byte.
-                    let b = u8::try_from(h * 16 + l).map_err(|_| RequestPathError::BadPercentEncoding)?;
-                    if b == b'/' || b == b'\\' {
-                        return Err(RequestPathError::EncodedSeparator);
-                    }
-                    out.push(b);
-                    i += 3;
-                }
-                _ => return Err(RequestPathError::BadPercentEncoding),
-            }
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
+        let at = i + offset;
+        let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+        let (Some(hi), Some(lo)) = (hex(bytes.get(at + 1)), hex(bytes.get(at + 2))) else {
+            return Err(RequestPathError::BadPercentEncoding);
+        };
+        let decoded = u8::try_from(hi * 16 + lo).map_err(|_| RequestPathError::BadPercentEncoding)?;
+        if decoded.is_ascii_alphanumeric() || b"-._~/\\".contains(&decoded) {
+            return Err(RequestPathError::AmbiguousEncoding);
         }
+        i = at + 3;
     }
-    // Non-UTF-8 octets cannot equal a (UTF-8) literal; keep them distinct
-    // from every literal by lossy decoding, which only yields U+FFFD.
-    Ok(Cow::Owned(String::from_utf8_lossy(&out).into_owned()))
+    Ok(())
 }
 
 /// Which methods a route applies to.
@@ -405,16 +402,16 @@ impl RouteTable {
     }
 
     /// The most specific route for a method and already-split path.
-    pub(crate) fn lookup(&self, method: &str, segments: &[Cow<'_, str>]) -> Option<usize> {
+    pub(crate) fn lookup(&self, method: &str, segments: &[&str]) -> Option<usize> {
         lookup_in(&self.root, method, segments)
     }
 }
 
-fn lookup_in(node: &Node, method: &str, segments: &[Cow<'_, str>]) -> Option<usize> {
+fn lookup_in(node: &Node, method: &str, segments: &[&str]) -> Option<usize> {
     let Some((first, rest)) = segments.split_first() else {
         return node.route_for(method);
     };
-    if let Some(child) = node.literals.get(first.as_ref()) {
+    if let Some(child) = node.literals.get(*first) {
         if let Some(found) = lookup_in(child, method, rest) {
             return Some(found);
         }
@@ -491,8 +488,20 @@ mod tests {
             PathTemplate::parse("/a%2f"),
             Err(TemplateError::BadLiteral { .. })
         ));
+        assert!(matches!(
+            PathTemplate::parse("/a b"),
+            Err(TemplateError::BadLiteral { .. })
+        ));
+        assert!(matches!(
+            PathTemplate::parse("/caf\u{e9}"),
+            Err(TemplateError::BadLiteral { .. })
+        ));
         assert_eq!(t("/").segments().len(), 0);
-        assert_eq!(t("/a/").segments().len(), 1);
+        assert_eq!(
+            t("/a/").segments(),
+            [Segment::Literal("a".into()), Segment::Literal(String::new())]
+        );
+        assert!(PathTemplate::parse("/v1/users/me:activate").is_ok());
     }
 
     #[test]
@@ -524,41 +533,38 @@ mod tests {
     }
 
     #[test]
-    fn spelling_a_path_differently_selects_the_same_route() {
-        let tb = table(&[("/accounts/{id}/payees", only(&["POST"]))]);
-        for p in [
-            "/accounts/1/payees",
-            "/accounts/1/payees/",
-            "//accounts//1/payees",
-            "/accounts/1/%70ayees",
-            "/%61ccounts/1/payees",
-        ] {
-            assert_eq!(find(&tb, "POST", p), Some(0), "{p}");
-        }
+    fn paths_are_matched_as_routers_match_them() {
+        let tb = table(&[("/accounts/{id}/payees", only(&["POST"])), ("/a/", Methods::Any)]);
+        assert_eq!(find(&tb, "POST", "/accounts/1/payees"), Some(0));
+        // An empty segment is a (empty) parameter value for the router too.
+        assert_eq!(find(&tb, "POST", "/accounts//payees"), Some(0));
+        // A trailing slash is another path, for the router as for the guard.
+        assert_eq!(find(&tb, "POST", "/accounts/1/payees/"), None);
+        assert_eq!(find(&tb, "POST", "//accounts/1/payees"), None);
+        assert_eq!(find(&tb, "GET", "/a/"), Some(1));
+        assert_eq!(find(&tb, "GET", "/a"), None);
+        // Encoded characters that are not unreserved stay as they are.
+        assert_eq!(request_segments("/a%20b/%C3%A9"), Ok(vec!["a%20b", "%C3%A9"]));
     }
 
     #[test]
     fn ambiguous_request_paths_are_refused() {
-        assert_eq!(request_segments("/a/../b"), Err(RequestPathError::DotSegment));
-        assert_eq!(request_segments("/a/%2e%2E/b"), Err(RequestPathError::DotSegment));
-        assert_eq!(request_segments("/a/./b"), Err(RequestPathError::DotSegment));
-        assert_eq!(
-            request_segments("/a%2Fb"),
-            Err(RequestPathError::EncodedSeparator)
-        );
-        assert_eq!(
-            request_segments("/a%5cb"),
-            Err(RequestPathError::EncodedSeparator)
-        );
-        assert_eq!(
-            request_segments("/a%zz"),
-            Err(RequestPathError::BadPercentEncoding)
-        );
-        assert_eq!(
-            request_segments("/a%4"),
-            Err(RequestPathError::BadPercentEncoding)
-        );
-        assert_eq!(request_segments("a"), Err(RequestPathError::NotAbsolute));
+        use RequestPathError::*;
+        for (path, error) in [
+            ("/a/../b", DotSegment),
+            ("/a/./b", DotSegment),
+            ("/a/%2e%2E/b", AmbiguousEncoding),
+            ("/accounts/1/%70ayees", AmbiguousEncoding),
+            ("/a%2Fb", AmbiguousEncoding),
+            ("/a%5cb", AmbiguousEncoding),
+            ("/a%7E", AmbiguousEncoding),
+            ("/a%zz", BadPercentEncoding),
+            ("/a%4", BadPercentEncoding),
+            ("/a%", BadPercentEncoding),
+            ("a", NotAbsolute),
+        ] {
+            assert_eq!(request_segments(path), Err(error), "{path}");
+        }
     }
 
     #[test]
@@ -669,7 +675,7 @@ mod tests {
             #[test]
             fn lookup_picks_the_most_specific_matching_route(
                 routes in proptest::collection::vec((template(), methods()), 1..8),
-                path in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 0..5),
+                path in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("")], 0..5),
                 method in prop_oneof![Just("GET"), Just("POST"), Just("HEAD"), Just("PUT")],
             ) {
                 let mut table = RouteTable::default();
@@ -681,13 +687,14 @@ mod tests {
                     }
                 }
                 let request = format!("/{}", path.join("/"));
-                let found = table.lookup(method, &request_segments(&request).unwrap());
+                let segments = request_segments(&request).unwrap();
+                let found = table.lookup(method, &segments);
                 // An exact-method route of the same shape can fail on HEAD
                 // while a GET route exists: a tie in rank is then impossible,
                 // because a shape admits one route per method.
                 let expected = kept
                     .iter()
-                    .filter(|(t, _, _)| matches(t, &path))
+                    .filter(|(t, _, _)| matches(t, &segments))
                     .filter_map(|(t, m, i)| rank(t, m, method).map(|r| (r, *i)))
                     .max_by(|a, b| a.0.cmp(&b.0))
                     .map(|(_, i)| i);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use stepup_core::challenge::{BearerChallenge, ErrorCode};
-use stepup_core::{Policy, UnixTime};
+use stepup_core::{Clock, Policy, SystemClock, UnixTime};
 
 use crate::authorization::{AuthorizationError, bearer_token};
 use crate::cache::TokenCache;
@@ -18,26 +18,6 @@ pub(crate) enum Precheck<'h> {
     Done(Result<Arc<VerifiedToken>, Rejection>),
     /// The token must be verified (signature, or introspection) first.
     NeedsVerification(&'h str),
-}
-
-/// Where the guard reads the time; tests inject a fixed clock.
-pub trait Clock: Send + Sync + 'static {
-    /// The current time.
-    fn now(&self) -> UnixTime;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> UnixTime {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
-    }
 }
 
 /// A request the guard turned away, with everything needed to answer it.

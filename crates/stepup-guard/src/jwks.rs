@@ -2,7 +2,9 @@
 //! `jwks_uri` (found by RFC 8414 / OpenID Connect Discovery), cached and
 //! refetched when a token names a key we do not have, at most once per
 //! `min_refresh_interval` so that a flood of tokens with made-up `kid`s
-//! cannot turn the guard into a load generator against the issuer.
+//! cannot turn the guard into a load generator against the issuer. The set
+//! is also refetched once it is older than `max_age` (an hour by default),
+//! so that a key the issuer withdrew stops being trusted.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ struct Remote {
     url: String,
     http: HttpFetcher,
     min_refresh_interval: Duration,
+    max_age: Duration,
     last_fetch: tokio::sync::Mutex<Instant>,
 }
 
@@ -62,9 +65,51 @@ impl KeySource {
                 url: url.to_owned(),
                 http,
                 min_refresh_interval,
+                max_age: Duration::from_secs(3600),
                 last_fetch: tokio::sync::Mutex::new(Instant::now()),
             }),
         })
+    }
+
+    /// Refetch the set once it is older than `max_age` (default one hour).
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        if let Some(remote) = &mut self.remote {
+            remote.max_age = max_age;
+        }
+        self
+    }
+
+    /// Refetches the set if it is older than `max_age`. A failed refetch
+    /// keeps the current keys (the issuer may be briefly down) and is retried
+    /// after `min_refresh_interval`.
+    pub(crate) async fn refresh_if_stale(&self) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let mut last = remote.last_fetch.lock().await;
+        if last.elapsed() < remote.max_age {
+            return;
+        }
+        match fetch_jwks(&remote.http, &remote.url).await {
+            Ok(jwks) => {
+                *last = Instant::now();
+                self.replace(Arc::new(jwks));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS refresh failed; keeping the current keys");
+                // Try again after the short interval, not after a whole max_age.
+                *last = Instant::now()
+                    .checked_sub(remote.max_age.saturating_sub(remote.min_refresh_interval))
+                    .unwrap_or_else(Instant::now);
+            }
+        }
+    }
+
+    fn replace(&self, jwks: Arc<Jwks>) {
+        match self.current.write() {
+            Ok(mut guard) => *guard = jwks,
+            Err(poisoned) => *poisoned.into_inner() = jwks,
+        }
     }
 
     /// The keys in use.
@@ -88,10 +133,7 @@ impl KeySource {
         }
         *last = Instant::now();
         let jwks = Arc::new(fetch_jwks(&remote.http, &remote.url).await?);
-        match self.current.write() {
-            Ok(mut guard) => *guard = Arc::clone(&jwks),
-            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&jwks),
-        }
+        self.replace(Arc::clone(&jwks));
         Ok(jwks)
     }
 }

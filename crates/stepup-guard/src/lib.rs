@@ -40,7 +40,11 @@ mod verify;
 
 pub use cache::TokenCache;
 pub use fetch::{FetchError, HttpFetcher};
-pub use guard::{Clock, Guard, GuardBuilder, Rejection, SystemClock};
+pub use guard::{Guard, GuardBuilder, Rejection};
 pub use jwks::{KeySource, ServerMetadata, discover};
 pub use layer::{ResponseFuture, StepUpLayer, StepUpService, VerifiedClaims};
-pub use verify::{IntrospectionClient, Introspector, JwtVerifier, TokenVerifier, VerifiedToken, VerifyError};
+pub use stepup_core::{Clock, SystemClock};
+pub use verify::{
+    IntrospectionClient, Introspector, JwtVerifier, MAX_INTROSPECTED_TOKEN_LEN, MAX_INTROSPECTIONS_IN_FLIGHT,
+    TokenVerifier, VerifiedToken, VerifyError,
+};

@@ -80,6 +80,13 @@ pub enum VerifyError {
     /// The introspection endpoint says the token is not active.
     #[error("token is not active")]
     Inactive,
+    /// The token is bound to a key (`cnf`, RFC 7800) but came as a plain
+    /// bearer token: RFC 9449 §7.2 forbids accepting it so.
+    #[error("sender-constrained token presented without proof of possession")]
+    SenderConstrained,
+    /// Introspection says this is not an access token (e.g. a refresh token).
+    #[error("not an access token (token_type {0:?})")]
+    NotAnAccessToken(String),
     /// The keys or the introspection endpoint could not be reached: not the
     /// client's fault, answered with 503 rather than `invalid_token`.
     #[error("token verification unavailable: {0}")]
@@ -99,6 +106,10 @@ impl VerifyError {
             VerifyError::Jws(_) => "token signature or header invalid".into(),
             VerifyError::Claims(e) => e.to_string(),
             VerifyError::Inactive => "token is not active".into(),
+            VerifyError::SenderConstrained => {
+                "the token is bound to a key (cnf); present it with proof of possession".into()
+            }
+            VerifyError::NotAnAccessToken(_) => "not an access token".into(),
             VerifyError::Unavailable(_) => "token verification temporarily unavailable".into(),
         }
     }
@@ -143,6 +154,7 @@ impl JwtVerifier {
 
     /// Verifies a token's signature and claims at `now`.
     pub async fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedToken, VerifyError> {
+        self.keys.refresh_if_stale().await;
         let jwks = self.keys.current();
         let verified = match verify_compact(token, &jwks, &self.jws) {
             Err(JwsError::UnknownKey { .. }) => {
@@ -189,6 +201,8 @@ impl IntrospectionClient {
 struct IntrospectionResponse {
     active: bool,
     #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
     client_id: Option<String>,
@@ -224,7 +238,14 @@ pub struct Introspector {
     /// Longest time a positive answer is reused, in seconds: the window in
     /// which a revoked token can still pass.
     pub max_cache_seconds: i64,
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Longer opaque tokens are refused without asking the authorization server.
+pub const MAX_INTROSPECTED_TOKEN_LEN: usize = 4096;
+
+/// Introspection calls allowed in flight at once; more get 503.
+pub const MAX_INTROSPECTIONS_IN_FLIGHT: usize = 64;
 
 impl Introspector {
     /// An introspector for `endpoint`.
@@ -240,11 +261,21 @@ impl Introspector {
             rules,
             http,
             max_cache_seconds: 30,
+            in_flight: tokio::sync::Semaphore::new(MAX_INTROSPECTIONS_IN_FLIGHT),
         }
     }
 
     /// Asks the authorization server about a token.
     pub async fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedToken, VerifyError> {
+        // Every unknown token costs a call to the authorization server: refuse
+        // absurd ones before that, and bound how many calls are in flight.
+        if token.len() > MAX_INTROSPECTED_TOKEN_LEN {
+            return Err(ClaimsError::Malformed("token too long".into()).into());
+        }
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| FetchError::BadResponse("too many introspection requests in flight".into()))?;
         let body = self
             .http
             .post_form(
@@ -263,11 +294,22 @@ impl Introspector {
         if r.iss.as_deref().is_some_and(|iss| iss != self.rules.issuer) {
             return Err(ClaimsError::WrongIssuer.into());
         }
-        if r.aud
+        // RFC 7662 makes `aud` optional, but a token without one could be for
+        // any resource server of the same issuer: require it, as RFC 9068
+        // does for JWTs.
+        if !r
+            .aud
             .as_ref()
-            .is_some_and(|aud| !aud.contains(&self.rules.audience))
+            .is_some_and(|aud| aud.contains(&self.rules.audience))
         {
             return Err(ClaimsError::WrongAudience.into());
+        }
+        if let Some(kind) = r
+            .token_type
+            .as_deref()
+            .filter(|t| !t.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(VerifyError::NotAnAccessToken(kind.chars().take(40).collect()));
         }
         let leeway = i64::from(self.rules.leeway_seconds);
         let Some(exp) = r.exp else {
@@ -313,10 +355,16 @@ pub enum TokenVerifier {
 impl TokenVerifier {
     /// Verifies a token at `now`.
     pub async fn verify(&self, token: &str, now: UnixTime) -> Result<VerifiedToken, VerifyError> {
-        match self {
-            TokenVerifier::Jwt(v) => v.verify(token, now).await,
-            TokenVerifier::Introspection(v) => v.verify(token, now).await,
+        let verified = match self {
+            TokenVerifier::Jwt(v) => v.verify(token, now).await?,
+            TokenVerifier::Introspection(v) => v.verify(token, now).await?,
+        };
+        // Until proof-of-possession is checked here, a key-bound token is
+        // refused rather than accepted as a bearer token.
+        if verified.confirmation.is_some() {
+            return Err(VerifyError::SenderConstrained);
         }
+        Ok(verified)
     }
 
     /// Until when a verified result may be reused.

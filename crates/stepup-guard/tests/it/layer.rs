@@ -312,3 +312,38 @@ async fn expiry_is_enforced_for_cached_tokens() {
     let a = call(&app, "GET", "/accounts/1", &[&bearer(&token)]).await;
     assert_invalid_token(&a, "expired");
 }
+
+#[tokio::test]
+async fn empty_segments_get_the_rule_of_the_handler_they_reach() {
+    let issuer = Issuer::es256("k1");
+    let app = app(&guard_for(&issuer, clock()));
+    let weak = issuer.mint(&claims(PWD, 0, "payments:write"));
+    // axum routes these to /accounts/{id}/... with an empty id: so must the policy.
+    for path in ["/accounts//transfers/large", "/accounts//payees"] {
+        let a = call(&app, "POST", path, &[&bearer(&weak)]).await;
+        assert_eq!(a.status, 401, "{path}: {}", a.body);
+        assert_eq!(
+            challenge(&a).error,
+            Some(ErrorCode::InsufficientUserAuthentication)
+        );
+    }
+    // An encoded unreserved character could make a decoding server see another route.
+    let a = call(&app, "POST", "/accounts/1/%70ayees", &[&bearer(&weak)]).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(challenge(&a).error, Some(ErrorCode::InvalidRequest));
+}
+
+#[tokio::test]
+async fn key_bound_tokens_are_refused_as_bearer_tokens() {
+    let issuer = Issuer::es256("k1");
+    let app = app(&guard_for(&issuer, clock()));
+    for cnf in [
+        json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+        json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+    ] {
+        let mut c = claims(PHR, 0, "");
+        c["cnf"] = cnf;
+        let a = call(&app, "GET", "/accounts/1", &[&bearer(&issuer.mint(&c))]).await;
+        assert_invalid_token(&a, "bound to a key");
+    }
+}

@@ -71,8 +71,18 @@ async fn introspect_handler(
     }
     if token == "good-pwd" {
         return Ok(Json(json!({
-            "active": true, "sub": "bob", "scope": "payments:write", "acr": PWD,
-            "auth_time": NOW - 10, "exp": NOW + 600,
+            "active": true, "sub": "bob", "scope": "payments:write", "acr": PWD, "aud": [AUDIENCE],
+            "auth_time": NOW - 10, "exp": NOW + 600, "token_type": "bearer",
+        })));
+    }
+    if token == "no-audience" {
+        return Ok(Json(
+            json!({"active": true, "sub": "bob", "acr": PWD, "exp": NOW + 600}),
+        ));
+    }
+    if token == "a-refresh-token" {
+        return Ok(Json(json!({
+            "active": true, "aud": AUDIENCE, "acr": PWD, "exp": NOW + 600, "token_type": "refresh_token",
         })));
     }
     if token == "other-audience" {
@@ -212,9 +222,56 @@ async fn introspection_decides_and_caches_briefly() {
     let a = call(&app, "GET", "/accounts/1", &["Bearer revoked"]).await;
     assert_eq!(a.status, 401);
     assert!(a.www_authenticate.unwrap().contains("not active"));
-    let a = call(&app, "GET", "/accounts/1", &["Bearer other-audience"]).await;
+    for no_good in ["Bearer other-audience", "Bearer no-audience"] {
+        let a = call(&app, "GET", "/accounts/1", &[no_good]).await;
+        assert_eq!(a.status, 401);
+        assert!(a.www_authenticate.unwrap().contains("audience"));
+    }
+    let a = call(&app, "GET", "/accounts/1", &["Bearer a-refresh-token"]).await;
     assert_eq!(a.status, 401);
-    assert!(a.www_authenticate.unwrap().contains("audience"));
+    assert!(a.www_authenticate.unwrap().contains("not an access token"));
+    // Absurdly long tokens are refused without a call to the server.
+    let before = state.introspections.load(Ordering::SeqCst);
+    let long = format!(
+        "Bearer {}",
+        "a".repeat(stepup_guard::MAX_INTROSPECTED_TOKEN_LEN + 1)
+    );
+    let a = call(&app, "GET", "/accounts/1", &[&long]).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(state.introspections.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn a_stale_key_set_is_refetched() {
+    let k1 = Issuer::es256("k1");
+    let state = AsState::default();
+    *state.jwks.lock().unwrap() = k1.jwks_json();
+    let url = authorization_server(state.clone()).await;
+    let keys = KeySource::remote(
+        &format!("{url}/jwks"),
+        HttpFetcher::new().unwrap(),
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap()
+    .with_max_age(Duration::from_millis(200));
+    let guard = Guard::builder(policy(), jwt_verifier(keys))
+        .clock(clock())
+        .cache_capacity(0)
+        .build();
+    let app = app(&guard);
+    let token = k1.mint(&claims(PWD, 0, ""));
+    assert_eq!(
+        call(&app, "GET", "/accounts/1", &[&bearer(&token)]).await.status,
+        200
+    );
+    assert_eq!(state.jwks_fetches.load(Ordering::SeqCst), 1);
+    // The issuer withdraws k1; once the set is stale, the guard notices.
+    *state.jwks.lock().unwrap() = Issuer::es256("k2").jwks_json();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let a = call(&app, "GET", "/accounts/1", &[&bearer(&token)]).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(state.jwks_fetches.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
