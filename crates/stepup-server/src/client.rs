@@ -1,0 +1,324 @@
+//! Registered clients and client authentication (RFC 6749 §2.3).
+//!
+//! Client secrets are 256 random bits, shown once at registration and
+//! stored as SHA-256 hashes: at that entropy a slow password hash adds
+//! nothing, and the token endpoint stays fast. Comparison is constant-time.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use http::HeaderMap;
+use ring::digest::{SHA256, digest};
+use ring::rand::SecureRandom;
+use stepup_core::{ClientSecret, Scope};
+use subtle::ConstantTimeEq;
+
+use crate::error::OAuthError;
+use crate::form::Form;
+use crate::store::{Store, StoreError, StoredClient};
+
+/// How a client proves who it is at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// HTTP Basic with id and secret.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A public client: no secret (PKCE protects its codes).
+    None,
+}
+
+impl AuthMethod {
+    /// The RFC 8414 name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::None => "none",
+        }
+    }
+
+    /// Parses an RFC 8414 name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::ClientSecretBasic, Self::ClientSecretPost, Self::None]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
+}
+
+/// Grant types a client may use.
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+
+/// A registered client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client id.
+    pub id: String,
+    secret_sha256: Option<Vec<u8>>,
+    /// How it authenticates.
+    pub auth_method: AuthMethod,
+    /// Exact redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Grant types it may use.
+    pub grant_types: Vec<String>,
+    /// Scopes it may ask for.
+    pub scopes: Vec<Scope>,
+    /// Whether its authorization requests must be pushed (RFC 9126).
+    pub require_par: bool,
+}
+
+/// What an administrator registers.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The client id (letters, digits, `-`, `_`, `.`).
+    pub client_id: String,
+    /// How it authenticates; `None` for public clients.
+    pub auth_method: AuthMethod,
+    /// Exact redirect URIs (absolute, no fragment).
+    pub redirect_uris: Vec<String>,
+    /// Grant types.
+    pub grant_types: Vec<String>,
+    /// Scopes it may ask for.
+    pub scopes: Vec<Scope>,
+    /// Whether authorization requests must be pushed.
+    pub require_par: bool,
+}
+
+/// Why a registration is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistrationError {
+    /// A value that makes no sense, with what was expected.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage failed (or the id is taken).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    digest(&SHA256, bytes).as_ref().to_vec()
+}
+
+impl Client {
+    fn from_stored(s: StoredClient) -> Result<Self, StoreError> {
+        let corrupt = |column| StoreError::Corrupt {
+            table: "clients",
+            column,
+        };
+        let secret_sha256 = match s.secret_sha256 {
+            Some(b64) => Some(STANDARD.decode(b64).map_err(|_| corrupt("secret_sha256"))?),
+            None => None,
+        };
+        let scopes = s
+            .scopes
+            .split(' ')
+            .filter(|x| !x.is_empty())
+            .map(|x| Scope::new(x).map_err(|_| corrupt("scopes")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            id: s.client_id,
+            secret_sha256,
+            auth_method: AuthMethod::parse(&s.auth_method).ok_or_else(|| corrupt("auth_method"))?,
+            redirect_uris: serde_json::from_str(&s.redirect_uris).map_err(|_| corrupt("redirect_uris"))?,
+            grant_types: serde_json::from_str(&s.grant_types).map_err(|_| corrupt("grant_types"))?,
+            scopes,
+            require_par: s.require_par,
+        })
+    }
+
+    /// Whether the client may use a grant type.
+    pub fn may_use_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
+
+    fn secret_matches(&self, presented: &str) -> bool {
+        match &self.secret_sha256 {
+            Some(stored) => bool::from(stored.as_slice().ct_eq(&sha256(presented.as_bytes()))),
+            None => false,
+        }
+    }
+}
+
+/// Registers a client; returns it with its secret (shown once) when it is confidential.
+pub async fn register(
+    store: &Store,
+    registration: Registration,
+    now: i64,
+    rng: &dyn SecureRandom,
+) -> Result<(Client, Option<ClientSecret>), RegistrationError> {
+    let r = registration;
+    let invalid = |m: String| RegistrationError::Invalid(m);
+    let id_ok = !r.client_id.is_empty()
+        && r.client_id.len() <= 128
+        && r.client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !id_ok {
+        return Err(invalid(format!(
+            "client id {:?}: expected 1 to 128 letters, digits, '-', '_' or '.'",
+            r.client_id
+        )));
+    }
+    for g in &r.grant_types {
+        if !GRANT_TYPES.contains(&g.as_str()) {
+            return Err(invalid(format!(
+                "grant type {g:?}: expected one of {}",
+                GRANT_TYPES.join(", ")
+            )));
+        }
+    }
+    if r.grant_types.is_empty() {
+        return Err(invalid("at least one grant type is needed".into()));
+    }
+    if r.auth_method == AuthMethod::None && r.grant_types.iter().any(|g| g == "client_credentials") {
+        return Err(invalid("a public client cannot use client_credentials".into()));
+    }
+    for uri in &r.redirect_uris {
+        let parsed = url::Url::parse(uri).map_err(|e| invalid(format!("redirect URI {uri:?}: {e}")))?;
+        if parsed.fragment().is_some() {
+            return Err(invalid(format!(
+                "redirect URI {uri:?} must not have a fragment (RFC 6749 §3.1.2)"
+            )));
+        }
+    }
+    if r.grant_types.iter().any(|g| g == "authorization_code") && r.redirect_uris.is_empty() {
+        return Err(invalid(
+            "authorization_code needs at least one redirect URI".into(),
+        ));
+    }
+    let secret = if r.auth_method == AuthMethod::None {
+        None
+    } else {
+        let mut bytes = [0u8; 32];
+        rng.fill(&mut bytes)
+            .map_err(|_| invalid("no randomness".into()))?;
+        Some(ClientSecret::new(URL_SAFE_NO_PAD.encode(bytes)))
+    };
+    let scopes: Vec<&str> = r.scopes.iter().map(Scope::as_str).collect();
+    let stored = StoredClient {
+        client_id: r.client_id.clone(),
+        secret_sha256: secret
+            .as_ref()
+            .map(|s| STANDARD.encode(sha256(s.expose_secret().as_bytes()))),
+        auth_method: r.auth_method.as_str().to_owned(),
+        redirect_uris: serde_json::to_string(&r.redirect_uris).map_err(|e| invalid(e.to_string()))?,
+        grant_types: serde_json::to_string(&r.grant_types).map_err(|e| invalid(e.to_string()))?,
+        scopes: scopes.join(" "),
+        require_par: r.require_par,
+        created_at: now,
+    };
+    store.insert_client(&stored).await?;
+    Ok((Client::from_stored(stored)?, secret))
+}
+
+/// Looks a client up.
+pub async fn find(store: &Store, client_id: &str) -> Result<Option<Client>, StoreError> {
+    store
+        .client(client_id)
+        .await?
+        .map(Client::from_stored)
+        .transpose()
+}
+
+/// All clients.
+pub async fn list(store: &Store) -> Result<Vec<Client>, StoreError> {
+    store
+        .clients()
+        .await?
+        .into_iter()
+        .map(Client::from_stored)
+        .collect()
+}
+
+/// Credentials as presented, before they are checked.
+struct Presented {
+    client_id: String,
+    secret: Option<String>,
+    method: AuthMethod,
+}
+
+fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
+    let basic = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+    let basic_error = |d: &str| OAuthError {
+        basic_attempted: true,
+        ..OAuthError::invalid_client(d)
+    };
+    if let Some((_, encoded)) = basic {
+        if form.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ));
+        }
+        let decoded = STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| basic_error("malformed Basic credentials"))?;
+        let decoded = String::from_utf8(decoded).map_err(|_| basic_error("malformed Basic credentials"))?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| basic_error("malformed Basic credentials"))?;
+        // RFC 6749 §2.3.1: both parts are form-encoded before Basic encoding.
+        let decode = |s: &str| -> String {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let (id, secret) = (decode(id), decode(secret));
+        if form.get("client_id").is_some_and(|f| f != id) {
+            return Err(OAuthError::invalid_request(
+                "client_id differs from the authenticated client",
+            ));
+        }
+        return Ok(Presented {
+            client_id: id,
+            secret: Some(secret),
+            method: AuthMethod::ClientSecretBasic,
+        });
+    }
+    let client_id = form
+        .get("client_id")
+        .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
+    Ok(Presented {
+        client_id: client_id.to_owned(),
+        secret: form.get("client_secret").map(str::to_owned),
+        method: if form.get("client_secret").is_some() {
+            AuthMethod::ClientSecretPost
+        } else {
+            AuthMethod::None
+        },
+    })
+}
+
+/// Authenticates the client of a token, introspection or revocation
+/// request. `allow_public` admits public clients (token endpoint only).
+pub(crate) async fn authenticate(
+    store: &Store,
+    headers: &HeaderMap,
+    form: &Form,
+    allow_public: bool,
+) -> Result<Client, OAuthError> {
+    let p = presented(headers, form)?;
+    let fail = |d: &str| OAuthError {
+        basic_attempted: p.method == AuthMethod::ClientSecretBasic,
+        ..OAuthError::invalid_client(d)
+    };
+    // One message for unknown clients and wrong secrets: no client enumeration.
+    let Some(client) = find(store, &p.client_id).await? else {
+        return Err(fail("client authentication failed"));
+    };
+    if client.auth_method != p.method {
+        tracing::debug!(client = %client.id, used = p.method.as_str(), registered = client.auth_method.as_str(), "client used the wrong authentication method");
+        return Err(fail("client authentication failed"));
+    }
+    match (&p.secret, p.method) {
+        (_, AuthMethod::None) if !allow_public => Err(fail("public clients cannot use this endpoint")),
+        (_, AuthMethod::None) => Ok(client),
+        (Some(secret), _) if client.secret_matches(secret) => Ok(client),
+        _ => Err(fail("client authentication failed")),
+    }
+}

@@ -1,0 +1,322 @@
+//! Server configuration (`stepup.toml`), checked once at load.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use stepup_core::{Acr, AssuranceLevels, Scope};
+use thiserror::Error;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// TOML syntax or shape; the message names line and column.
+    #[error("{origin}: {message}")]
+    Syntax {
+        /// The file.
+        origin: String,
+        /// What toml said, with the location.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+/// Token lifetimes, in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenLifetimes {
+    /// Access tokens at the session's base level.
+    pub access_token_seconds: i64,
+    /// Access tokens above the base level: short, so that elevation decays.
+    pub elevated_access_token_seconds: i64,
+    /// Authorization codes.
+    pub code_seconds: i64,
+    /// Refresh tokens.
+    pub refresh_token_seconds: i64,
+    /// ID tokens.
+    pub id_token_seconds: i64,
+}
+
+impl Default for TokenLifetimes {
+    fn default() -> Self {
+        Self {
+            access_token_seconds: 600,
+            elevated_access_token_seconds: 300,
+            code_seconds: 60,
+            refresh_token_seconds: 86_400,
+            id_token_seconds: 600,
+        }
+    }
+}
+
+/// An assurance level and the authenticator combinations that reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelConfig {
+    /// Short name used elsewhere in the configuration (`mfa`).
+    pub name: String,
+    /// The `acr` value put in tokens.
+    pub acr: String,
+    /// Alternatives, each a set of `amr` values that together reach the
+    /// level: `[["pwd", "otp"], ["hwk"]]`.
+    pub factors: Vec<Vec<String>>,
+}
+
+/// A scope that may only be granted at a level (the scope-based step-up).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeBinding {
+    /// The level's name.
+    pub level: String,
+    /// How recent the authentication must be, in seconds.
+    pub max_age: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    issuer: String,
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default = "default_database_url")]
+    database_url: String,
+    audiences: Vec<String>,
+    #[serde(default = "default_signing_alg")]
+    signing_alg: String,
+    #[serde(default)]
+    tokens: TokenLifetimes,
+    #[serde(rename = "level")]
+    levels: Vec<LevelConfig>,
+    #[serde(default)]
+    scopes: BTreeMap<String, ScopeBinding>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_database_url() -> String {
+    "sqlite://stepup-data/stepup.db".into()
+}
+
+fn default_signing_alg() -> String {
+    "ES256".into()
+}
+
+/// The factors (`amr` values) stepup can verify.
+pub const KNOWN_FACTORS: &[&str] = &["pwd", "otp", "hwk"];
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The issuer identifier: an `https` URL (or `http` on loopback), no query or fragment.
+    pub issuer: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// Resource servers tokens may be issued for; the first is the default `aud`.
+    pub audiences: Vec<String>,
+    /// `ES256` or `EdDSA`: the algorithm tokens are signed with.
+    pub signing_alg: stepup_core::jwk::Algorithm,
+    /// Token lifetimes.
+    pub tokens: TokenLifetimes,
+    /// Levels, weakest first, with their factors.
+    pub levels: Vec<LevelConfig>,
+    /// The same levels as the core orders them.
+    pub assurance: AssuranceLevels,
+    /// Scopes bound to levels.
+    pub scope_bindings: BTreeMap<Scope, (Acr, Option<u64>)>,
+}
+
+impl Config {
+    /// Parses and checks a configuration; `origin` names it in errors.
+    pub fn from_toml(origin: &str, source: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(source).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        let issuer = url::Url::parse(&raw.issuer).map_err(|e| invalid(format!("issuer: {e}")))?;
+        let loopback = matches!(issuer.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if !(issuer.scheme() == "https" || (issuer.scheme() == "http" && loopback)) {
+            return Err(invalid(
+                "issuer must be an https URL (http only on loopback)".into(),
+            ));
+        }
+        if issuer.query().is_some() || issuer.fragment().is_some() || raw.issuer.ends_with('/') {
+            return Err(invalid(
+                "issuer must have no query, no fragment and no trailing '/' (RFC 8414 §2)".into(),
+            ));
+        }
+        if raw.audiences.is_empty() {
+            return Err(invalid(
+                "audiences: expected at least one resource server URI".into(),
+            ));
+        }
+        let signing_alg = match raw.signing_alg.as_str() {
+            "ES256" => stepup_core::jwk::Algorithm::ES256,
+            "EdDSA" => stepup_core::jwk::Algorithm::EdDSA,
+            other => {
+                return Err(invalid(format!(
+                    "signing_alg {other:?}: expected \"ES256\" or \"EdDSA\""
+                )));
+            }
+        };
+        let t = &raw.tokens;
+        for (name, value) in [
+            ("access_token_seconds", t.access_token_seconds),
+            ("elevated_access_token_seconds", t.elevated_access_token_seconds),
+            ("code_seconds", t.code_seconds),
+            ("refresh_token_seconds", t.refresh_token_seconds),
+            ("id_token_seconds", t.id_token_seconds),
+        ] {
+            if value <= 0 {
+                return Err(invalid(format!(
+                    "tokens.{name} must be a positive number of seconds"
+                )));
+            }
+        }
+        if t.code_seconds > 600 {
+            return Err(invalid(
+                "tokens.code_seconds must be at most 600 (RFC 6749 §4.1.2)".into(),
+            ));
+        }
+        let mut acrs = Vec::new();
+        for level in &raw.levels {
+            let acr =
+                Acr::new(level.acr.as_str()).map_err(|e| invalid(format!("level {:?}: {e}", level.name)))?;
+            if level.factors.is_empty() || level.factors.iter().any(Vec::is_empty) {
+                return Err(invalid(format!(
+                    "level {:?}: factors must list at least one non-empty combination",
+                    level.name
+                )));
+            }
+            for factor in level.factors.iter().flatten() {
+                if !KNOWN_FACTORS.contains(&factor.as_str()) {
+                    return Err(invalid(format!(
+                        "level {:?}: unknown factor {factor:?}; expected one of: {}",
+                        level.name,
+                        KNOWN_FACTORS.join(", ")
+                    )));
+                }
+            }
+            acrs.push(acr);
+        }
+        let assurance = AssuranceLevels::new(acrs).map_err(|e| invalid(format!("level: {e}")))?;
+        let mut scope_bindings = BTreeMap::new();
+        for (scope, binding) in &raw.scopes {
+            let scope = Scope::new(scope.as_str()).map_err(|e| invalid(format!("scopes: {e}")))?;
+            let level = raw
+                .levels
+                .iter()
+                .find(|l| l.name == binding.level)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = raw.levels.iter().map(|l| l.name.as_str()).collect();
+                    invalid(format!(
+                        "scopes.{scope}: unknown level {:?}; expected one of: {}",
+                        binding.level,
+                        names.join(", ")
+                    ))
+                })?;
+            let acr = Acr::new(level.acr.as_str()).map_err(|e| invalid(e.to_string()))?;
+            scope_bindings.insert(scope, (acr, binding.max_age));
+        }
+        Ok(Self {
+            issuer: raw.issuer,
+            listen: raw.listen,
+            database_url: raw.database_url,
+            audiences: raw.audiences,
+            signing_alg,
+            tokens: raw.tokens,
+            levels: raw.levels,
+            assurance,
+            scope_bindings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+issuer = "https://as.example"
+audiences = ["https://api.example"]
+
+[[level]]
+name = "pwd"
+acr = "urn:stepup:acr:pwd"
+factors = [["pwd"]]
+
+[[level]]
+name = "mfa"
+acr = "urn:stepup:acr:mfa"
+factors = [["pwd", "otp"], ["hwk"]]
+
+[scopes]
+"payments:write" = { level = "mfa", max_age = 300 }
+"#;
+
+    #[test]
+    fn loads_a_good_config() {
+        let c = Config::from_toml("s.toml", GOOD).unwrap();
+        assert_eq!(c.assurance.levels().len(), 2);
+        assert_eq!(c.tokens.elevated_access_token_seconds, 300);
+        let (acr, max_age) = &c.scope_bindings[&Scope::new("payments:write").unwrap()];
+        assert_eq!((acr.as_str(), *max_age), ("urn:stepup:acr:mfa", Some(300)));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (GOOD.replace("https://as.example", "http://as.example"), "https"),
+            (
+                GOOD.replace("https://as.example", "https://as.example/"),
+                "trailing",
+            ),
+            (
+                GOOD.replace("[\"pwd\", \"otp\"]", "[\"pwd\", \"sms\"]"),
+                "unknown factor \"sms\"",
+            ),
+            (
+                GOOD.replace("level = \"mfa\"", "level = \"gold\""),
+                "unknown level \"gold\"",
+            ),
+            (
+                GOOD.replace("audiences = [\"https://api.example\"]", "audiences = []"),
+                "audiences",
+            ),
+            (format!("{GOOD}\n[tokens]\ncode_seconds = 0\n"), "code_seconds"),
+            (
+                GOOD.replace("audiences =", "signing_alg = \"HS256\"\naudiences ="),
+                "expected \"ES256\" or \"EdDSA\"",
+            ),
+            (GOOD.replace("audiences", "audience"), "unknown field `audience`"),
+        ];
+        for (source, expected) in cases {
+            let e = Config::from_toml("s.toml", &source).unwrap_err().to_string();
+            assert!(e.contains(expected), "{e} should mention {expected}");
+            assert!(e.starts_with("s.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let e = Config::from_toml("s.toml", "issuer = \n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+}

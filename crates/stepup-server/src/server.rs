@@ -1,0 +1,96 @@
+//! The HTTP surface: shared state and the router.
+
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::routing::{get, post};
+use ring::rand::SystemRandom;
+use stepup_core::Clock;
+
+use crate::config::Config;
+use crate::keys::{KeyError, KeyRing};
+use crate::store::Store;
+use crate::{discovery, token};
+
+/// What every handler shares.
+pub struct ServerState {
+    /// The checked configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    pub(crate) keys: RwLock<Arc<KeyRing>>,
+    pub(crate) rng: SystemRandom,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerState")
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerState {
+    /// Loads (or on first start creates) the signing keys.
+    pub async fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Result<Arc<Self>, KeyError> {
+        let rng = SystemRandom::new();
+        let keys =
+            KeyRing::load_or_create(&store, clock.now().seconds(), keep_retired_for(&config), &rng).await?;
+        Ok(Arc::new(Self {
+            config,
+            store,
+            keys: RwLock::new(Arc::new(keys)),
+            rng,
+            clock,
+        }))
+    }
+
+    /// The current key ring.
+    pub(crate) fn keys(&self) -> Arc<KeyRing> {
+        match self.keys.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Reloads the keys from the store (after a rotation, possibly by
+    /// another instance).
+    pub async fn reload_keys(&self) -> Result<(), KeyError> {
+        let ring = KeyRing::load_or_create(
+            &self.store,
+            self.clock.now().seconds(),
+            keep_retired_for(&self.config),
+            &self.rng,
+        )
+        .await?;
+        match self.keys.write() {
+            Ok(mut k) => *k = Arc::new(ring),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+        }
+        Ok(())
+    }
+}
+
+/// A retired key stays published as long as anything it signed may live.
+pub(crate) fn keep_retired_for(config: &Config) -> i64 {
+    let t = &config.tokens;
+    t.access_token_seconds
+        .max(t.id_token_seconds)
+        .max(t.elevated_access_token_seconds)
+        + 300
+}
+
+/// The server's routes.
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+        .route("/jwks", get(discovery::jwks))
+        .route("/token", post(token::token))
+        .route("/introspect", post(token::introspect))
+        .route("/revoke", post(token::revoke))
+        .with_state(state)
+}

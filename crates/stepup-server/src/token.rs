@@ -1,0 +1,269 @@
+//! The token endpoint (RFC 6749 §3.2, §4.4), introspection (RFC 7662) and
+//! revocation (RFC 7009).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use ring::rand::SecureRandom;
+use serde_json::{Value, json};
+use stepup_core::Scope;
+use stepup_core::access_token::AccessTokenClaims;
+use stepup_core::jws::{VerificationPolicy, verify_compact};
+
+use crate::client::{self, Client};
+use crate::error::{OAuthError, no_store};
+use crate::form::Form;
+use crate::server::ServerState;
+
+/// What goes into an access token (RFC 9068 §2.2).
+pub(crate) struct AccessGrant<'a> {
+    pub(crate) subject: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) scopes: &'a [Scope],
+    pub(crate) audience: &'a str,
+    pub(crate) lifetime: i64,
+}
+
+/// A fresh random identifier (128 bits).
+pub(crate) fn random_id(rng: &dyn SecureRandom) -> Result<String, OAuthError> {
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes).map_err(|_| OAuthError::server_error())?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Signs an RFC 9068 access token; returns it with its lifetime.
+pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) -> Result<String, OAuthError> {
+    let now = state.clock.now().seconds();
+    let scope: Vec<&str> = grant.scopes.iter().map(Scope::as_str).collect();
+    let mut claims = json!({
+        "iss": state.config.issuer,
+        "sub": grant.subject,
+        "aud": grant.audience,
+        "exp": now + grant.lifetime,
+        "iat": now,
+        "jti": random_id(&state.rng)?,
+        "client_id": grant.client_id,
+    });
+    if !scope.is_empty() {
+        claims["scope"] = Value::from(scope.join(" "));
+    }
+    Ok(state
+        .keys()
+        .sign(state.config.signing_alg, "at+jwt", &claims, &state.rng)?)
+}
+
+/// Picks the audience: the `resource` parameter (RFC 8707) if given, which
+/// must be a configured audience, else the default.
+fn audience<'c>(state: &'c ServerState, form: &Form) -> Result<&'c str, OAuthError> {
+    match form.get("resource") {
+        None => Ok(&state.config.audiences[0]),
+        Some(r) => state
+            .config
+            .audiences
+            .iter()
+            .find(|a| *a == r)
+            .map(String::as_str)
+            .ok_or_else(|| OAuthError::invalid_target(format!("unknown resource {r:?}"))),
+    }
+}
+
+/// Parses a requested `scope` against what the client may ask for; absent
+/// means everything the client may have.
+fn requested_scopes(client: &Client, form: &Form) -> Result<Vec<Scope>, OAuthError> {
+    let Some(requested) = form.get("scope") else {
+        return Ok(client.scopes.clone());
+    };
+    let mut out: Vec<Scope> = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        let scope = Scope::new(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        if !client.scopes.contains(&scope) {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope {s} is not allowed for this client"
+            )));
+        }
+        if !out.contains(&scope) {
+            out.push(scope);
+        }
+    }
+    Ok(out)
+}
+
+fn token_response(body: Value) -> Response {
+    let mut response = Json(body).into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+pub(crate) async fn token(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match token_inner(&state, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn token_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let form = Form::parse(headers, body)?;
+    let grant_type = form.require("grant_type")?;
+    let client = client::authenticate(&state.store, headers, &form, true).await?;
+    match grant_type {
+        "client_credentials" => client_credentials(state, &client, &form),
+        "authorization_code" | "refresh_token" => Err(OAuthError::unsupported_grant_type(format!(
+            "{grant_type} is not available yet on this server"
+        ))),
+        other => Err(OAuthError::unsupported_grant_type(format!(
+            "unknown grant_type {other:?}"
+        ))),
+    }
+}
+
+/// RFC 6749 §4.4: a confidential client acting on its own behalf.
+fn client_credentials(state: &ServerState, client: &Client, form: &Form) -> Result<Response, OAuthError> {
+    if !client.may_use_grant("client_credentials") {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use client_credentials",
+        ));
+    }
+    let mut scopes = requested_scopes(client, form)?;
+    // Scopes bound to an assurance level need a user who authenticated at
+    // it: left out of the default, refused when asked for.
+    if form.get("scope").is_none() {
+        scopes.retain(|s| !state.config.scope_bindings.contains_key(s));
+    }
+    if let Some(bound) = scopes
+        .iter()
+        .find(|s| state.config.scope_bindings.contains_key(*s))
+    {
+        return Err(OAuthError::invalid_scope(format!(
+            "scope {bound} requires user authentication and cannot be granted to client_credentials"
+        )));
+    }
+    let audience = audience(state, form)?;
+    let lifetime = state.config.tokens.access_token_seconds;
+    let token = mint_access_token(
+        state,
+        &AccessGrant {
+            subject: &client.id,
+            client_id: &client.id,
+            scopes: &scopes,
+            audience,
+            lifetime,
+        },
+    )?;
+    let scope: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+    let mut body = json!({ "access_token": token, "token_type": "Bearer", "expires_in": lifetime });
+    if !scope.is_empty() {
+        body["scope"] = Value::from(scope.join(" "));
+    }
+    Ok(token_response(body))
+}
+
+/// Checks that a token is an access token this server issued, unexpired and
+/// not revoked.
+async fn active_access_token(
+    state: &ServerState,
+    token: &str,
+) -> Result<Option<AccessTokenClaims>, OAuthError> {
+    let keys = state.keys();
+    let policy = VerificationPolicy::access_token(keys.algorithms());
+    let Ok(verified) = verify_compact(token, keys.verification_keys(), &policy) else {
+        return Ok(None);
+    };
+    let Ok(claims) = AccessTokenClaims::from_json(verified.payload()) else {
+        return Ok(None);
+    };
+    let now = state.clock.now();
+    if claims.iss != state.config.issuer || claims.exp <= now.seconds() {
+        return Ok(None);
+    }
+    if state.store.is_token_revoked(&claims.jti).await? {
+        return Ok(None);
+    }
+    Ok(Some(claims))
+}
+
+pub(crate) async fn introspect(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match introspect_inner(&state, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn introspect_inner(
+    state: &ServerState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
+    let form = Form::parse(headers, body)?;
+    client::authenticate(&state.store, headers, &form, false).await?;
+    let token = form.require("token")?;
+    let Some(c) = active_access_token(state, token).await? else {
+        return Ok(token_response(json!({ "active": false })));
+    };
+    let mut body = json!({
+        "active": true,
+        "token_type": "Bearer",
+        "iss": c.iss,
+        "sub": c.sub,
+        "aud": c.aud,
+        "exp": c.exp,
+        "iat": c.iat,
+        "jti": c.jti,
+        "client_id": c.client_id,
+    });
+    for (name, value) in [
+        ("scope", c.scope.map(Value::from)),
+        ("acr", c.acr.map(Value::from)),
+        ("amr", c.amr.map(Value::from)),
+        ("auth_time", c.auth_time.map(Value::from)),
+    ] {
+        if let Some(v) = value {
+            body[name] = v;
+        }
+    }
+    Ok(token_response(body))
+}
+
+pub(crate) async fn revoke(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match revoke_inner(&state, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// RFC 7009 §2.1: revokes a token issued to the requesting client; invalid
+/// or unknown tokens get 200 too (§2.2), a token of another client is refused.
+async fn revoke_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let form = Form::parse(headers, body)?;
+    let client = client::authenticate(&state.store, headers, &form, true).await?;
+    let token = form.require("token")?;
+    if let Some(claims) = active_access_token(state, token).await? {
+        if claims.client_id.as_str() != client.id {
+            return Err(OAuthError::unauthorized_client(
+                "the token was not issued to this client",
+            ));
+        }
+        state.store.revoke_token(&claims.jti, claims.exp).await?;
+        tracing::info!(client = %client.id, jti = %claims.jti, "access token revoked");
+    }
+    let mut response = ().into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}

@@ -1,0 +1,217 @@
+//! A running server on an ephemeral port, on the backend a test asks for.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use ring::rand::SystemRandom;
+use serde_json::Value;
+use stepup_core::{Clock, Scope, UnixTime};
+use stepup_server::client::{AuthMethod, Registration, register};
+use stepup_server::{Config, ServerState, Store, router};
+
+pub const NOW: i64 = 1_800_000_000;
+pub const API: &str = "https://api.example";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a scenario once per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::fixtures::Backend::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::fixtures::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+#[derive(Debug, Default)]
+pub struct TestClock(pub AtomicI64);
+
+impl Clock for TestClock {
+    fn now(&self) -> UnixTime {
+        UnixTime(self.0.load(Ordering::SeqCst))
+    }
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// A fresh, empty database URL for the backend (a temp file, or a new
+/// PostgreSQL schema).
+pub async fn database_url(backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(unique("stepup-server-test"));
+            std::fs::create_dir_all(&dir).unwrap();
+            format!("sqlite://{}", dir.join("stepup.db").display())
+        }
+        Backend::Postgres => {
+            let base = std::env::var("STEPUP_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let schema = unique("stepup_test");
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&base)
+                .await
+                .expect("PostgreSQL at STEPUP_TEST_POSTGRES_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            format!("{base}{sep}options=-csearch_path%3D{schema}")
+        }
+    }
+}
+
+pub fn config_toml(issuer: &str, database_url: &str) -> String {
+    format!(
+        r#"
+issuer = "{issuer}"
+database_url = "{database_url}"
+audiences = ["{API}", "https://other-api.example"]
+
+[[level]]
+name = "pwd"
+acr = "urn:stepup:acr:pwd"
+factors = [["pwd"]]
+
+[[level]]
+name = "mfa"
+acr = "urn:stepup:acr:mfa"
+factors = [["pwd", "otp"], ["hwk"]]
+
+[scopes]
+"payments:write" = {{ level = "mfa", max_age = 300 }}
+"#
+    )
+}
+
+pub struct TestServer {
+    pub issuer: String,
+    /// Where this instance listens (differs from the issuer behind a shared name).
+    pub base: String,
+    pub state: Arc<ServerState>,
+    pub clock: Arc<TestClock>,
+    pub http: reqwest::Client,
+}
+
+/// Starts a server on an ephemeral port over `database_url`.
+pub async fn start_on(database_url: &str) -> TestServer {
+    start_instance(database_url, None).await
+}
+
+/// Starts one instance; `issuer` is shared by several instances of one server.
+pub async fn start_instance(database_url: &str, issuer: Option<&str>) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = issuer.map_or_else(|| base.clone(), str::to_owned);
+    let config = Config::from_toml("test.toml", &config_toml(&issuer, database_url)).unwrap();
+    let store = Store::connect(&config.database_url).await.unwrap();
+    let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
+    let state = ServerState::new(config, store, clock.clone()).await.unwrap();
+    let app = router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    TestServer {
+        issuer,
+        base,
+        state,
+        clock,
+        http: reqwest::Client::new(),
+    }
+}
+
+pub async fn start(backend: Backend) -> TestServer {
+    start_on(&database_url(backend).await).await
+}
+
+pub struct Registered {
+    pub id: String,
+    pub secret: String,
+}
+
+impl TestServer {
+    pub async fn register(
+        &self,
+        id: &str,
+        method: AuthMethod,
+        grants: &[&str],
+        scopes: &[&str],
+    ) -> Registered {
+        let (client, secret) = register(
+            &self.state.store,
+            Registration {
+                client_id: id.into(),
+                auth_method: method,
+                redirect_uris: vec!["https://app.example/cb".into()],
+                grant_types: grants.iter().map(|g| g.to_string()).collect(),
+                scopes: scopes.iter().map(|s| Scope::new(*s).unwrap()).collect(),
+                require_par: false,
+            },
+            NOW,
+            &SystemRandom::new(),
+        )
+        .await
+        .unwrap();
+        Registered {
+            id: client.id,
+            secret: secret.map(|s| s.expose_secret().to_owned()).unwrap_or_default(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a form, optionally with Basic credentials; returns status, headers and JSON.
+    pub async fn post(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.post(self.url(path)).form(form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        (status, headers, json)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.json().await.unwrap())
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests of the authorization server over real HTTP, each run
+//! against SQLite and PostgreSQL.
+
+#![allow(
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod fixtures;
+mod token;
