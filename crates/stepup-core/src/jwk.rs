@@ -274,7 +274,8 @@ impl EcCurve {
 }
 
 /// Key material, decoded and ready for ring, plus the base64url member
-/// strings exactly as published (for the RFC 7638 thumbprint).
+/// strings for the RFC 7638 thumbprint (as published; RSA members in their
+/// minimal encoding).
 #[derive(Clone)]
 enum KeyMaterial {
     Ed25519 {
@@ -601,8 +602,8 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 }
 
 fn parse_rsa(obj: &Map<String, Value>) -> Result<KeyMaterial, JwkError> {
-    let (n_text, n) = required_b64(obj, "n")?;
-    let (e_text, e) = required_b64(obj, "e")?;
+    let (_, n) = required_b64(obj, "n")?;
+    let (_, e) = required_b64(obj, "e")?;
 
     // Some libraries prefix a zero octet (RFC 7518 §6.3.1.1); ring wants none.
     let n = strip_leading_zeros(&n);
@@ -631,9 +632,11 @@ fn parse_rsa(obj: &Map<String, Value>) -> Result<KeyMaterial, JwkError> {
         return Err(JwkError::InvalidRsaExponent);
     }
 
+    // The thumbprint is over the minimal encodings (RFC 7518 §6.3.1.1), so a
+    // key published with a zero prefix has the same thumbprint as without.
     Ok(KeyMaterial::Rsa {
-        n: n_text.to_owned(),
-        e: e_text.to_owned(),
+        n: URL_SAFE_NO_PAD.encode(n),
+        e: URL_SAFE_NO_PAD.encode(e),
         bits,
         key: RsaPublicKeyComponents {
             n: n.to_vec(),
@@ -776,6 +779,23 @@ mod tests {
             jwk.thumbprint_sha256(),
             v["section_3_1"]["thumbprint_sha256"].as_str().unwrap()
         );
+        assert_eq!(
+            jwk.thumbprint_sha256(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn zero_prefixed_rsa_members_have_the_minimal_thumbprint() {
+        let v = vectors(RFC7638);
+        let mut jwk = v["section_3_1"]["jwk"].clone();
+        for member in ["n", "e"] {
+            let bytes = URL_SAFE_NO_PAD.decode(jwk[member].as_str().unwrap()).unwrap();
+            let mut prefixed = vec![0u8];
+            prefixed.extend_from_slice(&bytes);
+            jwk[member] = Value::from(URL_SAFE_NO_PAD.encode(prefixed));
+        }
+        let jwk = Jwk::from_json_value(&jwk).unwrap();
         assert_eq!(
             jwk.thumbprint_sha256(),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"

@@ -231,6 +231,17 @@ impl Loader<'_> {
                 Err(e) => self.error(level.acr.span(), format!("invalid acr: {e}")),
             }
         }
+        // A name that is another level's acr would make `acr = ["x"]` ambiguous.
+        for level in raw.get_ref() {
+            let level = level.get_ref();
+            let name = level.name.get_ref();
+            if names.iter().any(|(n, acr)| acr.as_str() == name && n != name) {
+                self.error(
+                    level.name.span(),
+                    format!("level name {name:?} is another level's acr value; names and acr values must not overlap"),
+                );
+            }
+        }
         if raw.get_ref().is_empty() {
             self.error(
                 raw.span(),
@@ -414,7 +425,7 @@ impl Policy {
                 if std::ptr::eq(specific, general) || st.shape() == gt.shape() || !gt.covers(st) {
                     continue;
                 }
-                if !general.methods.covers_generally(&specific.methods) {
+                if !takes_over(&specific.methods, &general.methods) {
                     continue;
                 }
                 if let Some(what) = weaker_in(&levels, &specific.requirement, &general.requirement) {
@@ -424,6 +435,15 @@ impl Policy {
                     );
                     loader.warn(spans[i].clone(), message);
                 }
+            }
+        }
+
+        // A route without `acr` accepts any valid token, which is easy to
+        // write by mistake when a default requires more.
+        for (i, route) in routes.iter().enumerate() {
+            if let Some(what) = weaker_in(&levels, &route.requirement, &default.requirement) {
+                let message = format!("route {:?} asks for a weaker {what} than [default]", route.name);
+                loader.warn(spans[i].clone(), message);
             }
         }
 
@@ -460,6 +480,17 @@ impl Policy {
     /// Findings that do not stop the policy from loading.
     pub fn warnings(&self) -> &[Diagnostic] {
         &self.warnings
+    }
+}
+
+/// Whether a more specific route answers at least one method the general
+/// route would otherwise answer (the more specific shape always wins).
+fn takes_over(specific: &Methods, general: &Methods) -> bool {
+    match (specific, general) {
+        (Methods::Any, _) | (_, Methods::Any) => true,
+        (Methods::Only(s), Methods::Only(g)) => g
+            .iter()
+            .any(|m| s.contains(m) || (m == "HEAD" && s.iter().any(|x| x == "GET"))),
     }
 }
 
@@ -527,6 +558,7 @@ scope = ["payments:write"]
 [[route]]
 path = "/accounts/{id}"
 methods = ["GET", "DELETE"]
+acr = ["pwd"]
 "#,
         )
         .unwrap();
@@ -611,28 +643,57 @@ methods = ["GET", "DELETE"]
 
     #[test]
     fn weaker_specific_routes_are_warned_about() {
-        let p = load(
-            "[[route]]\npath = \"/admin/{*rest}\"\nacr = [\"phr\"]\n[[route]]\npath = \"/admin/health\"\nmethods = [\"GET\"]\n",
-        )
-        .unwrap();
-        assert_eq!(p.warnings().len(), 1);
-        assert!(
-            p.warnings()[0].message.contains("weaker assurance level"),
-            "{:?}",
-            p.warnings()
+        let messages = |extra: &str| -> Vec<String> {
+            load(extra)
+                .unwrap()
+                .warnings()
+                .iter()
+                .map(|w| w.message.clone())
+                .collect()
+        };
+        let w = messages(
+            "[[route]]\npath = \"/admin/{*rest}\"\nacr = [\"phr\"]\n[[route]]\npath = \"/admin/health\"\nmethods = [\"GET\"]\nacr = [\"pwd\"]\n",
         );
-        let p = load(
-            "[[route]]\npath = \"/pay/{*rest}\"\nacr = [\"mfa\"]\nmax_age = 60\n[[route]]\npath = \"/pay/x\"\nacr = [\"phr\"]\nmax_age = 600\n",
-        )
-        .unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            p.warnings()[0].message.contains("weaker max_age"),
-            "{:?}",
-            p.warnings()
+            w[0].contains("weaker assurance level than the more general route"),
+            "{w:?}"
+        );
+        let w = messages(
+            "[[route]]\npath = \"/pay/{*rest}\"\nacr = [\"mfa\"]\nmax_age = 60\n[[route]]\npath = \"/pay/x\"\nacr = [\"phr\"]\nmax_age = 600\n",
+        );
+        assert!(w[0].contains("weaker max_age"), "{w:?}");
+        // An any-method route takes over the methods of a method-specific general route.
+        let w = messages(
+            "[[route]]\npath = \"/pay/{*r}\"\nmethods = [\"POST\"]\nacr = [\"phr\"]\n[[route]]\npath = \"/pay/x\"\nacr = [\"pwd\"]\n",
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        // Disjoint methods do not: GET /pay/x never reached the POST rule.
+        let w = messages(
+            "[[route]]\npath = \"/pay/{*r}\"\nmethods = [\"POST\"]\nacr = [\"phr\"]\n[[route]]\npath = \"/pay/x\"\nmethods = [\"GET\"]\nacr = [\"pwd\"]\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        // A route without acr accepts any token: weaker than the default.
+        let w = messages("[[route]]\npath = \"/a/b\"\n");
+        assert_eq!(
+            w,
+            ["route \"/a/b\" asks for a weaker assurance level than [default]"]
         );
         // Stricter specific routes are what policies are for: no warning.
-        let p = load("[[route]]\npath = \"/a/{*r}\"\n[[route]]\npath = \"/a/b\"\nacr = [\"mfa\"]\n").unwrap();
-        assert!(p.warnings().is_empty());
+        let w = messages(
+            "[[route]]\npath = \"/a/{*r}\"\nacr = [\"pwd\"]\n[[route]]\npath = \"/a/b\"\nacr = [\"mfa\"]\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn level_names_may_not_be_acr_values() {
+        let e = Policy::from_toml(
+            "p.toml",
+            "levels = [{ name = \"low\", acr = \"high\" }, { name = \"high\", acr = \"urn:x:high\" }]\n[default]\n",
+        )
+        .unwrap_err();
+        assert!(e.errors[0].message.contains("another level's acr value"), "{e}");
     }
 
     #[test]

@@ -294,26 +294,6 @@ pub enum Methods {
     Only(Vec<String>),
 }
 
-impl Methods {
-    /// Whether two method sets share a method.
-    pub fn overlaps(&self, other: &Methods) -> bool {
-        match (self, other) {
-            (Methods::Any, Methods::Any) => true,
-            (Methods::Any, _) | (_, Methods::Any) => false,
-            (Methods::Only(a), Methods::Only(b)) => a.iter().any(|m| b.contains(m)),
-        }
-    }
-
-    /// Whether a request with `method` is covered, directly or via a more general set.
-    pub fn covers_generally(&self, other: &Methods) -> bool {
-        match (self, other) {
-            (Methods::Any, _) => true,
-            (Methods::Only(_), Methods::Any) => false,
-            (Methods::Only(a), Methods::Only(b)) => b.iter().any(|m| a.contains(m)),
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Node {
     literals: HashMap<String, Node>,
