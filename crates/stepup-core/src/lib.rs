@@ -10,6 +10,7 @@
 
 pub mod access_token;
 pub mod acr;
+pub mod authentication;
 pub mod challenge;
 pub mod decision;
 pub mod jwk;

@@ -38,7 +38,10 @@ enum Backend {
 }
 
 /// Numbered migrations, applied in order, each once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_users_sessions_codes.sql")),
+];
 
 /// The server's database.
 #[derive(Debug, Clone)]
@@ -319,5 +322,508 @@ fn duplicate(e: sqlx::Error, what: String) -> StoreError {
         StoreError::Duplicate(what)
     } else {
         StoreError::Database(e)
+    }
+}
+
+/// A user as stored.
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    /// The subject identifier (random, stable).
+    pub id: String,
+    /// The login name.
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// TOTP seed, base64, when enrolled.
+    pub totp_seed: Option<String>,
+    /// The last TOTP time step accepted (each code works once).
+    pub totp_last_step: Option<i64>,
+    /// Consecutive failed attempts.
+    pub failed_attempts: i64,
+    /// Locked until then, after too many failures.
+    pub locked_until: Option<i64>,
+    /// When the user was created.
+    pub created_at: i64,
+}
+
+/// A browser session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// SHA-256 of the cookie secret, base64url.
+    pub id: String,
+    /// The user.
+    pub user_id: String,
+    /// When the password was last proven.
+    pub pwd_at: Option<i64>,
+    /// When a TOTP code was last proven.
+    pub otp_at: Option<i64>,
+    /// When a passkey was last proven.
+    pub hwk_at: Option<i64>,
+    /// When the session began.
+    pub created_at: i64,
+    /// When it ends.
+    pub expires_at: i64,
+}
+
+/// A pending authorization request.
+#[derive(Debug, Clone)]
+pub struct StoredPending {
+    /// Random id, carried by the login forms.
+    pub id: String,
+    /// The validated request, JSON.
+    pub params: String,
+    /// CSRF token of the forms.
+    pub csrf: String,
+    /// The user once identified (after the password).
+    pub user_id: Option<String>,
+    /// When it was made.
+    pub created_at: i64,
+    /// When it lapses.
+    pub expires_at: i64,
+}
+
+/// What happened when a one-time value (code, refresh token) was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consumed {
+    /// First use: the grant and its family.
+    Fresh {
+        /// The grant, JSON.
+        grant_data: String,
+        /// The token family.
+        family_id: String,
+        /// When the value expires.
+        expires_at: i64,
+    },
+    /// Already used: a replay. The family should be revoked.
+    Replayed {
+        /// The token family.
+        family_id: String,
+    },
+    /// Unknown.
+    NotFound,
+}
+
+/// Which one-time values.
+#[derive(Debug, Clone, Copy)]
+pub enum OneTime {
+    /// Authorization codes.
+    Code,
+    /// Refresh tokens.
+    Refresh,
+}
+
+fn user_from_row(r: &AnyRow) -> Result<StoredUser, StoreError> {
+    Ok(StoredUser {
+        id: r.try_get("id")?,
+        username: r.try_get("username")?,
+        password_hash: r.try_get("password_hash")?,
+        totp_seed: r.try_get("totp_seed")?,
+        totp_last_step: r.try_get("totp_last_step")?,
+        failed_attempts: r.try_get("failed_attempts")?,
+        locked_until: r.try_get("locked_until")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn session_from_row(r: &AnyRow) -> Result<StoredSession, StoreError> {
+    Ok(StoredSession {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        pwd_at: r.try_get("pwd_at")?,
+        otp_at: r.try_get("otp_at")?,
+        hwk_at: r.try_get("hwk_at")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+impl Store {
+    /// Adds a user.
+    pub async fn insert_user(&self, u: &StoredUser) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO users (id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&u.id)
+        .bind(&u.username)
+        .bind(&u.password_hash)
+        .bind(&u.totp_seed)
+        .bind(u.totp_last_step)
+        .bind(u.failed_attempts)
+        .bind(u.locked_until)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| duplicate(e, format!("user {}", u.username)))?;
+        Ok(())
+    }
+
+    /// A user by login name.
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<StoredUser>, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at FROM users WHERE username = ?",
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// A user by subject id.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<StoredUser>, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at FROM users WHERE id = ?",
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// All users, by name.
+    pub async fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at FROM users ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// Replaces a user's password hash (and unlocks the account).
+    pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql(
+            "UPDATE users SET password_hash = ?, failed_attempts = 0, locked_until = NULL WHERE id = ?",
+        ))
+        .bind(hash)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Enrols (or replaces) a user's TOTP seed.
+    pub async fn set_totp_seed(&self, user_id: &str, seed_b64: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query(self.sql("UPDATE users SET totp_seed = ?, totp_last_step = NULL WHERE id = ?"))
+                .bind(seed_b64)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records that TOTP step `step` was used, unless it (or a later one)
+    /// already was: atomic, so a code works once even across instances.
+    pub async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql(
+            "UPDATE users SET totp_last_step = ? WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+        ))
+        .bind(step)
+        .bind(user_id)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Counts a failed attempt; locks the account until `lock_until` once
+    /// `max_failures` is reached. Returns the new count.
+    pub async fn record_failure(
+        &self,
+        user_id: &str,
+        max_failures: i64,
+        lock_until: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(self.sql("UPDATE users SET failed_attempts = failed_attempts + 1 WHERE id = ?"))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(self.sql("SELECT failed_attempts FROM users WHERE id = ?"))
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let count: i64 = match row {
+            Some(r) => r.try_get("failed_attempts")?,
+            None => 0,
+        };
+        if count >= max_failures {
+            sqlx::query(self.sql("UPDATE users SET locked_until = ?, failed_attempts = 0 WHERE id = ?"))
+                .bind(lock_until)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// Clears the failure count after a success.
+    pub async fn reset_failures(&self, user_id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("UPDATE users SET failed_attempts = 0 WHERE id = ?"))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Starts a session.
+    pub async fn insert_session(&self, s: &StoredSession) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO sessions (id, user_id, pwd_at, otp_at, hwk_at, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&s.id)
+        .bind(&s.user_id)
+        .bind(s.pwd_at)
+        .bind(s.otp_at)
+        .bind(s.hwk_at)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A live session.
+    pub async fn session(&self, id: &str, now: i64) -> Result<Option<StoredSession>, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT id, user_id, pwd_at, otp_at, hwk_at, created_at, expires_at FROM sessions WHERE id = ? AND expires_at > ?",
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    /// Records when a factor was proven in a session.
+    pub async fn session_factor_proven(&self, id: &str, factor: &str, at: i64) -> Result<(), StoreError> {
+        let query = match factor {
+            "pwd" => "UPDATE sessions SET pwd_at = ? WHERE id = ?",
+            "otp" => "UPDATE sessions SET otp_at = ? WHERE id = ?",
+            "hwk" => "UPDATE sessions SET hwk_at = ? WHERE id = ?",
+            _ => {
+                return Err(StoreError::Corrupt {
+                    table: "sessions",
+                    column: "factor",
+                });
+            }
+        };
+        sqlx::query(self.sql(query))
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a session.
+    pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("DELETE FROM sessions WHERE id = ?"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a pending authorization request.
+    pub async fn insert_pending(&self, p: &StoredPending) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO pending_requests (id, params, csrf, user_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&p.id)
+        .bind(&p.params)
+        .bind(&p.csrf)
+        .bind(&p.user_id)
+        .bind(p.created_at)
+        .bind(p.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A pending request that has not lapsed.
+    pub async fn pending(&self, id: &str, now: i64) -> Result<Option<StoredPending>, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT id, params, csrf, user_id, created_at, expires_at FROM pending_requests WHERE id = ? AND expires_at > ?",
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredPending {
+                id: r.try_get("id")?,
+                params: r.try_get("params")?,
+                csrf: r.try_get("csrf")?,
+                user_id: r.try_get("user_id")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Notes who is logging in for a pending request.
+    pub async fn set_pending_user(&self, id: &str, user_id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("UPDATE pending_requests SET user_id = ? WHERE id = ?"))
+            .bind(user_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a pending request (it was answered).
+    pub async fn delete_pending(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("DELETE FROM pending_requests WHERE id = ?"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Opens a token family for a client.
+    pub async fn insert_family(&self, id: &str, client_id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO token_families (id, client_id, revoked_at, created_at) VALUES (?, ?, NULL, ?)",
+        ))
+        .bind(id)
+        .bind(client_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a family was revoked.
+    pub async fn family_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(self.sql("SELECT revoked_at FROM token_families WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            None => true,
+        })
+    }
+
+    /// Revokes a family: its refresh tokens stop working and the access
+    /// tokens issued in it are recorded as revoked.
+    pub async fn revoke_family(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(self.sql("UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let rows =
+            sqlx::query(self.sql("SELECT jti, expires_at FROM family_access_tokens WHERE family_id = ?"))
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for r in rows {
+            let jti: String = r.try_get("jti")?;
+            let exp: i64 = r.try_get("expires_at")?;
+            let inserted =
+                sqlx::query(self.sql("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"))
+                    .bind(&jti)
+                    .bind(exp)
+                    .execute(&mut *tx)
+                    .await;
+            if let Err(e) = inserted {
+                if !is_unique_violation(&e) {
+                    return Err(e.into());
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records an access token issued in a family.
+    pub async fn record_family_access_token(
+        &self,
+        jti: &str,
+        family_id: &str,
+        exp: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            self.sql("INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)"),
+        )
+        .bind(jti)
+        .bind(family_id)
+        .bind(exp)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a one-time value (by hash) with its grant.
+    pub async fn insert_one_time(
+        &self,
+        kind: OneTime,
+        id: &str,
+        family_id: &str,
+        grant_data: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let query = match kind {
+            OneTime::Code => {
+                "INSERT INTO codes (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)"
+            }
+            OneTime::Refresh => {
+                "INSERT INTO refresh_tokens (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)"
+            }
+        };
+        sqlx::query(self.sql(query))
+            .bind(id)
+            .bind(grant_data)
+            .bind(family_id)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Uses a one-time value: the first caller gets the grant, any later one
+    /// learns it was a replay. Atomic across instances.
+    pub async fn consume_one_time(&self, kind: OneTime, id: &str, now: i64) -> Result<Consumed, StoreError> {
+        let (update, select) = match kind {
+            OneTime::Code => (
+                "UPDATE codes SET used_at = ? WHERE id = ? AND used_at IS NULL",
+                "SELECT grant_data, family_id, expires_at, used_at FROM codes WHERE id = ?",
+            ),
+            OneTime::Refresh => (
+                "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL",
+                "SELECT grant_data, family_id, expires_at, used_at FROM refresh_tokens WHERE id = ?",
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(self.sql(update))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        let row = sqlx::query(self.sql(select))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(Consumed::NotFound);
+        };
+        let family_id: String = row.try_get("family_id")?;
+        if claimed {
+            Ok(Consumed::Fresh {
+                grant_data: row.try_get("grant_data")?,
+                family_id,
+                expires_at: row.try_get("expires_at")?,
+            })
+        } else {
+            Ok(Consumed::Replayed { family_id })
+        }
     }
 }
