@@ -3,7 +3,7 @@
 //!
 //! This is the step-up logic of the authorization server, sans I/O: levels
 //! are configured as alternative combinations of factors (`mfa` = password
-//! + TOTP, or a passkey); a session remembers when each factor was last
+//! and TOTP, or a passkey); a session remembers when each factor was last
 //! proven; a request names acceptable levels in preference order (RFC 9470
 //! §5 treats them as required) and possibly a `max_age`. The plan reuses
 //! fresh proofs and asks only for what is missing, picks the first level the
