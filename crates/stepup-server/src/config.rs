@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
+use stepup_core::authentication::{Factor, Level};
 use stepup_core::{Acr, AssuranceLevels, Scope};
 use thiserror::Error;
 
@@ -68,6 +69,38 @@ pub struct LevelConfig {
     /// Alternatives, each a set of `amr` values that together reach the
     /// level: `[["pwd", "otp"], ["hwk"]]`.
     pub factors: Vec<Vec<String>>,
+    /// How long the level is held after it was reached, in seconds
+    /// (elevation decays); absent: as long as the session.
+    #[serde(default)]
+    pub lifetime_seconds: Option<u64>,
+}
+
+/// Login behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Failed password or code attempts before the account locks.
+    pub max_failures: i64,
+    /// How long a lock lasts, in seconds.
+    pub lock_seconds: i64,
+    /// How long a browser session lasts, in seconds.
+    pub session_seconds: i64,
+    /// How long a pending authorization request waits for the user.
+    pub request_seconds: i64,
+    /// Demo only: show the current TOTP code on the code page.
+    pub demo_show_totp_code: bool,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            lock_seconds: 900,
+            session_seconds: 43_200,
+            request_seconds: 600,
+            demo_show_totp_code: false,
+        }
+    }
 }
 
 /// A scope that may only be granted at a level (the scope-based step-up).
@@ -97,6 +130,8 @@ struct RawConfig {
     levels: Vec<LevelConfig>,
     #[serde(default)]
     scopes: BTreeMap<String, ScopeBinding>,
+    #[serde(default)]
+    login: LoginConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -135,6 +170,10 @@ pub struct Config {
     pub assurance: AssuranceLevels,
     /// Scopes bound to levels.
     pub scope_bindings: BTreeMap<Scope, (Acr, Option<u64>)>,
+    /// Levels as the authentication planner sees them, weakest first.
+    pub auth_levels: Vec<Level>,
+    /// Login behaviour.
+    pub login: LoginConfig,
 }
 
 impl Config {
@@ -194,6 +233,7 @@ impl Config {
             ));
         }
         let mut acrs = Vec::new();
+        let mut auth_levels = Vec::new();
         for level in &raw.levels {
             let acr =
                 Acr::new(level.acr.as_str()).map_err(|e| invalid(format!("level {:?}: {e}", level.name)))?;
@@ -212,7 +252,24 @@ impl Config {
                     )));
                 }
             }
+            let combinations = level
+                .factors
+                .iter()
+                .map(|combo| combo.iter().filter_map(|f| Factor::from_amr(f)).collect())
+                .collect();
+            auth_levels.push(Level {
+                acr: acr.clone(),
+                combinations,
+                lifetime_seconds: level.lifetime_seconds,
+            });
             acrs.push(acr);
+        }
+        let l = &raw.login;
+        if l.max_failures < 1 || l.lock_seconds < 1 || l.session_seconds < 1 || l.request_seconds < 1 {
+            return Err(invalid(
+                "login: max_failures, lock_seconds, session_seconds and request_seconds must be positive"
+                    .into(),
+            ));
         }
         let assurance = AssuranceLevels::new(acrs).map_err(|e| invalid(format!("level: {e}")))?;
         let mut scope_bindings = BTreeMap::new();
@@ -243,6 +300,8 @@ impl Config {
             levels: raw.levels,
             assurance,
             scope_bindings,
+            auth_levels,
+            login: raw.login,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Authorization server metadata (RFC 8414) and the JWK Set.
 //!
-//! Only endpoints that exist are listed: the authorization endpoint, and
-//! with it OpenID Connect discovery, arrive with the code flow.
+//! Both documents are the same: OpenID Connect Discovery metadata is a
+//! superset of RFC 8414's.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::server::ServerState;
 
-/// The metadata document.
+/// The metadata document (RFC 8414 §2; OpenID Connect Discovery §3).
 pub(crate) fn document(state: &ServerState) -> Value {
     let issuer = &state.config.issuer;
     let acr_values: Vec<&str> = state
@@ -24,23 +24,42 @@ pub(crate) fn document(state: &ServerState) -> Value {
         .map(|a| a.as_str())
         .collect();
     let algs: Vec<&str> = state.keys().algorithms().iter().map(|a| a.as_str()).collect();
+    let mut scopes: Vec<&str> = vec!["openid", "profile", "offline_access"];
+    scopes.extend(state.config.scope_bindings.keys().map(|s| s.as_str()));
     json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
         "jwks_uri": format!("{issuer}/jwks"),
         "introspection_endpoint": format!("{issuer}/introspect"),
         "revocation_endpoint": format!("{issuer}/revoke"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "scopes_supported": scopes,
+        "id_token_signing_alg_values_supported": [state.config.signing_alg.as_str()],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
         "acr_values_supported": acr_values,
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "preferred_username"],
+        "claims_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "authorization_response_iss_parameter_supported": true,
         "token_endpoint_auth_signing_alg_values_supported": algs,
     })
 }
 
 pub(crate) async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
+    with_cache(Json(document(&state)).into_response(), 300)
+}
+
+pub(crate) async fn openid_configuration(State(state): State<Arc<ServerState>>) -> Response {
     with_cache(Json(document(&state)).into_response(), 300)
 }
 

@@ -4,23 +4,30 @@
 //! `amr`, `auth_time`), so that resource servers guarded by `stepup-guard`
 //! can ask for more (RFC 9470) and clients can come back with it.
 //!
-//! This first part serves RFC 8414 metadata, the JWK Set, the token endpoint
-//! for `client_credentials`, RFC 7662 introspection and RFC 7009
-//! revocation, over SQLite or PostgreSQL; signing keys are created on first
-//! start and rotated on command.
+//! It serves OpenID Connect and RFC 8414 discovery, the JWK Set, the
+//! authorization endpoint with password and TOTP login and step-up, the
+//! token endpoint (`authorization_code` with PKCE, `refresh_token` with
+//! rotation, `client_credentials`), userinfo, RFC 7662 introspection and
+//! RFC 7009 revocation, over SQLite or PostgreSQL; signing keys are created
+//! on first start and rotated on command.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod authorize;
 pub mod client;
 pub mod config;
 mod discovery;
 pub mod error;
 mod form;
+mod grants;
 pub mod keys;
+mod pages;
 pub mod server;
+mod session;
 pub mod store;
 mod token;
+pub mod users;
 
 pub use config::{Config, ConfigError};
 pub use server::{ServerState, router};

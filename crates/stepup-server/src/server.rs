@@ -10,7 +10,7 @@ use stepup_core::Clock;
 use crate::config::Config;
 use crate::keys::{KeyError, KeyRing};
 use crate::store::Store;
-use crate::{discovery, token};
+use crate::{authorize, discovery, token};
 
 /// What every handler shares.
 pub struct ServerState {
@@ -21,6 +21,9 @@ pub struct ServerState {
     pub(crate) keys: RwLock<Arc<KeyRing>>,
     pub(crate) rng: SystemRandom,
     pub(crate) clock: Arc<dyn Clock>,
+    /// A hash no password matches, checked for unknown user names so that
+    /// the answer takes as long as for known ones (no user enumeration).
+    pub(crate) decoy_hash: String,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -37,12 +40,15 @@ impl ServerState {
         let rng = SystemRandom::new();
         let keys =
             KeyRing::load_or_create(&store, clock.now().seconds(), keep_retired_for(&config), &rng).await?;
+        let decoy_hash = crate::users::hash_password("decoy password never used", &rng)
+            .map_err(|e| KeyError::Crypto(e.to_string()))?;
         Ok(Arc::new(Self {
             config,
             store,
             keys: RwLock::new(Arc::new(keys)),
             rng,
             clock,
+            decoy_hash,
         }))
     }
 
@@ -89,6 +95,17 @@ pub fn router(state: Arc<ServerState>) -> Router {
             get(discovery::metadata),
         )
         .route("/jwks", get(discovery::jwks))
+        .route(
+            "/authorize",
+            get(authorize::authorize_get).post(authorize::authorize_post),
+        )
+        .route("/login/password", post(authorize::login_password))
+        .route("/login/otp", post(authorize::login_otp))
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
+        .route("/userinfo", get(token::userinfo).post(token::userinfo))
         .route("/token", post(token::token))
         .route("/introspect", post(token::introspect))
         .route("/revoke", post(token::revoke))

@@ -156,15 +156,16 @@ impl Store {
             if applied.is_some() {
                 continue;
             }
+            // Comment lines go first: they may contain ';'.
+            let script: String = script
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
             for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                let statement: String = statement
-                    .lines()
-                    .filter(|l| !l.trim_start().starts_with("--"))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                if !statement.trim().is_empty() {
-                    sqlx::query(AssertSqlSafe(statement)).execute(&mut *tx).await?;
-                }
+                sqlx::query(AssertSqlSafe(statement.to_owned()))
+                    .execute(&mut *tx)
+                    .await?;
             }
             let inserted = sqlx::query(self.sql("INSERT INTO schema_migrations (version) VALUES (?)"))
                 .bind(*version)
@@ -277,17 +278,17 @@ impl Store {
 
     /// Records that the token `jti` is revoked until it would have expired.
     pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
-        let result = sqlx::query(self.sql("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"))
-            .bind(jti)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Revoking twice is revoking.
-            Err(e) if is_unique_violation(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        // Revoking twice is revoking.
+        sqlx::query(
+            self.sql(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING",
+            ),
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Whether the token `jti` was revoked.
@@ -674,6 +675,16 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the parameters of a pending request.
+    pub async fn set_pending_params(&self, id: &str, params: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("UPDATE pending_requests SET params = ? WHERE id = ?"))
+            .bind(params)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Forgets a pending request (it was answered).
     pub async fn delete_pending(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query(self.sql("DELETE FROM pending_requests WHERE id = ?"))
@@ -725,17 +736,14 @@ impl Store {
         for r in rows {
             let jti: String = r.try_get("jti")?;
             let exp: i64 = r.try_get("expires_at")?;
-            let inserted =
-                sqlx::query(self.sql("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"))
-                    .bind(&jti)
-                    .bind(exp)
-                    .execute(&mut *tx)
-                    .await;
-            if let Err(e) = inserted {
-                if !is_unique_violation(&e) {
-                    return Err(e.into());
-                }
-            }
+            // ON CONFLICT: a failed statement would abort a PostgreSQL transaction.
+            sqlx::query(self.sql(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING",
+            ))
+            .bind(&jti)
+            .bind(exp)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -825,5 +833,23 @@ impl Store {
         } else {
             Ok(Consumed::Replayed { family_id })
         }
+    }
+
+    /// The family and grant of a one-time value, used or not.
+    pub async fn one_time_family(
+        &self,
+        kind: OneTime,
+        id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let query = match kind {
+            OneTime::Code => "SELECT family_id, grant_data FROM codes WHERE id = ?",
+            OneTime::Refresh => "SELECT family_id, grant_data FROM refresh_tokens WHERE id = ?",
+        };
+        let row = sqlx::query(self.sql(query))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("family_id")?, r.try_get("grant_data")?)))
+            .transpose()
     }
 }

@@ -28,6 +28,15 @@ pub(crate) struct AccessGrant<'a> {
     pub(crate) scopes: &'a [Scope],
     pub(crate) audience: &'a str,
     pub(crate) lifetime: i64,
+    /// How the user authenticated, for user tokens.
+    pub(crate) authentication: Option<(&'a str, &'a [String], i64)>,
+}
+
+/// A signed access token and what the server must remember of it.
+pub(crate) struct Minted {
+    pub(crate) token: String,
+    pub(crate) jti: String,
+    pub(crate) exp: i64,
 }
 
 /// A fresh random identifier (128 bits).
@@ -37,30 +46,38 @@ pub(crate) fn random_id(rng: &dyn SecureRandom) -> Result<String, OAuthError> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// Signs an RFC 9068 access token; returns it with its lifetime.
-pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) -> Result<String, OAuthError> {
+/// Signs an RFC 9068 access token.
+pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) -> Result<Minted, OAuthError> {
     let now = state.clock.now().seconds();
     let scope: Vec<&str> = grant.scopes.iter().map(Scope::as_str).collect();
+    let jti = random_id(&state.rng)?;
+    let exp = now + grant.lifetime;
     let mut claims = json!({
         "iss": state.config.issuer,
         "sub": grant.subject,
         "aud": grant.audience,
-        "exp": now + grant.lifetime,
+        "exp": exp,
         "iat": now,
-        "jti": random_id(&state.rng)?,
+        "jti": jti,
         "client_id": grant.client_id,
     });
     if !scope.is_empty() {
         claims["scope"] = Value::from(scope.join(" "));
     }
-    Ok(state
+    if let Some((acr, amr, auth_time)) = grant.authentication {
+        claims["acr"] = Value::from(acr);
+        claims["amr"] = Value::from(amr.to_vec());
+        claims["auth_time"] = Value::from(auth_time);
+    }
+    let token = state
         .keys()
-        .sign(state.config.signing_alg, "at+jwt", &claims, &state.rng)?)
+        .sign(state.config.signing_alg, "at+jwt", &claims, &state.rng)?;
+    Ok(Minted { token, jti, exp })
 }
 
 /// Picks the audience: the `resource` parameter (RFC 8707) if given, which
 /// must be a configured audience, else the default.
-fn audience<'c>(state: &'c ServerState, form: &Form) -> Result<&'c str, OAuthError> {
+pub(crate) fn audience<'c>(state: &'c ServerState, form: &Form) -> Result<&'c str, OAuthError> {
     match form.get("resource") {
         None => Ok(&state.config.audiences[0]),
         Some(r) => state
@@ -94,7 +111,7 @@ fn requested_scopes(client: &Client, form: &Form) -> Result<Vec<Scope>, OAuthErr
     Ok(out)
 }
 
-fn token_response(body: Value) -> Response {
+pub(crate) fn token_response(body: Value) -> Response {
     let mut response = Json(body).into_response();
     no_store(response.headers_mut());
     response
@@ -117,9 +134,8 @@ async fn token_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> R
     let client = client::authenticate(&state.store, headers, &form, true).await?;
     match grant_type {
         "client_credentials" => client_credentials(state, &client, &form),
-        "authorization_code" | "refresh_token" => Err(OAuthError::unsupported_grant_type(format!(
-            "{grant_type} is not available yet on this server"
-        ))),
+        "authorization_code" => crate::grants::authorization_code(state, &client, &form).await,
+        "refresh_token" => crate::grants::refresh_token(state, &client, &form).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
             "unknown grant_type {other:?}"
         ))),
@@ -157,10 +173,11 @@ fn client_credentials(state: &ServerState, client: &Client, form: &Form) -> Resu
             scopes: &scopes,
             audience,
             lifetime,
+            authentication: None,
         },
     )?;
     let scope: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
-    let mut body = json!({ "access_token": token, "token_type": "Bearer", "expires_in": lifetime });
+    let mut body = json!({ "access_token": token.token, "token_type": "Bearer", "expires_in": lifetime });
     if !scope.is_empty() {
         body["scope"] = Value::from(scope.join(" "));
     }
@@ -169,7 +186,7 @@ fn client_credentials(state: &ServerState, client: &Client, form: &Form) -> Resu
 
 /// Checks that a token is an access token this server issued, unexpired and
 /// not revoked.
-async fn active_access_token(
+pub(crate) async fn active_access_token(
     state: &ServerState,
     token: &str,
 ) -> Result<Option<AccessTokenClaims>, OAuthError> {
@@ -262,8 +279,69 @@ async fn revoke_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> 
         }
         state.store.revoke_token(&claims.jti, claims.exp).await?;
         tracing::info!(client = %client.id, jti = %claims.jti, "access token revoked");
+    } else {
+        crate::grants::revoke_refresh_token(state, &client, token).await?;
     }
     let mut response = ().into_response();
     no_store(response.headers_mut());
     Ok(response)
+}
+
+/// OpenID Connect Core §5.3: claims about the user of an access token
+/// carrying `openid`. Errors per RFC 6750 §3.
+pub(crate) async fn userinfo(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    let challenge = |status: http::StatusCode, error: &str, description: &str| {
+        let value = format!("Bearer error=\"{error}\", error_description=\"{description}\"");
+        let mut response = (
+            status,
+            Json(json!({ "error": error, "error_description": description })),
+        )
+            .into_response();
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+        }
+        response
+    };
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let Some(token) = token else {
+        let mut response = (http::StatusCode::UNAUTHORIZED, "").into_response();
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    };
+    let claims = match active_access_token(&state, token).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return challenge(
+                http::StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is not active",
+            );
+        }
+        Err(e) => return e.into_response(),
+    };
+    let scopes: Vec<&str> = claims.scope.as_deref().unwrap_or("").split(' ').collect();
+    if !scopes.contains(&"openid") {
+        return challenge(
+            http::StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "the openid scope is required",
+        );
+    }
+    let mut body = json!({ "sub": claims.sub });
+    if scopes.contains(&"profile") {
+        if let Ok(Some(user)) = state.store.user_by_id(claims.sub.as_str()).await {
+            body["preferred_username"] = Value::from(user.username);
+        }
+    }
+    let mut response = Json(body).into_response();
+    no_store(response.headers_mut());
+    response
 }

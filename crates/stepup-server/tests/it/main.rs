@@ -10,4 +10,5 @@
 )]
 
 mod fixtures;
+mod flow;
 mod token;

@@ -20,7 +20,10 @@ fn assert_no_store(headers: &reqwest::header::HeaderMap) {
 async fn discovery_lists_what_exists(backend: Backend) {
     let s = start(backend).await;
     let (status, _, meta) = s.get_json("/.well-known/oauth-authorization-server").await;
-    assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        meta["grant_types_supported"],
+        json!(["authorization_code", "refresh_token", "client_credentials"])
+    );
     assert_eq!(status, 200);
     assert_eq!(meta["issuer"], s.issuer);
     assert_eq!(meta["token_endpoint"], s.url("/token"));
@@ -29,10 +32,7 @@ async fn discovery_lists_what_exists(backend: Backend) {
         meta["acr_values_supported"],
         json!(["urn:stepup:acr:pwd", "urn:stepup:acr:mfa"])
     );
-    assert!(
-        meta.get("authorization_endpoint").is_none(),
-        "not served yet, so not advertised"
-    );
+    assert_eq!(meta["authorization_endpoint"], s.url("/authorize"));
     let (status, headers, jwks) = s.get_json("/jwks").await;
     assert_eq!(status, 200);
     assert_eq!(headers.get("content-type").unwrap(), "application/jwk-set+json");
@@ -183,7 +183,7 @@ async fn malformed_token_requests(backend: Backend) {
         (
             vec![("grant_type", "authorization_code"), ("code", "x")],
             400,
-            "unsupported_grant_type",
+            "unauthorized_client",
         ),
         (
             vec![("grant_type", "client_credentials"), ("scope", "c")],

@@ -1,0 +1,908 @@
+//! The authorization endpoint (RFC 6749 §4.1, OpenID Connect Core §3.1.2)
+//! and the login pages that run the step-up.
+//!
+//! A request is validated strictly: until `client_id` and `redirect_uri`
+//! (exact string match) are known good, errors are shown on a page, never
+//! redirected; after that they go back to the client with `state` and
+//! `iss` (RFC 9207). Requested levels (`acr_values`, an essential `acr`
+//! claim, or a scope bound to a level) are required, not hints (RFC 9470
+//! §5): the planner in `stepup_core::authentication` picks the first the
+//! user can reach, asks only for missing factors, and a request none of
+//! whose levels can be reached ends in `unmet_authentication_requirements`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stepup_core::authentication::{Ask, Enrolled, Factor, Plan, Proofs, plan};
+use stepup_core::pkce::CodeChallenge;
+use stepup_core::{Acr, Scope, UnixTime};
+use subtle::ConstantTimeEq;
+
+use crate::client::{self, Client};
+use crate::pages::{self, FormContext};
+use crate::server::ServerState;
+use crate::session::{self, PENDING_COOKIE, SESSION_COOKIE};
+use crate::store::{OneTime, StoredPending, StoredSession, StoredUser};
+use crate::token::random_id;
+use crate::users;
+
+/// A validated authorization request, kept while the user authenticates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AuthorizationRequest {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) state: Option<String>,
+    pub(crate) nonce: Option<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) code_challenge: String,
+    /// Required levels in preference order (empty: any).
+    pub(crate) acr_values: Vec<String>,
+    pub(crate) max_age: Option<u64>,
+    /// `prompt=login` / `max_age=0`: proofs must be made after this time.
+    pub(crate) fresh_since: Option<i64>,
+    pub(crate) prompt_none: bool,
+    pub(crate) login_hint: Option<String>,
+    /// Why a step-up is asked, for the page.
+    pub(crate) reason: Option<String>,
+    /// Factors proven while this request was pending: with `prompt=login`
+    /// or `max_age=0`, only these count (seconds are too coarse to tell a
+    /// proof made just before the request from one made during it).
+    #[serde(default)]
+    pub(crate) proven: Vec<String>,
+}
+
+/// What a code (and the tokens issued from it) stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Grant {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) user_id: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) nonce: Option<String>,
+    pub(crate) code_challenge: String,
+    pub(crate) acr: String,
+    pub(crate) amr: Vec<String>,
+    pub(crate) auth_time: i64,
+}
+
+/// Why a request is refused: on a page when the client or redirect URI is
+/// not trusted, else back at the redirect URI.
+enum Invalid {
+    Page(&'static str, String),
+    Redirect(Box<AuthorizationRequest>, &'static str, String),
+}
+
+fn params_from(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut params = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(raw) {
+        if value.is_empty() {
+            continue;
+        }
+        if params.insert(name.to_string(), value.into_owned()).is_some() {
+            return Err(format!("parameter {name} is repeated"));
+        }
+    }
+    Ok(params)
+}
+
+/// Appends response parameters to a redirect URI, keeping its own query.
+fn redirect_to(uri: &str, params: &[(&str, &str)]) -> Response {
+    let Ok(mut url) = url::Url::parse(uri) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The redirect URI is not valid.",
+        );
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+    }
+    let mut response = Redirect::to(url.as_str()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn error_redirect(
+    state: &ServerState,
+    req: &AuthorizationRequest,
+    code: &str,
+    description: &str,
+) -> Response {
+    let mut params = vec![
+        ("error", code),
+        ("error_description", description),
+        ("iss", state.config.issuer.as_str()),
+    ];
+    if let Some(s) = &req.state {
+        params.push(("state", s));
+    }
+    redirect_to(&req.redirect_uri, &params)
+}
+
+/// Levels named by an essential `acr` claim in the `claims` parameter
+/// (OpenID Connect Core §5.5.1.1).
+fn essential_acr(claims: &str) -> Result<Vec<String>, String> {
+    let v: Value = serde_json::from_str(claims).map_err(|e| format!("claims is not JSON: {e}"))?;
+    if !v.is_object() {
+        return Err("claims must be a JSON object".into());
+    }
+    let mut out = Vec::new();
+    for member in ["id_token", "userinfo"] {
+        let Some(acr) = v.get(member).and_then(|m| m.get("acr")) else {
+            continue;
+        };
+        if acr.is_null() {
+            continue;
+        }
+        if acr.get("essential").and_then(Value::as_bool) != Some(true) {
+            continue;
+        }
+        if let Some(value) = acr.get("value").and_then(Value::as_str) {
+            out.push(value.to_owned());
+        }
+        if let Some(values) = acr.get("values").and_then(Value::as_array) {
+            out.extend(values.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+    }
+    Ok(out)
+}
+
+async fn validate(
+    state: &ServerState,
+    params: &HashMap<String, String>,
+    now: i64,
+) -> Result<(Client, AuthorizationRequest), Invalid> {
+    let get = |k: &str| params.get(k).map(String::as_str);
+    let page = |title: &'static str, m: &str| Err(Invalid::Page(title, m.to_owned()));
+    let Some(client_id) = get("client_id") else {
+        return page(
+            "Missing client",
+            "The request does not name a client (client_id).",
+        );
+    };
+    let client = match client::find(&state.store, client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return page(
+                "Unknown client",
+                "The application that sent you here is not registered.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "client lookup failed");
+            return page("Server error", "Please try again later.");
+        }
+    };
+    let Some(redirect_uri) = get("redirect_uri") else {
+        return page(
+            "Missing redirect URI",
+            "The request does not say where to return (redirect_uri).",
+        );
+    };
+    // Exact string comparison (RFC 9700 §2.1): no prefix or pattern matching.
+    if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
+        return page(
+            "Invalid redirect URI",
+            "The redirect URI is not registered for this application.",
+        );
+    }
+    let mut req = AuthorizationRequest {
+        client_id: client.id.clone(),
+        redirect_uri: redirect_uri.to_owned(),
+        state: get("state").map(str::to_owned),
+        nonce: get("nonce").map(str::to_owned),
+        scopes: Vec::new(),
+        code_challenge: String::new(),
+        acr_values: Vec::new(),
+        max_age: None,
+        fresh_since: None,
+        prompt_none: false,
+        login_hint: get("login_hint").map(str::to_owned),
+        reason: None,
+        proven: Vec::new(),
+    };
+    let fail = |req: AuthorizationRequest, code: &'static str, m: String| {
+        Err(Invalid::Redirect(Box::new(req), code, m))
+    };
+    if get("request").is_some() || get("request_uri").is_some() {
+        return fail(
+            req,
+            "request_not_supported",
+            "request objects are not supported".into(),
+        );
+    }
+    if get("response_type") != Some("code") {
+        return fail(
+            req,
+            "unsupported_response_type",
+            "response_type must be code".into(),
+        );
+    }
+    if !client.may_use_grant("authorization_code") {
+        return fail(
+            req,
+            "unauthorized_client",
+            "this client may not use the authorization code flow".into(),
+        );
+    }
+    if client.require_par {
+        return fail(
+            req,
+            "invalid_request",
+            "this client must push its authorization requests (PAR)".into(),
+        );
+    }
+    let challenge = match get("code_challenge") {
+        None => {
+            return fail(
+                req,
+                "invalid_request",
+                "code_challenge is required (PKCE, S256)".into(),
+            );
+        }
+        Some(c) => match CodeChallenge::parse(c, get("code_challenge_method")) {
+            Ok(c) => c,
+            Err(e) => return fail(req, "invalid_request", e.to_string()),
+        },
+    };
+    req.code_challenge = challenge.as_str().to_owned();
+    for s in get("scope").unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
+        let allowed = s == "openid" || client.scopes.iter().any(|c| c.as_str() == s);
+        if !allowed || Scope::new(s).is_err() {
+            return fail(
+                req,
+                "invalid_scope",
+                format!("scope {s} is not allowed for this client"),
+            );
+        }
+        if !req.scopes.iter().any(|x| x == s) {
+            req.scopes.push(s.to_owned());
+        }
+    }
+    let prompts: Vec<&str> = get("prompt")
+        .unwrap_or("")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
+    if prompts.contains(&"none") && prompts.len() > 1 {
+        return fail(
+            req,
+            "invalid_request",
+            "prompt=none cannot be combined with other values".into(),
+        );
+    }
+    if let Some(p) = prompts
+        .iter()
+        .find(|p| !["none", "login", "consent", "select_account"].contains(p))
+    {
+        return fail(req, "invalid_request", format!("unknown prompt value {p}"));
+    }
+    req.prompt_none = prompts.contains(&"none");
+    if let Some(m) = get("max_age") {
+        match m.parse::<u64>() {
+            Ok(secs) if m.bytes().all(|b| b.is_ascii_digit()) => req.max_age = Some(secs),
+            _ => {
+                return fail(
+                    req,
+                    "invalid_request",
+                    "max_age must be a number of seconds".into(),
+                );
+            }
+        }
+    }
+    if prompts.contains(&"login") || req.max_age == Some(0) {
+        req.fresh_since = Some(now);
+    }
+    // Requested levels: an essential acr claim, else acr_values.
+    let mut acr_values: Vec<String> = match get("claims").map(essential_acr) {
+        Some(Err(e)) => return fail(req, "invalid_request", e),
+        Some(Ok(v)) if !v.is_empty() => v,
+        _ => get("acr_values")
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    for a in &acr_values {
+        if Acr::new(a.as_str()).is_err() {
+            return fail(req, "invalid_request", format!("invalid acr value {a:?}"));
+        }
+    }
+    // Scopes bound to a level require it (or a stronger one).
+    let levels = &state.config.assurance;
+    for s in &req.scopes {
+        let Some((bound, bound_max_age)) = Scope::new(s.as_str())
+            .ok()
+            .and_then(|s| state.config.scope_bindings.get(&s))
+        else {
+            continue;
+        };
+        let floor = levels.rank(Some(bound.as_str()));
+        acr_values.retain(|a| levels.rank(Some(a)) >= floor);
+        if acr_values.is_empty() {
+            acr_values = levels
+                .levels()
+                .iter()
+                .filter(|l| levels.rank(Some(l.as_str())) >= floor)
+                .map(|l| l.as_str().to_owned())
+                .collect();
+        }
+        if let Some(m) = bound_max_age {
+            req.max_age = Some(req.max_age.map_or(*m, |r| r.min(*m)));
+        }
+        req.reason = Some(format!("{s} needs a stronger sign-in"));
+    }
+    req.acr_values = acr_values;
+    Ok((client, req))
+}
+
+fn enrolled(user: &StoredUser) -> Enrolled {
+    Enrolled {
+        pwd: true,
+        otp: user.totp_seed.is_some(),
+        // Passkeys are not offered yet.
+        hwk: false,
+    }
+}
+
+fn proofs(session: &StoredSession, req: &AuthorizationRequest) -> Proofs {
+    let counts = |factor: &str| req.fresh_since.is_none() || req.proven.iter().any(|p| p == factor);
+    let keep = |factor: &str, at: Option<i64>| at.filter(|_| counts(factor)).map(UnixTime);
+    Proofs {
+        pwd: keep("pwd", session.pwd_at),
+        otp: keep("otp", session.otp_at),
+        hwk: keep("hwk", session.hwk_at),
+    }
+}
+
+/// Records that a factor was proven during a pending request.
+async fn note_proven(
+    state: &ServerState,
+    pending: &StoredPending,
+    req: &mut AuthorizationRequest,
+    factor: &str,
+) {
+    if !req.proven.iter().any(|p| p == factor) {
+        req.proven.push(factor.to_owned());
+    }
+    if let Ok(params) = serde_json::to_string(req) {
+        if let Err(e) = state.store.set_pending_params(&pending.id, &params).await {
+            tracing::error!(error = %e, "updating the pending request failed");
+        }
+    }
+}
+
+fn ask(req: &AuthorizationRequest) -> Ask {
+    Ask {
+        acr_values: req
+            .acr_values
+            .iter()
+            .filter_map(|a| Acr::new(a.as_str()).ok())
+            .collect(),
+        max_age: req.max_age,
+        fresh_since: req.fresh_since.map(UnixTime),
+    }
+}
+
+/// The session of this browser, if live.
+async fn current_session(
+    state: &ServerState,
+    headers: &HeaderMap,
+    now: i64,
+) -> Option<(StoredSession, StoredUser)> {
+    let secret = session::cookie(headers, SESSION_COOKIE)?;
+    let session = state
+        .store
+        .session(&session::secret_id(secret), now)
+        .await
+        .ok()??;
+    let user = state.store.user_by_id(&session.user_id).await.ok()??;
+    Some((session, user))
+}
+
+fn server_error_page() -> Response {
+    pages::error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Server error",
+        "Something went wrong. Please try again.",
+    )
+}
+
+pub(crate) async fn authorize_get(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> Response {
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(raw)
+        .finish();
+    authorize(&state, &headers, encoded.as_bytes()).await
+}
+
+pub(crate) async fn authorize_post(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    authorize(&state, &headers, &body).await
+}
+
+async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Response {
+    let now = state.clock.now().seconds();
+    let params = match params_from(raw) {
+        Ok(p) => p,
+        Err(m) => return pages::error_page(StatusCode::BAD_REQUEST, "Invalid request", &m),
+    };
+    let req = match validate(state, &params, now).await {
+        Ok((_, req)) => req,
+        Err(Invalid::Page(title, message)) => {
+            return pages::error_page(StatusCode::BAD_REQUEST, title, &message);
+        }
+        Err(Invalid::Redirect(req, code, message)) => return error_redirect(state, &req, code, &message),
+    };
+    let Some(csrf) = session::new_secret(&state.rng) else {
+        return server_error_page();
+    };
+    let Ok(id) = random_id(&state.rng) else {
+        return server_error_page();
+    };
+    let session = current_session(state, headers, now).await;
+    let Ok(params_json) = serde_json::to_string(&req) else {
+        return server_error_page();
+    };
+    let pending = StoredPending {
+        id,
+        params: params_json,
+        csrf,
+        user_id: session.as_ref().map(|(_, u)| u.id.clone()),
+        created_at: now,
+        expires_at: now + state.config.login.request_seconds,
+    };
+    if let Err(e) = state.store.insert_pending(&pending).await {
+        tracing::error!(error = %e, "storing the pending request failed");
+        return server_error_page();
+    }
+    let mut response = advance(state, &pending, &req, session, None).await;
+    let cookie = session::set_cookie(
+        PENDING_COOKIE,
+        &pending.id,
+        secure(state),
+        state.config.login.request_seconds,
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+fn secure(state: &ServerState) -> bool {
+    state.config.issuer.starts_with("https://")
+}
+
+/// Plans the next step for a pending request: finish (code), show the page
+/// for the next missing factor, or end with an error.
+async fn advance(
+    state: &ServerState,
+    pending: &StoredPending,
+    req: &AuthorizationRequest,
+    session: Option<(StoredSession, StoredUser)>,
+    error: Option<&str>,
+) -> Response {
+    let now = state.clock.now().seconds();
+    let (proofs, enrolled_factors, user) = match &session {
+        Some((s, u)) => (proofs(s, req), enrolled(u), Some(u)),
+        // Before the user is known, the password identifies them.
+        None => (
+            Proofs::default(),
+            Enrolled {
+                pwd: true,
+                otp: true,
+                hwk: false,
+            },
+            None,
+        ),
+    };
+    match plan(
+        &state.config.auth_levels,
+        &proofs,
+        Some(&enrolled_factors),
+        &ask(req),
+        UnixTime(now),
+    ) {
+        Plan::Satisfied { acr, amr, auth_time } => {
+            // Proofs exist only in a session, so a user is known here.
+            let Some(user) = user else {
+                return server_error_page();
+            };
+            finish(state, pending, req, user, acr.as_str(), &amr, auth_time.seconds()).await
+        }
+        Plan::Unmet => {
+            let _ = state.store.delete_pending(&pending.id).await;
+            error_redirect(
+                state,
+                req,
+                "unmet_authentication_requirements",
+                "the requested authentication level cannot be reached by this user",
+            )
+        }
+        Plan::Prove { missing, acr } => {
+            if req.prompt_none {
+                let _ = state.store.delete_pending(&pending.id).await;
+                let code = if session.is_some() {
+                    "interaction_required"
+                } else {
+                    "login_required"
+                };
+                return error_redirect(state, req, code, "the user must authenticate");
+            }
+            let reason = req.reason.clone().or_else(|| {
+                session
+                    .as_ref()
+                    .map(|_| format!("This action needs a stronger sign-in ({acr})."))
+            });
+            let ctx = FormContext {
+                request_id: &pending.id,
+                csrf: &pending.csrf,
+                client_id: &req.client_id,
+                reason: reason.as_deref(),
+                error,
+            };
+            match missing.first() {
+                Some(Factor::Pwd) | None => pages::password_page(&ctx, req.login_hint.as_deref()),
+                Some(Factor::Otp) => {
+                    let Some(u) = user else {
+                        return pages::password_page(&ctx, req.login_hint.as_deref());
+                    };
+                    let demo = state
+                        .config
+                        .login
+                        .demo_show_totp_code
+                        .then(|| users::totp_secret(u).map(|s| s.code_at(UnixTime(now))))
+                        .flatten();
+                    pages::otp_page(&ctx, &u.username, demo.as_deref())
+                }
+                Some(Factor::Hwk) => pages::error_page(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "Passkey required",
+                    "Passkeys are not available on this server yet.",
+                ),
+            }
+        }
+    }
+}
+
+/// Issues the code and sends the browser back to the client.
+async fn finish(
+    state: &ServerState,
+    pending: &StoredPending,
+    req: &AuthorizationRequest,
+    user: &StoredUser,
+    acr: &str,
+    amr: &[Factor],
+    auth_time: i64,
+) -> Response {
+    let now = state.clock.now().seconds();
+    let grant = Grant {
+        client_id: req.client_id.clone(),
+        redirect_uri: req.redirect_uri.clone(),
+        user_id: user.id.clone(),
+        scopes: req.scopes.clone(),
+        nonce: req.nonce.clone(),
+        code_challenge: req.code_challenge.clone(),
+        acr: acr.to_owned(),
+        amr: amr.iter().map(|f| f.amr().to_owned()).collect(),
+        auth_time,
+    };
+    let (Some(code), Ok(family), Ok(grant_json)) = (
+        session::new_secret(&state.rng),
+        random_id(&state.rng),
+        serde_json::to_string(&grant),
+    ) else {
+        return server_error_page();
+    };
+    let stored = async {
+        state.store.insert_family(&family, &req.client_id, now).await?;
+        state
+            .store
+            .insert_one_time(
+                OneTime::Code,
+                &session::secret_id(&code),
+                &family,
+                &grant_json,
+                now + state.config.tokens.code_seconds,
+            )
+            .await?;
+        state.store.delete_pending(&pending.id).await
+    };
+    if let Err(e) = stored.await {
+        tracing::error!(error = %e, "storing the code failed");
+        return server_error_page();
+    }
+    tracing::info!(client = %req.client_id, user = %user.id, acr, "authorization code issued");
+    let mut params = vec![("code", code.as_str()), ("iss", state.config.issuer.as_str())];
+    if let Some(s) = &req.state {
+        params.push(("state", s));
+    }
+    let mut response = redirect_to(&req.redirect_uri, &params);
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(PENDING_COOKIE, "", secure(state), 0)) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// Loads and checks the pending request a login form refers to: it must
+/// exist, belong to this browser (cookie) and carry the right CSRF token.
+async fn pending_for_form(
+    state: &ServerState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(StoredPending, AuthorizationRequest), Response> {
+    let now = state.clock.now().seconds();
+    let expired = || {
+        pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in expired",
+            "This sign-in page has expired or was already used. Go back to the application and try again.",
+        )
+    };
+    let id = form.get("request").ok_or_else(expired)?;
+    let pending = match state.store.pending(id, now).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(expired()),
+        Err(_) => return Err(server_error_page()),
+    };
+    let same_browser = session::cookie(headers, PENDING_COOKIE)
+        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(pending.id.as_bytes())));
+    let csrf_ok = form
+        .get("csrf")
+        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(pending.csrf.as_bytes())));
+    if !same_browser || !csrf_ok {
+        return Err(pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form did not come from this browser's sign-in. Go back to the application and try again.",
+        ));
+    }
+    let req: AuthorizationRequest = serde_json::from_str(&pending.params).map_err(|_| server_error_page())?;
+    Ok((pending, req))
+}
+
+fn locked(user: &StoredUser, now: i64) -> bool {
+    user.locked_until.is_some_and(|until| until > now)
+}
+
+const LOCKED: &str = "Too many failed attempts: this account is locked for a while. Try again later.";
+
+pub(crate) async fn login_password(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(form) = params_from(&body) else {
+        return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "The form was malformed.");
+    };
+    let (pending, req) = match pending_for_form(&state, &headers, &form).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let now = state.clock.now().seconds();
+    let username = form.get("username").map(String::as_str).unwrap_or("");
+    let password = form.get("password").map(String::as_str).unwrap_or("");
+    let user = state.store.user_by_username(username).await.ok().flatten();
+    let session = current_session(&state, &headers, now).await;
+    let retry = |error: &str| {
+        let session = session.clone();
+        let (pending, req, state) = (&pending, &req, &state);
+        let error = error.to_owned();
+        async move { advance(state, pending, req, session, Some(&error)).await }
+    };
+    let Some(user) = user else {
+        // Same work as for a real user: no timing difference.
+        users::verify_password(&state.decoy_hash, password);
+        return retry("Wrong user name or password.").await;
+    };
+    if locked(&user, now) {
+        return retry(LOCKED).await;
+    }
+    if !users::verify_password(&user.password_hash, password) {
+        let lock_until = now + state.config.login.lock_seconds;
+        let count = state
+            .store
+            .record_failure(&user.id, state.config.login.max_failures, lock_until)
+            .await
+            .unwrap_or(0);
+        let message = if count >= state.config.login.max_failures {
+            LOCKED
+        } else {
+            "Wrong user name or password."
+        };
+        return retry(message).await;
+    }
+    let _ = state.store.reset_failures(&user.id).await;
+    // Continue the session of the same user; anyone else starts a new one.
+    let (session, cookie) = match session {
+        Some((s, u)) if u.id == user.id => {
+            if state
+                .store
+                .session_factor_proven(&s.id, "pwd", now)
+                .await
+                .is_err()
+            {
+                return server_error_page();
+            }
+            (
+                StoredSession {
+                    pwd_at: Some(now),
+                    ..s
+                },
+                None,
+            )
+        }
+        _ => {
+            let Some(secret) = session::new_secret(&state.rng) else {
+                return server_error_page();
+            };
+            let s = StoredSession {
+                id: session::secret_id(&secret),
+                user_id: user.id.clone(),
+                pwd_at: Some(now),
+                otp_at: None,
+                hwk_at: None,
+                created_at: now,
+                expires_at: now + state.config.login.session_seconds,
+            };
+            if state.store.insert_session(&s).await.is_err() {
+                return server_error_page();
+            }
+            let cookie = session::set_cookie(
+                SESSION_COOKIE,
+                &secret,
+                secure(&state),
+                state.config.login.session_seconds,
+            );
+            (s, Some(cookie))
+        }
+    };
+    let _ = state.store.set_pending_user(&pending.id, &user.id).await;
+    let mut req = req;
+    note_proven(&state, &pending, &mut req, "pwd").await;
+    let mut response = advance(&state, &pending, &req, Some((session, user)), None).await;
+    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+pub(crate) async fn login_otp(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(form) = params_from(&body) else {
+        return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "The form was malformed.");
+    };
+    let (pending, req) = match pending_for_form(&state, &headers, &form).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let now = state.clock.now().seconds();
+    let Some((session, user)) = current_session(&state, &headers, now).await else {
+        return advance(
+            &state,
+            &pending,
+            &req,
+            None,
+            Some("Please sign in with your password first."),
+        )
+        .await;
+    };
+    let live = Some((session.clone(), user.clone()));
+    if locked(&user, now) {
+        return advance(&state, &pending, &req, live, Some(LOCKED)).await;
+    }
+    let Some(secret) = users::totp_secret(&user) else {
+        return advance(
+            &state,
+            &pending,
+            &req,
+            live,
+            Some("No authenticator app is set up for this account."),
+        )
+        .await;
+    };
+    let code = form.get("code").map(String::as_str).unwrap_or("");
+    let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
+    let verified = secret.verify(code, UnixTime(now), last);
+    let accepted = match verified {
+        Ok(step) => match i64::try_from(step) {
+            // Atomic: the same code cannot be used twice, even concurrently.
+            Ok(step) => state.store.use_totp_step(&user.id, step).await.unwrap_or(false),
+            Err(_) => false,
+        },
+        Err(_) => false,
+    };
+    if !accepted {
+        let lock_until = now + state.config.login.lock_seconds;
+        let count = state
+            .store
+            .record_failure(&user.id, state.config.login.max_failures, lock_until)
+            .await
+            .unwrap_or(0);
+        let message = match verified {
+            _ if count >= state.config.login.max_failures => LOCKED,
+            Err(stepup_core::totp::TotpError::Malformed(_)) => {
+                "Enter the 6-digit code from your authenticator app."
+            }
+            Ok(_) | Err(stepup_core::totp::TotpError::Replayed) => {
+                "This code was already used. Wait for the next one."
+            }
+            Err(_) => "Wrong code. Check your authenticator app and try again.",
+        };
+        return advance(&state, &pending, &req, live, Some(message)).await;
+    }
+    let _ = state.store.reset_failures(&user.id).await;
+    if state
+        .store
+        .session_factor_proven(&session.id, "otp", now)
+        .await
+        .is_err()
+    {
+        return server_error_page();
+    }
+    let session = StoredSession {
+        otp_at: Some(now),
+        ..session
+    };
+    let mut req = req;
+    note_proven(&state, &pending, &mut req, "otp").await;
+    advance(&state, &pending, &req, Some((session, user)), None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn essential_acr_claims() {
+        let v = essential_acr(r#"{"id_token":{"acr":{"essential":true,"values":["mfa","phr"]}}}"#).unwrap();
+        assert_eq!(v, ["mfa", "phr"]);
+        let v = essential_acr(r#"{"userinfo":{"acr":{"essential":true,"value":"mfa"}}}"#).unwrap();
+        assert_eq!(v, ["mfa"]);
+        // Voluntary claims are hints, not requirements.
+        assert!(
+            essential_acr(r#"{"id_token":{"acr":{"values":["mfa"]}}}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(essential_acr(r#"{"id_token":{"acr":null}}"#).unwrap().is_empty());
+        assert!(essential_acr("[1]").is_err());
+        assert!(essential_acr("{").is_err());
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        assert!(params_from(b"a=1&a=2").is_err());
+        assert_eq!(params_from(b"a=1&b=&c=%20").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn redirects_keep_the_registered_query() {
+        let r = redirect_to("https://app.example/cb?x=1", &[("code", "c d"), ("state", "s")]);
+        assert_eq!(
+            r.headers()["location"],
+            "https://app.example/cb?x=1&code=c+d&state=s"
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! The user grants of the token endpoint: `authorization_code` with PKCE
+//! (RFC 6749 §4.1.3, RFC 7636 §4.6) and `refresh_token` with rotation
+//! (RFC 9700 §4.14.2). Codes are one-time: a replay revokes everything
+//! issued from the code. A reused refresh token revokes its family.
+//! Refreshing never raises assurance: `acr`, `amr` and `auth_time` are
+//! those of the original authentication, and once a level's lifetime has
+//! passed the refreshed token falls back to the base level.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::digest::{SHA256, SHA512, digest};
+use serde_json::{Value, json};
+use stepup_core::Scope;
+use stepup_core::jwk::Algorithm;
+use stepup_core::pkce::CodeChallenge;
+
+use crate::authorize::Grant;
+use crate::client::Client;
+use crate::error::OAuthError;
+use crate::form::Form;
+use crate::server::ServerState;
+use crate::session;
+use crate::store::{Consumed, OneTime};
+use crate::token::{AccessGrant, audience, mint_access_token, token_response};
+
+fn scopes_of(grant: &Grant) -> Vec<Scope> {
+    grant
+        .scopes
+        .iter()
+        .filter_map(|s| Scope::new(s.as_str()).ok())
+        .collect()
+}
+
+/// Whether `acr` is above the weakest configured level.
+fn elevated(state: &ServerState, acr: &str) -> bool {
+    let levels = &state.config.assurance;
+    let base = levels.levels().first().map(|l| levels.rank(Some(l.as_str())));
+    Some(levels.rank(Some(acr))) > base
+}
+
+/// OpenID Connect Core §3.1.3.6: the left half of the hash of the access
+/// token, with the hash of the ID token's signing algorithm.
+fn at_hash(alg: Algorithm, access_token: &str) -> String {
+    let d = match alg {
+        Algorithm::EdDSA => digest(&SHA512, access_token.as_bytes()),
+        _ => digest(&SHA256, access_token.as_bytes()),
+    };
+    let bytes = d.as_ref();
+    URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() / 2])
+}
+
+/// Issues access, ID and refresh tokens for a grant within a family.
+async fn issue(
+    state: &ServerState,
+    client: &Client,
+    grant: &Grant,
+    family_id: &str,
+    form: &Form,
+) -> Result<Value, OAuthError> {
+    let now = state.clock.now().seconds();
+    let scopes = scopes_of(grant);
+    let lifetime = if elevated(state, &grant.acr) {
+        state.config.tokens.elevated_access_token_seconds
+    } else {
+        state.config.tokens.access_token_seconds
+    };
+    let access = mint_access_token(
+        state,
+        &AccessGrant {
+            subject: &grant.user_id,
+            client_id: &client.id,
+            scopes: &scopes,
+            audience: audience(state, form)?,
+            lifetime,
+            authentication: Some((&grant.acr, &grant.amr, grant.auth_time)),
+        },
+    )?;
+    state
+        .store
+        .record_family_access_token(&access.jti, family_id, access.exp)
+        .await?;
+    let mut body = json!({
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": grant.scopes.join(" "),
+    });
+    if grant.scopes.iter().any(|s| s == "openid") {
+        let alg = state.config.signing_alg;
+        let mut claims = json!({
+            "iss": state.config.issuer,
+            "sub": grant.user_id,
+            "aud": client.id,
+            "azp": client.id,
+            "exp": now + state.config.tokens.id_token_seconds,
+            "iat": now,
+            "auth_time": grant.auth_time,
+            "acr": grant.acr,
+            "amr": grant.amr,
+            "at_hash": at_hash(alg, &access.token),
+        });
+        if let Some(nonce) = &grant.nonce {
+            claims["nonce"] = Value::from(nonce.as_str());
+        }
+        body["id_token"] = Value::from(state.keys().sign(alg, "JWT", &claims, &state.rng)?);
+    }
+    if client.may_use_grant("refresh_token") {
+        let secret = session::new_secret(&state.rng).ok_or_else(OAuthError::server_error)?;
+        let grant_json = serde_json::to_string(grant).map_err(|_| OAuthError::server_error())?;
+        state
+            .store
+            .insert_one_time(
+                OneTime::Refresh,
+                &session::secret_id(&secret),
+                family_id,
+                &grant_json,
+                now + state.config.tokens.refresh_token_seconds,
+            )
+            .await?;
+        body["refresh_token"] = Value::from(secret);
+    }
+    Ok(body)
+}
+
+/// Consumes a one-time value; a replay revokes its family.
+async fn consume(
+    state: &ServerState,
+    kind: OneTime,
+    value: &str,
+    what: &str,
+) -> Result<(Grant, String), OAuthError> {
+    let now = state.clock.now().seconds();
+    match state
+        .store
+        .consume_one_time(kind, &session::secret_id(value), now)
+        .await?
+    {
+        Consumed::NotFound => Err(OAuthError::invalid_grant(format!("unknown {what}"))),
+        Consumed::Replayed { family_id } => {
+            state.store.revoke_family(&family_id, now).await?;
+            tracing::warn!(family = %family_id, "{what} replayed: the tokens issued from it are revoked");
+            Err(OAuthError::invalid_grant(format!(
+                "{what} already used; the tokens issued from it are revoked"
+            )))
+        }
+        Consumed::Fresh {
+            grant_data,
+            family_id,
+            expires_at,
+        } => {
+            if expires_at <= now {
+                return Err(OAuthError::invalid_grant(format!("{what} expired")));
+            }
+            if state.store.family_revoked(&family_id).await? {
+                return Err(OAuthError::invalid_grant(format!("{what} was revoked")));
+            }
+            let grant: Grant = serde_json::from_str(&grant_data).map_err(|_| OAuthError::server_error())?;
+            Ok((grant, family_id))
+        }
+    }
+}
+
+pub(crate) async fn authorization_code(
+    state: &ServerState,
+    client: &Client,
+    form: &Form,
+) -> Result<axum::response::Response, OAuthError> {
+    if !client.may_use_grant("authorization_code") {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use authorization_code",
+        ));
+    }
+    let code = form.require("code")?;
+    let redirect_uri = form.require("redirect_uri")?;
+    let verifier = form.require("code_verifier")?;
+    let (grant, family_id) = consume(state, OneTime::Code, code, "authorization code").await?;
+    if grant.client_id != client.id {
+        return Err(OAuthError::invalid_grant("the code was issued to another client"));
+    }
+    if grant.redirect_uri != redirect_uri {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    CodeChallenge::parse(&grant.code_challenge, Some("S256"))
+        .and_then(|c| c.verify(verifier))
+        .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
+    let body = issue(state, client, &grant, &family_id, form).await?;
+    Ok(token_response(body))
+}
+
+pub(crate) async fn refresh_token(
+    state: &ServerState,
+    client: &Client,
+    form: &Form,
+) -> Result<axum::response::Response, OAuthError> {
+    if !client.may_use_grant("refresh_token") {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use refresh_token",
+        ));
+    }
+    let token = form.require("refresh_token")?;
+    let (mut grant, family_id) = consume(state, OneTime::Refresh, token, "refresh token").await?;
+    if grant.client_id != client.id {
+        state
+            .store
+            .revoke_family(&family_id, state.clock.now().seconds())
+            .await?;
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if let Some(requested) = form.get("scope") {
+        let requested: Vec<String> = requested
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(extra) = requested.iter().find(|s| !grant.scopes.contains(s)) {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope {extra} was not granted originally"
+            )));
+        }
+        grant.scopes = requested;
+    }
+    decay(state, &mut grant);
+    let body = issue(state, client, &grant, &family_id, form).await?;
+    Ok(token_response(body))
+}
+
+/// Once the level's lifetime has passed since `auth_time`, the grant falls
+/// back to the base level, and scopes bound to higher levels are dropped.
+fn decay(state: &ServerState, grant: &mut Grant) {
+    let now = state.clock.now().seconds();
+    let lifetime = state
+        .config
+        .auth_levels
+        .iter()
+        .find(|l| l.acr.as_str() == grant.acr)
+        .and_then(|l| l.lifetime_seconds);
+    let Some(lifetime) = lifetime else {
+        return;
+    };
+    if now.saturating_sub(grant.auth_time) <= i64::try_from(lifetime).unwrap_or(i64::MAX) {
+        return;
+    }
+    let Some(base) = state.config.assurance.levels().first() else {
+        return;
+    };
+    grant.acr = base.as_str().to_owned();
+    grant.amr.retain(|a| a == "pwd");
+    let bindings = &state.config.scope_bindings;
+    grant.scopes.retain(|s| {
+        Scope::new(s.as_str())
+            .ok()
+            .and_then(|s| bindings.get(&s))
+            .is_none()
+    });
+}
+
+/// RFC 7009 §2.1: revoking a refresh token revokes its family (and the
+/// access tokens issued in it).
+pub(crate) async fn revoke_refresh_token(
+    state: &ServerState,
+    client: &Client,
+    token: &str,
+) -> Result<(), OAuthError> {
+    let Some((family_id, grant_data)) = state
+        .store
+        .one_time_family(OneTime::Refresh, &session::secret_id(token))
+        .await?
+    else {
+        return Ok(());
+    };
+    let grant: Grant = serde_json::from_str(&grant_data).map_err(|_| OAuthError::server_error())?;
+    if grant.client_id != client.id {
+        return Err(OAuthError::unauthorized_client(
+            "the token was not issued to this client",
+        ));
+    }
+    state
+        .store
+        .revoke_family(&family_id, state.clock.now().seconds())
+        .await?;
+    tracing::info!(client = %client.id, family = %family_id, "refresh token family revoked");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OpenID Connect Core §A.3 example: at_hash of its access token.
+    #[test]
+    fn at_hash_of_the_oidc_example() {
+        assert_eq!(
+            at_hash(Algorithm::ES256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+    }
+}

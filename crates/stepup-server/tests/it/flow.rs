@@ -1,0 +1,580 @@
+//! The authorization code flow in a (cookie-keeping) browser: login,
+//! step-up to a second factor, codes, refresh, and every way to get it wrong.
+
+use std::sync::atomic::Ordering;
+
+use ring::rand::SystemRandom;
+use serde_json::{Value, json};
+use stepup_core::UnixTime;
+use stepup_core::pkce::CodeChallenge;
+use stepup_core::totp::TotpSecret;
+use stepup_guard::{HttpFetcher, JwtVerifier};
+use stepup_server::client::AuthMethod;
+use stepup_server::users;
+
+use crate::fixtures::*;
+use crate::on_both_backends;
+
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub const REDIRECT: &str = "https://app.example/cb";
+const PASSWORD: &str = "correct horse battery";
+
+/// A browser: keeps cookies, does not follow redirects.
+pub struct Browser {
+    pub http: reqwest::Client,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Page {
+    /// The value of a hidden input.
+    pub fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
+            + marker.len();
+        let end = start + self.body[start..].find('"').unwrap();
+        self.body[start..end].to_owned()
+    }
+
+    /// A query parameter of the redirect.
+    pub fn redirect_param(&self, name: &str) -> Option<String> {
+        let location = self
+            .location
+            .as_deref()
+            .unwrap_or_else(|| panic!("no redirect: {} {}", self.status, self.body));
+        let url = url::Url::parse(location).unwrap();
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    pub fn is_password_page(&self) -> bool {
+        self.body.contains("name=\"password\"")
+    }
+
+    pub fn is_otp_page(&self) -> bool {
+        self.body.contains("name=\"code\"")
+    }
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn page(response: reqwest::Response) -> Page {
+        Page {
+            status: response.status().as_u16(),
+            location: response
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn authorize(&self, s: &TestServer, extra: &[(&str, &str)]) -> Page {
+        let challenge = CodeChallenge::from_verifier(VERIFIER).unwrap();
+        let mut params = vec![
+            ("response_type", "code"),
+            ("client_id", "web"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid profile"),
+            ("state", "st-1"),
+            ("nonce", "n-1"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        for (k, v) in extra {
+            params.retain(|(pk, _)| pk != k);
+            if !v.is_empty() {
+                params.push((k, v));
+            }
+        }
+        let response = self
+            .http
+            .get(s.url("/authorize"))
+            .query(&params)
+            .send()
+            .await
+            .unwrap();
+        Self::page(response).await
+    }
+
+    pub async fn submit(&self, s: &TestServer, path: &str, page: &Page, fields: &[(&str, &str)]) -> Page {
+        let mut form = vec![
+            ("request".to_owned(), page.hidden("request")),
+            ("csrf".to_owned(), page.hidden("csrf")),
+        ];
+        form.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::page(self.http.post(s.url(path)).form(&form).send().await.unwrap()).await
+    }
+}
+
+/// A server with the public client `web` and user `alice` (TOTP enrolled unless told otherwise).
+pub async fn setup(backend: Backend, totp: bool) -> (TestServer, Option<TotpSecret>) {
+    let s = start(backend).await;
+    s.register(
+        "web",
+        AuthMethod::None,
+        &["authorization_code", "refresh_token"],
+        &["profile", "payments:write"],
+    )
+    .await;
+    let rng = SystemRandom::new();
+    users::add_user(&s.state.store, "alice", PASSWORD, NOW, &rng)
+        .await
+        .unwrap();
+    let secret = if totp {
+        Some(users::enroll_totp(&s.state.store, "alice", &rng).await.unwrap())
+    } else {
+        None
+    };
+    (s, secret)
+}
+
+pub async fn exchange(s: &TestServer, code: &str) -> (u16, Value) {
+    let (status, _, body) = s
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+                ("client_id", "web"),
+            ],
+        )
+        .await;
+    (status, body)
+}
+
+fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn password_login(s: &TestServer, b: &Browser, extra: &[(&str, &str)]) -> Page {
+    let page = b.authorize(s, extra).await;
+    assert!(page.is_password_page(), "{}", page.body);
+    b.submit(
+        s,
+        "/login/password",
+        &page,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await
+}
+
+async fn login_then_step_up(backend: Backend) {
+    let (s, secret) = setup(backend, true).await;
+    let secret = secret.unwrap();
+    let b = Browser::new();
+
+    // 1. Password login: a code comes back with state and iss (RFC 9207).
+    let done = password_login(&s, &b, &[]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.redirect_param("state").as_deref(), Some("st-1"));
+    assert_eq!(done.redirect_param("iss").as_deref(), Some(s.issuer.as_str()));
+    let (status, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
+    let at = jwt_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(
+        (at["acr"].as_str(), at["auth_time"].as_i64()),
+        (Some("urn:stepup:acr:pwd"), Some(NOW))
+    );
+    assert_eq!(at["amr"], json!(["pwd"]));
+    assert_eq!(tokens["expires_in"], 600);
+    let id = jwt_claims(tokens["id_token"].as_str().unwrap());
+    assert_eq!(
+        (id["nonce"].as_str(), id["aud"].as_str()),
+        (Some("n-1"), Some("web"))
+    );
+    assert!(id["at_hash"].is_string());
+    // The guard, configured by discovery, accepts the access token.
+    let verifier = JwtVerifier::from_issuer(&s.issuer, API, HttpFetcher::new().unwrap())
+        .await
+        .unwrap();
+    let verified = verifier
+        .verify(tokens["access_token"].as_str().unwrap(), UnixTime(NOW))
+        .await
+        .unwrap();
+    assert_eq!(verified.acr.as_deref(), Some("urn:stepup:acr:pwd"));
+
+    // 2. Later, a step-up to mfa: the session is reused, only the code is asked.
+    s.clock.0.store(NOW + 100, Ordering::SeqCst);
+    let page = b
+        .authorize(&s, &[("acr_values", "urn:stepup:acr:mfa"), ("max_age", "300")])
+        .await;
+    assert!(page.is_otp_page() && !page.is_password_page(), "{}", page.body);
+    let wrong = b.submit(&s, "/login/otp", &page, &[("code", "000000")]).await;
+    let wrong_is_right = secret.code_at(UnixTime(NOW + 100)) == "000000";
+    if !wrong_is_right {
+        assert_eq!(wrong.status, 401);
+        assert!(wrong.body.contains("Wrong code"), "{}", wrong.body);
+    }
+    let code = secret.code_at(UnixTime(NOW + 100));
+    let done = b.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let (_, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    let at = jwt_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(at["acr"], "urn:stepup:acr:mfa");
+    assert_eq!(at["amr"], json!(["pwd", "otp"]));
+    assert_eq!(
+        at["auth_time"],
+        NOW + 100,
+        "auth_time is when the level was reached"
+    );
+    assert_eq!(tokens["expires_in"], 300, "elevated tokens are short-lived");
+
+    // 3. The same code is refused a second time (one use per step).
+    s.clock.0.store(NOW + 110, Ordering::SeqCst);
+    let page = b
+        .authorize(&s, &[("acr_values", "urn:stepup:acr:mfa"), ("max_age", "0")])
+        .await;
+    assert!(page.is_password_page(), "max_age=0 asks for every factor again");
+    let next = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(next.is_otp_page(), "{}", next.body);
+    let replay = b.submit(&s, "/login/otp", &next, &[("code", &code)]).await;
+    assert_eq!(replay.status, 401);
+    assert!(replay.body.contains("already used"), "{}", replay.body);
+}
+on_both_backends!(login_then_step_up);
+
+async fn unmet_requirements_never_yield_a_weaker_token(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let done = password_login(&s, &b, &[("acr_values", "urn:stepup:acr:mfa")]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(
+        done.redirect_param("error").as_deref(),
+        Some("unmet_authentication_requirements")
+    );
+    assert_eq!(done.redirect_param("state").as_deref(), Some("st-1"));
+    assert!(done.redirect_param("code").is_none());
+    // An essential acr claim works the same way, and a scope bound to mfa too.
+    let claims = r#"{"id_token":{"acr":{"essential":true,"values":["urn:stepup:acr:mfa"]}}}"#;
+    for extra in [[("claims", claims)], [("scope", "openid payments:write")]] {
+        let page = b.authorize(&s, &extra).await;
+        assert_eq!(
+            page.redirect_param("error").as_deref(),
+            Some("unmet_authentication_requirements"),
+            "{extra:?}"
+        );
+    }
+}
+on_both_backends!(unmet_requirements_never_yield_a_weaker_token);
+
+async fn codes_are_one_time_and_refresh_tokens_rotate(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let done = password_login(&s, &b, &[]).await;
+    let code = done.redirect_param("code").unwrap();
+    let (_, first) = exchange(&s, &code).await;
+    let refresh = first["refresh_token"].as_str().unwrap().to_owned();
+
+    // Refresh: a new pair, same authentication facts.
+    s.clock.0.store(NOW + 50, Ordering::SeqCst);
+    let (status, _, second) = s
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "web"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    let at = jwt_claims(second["access_token"].as_str().unwrap());
+    assert_eq!(
+        (at["acr"].as_str(), at["auth_time"].as_i64()),
+        (Some("urn:stepup:acr:pwd"), Some(NOW))
+    );
+    let rotated = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rotated, refresh);
+
+    // Reusing the old refresh token revokes the family: the new one dies too.
+    let (status, _, body) = s
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "web"),
+            ],
+        )
+        .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    let (status, _, _) = s
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rotated),
+                ("client_id", "web"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // A replayed code is refused and revokes what was issued from it.
+    let svc = s
+        .register("rs", AuthMethod::ClientSecretBasic, &["client_credentials"], &[])
+        .await;
+    let (status, body) = exchange(&s, &code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (_, _, intro) = s
+        .post(
+            "/introspect",
+            Some((&svc.id, &svc.secret)),
+            &[("token", second["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(intro, json!({"active": false}));
+}
+on_both_backends!(codes_are_one_time_and_refresh_tokens_rotate);
+
+async fn token_request_mistakes(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    for (name, value) in [
+        ("code_verifier", "x".repeat(43)),
+        ("redirect_uri", "https://app.example/other".to_owned()),
+    ] {
+        let done = password_login(&s, &b, &[("prompt", "login")]).await;
+        let code = done.redirect_param("code").unwrap();
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", VERIFIER.to_owned()),
+            ("client_id", "web".to_owned()),
+        ];
+        form.retain(|(k, _)| *k != name);
+        form.push((name, value));
+        let refs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, _, body) = s.post("/token", None, &refs).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{name}: {body}"
+        );
+    }
+    let (status, _, body) = s
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", "nope"),
+                ("client_id", "web"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+}
+on_both_backends!(token_request_mistakes);
+
+async fn authorization_request_mistakes(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    // Untrusted client or redirect: a page, never a redirect.
+    for extra in [
+        [("client_id", "nobody")],
+        [("redirect_uri", "https://evil.example/cb")],
+        [("redirect_uri", "https://app.example/cb/")],
+    ] {
+        let page = b.authorize(&s, &extra).await;
+        assert_eq!(page.status, 400, "{extra:?}");
+        assert!(page.location.is_none());
+    }
+    // Trusted redirect: errors go back with state and iss.
+    let cases: [(&[(&str, &str)], &str); 7] = [
+        (&[("code_challenge", "")], "invalid_request"),
+        (&[("code_challenge_method", "plain")], "invalid_request"),
+        (&[("response_type", "token")], "unsupported_response_type"),
+        (&[("scope", "openid admin")], "invalid_scope"),
+        (&[("prompt", "none login")], "invalid_request"),
+        (&[("max_age", "+5")], "invalid_request"),
+        (&[("prompt", "none")], "login_required"),
+    ];
+    for (extra, error) in cases {
+        let page = b.authorize(&s, extra).await;
+        assert_eq!(page.status, 303, "{extra:?}: {}", page.body);
+        assert_eq!(page.redirect_param("error").as_deref(), Some(error), "{extra:?}");
+        assert_eq!(page.redirect_param("state").as_deref(), Some("st-1"));
+        assert_eq!(page.redirect_param("iss").as_deref(), Some(s.issuer.as_str()));
+    }
+}
+on_both_backends!(authorization_request_mistakes);
+
+async fn wrong_passwords_lock_the_account(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let page = b.authorize(&s, &[]).await;
+    let wrong = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", "wrong password")],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Wrong user name or password"));
+    let unknown = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "mallory"), ("password", "whatever1")],
+        )
+        .await;
+    assert!(
+        unknown.body.contains("Wrong user name or password"),
+        "same message for unknown users"
+    );
+    for _ in 0..4 {
+        b.submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", "wrong password")],
+        )
+        .await;
+    }
+    let locked = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(locked.status, 401);
+    assert!(locked.body.contains("locked"), "{}", locked.body);
+    // After the lock expires, the right password works.
+    s.clock.0.store(NOW + 901, Ordering::SeqCst);
+    let page = b.authorize(&s, &[]).await;
+    let ok = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+}
+on_both_backends!(wrong_passwords_lock_the_account);
+
+async fn forms_are_bound_to_the_browser_and_csrf_token(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let page = b.authorize(&s, &[]).await;
+    // A forged form (wrong CSRF token) is refused.
+    let form = [
+        ("request", page.hidden("request")),
+        ("csrf", "forged".to_owned()),
+        ("username", "alice".into()),
+        ("password", PASSWORD.into()),
+    ];
+    let response = b
+        .http
+        .post(s.url("/login/password"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    // Another browser (no pending cookie) cannot complete this login.
+    let other = Browser::new();
+    let form = [
+        ("request", page.hidden("request")),
+        ("csrf", page.hidden("csrf")),
+        ("username", "alice".into()),
+        ("password", PASSWORD.into()),
+    ];
+    let response = other
+        .http
+        .post(s.url("/login/password"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+}
+on_both_backends!(forms_are_bound_to_the_browser_and_csrf_token);
+
+async fn userinfo_and_discovery(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let done = password_login(&s, &b, &[]).await;
+    let (_, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let response = s
+        .http
+        .get(s.url("/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["preferred_username"], "alice");
+    let response = s
+        .http
+        .get(s.url("/userinfo"))
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let (_, _, oidc) = s.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(oidc["authorization_endpoint"], s.url("/authorize"));
+    assert_eq!(oidc["claims_parameter_supported"], true);
+    assert_eq!(oidc["authorization_response_iss_parameter_supported"], true);
+}
+on_both_backends!(userinfo_and_discovery);
