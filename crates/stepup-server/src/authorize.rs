@@ -162,6 +162,7 @@ async fn validate(
     state: &ServerState,
     params: &HashMap<String, String>,
     now: i64,
+    pushed: bool,
 ) -> Result<(Client, AuthorizationRequest), Invalid> {
     let get = |k: &str| params.get(k).map(String::as_str);
     let page = |title: &'static str, m: &str| Err(Invalid::Page(title, m.to_owned()));
@@ -236,7 +237,7 @@ async fn validate(
             "this client may not use the authorization code flow".into(),
         );
     }
-    if client.require_par {
+    if client.require_par && !pushed {
         return fail(
             req,
             "invalid_request",
@@ -445,12 +446,19 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
         Ok(p) => p,
         Err(m) => return pages::error_page(StatusCode::BAD_REQUEST, "Invalid request", &m),
     };
-    let req = match validate(state, &params, now).await {
-        Ok((_, req)) => req,
-        Err(Invalid::Page(title, message)) => {
-            return pages::error_page(StatusCode::BAD_REQUEST, title, &message);
+    let req = if let Some(request_uri) = params.get("request_uri") {
+        match pushed_request(state, &params, request_uri, now).await {
+            Ok(req) => req,
+            Err(response) => return response,
         }
-        Err(Invalid::Redirect(req, code, message)) => return error_redirect(state, &req, code, &message),
+    } else {
+        match validate(state, &params, now, false).await {
+            Ok((_, req)) => req,
+            Err(Invalid::Page(title, message)) => {
+                return pages::error_page(StatusCode::BAD_REQUEST, title, &message);
+            }
+            Err(Invalid::Redirect(req, code, message)) => return error_redirect(state, &req, code, &message),
+        }
     };
     let Some(csrf) = session::new_secret(&state.rng) else {
         return server_error_page();
@@ -490,6 +498,79 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
 fn secure(state: &ServerState) -> bool {
     state.config.issuer.starts_with("https://")
 }
+
+/// The prefix of the `request_uri` values this server hands out.
+const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+
+/// RFC 9126 §4: an authorization request by reference to a pushed one. Only
+/// the pushed parameters count, the reference works once, for its client.
+async fn pushed_request(
+    state: &ServerState,
+    params: &HashMap<String, String>,
+    request_uri: &str,
+    now: i64,
+) -> Result<AuthorizationRequest, Response> {
+    let refused = |m: &str| pages::error_page(StatusCode::BAD_REQUEST, "Invalid request", m);
+    let id = request_uri
+        .strip_prefix(REQUEST_URI_PREFIX)
+        .ok_or_else(|| refused("request_uri was not issued by this server"))?;
+    let (client_id, stored) = match state.store.take_pushed(id, now).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(refused("request_uri is unknown, expired or already used")),
+        Err(_) => return Err(server_error_page()),
+    };
+    if params.get("client_id") != Some(&client_id) {
+        return Err(refused("request_uri belongs to another client"));
+    }
+    serde_json::from_str(&stored).map_err(|_| server_error_page())
+}
+
+/// The pushed authorization request endpoint (RFC 9126 §2): the client
+/// authenticates and sends the request directly, so nothing in it can be
+/// changed in the browser; it gets a one-time `request_uri` back.
+pub(crate) async fn par(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
+    match par_inner(&state, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn par_inner(
+    state: &ServerState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, crate::error::OAuthError> {
+    use crate::error::OAuthError;
+    let form = crate::form::Form::parse(headers, body)?;
+    let client = client::authenticate(&state.store, headers, &form, true).await?;
+    if form.get("request_uri").is_some() {
+        return Err(OAuthError::invalid_request("request_uri cannot be pushed"));
+    }
+    let mut params = form.params().clone();
+    params.insert("client_id".into(), client.id.clone());
+    let now = state.clock.now().seconds();
+    let req = match validate(state, &params, now, true).await {
+        Ok((_, req)) => req,
+        Err(Invalid::Page(_, message)) => return Err(OAuthError::invalid_request(message)),
+        Err(Invalid::Redirect(_, code, message)) => return Err(OAuthError::with_code(code, message)),
+    };
+    let id = random_id(&state.rng)?;
+    let params = serde_json::to_string(&req).map_err(|_| OAuthError::server_error())?;
+    state
+        .store
+        .insert_pushed(&id, &client.id, &params, now + PUSHED_REQUEST_SECONDS)
+        .await?;
+    let body = serde_json::json!({
+        "request_uri": format!("{REQUEST_URI_PREFIX}{id}"),
+        "expires_in": PUSHED_REQUEST_SECONDS,
+    });
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    crate::error::no_store(response.headers_mut());
+    Ok(response)
+}
+
+/// How long a pushed request waits for the browser.
+const PUSHED_REQUEST_SECONDS: i64 = 60;
 
 /// Plans the next step for a pending request: finish (code), show the page
 /// for the next missing factor, or end with an error.

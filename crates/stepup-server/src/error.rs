@@ -31,6 +31,12 @@ impl OAuthError {
         }
     }
 
+    /// An error with a code chosen elsewhere (the authorization endpoint's
+    /// codes, when a pushed request is refused).
+    pub(crate) fn with_code(code: &'static str, description: impl Into<String>) -> Self {
+        Self::new(code, description)
+    }
+
     /// Malformed request: missing, repeated or unsupported parameters.
     pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::new("invalid_request", description)

@@ -41,6 +41,11 @@ impl Form {
         Ok(Self { params })
     }
 
+    /// All parameters.
+    pub(crate) fn params(&self) -> &HashMap<String, String> {
+        &self.params
+    }
+
     /// An optional parameter.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)

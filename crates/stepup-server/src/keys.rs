@@ -82,7 +82,7 @@ fn generate_pkcs8(alg: Algorithm, rng: &dyn SecureRandom) -> Result<Vec<u8>, Key
 }
 
 /// Creates one new active key per algorithm.
-async fn create_keys(store: &Store, now: i64, rng: &dyn SecureRandom) -> Result<(), KeyError> {
+async fn create_keys(store: &Store, now: i64, rng: &(dyn SecureRandom + Sync)) -> Result<(), KeyError> {
     for alg in ALGORITHMS {
         let pkcs8 = generate_pkcs8(alg, rng)?;
         store
@@ -106,7 +106,7 @@ impl KeyRing {
         store: &Store,
         now: i64,
         keep_retired_for: i64,
-        rng: &dyn SecureRandom,
+        rng: &(dyn SecureRandom + Sync),
     ) -> Result<Self, KeyError> {
         let keys = store.signing_keys().await?;
         if !ALGORITHMS.iter().all(|alg| {
@@ -119,7 +119,7 @@ impl KeyRing {
     }
 
     /// Retires the active keys and creates new ones.
-    pub async fn rotate(store: &Store, now: i64, rng: &dyn SecureRandom) -> Result<u64, KeyError> {
+    pub async fn rotate(store: &Store, now: i64, rng: &(dyn SecureRandom + Sync)) -> Result<u64, KeyError> {
         let retired = store.retire_signing_keys(now).await?;
         create_keys(store, now, rng).await?;
         Ok(retired)
@@ -129,7 +129,7 @@ impl KeyRing {
         store: &Store,
         now: i64,
         keep_retired_for: i64,
-        rng: &dyn SecureRandom,
+        rng: &(dyn SecureRandom + Sync),
     ) -> Result<Self, KeyError> {
         store
             .delete_signing_keys_retired_before(now - keep_retired_for)

@@ -99,6 +99,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "/authorize",
             get(authorize::authorize_get).post(authorize::authorize_post),
         )
+        .route("/par", post(authorize::par))
         .route("/login/password", post(authorize::login_password))
         .route("/login/otp", post(authorize::login_otp))
         .route(

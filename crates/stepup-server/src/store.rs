@@ -41,6 +41,7 @@ enum Backend {
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_users_sessions_codes.sql")),
+    (3, include_str!("../migrations/0003_pushed_requests.sql")),
 ];
 
 /// The server's database.
@@ -253,6 +254,16 @@ impl Store {
         .await
         .map_err(|e| duplicate(e, format!("client {}", c.client_id)))?;
         Ok(())
+    }
+
+    /// Sets whether a client must push its authorization requests.
+    pub async fn set_client_require_par(&self, client_id: &str, require: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql("UPDATE clients SET require_par = ? WHERE client_id = ?"))
+            .bind(i64::from(require))
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Looks a client up.
@@ -673,6 +684,51 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Stores a pushed authorization request.
+    pub async fn insert_pushed(
+        &self,
+        id: &str,
+        client_id: &str,
+        params: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            self.sql("INSERT INTO pushed_requests (id, client_id, params, expires_at) VALUES (?, ?, ?, ?)"),
+        )
+        .bind(id)
+        .bind(client_id)
+        .bind(params)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a pushed request: returns its client and parameters once, if
+    /// it has not expired (RFC 9126 §4: a request_uri is used once).
+    pub async fn take_pushed(&self, id: &str, now: i64) -> Result<Option<(String, String)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row =
+            sqlx::query(self.sql("SELECT client_id, params, expires_at FROM pushed_requests WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let deleted = sqlx::query(self.sql("DELETE FROM pushed_requests WHERE id = ?"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let expires_at: i64 = row.try_get("expires_at")?;
+        if deleted != 1 || expires_at <= now {
+            return Ok(None);
+        }
+        Ok(Some((row.try_get("client_id")?, row.try_get("params")?)))
     }
 
     /// Replaces the parameters of a pending request.
