@@ -2,6 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
+mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,6 +26,14 @@ enum Command {
     /// Work with step-up policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the authorization server.
+    Serve {
+        /// The server configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage the authorization server's users, clients and signing keys.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Subcommand)]
@@ -94,6 +105,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             explain(&policy, &method, &path, &facts, now)
         }
+        Command::Serve { config } => serve::serve(&config),
+        Command::Admin(args) => admin::run(args),
     }
 }
 

@@ -1,0 +1,428 @@
+//! `stepup admin`: users, clients and signing keys of the authorization
+//! server, straight in its database.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Subcommand};
+use qrcode::QrCode;
+use qrcode::render::unicode::Dense1x2;
+use ring::rand::SystemRandom;
+use stepup_core::{Clock, Scope, SystemClock};
+use stepup_server::Store;
+use stepup_server::client::{self, AuthMethod, GRANT_TYPES, Registration};
+use stepup_server::keys::KeyRing;
+use stepup_server::users::{self, MIN_PASSWORD_LEN};
+use zeroize::Zeroizing;
+
+use crate::serve::{load_config, open_store, runtime};
+
+#[derive(Args)]
+pub(crate) struct AdminArgs {
+    /// The server configuration (TOML): it names the database and the issuer.
+    #[arg(long)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Users who sign in at the authorization server.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user with a password; prints the user's subject (`sub`).
+    Add {
+        /// Login name: letters, digits, '-', '_', '.' or '@'.
+        username: String,
+        /// Read the password from the first line of standard input instead
+        /// of prompting on the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password (and unlock the account).
+    Passwd {
+        /// Login name.
+        username: String,
+        /// Read the password from the first line of standard input instead
+        /// of prompting on the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Enrol a new TOTP secret for a user (replacing any previous one) and
+    /// show it as a QR code to scan.
+    TotpEnroll {
+        /// Login name.
+        username: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; a confidential client's secret is shown once.
+    Add {
+        /// The client id: letters, digits, '-', '_' or '.'.
+        client_id: String,
+        /// A grant type the client may use (repeat for several).
+        #[arg(long = "grant", value_name = "GRANT_TYPE", value_parser = PossibleValuesParser::new(GRANT_TYPES.iter().copied()))]
+        grants: Vec<String>,
+        /// An exact redirect URI (repeat for several).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// A scope the client may ask for (repeat for several).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// A public client: no secret (PKCE protects its codes).
+        #[arg(long)]
+        public: bool,
+        /// How a confidential client authenticates at the token endpoint.
+        #[arg(
+            long,
+            value_name = "METHOD",
+            value_parser = ["client_secret_basic", "client_secret_post"],
+            default_value = "client_secret_basic",
+            conflicts_with = "public"
+        )]
+        auth_method: String,
+        /// Require pushed authorization requests (RFC 9126).
+        #[arg(long)]
+        require_par: bool,
+    },
+    /// List clients.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Retire the active signing keys and create new ones.
+    Rotate,
+}
+
+/// Runs an admin command.
+pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    runtime()?.block_on(async move {
+        let store = open_store(&config.database_url).await?;
+        let rng = SystemRandom::new();
+        let now = SystemClock.now().seconds();
+        match args.command {
+            AdminCommand::User(UserCommand::Add {
+                username,
+                password_stdin,
+            }) => user_add(&store, &username, password_stdin, now, &rng).await,
+            AdminCommand::User(UserCommand::Passwd {
+                username,
+                password_stdin,
+            }) => user_passwd(&store, &username, password_stdin, &rng).await,
+            AdminCommand::User(UserCommand::TotpEnroll { username }) => {
+                totp_enroll(&store, &config.issuer, &username, &rng).await
+            }
+            AdminCommand::User(UserCommand::List) => user_list(&store, now).await,
+            AdminCommand::Client(ClientCommand::Add {
+                client_id,
+                grants,
+                redirect_uris,
+                scopes,
+                public,
+                auth_method,
+                require_par,
+            }) => {
+                let auth_method = if public {
+                    AuthMethod::None
+                } else {
+                    AuthMethod::parse(&auth_method)
+                        .ok_or_else(|| anyhow!("unknown auth method {auth_method:?}"))?
+                };
+                let scopes = scopes
+                    .iter()
+                    .map(|s| Scope::new(s.as_str()).map_err(|e| anyhow!("scope {s:?}: {e}")))
+                    .collect::<Result<Vec<_>>>()?;
+                let registration = Registration {
+                    client_id,
+                    auth_method,
+                    redirect_uris,
+                    grant_types: grants,
+                    scopes,
+                    require_par,
+                };
+                client_add(&store, registration, now, &rng).await
+            }
+            AdminCommand::Client(ClientCommand::List) => client_list(&store).await,
+            AdminCommand::Keys(KeysCommand::Rotate) => keys_rotate(&store, now, &rng).await,
+        }
+    })
+}
+
+/// Reads a new password: the first line of standard input, or twice from
+/// the terminal without echo.
+fn read_password(username: &str, from_stdin: bool) -> Result<Zeroizing<String>> {
+    if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        let len = line.trim_end_matches(['\n', '\r']).len();
+        line.truncate(len);
+        if line.is_empty() {
+            bail!("no password on standard input (expected one line)");
+        }
+        return Ok(line);
+    }
+    let prompt = |text: String| {
+        rpassword::prompt_password(text).map(Zeroizing::new).map_err(|e| {
+            anyhow!("cannot read a password from the terminal ({e}); pipe one in with --password-stdin")
+        })
+    };
+    let first = prompt(format!("New password for {username}: "))?;
+    if first.chars().count() < MIN_PASSWORD_LEN {
+        bail!("a password needs at least {MIN_PASSWORD_LEN} characters");
+    }
+    let second = prompt("Repeat the password: ".to_owned())?;
+    if *first != *second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+async fn user_add(
+    store: &Store,
+    username: &str,
+    password_stdin: bool,
+    now: i64,
+    rng: &SystemRandom,
+) -> Result<ExitCode> {
+    // Fail before asking for a password that could not be used.
+    if store.user_by_username(username).await?.is_some() {
+        bail!("user {username} already exists");
+    }
+    let password = read_password(username, password_stdin)?;
+    let user = users::add_user(store, username, &password, now, rng).await?;
+    println!("added user {}", user.username);
+    println!("subject: {}", user.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn user_passwd(
+    store: &Store,
+    username: &str,
+    password_stdin: bool,
+    rng: &SystemRandom,
+) -> Result<ExitCode> {
+    if store.user_by_username(username).await?.is_none() {
+        bail!("no user named {username:?}");
+    }
+    let password = read_password(username, password_stdin)?;
+    users::set_password(store, username, &password, rng).await?;
+    println!("changed the password of {username} (and unlocked the account)");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn totp_enroll(store: &Store, issuer: &str, username: &str, rng: &SystemRandom) -> Result<ExitCode> {
+    let previous = store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| anyhow!("no user named {username:?}"))?
+        .totp_seed
+        .is_some();
+    let secret = users::enroll_totp(store, username, rng).await?;
+    let uri = Zeroizing::new(users::otpauth_uri(&totp_label(issuer), username, &secret));
+    let qr = QrCode::new(uri.as_bytes()).map_err(|e| anyhow!("cannot make a QR code: {e}"))?;
+    // Inverted, as terminals are mostly light text on a dark background.
+    let image = qr
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .build();
+    if previous {
+        eprintln!("note: {username} had a TOTP secret: it no longer works");
+    }
+    println!("TOTP enrolled for {username}. Scan this QR code with an authenticator app:");
+    println!();
+    println!("{image}");
+    println!();
+    println!("{}", uri.as_str());
+    println!();
+    println!(
+        "Or enter it by hand: account {username}, key {} (time-based, {}, {} digits, {} s)",
+        Zeroizing::new(users::base32(secret.expose_seed())).as_str(),
+        secret.algorithm.name(),
+        secret.digits,
+        secret.step
+    );
+    eprintln!("note: this is the user's secret: clear the terminal once it is scanned");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What authenticator apps show as the account's issuer: the issuer's host.
+/// The Key URI Format allows no colon in it, so not the whole issuer URL
+/// (nor a port, nor an IPv6 address).
+fn totp_label(issuer: &str) -> String {
+    url::Url::parse(issuer)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .filter(|host| !host.is_empty() && !host.contains(':'))
+        .unwrap_or_else(|| "stepup".to_owned())
+}
+
+async fn user_list(store: &Store, now: i64) -> Result<ExitCode> {
+    let users = store.users().await?;
+    if users.is_empty() {
+        println!("no users");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = users
+        .iter()
+        .map(|u| {
+            let locked = match u.locked_until {
+                Some(until) if until > now => format!("yes, {} s left", until - now),
+                _ => "no".to_owned(),
+            };
+            vec![
+                u.username.clone(),
+                u.id.clone(),
+                yes_no(u.totp_seed.is_some()).to_owned(),
+                locked,
+            ]
+        })
+        .collect();
+    print_table(&["USERNAME", "SUBJECT", "TOTP", "LOCKED"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn client_add(
+    store: &Store,
+    registration: Registration,
+    now: i64,
+    rng: &SystemRandom,
+) -> Result<ExitCode> {
+    let (client, secret) = client::register(store, registration, now, rng).await?;
+    let kind = if secret.is_some() {
+        "confidential"
+    } else {
+        "public"
+    };
+    println!(
+        "registered {kind} client {} (auth method {})",
+        client.id,
+        client.auth_method.as_str()
+    );
+    println!("client_id: {}", client.id);
+    if let Some(secret) = secret {
+        println!("client_secret: {}", secret.expose_secret());
+        eprintln!(
+            "note: the client secret is shown this once and cannot be shown again (only its hash is stored): keep it now"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn client_list(store: &Store) -> Result<ExitCode> {
+    let clients = client::list(store).await?;
+    if clients.is_empty() {
+        println!("no clients");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let or_dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
+    let rows = clients
+        .iter()
+        .map(|c| {
+            let scopes: Vec<&str> = c.scopes.iter().map(Scope::as_str).collect();
+            vec![
+                c.id.clone(),
+                c.auth_method.as_str().to_owned(),
+                or_dash(c.grant_types.join(",")),
+                or_dash(scopes.join(" ")),
+                yes_no(c.require_par).to_owned(),
+                or_dash(c.redirect_uris.join(" ")),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "CLIENT",
+            "AUTH METHOD",
+            "GRANT TYPES",
+            "SCOPES",
+            "PAR",
+            "REDIRECT URIS",
+        ],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys_rotate(store: &Store, now: i64, rng: &SystemRandom) -> Result<ExitCode> {
+    let retired = KeyRing::rotate(store, now, rng).await?;
+    let active: Vec<String> = store
+        .signing_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.retired_at.is_none())
+        .map(|k| format!("{} ({})", k.kid, k.alg))
+        .collect();
+    println!(
+        "retired {retired} signing key{}; active now: {}",
+        if retired == 1 { "" } else { "s" },
+        active.join(", ")
+    );
+    println!("Running servers pick up the new keys within a minute (they reload them every 60 s).");
+    println!("Retired keys stay in the JWK Set until the tokens they signed have expired.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// Prints rows under headers, in columns padded to their widest cell.
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totp_labels_have_no_colon() {
+        assert_eq!(totp_label("http://127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(totp_label("https://as.example/tenant"), "as.example");
+        assert_eq!(totp_label("http://[::1]:8080"), "stepup");
+    }
+}
