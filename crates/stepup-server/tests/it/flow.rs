@@ -17,7 +17,7 @@ use crate::on_both_backends;
 
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 pub const REDIRECT: &str = "https://app.example/cb";
-const PASSWORD: &str = "correct horse battery";
+pub const PASSWORD: &str = "correct horse battery";
 
 /// A browser: keeps cookies, does not follow redirects.
 pub struct Browser {
@@ -75,7 +75,7 @@ impl Browser {
         }
     }
 
-    async fn page(response: reqwest::Response) -> Page {
+    pub async fn page(response: reqwest::Response) -> Page {
         Page {
             status: response.status().as_u16(),
             location: response
@@ -163,7 +163,7 @@ pub async fn exchange(s: &TestServer, code: &str) -> (u16, Value) {
     (status, body)
 }
 
-fn jwt_claims(token: &str) -> Value {
+pub fn jwt_claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(
         &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),

@@ -11,4 +11,6 @@
 
 mod fixtures;
 mod flow;
+mod interop;
+mod par;
 mod token;
