@@ -542,7 +542,7 @@ async fn par_inner(
 ) -> Result<Response, crate::error::OAuthError> {
     use crate::error::OAuthError;
     let form = crate::form::Form::parse(headers, body)?;
-    let client = client::authenticate(&state.store, headers, &form, true).await?;
+    let client = client::authenticate_at(state, "/par", headers, &form, true).await?;
     if form.get("request_uri").is_some() {
         return Err(OAuthError::invalid_request("request_uri cannot be pushed"));
     }

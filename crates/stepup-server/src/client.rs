@@ -9,6 +9,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::HeaderMap;
 use ring::digest::{SHA256, digest};
 use ring::rand::SecureRandom;
+use stepup_core::jwk::{Algorithm, Jwks};
+use stepup_core::jws::{VerificationPolicy, verify_compact};
 use stepup_core::{ClientSecret, Scope};
 use subtle::ConstantTimeEq;
 
@@ -24,6 +26,9 @@ pub enum AuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the form body.
     ClientSecretPost,
+    /// A JWT signed with the client's private key (RFC 7523, OpenID
+    /// Connect Core §9); its public keys are registered.
+    PrivateKeyJwt,
     /// A public client: no secret (PKCE protects its codes).
     None,
 }
@@ -34,15 +39,21 @@ impl AuthMethod {
         match self {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
             AuthMethod::None => "none",
         }
     }
 
     /// Parses an RFC 8414 name.
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::ClientSecretBasic, Self::ClientSecretPost, Self::None]
-            .into_iter()
-            .find(|m| m.as_str() == name)
+        [
+            Self::ClientSecretBasic,
+            Self::ClientSecretPost,
+            Self::PrivateKeyJwt,
+            Self::None,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
     }
 }
 
@@ -65,6 +76,8 @@ pub struct Client {
     pub scopes: Vec<Scope>,
     /// Whether its authorization requests must be pushed (RFC 9126).
     pub require_par: bool,
+    /// Its public keys, for `private_key_jwt`.
+    pub jwks: Option<Jwks>,
 }
 
 /// What an administrator registers.
@@ -82,6 +95,8 @@ pub struct Registration {
     pub scopes: Vec<Scope>,
     /// Whether authorization requests must be pushed.
     pub require_par: bool,
+    /// The client's public keys (a JWK Set, JSON), for `private_key_jwt`.
+    pub jwks: Option<String>,
 }
 
 /// Why a registration is refused.
@@ -124,6 +139,10 @@ impl Client {
             grant_types: serde_json::from_str(&s.grant_types).map_err(|_| corrupt("grant_types"))?,
             scopes,
             require_par: s.require_par,
+            jwks: match s.jwks {
+                Some(json) => Some(Jwks::from_json(json.as_bytes()).map_err(|_| corrupt("jwks"))?),
+                None => None,
+            },
         })
     }
 
@@ -187,7 +206,22 @@ pub async fn register(
             "authorization_code needs at least one redirect URI".into(),
         ));
     }
-    let secret = if r.auth_method == AuthMethod::None {
+    match (&r.jwks, r.auth_method) {
+        (Some(json), AuthMethod::PrivateKeyJwt) => {
+            let keys = Jwks::from_json(json.as_bytes()).map_err(|e| invalid(format!("jwks: {e}")))?;
+            if keys.is_empty() {
+                return Err(invalid("jwks: no usable public key".into()));
+            }
+        }
+        (None, AuthMethod::PrivateKeyJwt) => {
+            return Err(invalid(
+                "private_key_jwt needs the client's public keys (a JWK Set)".into(),
+            ));
+        }
+        (Some(_), _) => return Err(invalid("public keys are only used with private_key_jwt".into())),
+        (None, _) => {}
+    }
+    let secret = if matches!(r.auth_method, AuthMethod::None | AuthMethod::PrivateKeyJwt) {
         None
     } else {
         let mut bytes = [0u8; 32];
@@ -207,6 +241,7 @@ pub async fn register(
         scopes: scopes.join(" "),
         require_par: r.require_par,
         created_at: now,
+        jwks: r.jwks.clone(),
     };
     store.insert_client(&stored).await?;
     Ok((Client::from_stored(stored)?, secret))
@@ -280,6 +315,30 @@ fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> 
             method: AuthMethod::ClientSecretBasic,
         });
     }
+    if let Some(assertion) = form.get("client_assertion") {
+        if form.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ));
+        }
+        if form.get("client_assertion_type") != Some(JWT_BEARER) {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {JWT_BEARER}"
+            )));
+        }
+        let client_id = assertion_subject(assertion)
+            .ok_or_else(|| OAuthError::invalid_client("malformed client assertion"))?;
+        if form.get("client_id").is_some_and(|f| f != client_id) {
+            return Err(OAuthError::invalid_request(
+                "client_id differs from the client assertion",
+            ));
+        }
+        return Ok(Presented {
+            client_id,
+            secret: Some(assertion.to_owned()),
+            method: AuthMethod::PrivateKeyJwt,
+        });
+    }
     let client_id = form
         .get("client_id")
         .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
@@ -294,6 +353,72 @@ fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> 
     })
 }
 
+/// RFC 7523 §2.2.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The `sub` of an assertion, read before its signature is checked only to
+/// find whose keys check it.
+fn assertion_subject(assertion: &str) -> Option<String> {
+    let payload = assertion.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("sub")?.as_str().map(str::to_owned)
+}
+
+/// Where assertions must be addressed, and when.
+pub(crate) struct AssertionContext<'a> {
+    /// Accepted `aud` values: the issuer and the endpoint's URL.
+    pub(crate) audiences: &'a [String],
+    /// The current time.
+    pub(crate) now: i64,
+}
+
+/// Checks a client assertion (RFC 7523 §3, OpenID Connect Core §9): a JWS
+/// by one of the client's keys, `iss` = `sub` = client id, `aud` naming this
+/// server, unexpired, at most 5 minutes of lifetime, `jti` used once.
+async fn check_assertion(
+    store: &Store,
+    client: &Client,
+    assertion: &str,
+    ctx: &AssertionContext<'_>,
+) -> Result<(), &'static str> {
+    let keys = client.jwks.as_ref().ok_or("no registered keys")?;
+    let policy = VerificationPolicy::new(Algorithm::ALL, None);
+    let verified = verify_compact(assertion, keys, &policy).map_err(|_| "bad signature")?;
+    let c: serde_json::Value = serde_json::from_slice(verified.payload()).map_err(|_| "malformed claims")?;
+    let s = |k: &str| c.get(k).and_then(serde_json::Value::as_str);
+    if s("iss") != Some(client.id.as_str()) || s("sub") != Some(client.id.as_str()) {
+        return Err("iss and sub must be the client id");
+    }
+    let aud_ok = match c.get("aud") {
+        Some(serde_json::Value::String(a)) => ctx.audiences.contains(a),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .any(|a| ctx.audiences.iter().any(|x| x == a)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err("aud must name this server");
+    }
+    let exp = c
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or("exp is required")?;
+    if exp <= ctx.now || exp > ctx.now + 300 {
+        return Err("exp must be within the next 5 minutes");
+    }
+    let jti = s("jti").ok_or("jti is required")?;
+    let fresh = store
+        .use_assertion(&format!("{}:{jti}", client.id), exp)
+        .await
+        .map_err(|_| "server error")?;
+    if !fresh {
+        return Err("assertion already used");
+    }
+    Ok(())
+}
+
 /// Authenticates the client of a token, introspection or revocation
 /// request. `allow_public` admits public clients (token endpoint only).
 pub(crate) async fn authenticate(
@@ -301,6 +426,7 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     form: &Form,
     allow_public: bool,
+    ctx: &AssertionContext<'_>,
 ) -> Result<Client, OAuthError> {
     let p = presented(headers, form)?;
     let fail = |d: &str| OAuthError {
@@ -318,7 +444,34 @@ pub(crate) async fn authenticate(
     match (&p.secret, p.method) {
         (_, AuthMethod::None) if !allow_public => Err(fail("public clients cannot use this endpoint")),
         (_, AuthMethod::None) => Ok(client),
+        (Some(assertion), AuthMethod::PrivateKeyJwt) => {
+            match check_assertion(store, &client, assertion, ctx).await {
+                Ok(()) => Ok(client),
+                Err(why) => {
+                    tracing::debug!(client = %client.id, why, "client assertion refused");
+                    Err(fail("client authentication failed"))
+                }
+            }
+        }
         (Some(secret), _) if client.secret_matches(secret) => Ok(client),
         _ => Err(fail("client authentication failed")),
     }
+}
+
+/// [`authenticate`] at one of this server's endpoints: assertions may name
+/// the issuer or the endpoint's URL as audience.
+pub(crate) async fn authenticate_at(
+    state: &crate::server::ServerState,
+    endpoint: &str,
+    headers: &HeaderMap,
+    form: &Form,
+    allow_public: bool,
+) -> Result<Client, OAuthError> {
+    let issuer = &state.config.issuer;
+    let audiences = [issuer.clone(), format!("{issuer}{endpoint}")];
+    let ctx = AssertionContext {
+        audiences: &audiences,
+        now: state.clock.now().seconds(),
+    };
+    authenticate(&state.store, headers, form, allow_public, &ctx).await
 }

@@ -23,7 +23,11 @@ pub(crate) fn document(state: &ServerState) -> Value {
         .iter()
         .map(|a| a.as_str())
         .collect();
-    let algs: Vec<&str> = state.keys().algorithms().iter().map(|a| a.as_str()).collect();
+    // Client assertions may use any algorithm the verifier supports.
+    let algs: Vec<&str> = stepup_core::jwk::Algorithm::ALL
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
     let mut scopes: Vec<&str> = vec!["openid", "profile", "offline_access"];
     scopes.extend(state.config.scope_bindings.keys().map(|s| s.as_str()));
     json!({
@@ -42,9 +46,9 @@ pub(crate) fn document(state: &ServerState) -> Value {
         "subject_types_supported": ["public"],
         "scopes_supported": scopes,
         "id_token_signing_alg_values_supported": [state.config.signing_alg.as_str()],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "code_challenge_methods_supported": ["S256"],
         "acr_values_supported": acr_values,
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "preferred_username"],

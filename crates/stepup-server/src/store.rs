@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_users_sessions_codes.sql")),
     (3, include_str!("../migrations/0003_pushed_requests.sql")),
+    (4, include_str!("../migrations/0004_private_key_jwt.sql")),
 ];
 
 /// The server's database.
@@ -85,6 +86,8 @@ pub struct StoredClient {
     pub require_par: bool,
     /// When it was registered.
     pub created_at: i64,
+    /// Public keys (a JWK Set) for `private_key_jwt`.
+    pub jwks: Option<String>,
 }
 
 impl Store {
@@ -240,7 +243,7 @@ impl Store {
     /// Registers a client.
     pub async fn insert_client(&self, c: &StoredClient) -> Result<(), StoreError> {
         sqlx::query(self.sql(
-            "INSERT INTO clients (client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO clients (client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at, jwks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&c.client_id)
         .bind(&c.secret_sha256)
@@ -250,10 +253,24 @@ impl Store {
         .bind(&c.scopes)
         .bind(i64::from(c.require_par))
         .bind(c.created_at)
+        .bind(&c.jwks)
         .execute(&self.pool)
         .await
         .map_err(|e| duplicate(e, format!("client {}", c.client_id)))?;
         Ok(())
+    }
+
+    /// Records a client assertion id; false if it was already used.
+    pub async fn use_assertion(&self, id: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query(self.sql(
+                "INSERT INTO used_assertions (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+            ))
+            .bind(id)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Sets whether a client must push its authorization requests.
@@ -269,7 +286,7 @@ impl Store {
     /// Looks a client up.
     pub async fn client(&self, client_id: &str) -> Result<Option<StoredClient>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at FROM clients WHERE client_id = ?",
+            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at, jwks FROM clients WHERE client_id = ?",
         ))
         .bind(client_id)
         .fetch_optional(&self.pool)
@@ -280,7 +297,7 @@ impl Store {
     /// All clients, by id.
     pub async fn clients(&self) -> Result<Vec<StoredClient>, StoreError> {
         let rows = sqlx::query(
-            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at FROM clients ORDER BY client_id",
+            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at, jwks FROM clients ORDER BY client_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -322,6 +339,7 @@ fn client_from_row(r: &AnyRow) -> Result<StoredClient, StoreError> {
         scopes: r.try_get("scopes")?,
         require_par: r.try_get::<i64, _>("require_par")? != 0,
         created_at: r.try_get("created_at")?,
+        jwks: r.try_get("jwks")?,
     })
 }
 

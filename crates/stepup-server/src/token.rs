@@ -131,7 +131,7 @@ pub(crate) async fn token(
 async fn token_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
     let form = Form::parse(headers, body)?;
     let grant_type = form.require("grant_type")?;
-    let client = client::authenticate(&state.store, headers, &form, true).await?;
+    let client = client::authenticate_at(state, "/token", headers, &form, true).await?;
     match grant_type {
         "client_credentials" => client_credentials(state, &client, &form),
         "authorization_code" => crate::grants::authorization_code(state, &client, &form).await,
@@ -225,7 +225,7 @@ async fn introspect_inner(
     body: &[u8],
 ) -> Result<Response, OAuthError> {
     let form = Form::parse(headers, body)?;
-    client::authenticate(&state.store, headers, &form, false).await?;
+    client::authenticate_at(state, "/introspect", headers, &form, false).await?;
     let token = form.require("token")?;
     let Some(c) = active_access_token(state, token).await? else {
         return Ok(token_response(json!({ "active": false })));
@@ -269,7 +269,7 @@ pub(crate) async fn revoke(
 /// or unknown tokens get 200 too (§2.2), a token of another client is refused.
 async fn revoke_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
     let form = Form::parse(headers, body)?;
-    let client = client::authenticate(&state.store, headers, &form, true).await?;
+    let client = client::authenticate_at(state, "/revoke", headers, &form, true).await?;
     let token = form.require("token")?;
     if let Some(claims) = active_access_token(state, token).await? {
         if claims.client_id.as_str() != client.id {

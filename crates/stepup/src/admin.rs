@@ -94,7 +94,7 @@ enum ClientCommand {
         #[arg(
             long,
             value_name = "METHOD",
-            value_parser = ["client_secret_basic", "client_secret_post"],
+            value_parser = ["client_secret_basic", "client_secret_post", "private_key_jwt"],
             default_value = "client_secret_basic",
             conflicts_with = "public"
         )]
@@ -102,6 +102,9 @@ enum ClientCommand {
         /// Require pushed authorization requests (RFC 9126).
         #[arg(long)]
         require_par: bool,
+        /// The client's public keys (a JWK Set file), for private_key_jwt.
+        #[arg(long, value_name = "FILE")]
+        jwks_file: Option<std::path::PathBuf>,
     },
     /// List clients.
     List,
@@ -141,7 +144,15 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                 public,
                 auth_method,
                 require_par,
+                jwks_file,
             }) => {
+                let jwks = match jwks_file {
+                    Some(path) => Some(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?,
+                    ),
+                    None => None,
+                };
                 let auth_method = if public {
                     AuthMethod::None
                 } else {
@@ -159,6 +170,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                     grant_types: grants,
                     scopes,
                     require_par,
+                    jwks,
                 };
                 client_add(&store, registration, now, &rng).await
             }

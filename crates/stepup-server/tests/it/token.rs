@@ -431,3 +431,83 @@ async fn two_instances_on_one_postgres_act_as_one_server() {
     // Both publish the same keys.
     assert_eq!(one.get_json("/jwks").await.2, two.get_json("/jwks").await.2);
 }
+
+async fn private_key_jwt_client_authentication(backend: Backend) {
+    use stepup_core::jws::{SigningHeader, SigningKey, sign_compact};
+    let s = start(backend).await;
+    let rng = ring::rand::SystemRandom::new();
+    let key = SigningKey::generate_es256(&rng).unwrap();
+    let jwks = json!({ "keys": [key.public_jwk(Some("c1"))] }).to_string();
+    let registration = |id: &str, jwks: Option<String>| stepup_server::client::Registration {
+        client_id: id.into(),
+        auth_method: AuthMethod::PrivateKeyJwt,
+        redirect_uris: vec![],
+        grant_types: vec!["client_credentials".into()],
+        scopes: vec![],
+        require_par: false,
+        jwks,
+    };
+    let err = stepup_server::client::register(&s.state.store, registration("nokeys", None), NOW, &rng)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("public keys"), "{err}");
+    let (_, secret) =
+        stepup_server::client::register(&s.state.store, registration("signer", Some(jwks)), NOW, &rng)
+            .await
+            .unwrap();
+    assert!(secret.is_none(), "no secret for private_key_jwt");
+
+    let assertion = |signing: &SigningKey, aud: &str, exp: i64, jti: &str| {
+        let claims =
+            json!({ "iss": "signer", "sub": "signer", "aud": aud, "exp": exp, "jti": jti, "iat": NOW });
+        sign_compact(
+            &SigningHeader::new().kid("c1"),
+            claims.to_string().as_bytes(),
+            signing,
+            &rng,
+        )
+        .unwrap()
+    };
+    let token_url = s.url("/token");
+    let server = &s;
+    let request = |a: String| async move {
+        let form = [
+            ("grant_type", "client_credentials".to_owned()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+            ),
+            ("client_assertion", a),
+        ];
+        let refs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        server.post("/token", None, &refs).await
+    };
+    let good = assertion(&key, &token_url, NOW + 60, "j1");
+    let (status, _, body) = request(good.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    // The issuer as audience works too.
+    let (status, _, _) = request(assertion(&key, &s.issuer, NOW + 60, "j2")).await;
+    assert_eq!(status, 200);
+    let other_key = SigningKey::generate_es256(&rng).unwrap();
+    for (bad, why) in [
+        (good, "replayed"),
+        (
+            assertion(&key, "https://elsewhere.example/token", NOW + 60, "j3"),
+            "wrong aud",
+        ),
+        (assertion(&key, &token_url, NOW - 1, "j4"), "expired"),
+        (assertion(&key, &token_url, NOW + 3600, "j5"), "too long-lived"),
+        (
+            assertion(&other_key, &token_url, NOW + 60, "j6"),
+            "someone else's key",
+        ),
+    ] {
+        let (status, _, body) = request(bad).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{why}: {body}"
+        );
+    }
+}
+on_both_backends!(private_key_jwt_client_authentication);
