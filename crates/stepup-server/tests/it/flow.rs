@@ -578,3 +578,56 @@ async fn userinfo_and_discovery(backend: Backend) {
     assert_eq!(oidc["authorization_response_iss_parameter_supported"], true);
 }
 on_both_backends!(userinfo_and_discovery);
+
+/// Two instances on one PostgreSQL behind one issuer: a login at one, the
+/// code exchanged at the other, the step-up reusing the session across them,
+/// the refresh token used at either.
+#[tokio::test]
+async fn two_instances_share_codes_sessions_and_refresh_tokens() {
+    let url = database_url(Backend::Postgres).await;
+    let one = start_on(&url).await;
+    let two = start_instance(&url, Some(&one.issuer)).await;
+    one.register(
+        "web",
+        AuthMethod::None,
+        &["authorization_code", "refresh_token"],
+        &["profile"],
+    )
+    .await;
+    let rng = SystemRandom::new();
+    users::add_user(&one.state.store, "alice", PASSWORD, NOW, &rng)
+        .await
+        .unwrap();
+    let secret = users::enroll_totp(&one.state.store, "alice", &rng).await.unwrap();
+
+    let b = Browser::new();
+    let done = password_login(&one, &b, &[]).await;
+    let (status, tokens) = exchange(&two, &done.redirect_param("code").unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
+
+    // The session cookie set by one is honoured by two: only the code is asked.
+    two.clock.0.store(NOW + 30, Ordering::SeqCst);
+    one.clock.0.store(NOW + 30, Ordering::SeqCst);
+    let page = b.authorize(&two, &[("acr_values", "urn:stepup:acr:mfa")]).await;
+    assert!(page.is_otp_page() && !page.is_password_page(), "{}", page.body);
+    let code = secret.code_at(UnixTime(NOW + 30));
+    let done = b.submit(&two, "/login/otp", &page, &[("code", &code)]).await;
+    let (status, elevated) = exchange(&one, &done.redirect_param("code").unwrap()).await;
+    assert_eq!(status, 200, "{elevated}");
+    assert_eq!(
+        jwt_claims(elevated["access_token"].as_str().unwrap())["acr"],
+        "urn:stepup:acr:mfa"
+    );
+
+    // A refresh token from one works at two, once.
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("client_id", "web"),
+    ];
+    let (status, _, _) = two.post("/token", None, &form).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = one.post("/token", None, &form).await;
+    assert_eq!(status, 400, "rotation holds across instances");
+}
