@@ -760,6 +760,29 @@ async fn pending_for_form(
     Ok((pending, req))
 }
 
+/// The form of a login page and the pending request it continues.
+async fn login_form(
+    state: &ServerState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(HashMap<String, String>, StoredPending, AuthorizationRequest), Response> {
+    let form = params_from(body)
+        .map_err(|_| pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "The form was malformed."))?;
+    let (pending, req) = pending_for_form(state, headers, &form).await?;
+    Ok((form, pending, req))
+}
+
+/// Counts a failed password or code; true when the account is now locked.
+async fn count_failure(state: &ServerState, user: &StoredUser, now: i64) -> bool {
+    let login = &state.config.login;
+    let count = state
+        .store
+        .record_failure(&user.id, login.max_failures, now + login.lock_seconds)
+        .await
+        .unwrap_or(0);
+    count >= login.max_failures
+}
+
 fn locked(user: &StoredUser, now: i64) -> bool {
     user.locked_until.is_some_and(|until| until > now)
 }
@@ -771,12 +794,9 @@ pub(crate) async fn login_password(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(form) = params_from(&body) else {
-        return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "The form was malformed.");
-    };
-    let (pending, req) = match pending_for_form(&state, &headers, &form).await {
-        Ok(p) => p,
-        Err(r) => return r,
+    let (form, pending, req) = match login_form(&state, &headers, &body).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let now = state.clock.now().seconds();
     let username = form.get("username").map(String::as_str).unwrap_or("");
@@ -798,13 +818,7 @@ pub(crate) async fn login_password(
         return retry(LOCKED).await;
     }
     if !users::verify_password(&user.password_hash, password) {
-        let lock_until = now + state.config.login.lock_seconds;
-        let count = state
-            .store
-            .record_failure(&user.id, state.config.login.max_failures, lock_until)
-            .await
-            .unwrap_or(0);
-        let message = if count >= state.config.login.max_failures {
+        let message = if count_failure(&state, &user, now).await {
             LOCKED
         } else {
             "Wrong user name or password."
@@ -871,12 +885,9 @@ pub(crate) async fn login_otp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(form) = params_from(&body) else {
-        return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "The form was malformed.");
-    };
-    let (pending, req) = match pending_for_form(&state, &headers, &form).await {
-        Ok(p) => p,
-        Err(r) => return r,
+    let (form, pending, req) = match login_form(&state, &headers, &body).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let now = state.clock.now().seconds();
     let Some((session, user)) = current_session(&state, &headers, now).await else {
@@ -915,14 +926,9 @@ pub(crate) async fn login_otp(
         Err(_) => false,
     };
     if !accepted {
-        let lock_until = now + state.config.login.lock_seconds;
-        let count = state
-            .store
-            .record_failure(&user.id, state.config.login.max_failures, lock_until)
-            .await
-            .unwrap_or(0);
+        let now_locked = count_failure(&state, &user, now).await;
         let message = match verified {
-            _ if count >= state.config.login.max_failures => LOCKED,
+            _ if now_locked => LOCKED,
             Err(stepup_core::totp::TotpError::Malformed(_)) => {
                 "Enter the 6-digit code from your authenticator app."
             }
