@@ -631,3 +631,24 @@ async fn two_instances_share_codes_sessions_and_refresh_tokens() {
     let (status, _, _) = one.post("/token", None, &form).await;
     assert_eq!(status, 400, "rotation holds across instances");
 }
+
+async fn wrong_codes_lock_the_account(backend: Backend) {
+    let (s, secret) = setup(backend, true).await;
+    let secret = secret.unwrap();
+    let b = Browser::new();
+    let page = password_login(&s, &b, &[("acr_values", "urn:stepup:acr:mfa")]).await;
+    assert!(page.is_otp_page(), "{}", page.body);
+    let right = secret.code_at(UnixTime(NOW));
+    // A code that is surely wrong: the right one with its last digit changed.
+    let mut wrong = right.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    for _ in 0..5 {
+        let answer = b.submit(&s, "/login/otp", &page, &[("code", &wrong)]).await;
+        assert_eq!(answer.status, 401);
+    }
+    let locked = b.submit(&s, "/login/otp", &page, &[("code", &right)]).await;
+    assert_eq!(locked.status, 401);
+    assert!(locked.body.contains("locked"), "{}", locked.body);
+}
+on_both_backends!(wrong_codes_lock_the_account);
