@@ -28,7 +28,7 @@ use crate::client::{self, Client};
 use crate::pages::{self, FormContext};
 use crate::server::ServerState;
 use crate::session::{self, PENDING_COOKIE, SESSION_COOKIE};
-use crate::store::{OneTime, StoredPending, StoredSession, StoredUser};
+use crate::store::{StoredPending, StoredSession, StoredUser};
 use crate::token::random_id;
 use crate::users;
 
@@ -478,6 +478,20 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
         created_at: now,
         expires_at: now + state.config.login.request_seconds,
     };
+    // A live session that already holds the level answers at once, without
+    // storing the request (single sign-on costs one write, the code's).
+    if let Some((s, u)) = &session {
+        let levels = &state.config.auth_levels;
+        if let Plan::Satisfied { acr, amr, auth_time } = plan(
+            levels,
+            &proofs(s, &req),
+            Some(&enrolled(u)),
+            &ask(&req),
+            UnixTime(now),
+        ) {
+            return finish(state, &pending, &req, u, acr.as_str(), &amr, auth_time.seconds()).await;
+        }
+    }
     if let Err(e) = state.store.insert_pending(&pending).await {
         tracing::error!(error = %e, "storing the pending request failed");
         return server_error_page();
@@ -693,20 +707,16 @@ async fn finish(
     ) else {
         return server_error_page();
     };
-    let stored = async {
-        state.store.insert_family(&family, &req.client_id, now).await?;
-        state
-            .store
-            .insert_one_time(
-                OneTime::Code,
-                &session::secret_id(&code),
-                &family,
-                &grant_json,
-                now + state.config.tokens.code_seconds,
-            )
-            .await?;
-        state.store.delete_pending(&pending.id).await
-    };
+    let code_id = session::secret_id(&code);
+    let stored = state.store.store_code(
+        &family,
+        &req.client_id,
+        &code_id,
+        &grant_json,
+        now + state.config.tokens.code_seconds,
+        &pending.id,
+        now,
+    );
     if let Err(e) = stored.await {
         tracing::error!(error = %e, "storing the code failed");
         return server_error_page();

@@ -75,10 +75,6 @@ async fn issue(
             authentication: Some((&grant.acr, &grant.amr, grant.auth_time)),
         },
     )?;
-    state
-        .store
-        .record_family_access_token(&access.jti, family_id, access.exp)
-        .await?;
     let mut body = json!({
         "access_token": access.token,
         "token_type": "Bearer",
@@ -104,19 +100,28 @@ async fn issue(
         }
         body["id_token"] = Value::from(state.keys().sign(alg, "JWT", &claims, &state.rng)?);
     }
-    if client.may_use_grant("refresh_token") {
+    let refresh = if client.may_use_grant("refresh_token") {
         let secret = session::new_secret(&state.rng).ok_or_else(OAuthError::server_error)?;
         let grant_json = serde_json::to_string(grant).map_err(|_| OAuthError::server_error())?;
-        state
-            .store
-            .insert_one_time(
-                OneTime::Refresh,
-                &session::secret_id(&secret),
-                family_id,
-                &grant_json,
-                now + state.config.tokens.refresh_token_seconds,
-            )
-            .await?;
+        Some((secret, grant_json))
+    } else {
+        None
+    };
+    let refresh_expires = now + state.config.tokens.refresh_token_seconds;
+    let refresh_id = refresh.as_ref().map(|(secret, _)| session::secret_id(secret));
+    state
+        .store
+        .record_issued(
+            family_id,
+            &access.jti,
+            access.exp,
+            refresh_id
+                .as_deref()
+                .zip(refresh.as_ref())
+                .map(|(id, (_, grant))| (id, grant.as_str(), refresh_expires)),
+        )
+        .await?;
+    if let Some((secret, _)) = refresh {
         body["refresh_token"] = Value::from(secret);
     }
     Ok(body)

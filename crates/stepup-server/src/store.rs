@@ -768,19 +768,6 @@ impl Store {
         Ok(())
     }
 
-    /// Opens a token family for a client.
-    pub async fn insert_family(&self, id: &str, client_id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(self.sql(
-            "INSERT INTO token_families (id, client_id, revoked_at, created_at) VALUES (?, ?, NULL, ?)",
-        ))
-        .bind(id)
-        .bind(client_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Whether a family was revoked.
     pub async fn family_revoked(&self, id: &str) -> Result<bool, StoreError> {
         let row = sqlx::query(self.sql("SELECT revoked_at FROM token_families WHERE id = ?"))
@@ -823,48 +810,77 @@ impl Store {
         Ok(())
     }
 
-    /// Records an access token issued in a family.
-    pub async fn record_family_access_token(
+    /// Stores a new authorization code in a new family and closes the
+    /// pending request it answers, in one transaction (one commit: one
+    /// fsync on SQLite).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn store_code(
         &self,
-        jti: &str,
         family_id: &str,
-        exp: i64,
+        client_id: &str,
+        code_id: &str,
+        grant_data: &str,
+        expires_at: i64,
+        pending_id: &str,
+        now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            self.sql("INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)"),
-        )
-        .bind(jti)
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(self.sql(
+            "INSERT INTO token_families (id, client_id, revoked_at, created_at) VALUES (?, ?, NULL, ?)",
+        ))
         .bind(family_id)
-        .bind(exp)
-        .execute(&self.pool)
+        .bind(client_id)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(self.sql(
+            "INSERT INTO codes (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)",
+        ))
+        .bind(code_id)
+        .bind(grant_data)
+        .bind(family_id)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(self.sql("DELETE FROM pending_requests WHERE id = ?"))
+            .bind(pending_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Stores a one-time value (by hash) with its grant.
-    pub async fn insert_one_time(
+    /// Records what a grant issued in a family: the access token (so that
+    /// revoking the family revokes it) and the new refresh token, if any, in
+    /// one transaction.
+    pub async fn record_issued(
         &self,
-        kind: OneTime,
-        id: &str,
         family_id: &str,
-        grant_data: &str,
-        expires_at: i64,
+        access_jti: &str,
+        access_exp: i64,
+        refresh: Option<(&str, &str, i64)>,
     ) -> Result<(), StoreError> {
-        let query = match kind {
-            OneTime::Code => {
-                "INSERT INTO codes (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)"
-            }
-            OneTime::Refresh => {
-                "INSERT INTO refresh_tokens (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)"
-            }
-        };
-        sqlx::query(self.sql(query))
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            self.sql("INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)"),
+        )
+        .bind(access_jti)
+        .bind(family_id)
+        .bind(access_exp)
+        .execute(&mut *tx)
+        .await?;
+        if let Some((id, grant_data, expires_at)) = refresh {
+            sqlx::query(self.sql(
+                "INSERT INTO refresh_tokens (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)",
+            ))
             .bind(id)
             .bind(grant_data)
             .bind(family_id)
             .bind(expires_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
