@@ -163,7 +163,7 @@ async fn validate(
     params: &HashMap<String, String>,
     now: i64,
     pushed: bool,
-) -> Result<(Client, AuthorizationRequest), Invalid> {
+) -> Result<(Arc<Client>, AuthorizationRequest), Invalid> {
     let get = |k: &str| params.get(k).map(String::as_str);
     let page = |title: &'static str, m: &str| Err(Invalid::Page(title, m.to_owned()));
     let Some(client_id) = get("client_id") else {
@@ -172,7 +172,7 @@ async fn validate(
             "The request does not name a client (client_id).",
         );
     };
-    let client = match client::find(&state.store, client_id).await {
+    let client = match state.clients.find(&state.store, client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             return page(

@@ -24,6 +24,7 @@ pub struct ServerState {
     /// A hash no password matches, checked for unknown user names so that
     /// the answer takes as long as for known ones (no user enumeration).
     pub(crate) decoy_hash: String,
+    pub(crate) clients: crate::client::ClientCache,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -49,6 +50,7 @@ impl ServerState {
             rng,
             clock,
             decoy_hash,
+            clients: crate::client::ClientCache::default(),
         }))
     }
 
