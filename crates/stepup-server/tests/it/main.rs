@@ -9,6 +9,7 @@
     clippy::panic
 )]
 
+mod browser;
 mod fixtures;
 mod flow;
 mod interop;
