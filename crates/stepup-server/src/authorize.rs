@@ -27,8 +27,8 @@ use subtle::ConstantTimeEq;
 use crate::client::{self, Client};
 use crate::pages::{self, FormContext};
 use crate::server::ServerState;
-use crate::session::{self, PENDING_COOKIE, SESSION_COOKIE};
-use crate::store::{StoredPending, StoredSession, StoredUser};
+use crate::session::{self, PENDING_COOKIE};
+use crate::store::{Attempt, StoredPending, StoredSession, StoredUser};
 use crate::token::random_id;
 use crate::users;
 
@@ -403,7 +403,7 @@ async fn current_session(
     headers: &HeaderMap,
     now: i64,
 ) -> Option<(StoredSession, StoredUser)> {
-    let secret = session::cookie(headers, SESSION_COOKIE)?;
+    let secret = session::cookie(headers, session::session_cookie_name(secure(state)))?;
     let session = state
         .store
         .session(&session::secret_id(secret), now)
@@ -782,22 +782,66 @@ async fn login_form(
     Ok((form, pending, req))
 }
 
-/// Counts a failed password or code; true when the account is now locked.
-async fn count_failure(state: &ServerState, user: &StoredUser, now: i64) -> bool {
+/// Takes an attempt at a factor for a user: false while the account is locked.
+async fn begin_attempt(state: &ServerState, user: &StoredUser, kind: Attempt, now: i64) -> bool {
     let login = &state.config.login;
-    let count = state
+    state
         .store
-        .record_failure(&user.id, login.max_failures, now + login.lock_seconds)
+        .begin_attempt(&user.id, kind, login.max_failures, now, now + login.lock_seconds)
         .await
-        .unwrap_or(0);
-    count >= login.max_failures
+        .unwrap_or(false)
 }
 
-fn locked(user: &StoredUser, now: i64) -> bool {
-    user.locked_until.is_some_and(|until| until > now)
+/// Records the verdict of an attempt; true when the account is now locked.
+async fn end_attempt(
+    state: &ServerState,
+    user: &StoredUser,
+    kind: Attempt,
+    succeeded: bool,
+    now: i64,
+) -> bool {
+    let login = &state.config.login;
+    state
+        .store
+        .end_attempt(
+            &user.id,
+            kind,
+            succeeded,
+            login.max_failures,
+            now + login.lock_seconds,
+        )
+        .await
+        .unwrap_or(false)
 }
 
 const LOCKED: &str = "Too many failed attempts: this account is locked for a while. Try again later.";
+
+/// The password page says the same for an unknown user, a wrong password and
+/// a locked account: nothing there tells whether an account exists.
+const SIGN_IN_FAILED: &str =
+    "Wrong user name or password, or too many attempts: check them, or wait a few minutes and try again.";
+
+/// Gives the session a new secret after a factor is proven, so that a
+/// session id planted in the browser beforehand (session fixation) never
+/// carries the user's proofs. Returns the updated session and its cookie.
+async fn rotate_session(state: &ServerState, session: StoredSession) -> Option<(StoredSession, String)> {
+    let secret = session::new_secret(&state.rng)?;
+    let new_id = session::secret_id(&secret);
+    state.store.rotate_session(&session.id, &new_id).await.ok()?;
+    let cookie = session::set_cookie(
+        session::session_cookie_name(secure(state)),
+        &secret,
+        secure(state),
+        state.config.login.session_seconds,
+    );
+    Some((
+        StoredSession {
+            id: new_id,
+            ..session
+        },
+        cookie,
+    ))
+}
 
 pub(crate) async fn login_password(
     State(state): State<Arc<ServerState>>,
@@ -822,20 +866,17 @@ pub(crate) async fn login_password(
     let Some(user) = user else {
         // Same work as for a real user: no timing difference.
         users::verify_password(&state.decoy_hash, password);
-        return retry("Wrong user name or password.").await;
+        return retry(SIGN_IN_FAILED).await;
     };
-    if locked(&user, now) {
-        return retry(LOCKED).await;
+    if !begin_attempt(&state, &user, Attempt::Password, now).await {
+        users::verify_password(&state.decoy_hash, password);
+        return retry(SIGN_IN_FAILED).await;
     }
-    if !users::verify_password(&user.password_hash, password) {
-        let message = if count_failure(&state, &user, now).await {
-            LOCKED
-        } else {
-            "Wrong user name or password."
-        };
-        return retry(message).await;
+    let ok = users::verify_password(&user.password_hash, password);
+    end_attempt(&state, &user, Attempt::Password, ok, now).await;
+    if !ok {
+        return retry(SIGN_IN_FAILED).await;
     }
-    let _ = state.store.reset_failures(&user.id).await;
     // Continue the session of the same user; anyone else starts a new one.
     let (session, cookie) = match session {
         Some((s, u)) if u.id == user.id => {
@@ -847,13 +888,18 @@ pub(crate) async fn login_password(
             {
                 return server_error_page();
             }
-            (
+            let Some((s, cookie)) = rotate_session(
+                &state,
                 StoredSession {
                     pwd_at: Some(now),
                     ..s
                 },
-                None,
             )
+            .await
+            else {
+                return server_error_page();
+            };
+            (s, Some(cookie))
         }
         _ => {
             let Some(secret) = session::new_secret(&state.rng) else {
@@ -872,7 +918,7 @@ pub(crate) async fn login_password(
                 return server_error_page();
             }
             let cookie = session::set_cookie(
-                SESSION_COOKIE,
+                session::session_cookie_name(secure(&state)),
                 &secret,
                 secure(&state),
                 state.config.login.session_seconds,
@@ -911,7 +957,9 @@ pub(crate) async fn login_otp(
         .await;
     };
     let live = Some((session.clone(), user.clone()));
-    if locked(&user, now) {
+    // The attempt is counted before the code is checked: concurrent guesses
+    // cannot exceed the limit, and a correct password does not reset it.
+    if !begin_attempt(&state, &user, Attempt::Otp, now).await {
         return advance(&state, &pending, &req, live, Some(LOCKED)).await;
     }
     let Some(secret) = users::totp_secret(&user) else {
@@ -935,8 +983,8 @@ pub(crate) async fn login_otp(
         },
         Err(_) => false,
     };
+    let now_locked = end_attempt(&state, &user, Attempt::Otp, accepted, now).await;
     if !accepted {
-        let now_locked = count_failure(&state, &user, now).await;
         let message = match verified {
             _ if now_locked => LOCKED,
             Err(stepup_core::totp::TotpError::Malformed(_)) => {
@@ -949,7 +997,6 @@ pub(crate) async fn login_otp(
         };
         return advance(&state, &pending, &req, live, Some(message)).await;
     }
-    let _ = state.store.reset_failures(&user.id).await;
     if state
         .store
         .session_factor_proven(&session.id, "otp", now)
@@ -958,13 +1005,24 @@ pub(crate) async fn login_otp(
     {
         return server_error_page();
     }
-    let session = StoredSession {
-        otp_at: Some(now),
-        ..session
+    let Some((session, cookie)) = rotate_session(
+        &state,
+        StoredSession {
+            otp_at: Some(now),
+            ..session
+        },
+    )
+    .await
+    else {
+        return server_error_page();
     };
     let mut req = req;
     note_proven(&state, &pending, &mut req, "otp").await;
-    advance(&state, &pending, &req, Some((session, user)), None).await
+    let mut response = advance(&state, &pending, &req, Some((session, user)), None).await;
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
 }
 
 #[cfg(test)]

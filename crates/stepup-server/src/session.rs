@@ -11,8 +11,16 @@ use http::HeaderMap;
 use ring::digest::{SHA256, digest};
 use ring::rand::SecureRandom;
 
-/// The session cookie's name.
-pub(crate) const SESSION_COOKIE: &str = "stepup_session";
+/// The session cookie's name: with an https issuer the `__Host-` prefix
+/// makes browsers refuse the cookie unless it is Secure, host-only and for
+/// `/`, so a sibling subdomain or a plain-http page cannot plant one.
+pub(crate) fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-stepup_session"
+    } else {
+        "stepup_session"
+    }
+}
 /// The cookie binding a pending authorization request to this browser.
 pub(crate) const PENDING_COOKIE: &str = "stepup_pending";
 
@@ -60,7 +68,8 @@ mod tests {
             http::header::COOKIE,
             HeaderValue::from_static("a=1; stepup_session_x=2; stepup_session=abc"),
         );
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, session_cookie_name(false)), Some("abc"));
+        assert_eq!(session_cookie_name(true), "__Host-stepup_session");
         assert_eq!(cookie(&h, "a"), Some("1"));
         assert_eq!(cookie(&h, "b"), None);
     }

@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_users_sessions_codes.sql")),
     (3, include_str!("../migrations/0003_pushed_requests.sql")),
     (4, include_str!("../migrations/0004_private_key_jwt.sql")),
+    (5, include_str!("../migrations/0005_otp_attempts.sql")),
 ];
 
 /// The server's database.
@@ -433,6 +434,15 @@ pub enum Consumed {
     NotFound,
 }
 
+/// Which factor an attempt is at (each has its own failure count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// A password.
+    Password,
+    /// A TOTP code.
+    Otp,
+}
+
 /// Which one-time values.
 #[derive(Debug, Clone, Copy)]
 pub enum OneTime {
@@ -556,45 +566,86 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Counts a failed attempt; locks the account until `lock_until` once
-    /// `max_failures` is reached. Returns the new count.
-    pub async fn record_failure(
+    /// Takes an attempt at a factor, counting it before the check, in one
+    /// statement: refused (false) while the account is locked or while
+    /// `max_failures` attempts are already counted, so that concurrent
+    /// guesses cannot exceed the limit. A count stuck at the limit (a crash
+    /// between attempt and verdict) becomes an ordinary lock.
+    pub async fn begin_attempt(
         &self,
         user_id: &str,
+        kind: Attempt,
         max_failures: i64,
+        now: i64,
         lock_until: i64,
-    ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(self.sql("UPDATE users SET failed_attempts = failed_attempts + 1 WHERE id = ?"))
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query(self.sql("SELECT failed_attempts FROM users WHERE id = ?"))
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let count: i64 = match row {
-            Some(r) => r.try_get("failed_attempts")?,
-            None => 0,
+    ) -> Result<bool, StoreError> {
+        let (take, stuck) = match kind {
+            Attempt::Password => (
+                "UPDATE users SET failed_attempts = failed_attempts + 1 WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?) AND failed_attempts < ?",
+                "UPDATE users SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ? AND (locked_until IS NULL OR locked_until <= ?)",
+            ),
+            Attempt::Otp => (
+                "UPDATE users SET otp_failed_attempts = otp_failed_attempts + 1 WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?) AND otp_failed_attempts < ?",
+                "UPDATE users SET locked_until = ?, otp_failed_attempts = 0 WHERE id = ? AND otp_failed_attempts >= ? AND (locked_until IS NULL OR locked_until <= ?)",
+            ),
         };
-        if count >= max_failures {
-            sqlx::query(self.sql("UPDATE users SET locked_until = ?, failed_attempts = 0 WHERE id = ?"))
+        let taken = sqlx::query(self.sql(take))
+            .bind(user_id)
+            .bind(now)
+            .bind(max_failures)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1;
+        if !taken {
+            sqlx::query(self.sql(stuck))
                 .bind(lock_until)
                 .bind(user_id)
-                .execute(&mut *tx)
+                .bind(max_failures)
+                .bind(now)
+                .execute(&self.pool)
                 .await?;
         }
-        tx.commit().await?;
-        Ok(count)
+        Ok(taken)
     }
 
-    /// Clears the failure count after a success.
-    pub async fn reset_failures(&self, user_id: &str) -> Result<(), StoreError> {
-        sqlx::query(self.sql("UPDATE users SET failed_attempts = 0 WHERE id = ?"))
+    /// Records the verdict of an attempt: a success clears the count; a
+    /// failure that reaches `max_failures` locks the account until
+    /// `lock_until`. Returns whether the account is now locked.
+    pub async fn end_attempt(
+        &self,
+        user_id: &str,
+        kind: Attempt,
+        succeeded: bool,
+        max_failures: i64,
+        lock_until: i64,
+    ) -> Result<bool, StoreError> {
+        let query = match (kind, succeeded) {
+            (Attempt::Password, true) => "UPDATE users SET failed_attempts = 0 WHERE id = ?",
+            (Attempt::Otp, true) => "UPDATE users SET otp_failed_attempts = 0 WHERE id = ?",
+            (Attempt::Password, false) => {
+                "UPDATE users SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ?"
+            }
+            (Attempt::Otp, false) => {
+                "UPDATE users SET locked_until = ?, otp_failed_attempts = 0 WHERE id = ? AND otp_failed_attempts >= ?"
+            }
+        };
+        if succeeded {
+            sqlx::query(self.sql(query))
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(false);
+        }
+        let locked = sqlx::query(self.sql(query))
+            .bind(lock_until)
             .bind(user_id)
+            .bind(max_failures)
             .execute(&self.pool)
-            .await?;
-        Ok(())
+            .await?
+            .rows_affected()
+            == 1;
+        Ok(locked)
     }
 
     /// Starts a session.
@@ -642,6 +693,25 @@ impl Store {
         sqlx::query(self.sql(query))
             .bind(at)
             .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives a session a new id (a new cookie secret), keeping its proofs.
+    pub async fn rotate_session(&self, old_id: &str, new_id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("UPDATE sessions SET id = ? WHERE id = ?"))
+            .bind(new_id)
+            .bind(old_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of a user (after a password or TOTP change).
+    pub async fn delete_user_sessions(&self, user_id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("DELETE FROM sessions WHERE user_id = ?"))
+            .bind(user_id)
             .execute(&self.pool)
             .await?;
         Ok(())

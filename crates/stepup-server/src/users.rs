@@ -109,6 +109,8 @@ pub async fn set_password(
     store
         .set_password_hash(&user.id, &hash_password(password, rng)?)
         .await?;
+    // A changed credential ends the sessions proven with the old one.
+    store.delete_user_sessions(&user.id).await?;
     Ok(())
 }
 
@@ -124,6 +126,7 @@ pub async fn enroll_totp(
         .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
     let seed = random_bytes::<20>(rng)?;
     store.set_totp_seed(&user.id, &STANDARD.encode(seed)).await?;
+    store.delete_user_sessions(&user.id).await?;
     Ok(TotpSecret::new(seed.to_vec()))
 }
 

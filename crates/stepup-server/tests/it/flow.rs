@@ -448,6 +448,7 @@ async fn wrong_passwords_lock_the_account(backend: Backend) {
     let (s, _) = setup(backend, false).await;
     let b = Browser::new();
     let page = b.authorize(&s, &[]).await;
+    let failed = "Wrong user name or password, or too many attempts";
     let wrong = b
         .submit(
             &s,
@@ -457,7 +458,8 @@ async fn wrong_passwords_lock_the_account(backend: Backend) {
         )
         .await;
     assert_eq!(wrong.status, 401);
-    assert!(wrong.body.contains("Wrong user name or password"));
+    assert!(wrong.body.contains(failed), "{}", wrong.body);
+    // Unknown users and locked accounts get the very same answer.
     let unknown = b
         .submit(
             &s,
@@ -466,10 +468,7 @@ async fn wrong_passwords_lock_the_account(backend: Backend) {
             &[("username", "mallory"), ("password", "whatever1")],
         )
         .await;
-    assert!(
-        unknown.body.contains("Wrong user name or password"),
-        "same message for unknown users"
-    );
+    assert!(unknown.body.contains(failed), "same message for unknown users");
     for _ in 0..4 {
         b.submit(
             &s,
@@ -487,8 +486,11 @@ async fn wrong_passwords_lock_the_account(backend: Backend) {
             &[("username", "alice"), ("password", PASSWORD)],
         )
         .await;
-    assert_eq!(locked.status, 401);
-    assert!(locked.body.contains("locked"), "{}", locked.body);
+    assert_eq!(
+        locked.status, 401,
+        "the right password does not open a locked account"
+    );
+    assert!(locked.body.contains(failed), "{}", locked.body);
     // After the lock expires, the right password works.
     s.clock.0.store(NOW + 901, Ordering::SeqCst);
     let page = b.authorize(&s, &[]).await;
@@ -643,10 +645,25 @@ async fn wrong_codes_lock_the_account(backend: Backend) {
     let mut wrong = right.clone();
     let last = wrong.pop().unwrap();
     wrong.push(if last == '0' { '1' } else { '0' });
-    for _ in 0..5 {
+    for _ in 0..4 {
         let answer = b.submit(&s, "/login/otp", &page, &[("code", &wrong)]).await;
         assert_eq!(answer.status, 401);
     }
+    // A correct password in between does not reset the count of wrong codes.
+    let again = b
+        .authorize(&s, &[("acr_values", "urn:stepup:acr:mfa"), ("prompt", "login")])
+        .await;
+    let page = b
+        .submit(
+            &s,
+            "/login/password",
+            &again,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(page.is_otp_page(), "{}", page.body);
+    let answer = b.submit(&s, "/login/otp", &page, &[("code", &wrong)]).await;
+    assert_eq!(answer.status, 401);
     let locked = b.submit(&s, "/login/otp", &page, &[("code", &right)]).await;
     assert_eq!(locked.status, 401);
     assert!(locked.body.contains("locked"), "{}", locked.body);
