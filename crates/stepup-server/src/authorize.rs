@@ -69,6 +69,10 @@ pub(crate) struct Grant {
     pub(crate) acr: String,
     pub(crate) amr: Vec<String>,
     pub(crate) auth_time: i64,
+    /// When the family's refresh tokens stop for good: set at the first
+    /// refresh token, never moved by rotation.
+    #[serde(default)]
+    pub(crate) family_expires_at: Option<i64>,
 }
 
 /// Why a request is refused: on a page when the client or redirect URI is
@@ -699,6 +703,7 @@ async fn finish(
         acr: acr.to_owned(),
         amr: amr.iter().map(|f| f.amr().to_owned()).collect(),
         auth_time,
+        family_expires_at: None,
     };
     let (Some(code), Ok(family), Ok(grant_json)) = (
         session::new_secret(&state.rng),

@@ -50,10 +50,14 @@ fn at_hash(alg: Algorithm, access_token: &str) -> String {
 }
 
 /// Issues access, ID and refresh tokens for a grant within a family.
+/// `grant` is what the tokens say; `kept` is what the new refresh token
+/// carries (the same, except that narrowing `scope` on refresh narrows
+/// only the tokens, RFC 6749 §6).
 async fn issue(
     state: &ServerState,
     client: &Client,
     grant: &Grant,
+    kept: &Grant,
     family_id: &str,
     form: &Form,
 ) -> Result<Value, OAuthError> {
@@ -79,8 +83,10 @@ async fn issue(
         "access_token": access.token,
         "token_type": "Bearer",
         "expires_in": lifetime,
-        "scope": grant.scopes.join(" "),
     });
+    if !grant.scopes.is_empty() {
+        body["scope"] = Value::from(grant.scopes.join(" "));
+    }
     if grant.scopes.iter().any(|s| s == "openid") {
         let alg = state.config.signing_alg;
         let mut claims = json!({
@@ -102,13 +108,17 @@ async fn issue(
     }
     let refresh = if client.may_use_grant("refresh_token") {
         let secret = session::new_secret(&state.rng).ok_or_else(OAuthError::server_error)?;
-        let grant_json = serde_json::to_string(grant).map_err(|_| OAuthError::server_error())?;
-        Some((secret, grant_json))
+        let mut kept = kept.clone();
+        // The family ends at a fixed time: rotation does not extend it.
+        let family_end = *kept
+            .family_expires_at
+            .get_or_insert(now + state.config.tokens.refresh_token_seconds);
+        let grant_json = serde_json::to_string(&kept).map_err(|_| OAuthError::server_error())?;
+        Some((secret, grant_json, family_end))
     } else {
         None
     };
-    let refresh_expires = now + state.config.tokens.refresh_token_seconds;
-    let refresh_id = refresh.as_ref().map(|(secret, _)| session::secret_id(secret));
+    let refresh_id = refresh.as_ref().map(|(secret, _, _)| session::secret_id(secret));
     state
         .store
         .record_issued(
@@ -118,10 +128,10 @@ async fn issue(
             refresh_id
                 .as_deref()
                 .zip(refresh.as_ref())
-                .map(|(id, (_, grant))| (id, grant.as_str(), refresh_expires)),
+                .map(|(id, (_, grant, end))| (id, grant.as_str(), *end)),
         )
         .await?;
-    if let Some((secret, _)) = refresh {
+    if let Some((secret, _, _)) = refresh {
         body["refresh_token"] = Value::from(secret);
     }
     Ok(body)
@@ -190,7 +200,7 @@ pub(crate) async fn authorization_code(
     CodeChallenge::parse(&grant.code_challenge, Some("S256"))
         .and_then(|c| c.verify(verifier))
         .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
-    let body = issue(state, client, &grant, &family_id, form).await?;
+    let body = issue(state, client, &grant, &grant, &family_id, form).await?;
     Ok(token_response(body))
 }
 
@@ -226,27 +236,40 @@ pub(crate) async fn refresh_token(
                 "scope {extra} was not granted originally"
             )));
         }
-        grant.scopes = requested;
+        decay(state, &mut grant);
+        let mut narrowed = grant.clone();
+        narrowed.scopes.retain(|s| requested.contains(s));
+        let body = issue(state, client, &narrowed, &grant, &family_id, form).await?;
+        return Ok(token_response(body));
     }
     decay(state, &mut grant);
-    let body = issue(state, client, &grant, &family_id, form).await?;
+    let body = issue(state, client, &grant, &grant, &family_id, form).await?;
     Ok(token_response(body))
 }
 
-/// Once the level's lifetime has passed since `auth_time`, the grant falls
-/// back to the base level, and scopes bound to higher levels are dropped.
+/// Refreshing never keeps more than the authentication still supports:
+/// a scope bound to a level is dropped once its `max_age` has passed since
+/// `auth_time`, and once the level's lifetime has passed the grant falls
+/// back to the base level, without the scopes bound to higher levels.
 fn decay(state: &ServerState, grant: &mut Grant) {
     let now = state.clock.now().seconds();
+    let age = u64::try_from(now.saturating_sub(grant.auth_time)).unwrap_or(0);
+    let bindings = &state.config.scope_bindings;
+    let binding = |s: &String| {
+        Scope::new(s.as_str())
+            .ok()
+            .and_then(|s| bindings.get(&s).cloned())
+    };
+    grant
+        .scopes
+        .retain(|s| binding(s).is_none_or(|(_, max_age)| max_age.is_none_or(|m| age <= m)));
     let lifetime = state
         .config
         .auth_levels
         .iter()
         .find(|l| l.acr.as_str() == grant.acr)
         .and_then(|l| l.lifetime_seconds);
-    let Some(lifetime) = lifetime else {
-        return;
-    };
-    if now.saturating_sub(grant.auth_time) <= i64::try_from(lifetime).unwrap_or(i64::MAX) {
+    if lifetime.is_none_or(|l| age <= l) {
         return;
     }
     let Some(base) = state.config.assurance.levels().first() else {
@@ -254,13 +277,7 @@ fn decay(state: &ServerState, grant: &mut Grant) {
     };
     grant.acr = base.as_str().to_owned();
     grant.amr.retain(|a| a == "pwd");
-    let bindings = &state.config.scope_bindings;
-    grant.scopes.retain(|s| {
-        Scope::new(s.as_str())
-            .ok()
-            .and_then(|s| bindings.get(&s))
-            .is_none()
-    });
+    grant.scopes.retain(|s| binding(s).is_none());
 }
 
 /// RFC 7009 §2.1: revoking a refresh token revokes its family (and the

@@ -669,3 +669,60 @@ async fn wrong_codes_lock_the_account(backend: Backend) {
     assert!(locked.body.contains("locked"), "{}", locked.body);
 }
 on_both_backends!(wrong_codes_lock_the_account);
+
+async fn refresh_narrows_tokens_not_grants_and_lets_elevation_lapse(backend: Backend) {
+    let (s, secret) = setup(backend, true).await;
+    let secret = secret.unwrap();
+    let b = Browser::new();
+    // payments:write is bound to mfa with max_age 300.
+    let page = password_login(&s, &b, &[("scope", "openid profile payments:write")]).await;
+    assert!(page.is_otp_page(), "{}", page.body);
+    let done = b
+        .submit(
+            &s,
+            "/login/otp",
+            &page,
+            &[("code", &secret.code_at(UnixTime(NOW)))],
+        )
+        .await;
+    let (_, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    assert_eq!(tokens["scope"], "openid profile payments:write");
+    let refresh = |token: String, scope: Option<&'static str>| {
+        let s = &s;
+        async move {
+            let mut form = vec![("grant_type", "refresh_token"), ("client_id", "web")];
+            form.push(("refresh_token", token.as_str()));
+            if let Some(scope) = scope {
+                form.push(("scope", scope));
+            }
+            let (status, _, body) = s.post("/token", None, &form).await;
+            (status, body)
+        }
+    };
+    // Narrowing the scope narrows this token only, not the refresh token.
+    let (status, narrow) = refresh(
+        tokens["refresh_token"].as_str().unwrap().to_owned(),
+        Some("openid"),
+    )
+    .await;
+    assert_eq!(
+        (status, narrow["scope"].as_str()),
+        (200, Some("openid")),
+        "{narrow}"
+    );
+    let (_, full) = refresh(narrow["refresh_token"].as_str().unwrap().to_owned(), None).await;
+    assert_eq!(full["scope"], "openid profile payments:write");
+    // Past the binding's max_age, the bound scope is no longer granted.
+    s.clock.0.store(NOW + 301, Ordering::SeqCst);
+    let (_, later) = refresh(full["refresh_token"].as_str().unwrap().to_owned(), None).await;
+    assert_eq!(later["scope"], "openid profile", "{later}");
+    // Rotation never extends the family: it ends a day after the first token.
+    s.clock.0.store(NOW + 86_401, Ordering::SeqCst);
+    let (status, body) = refresh(later["refresh_token"].as_str().unwrap().to_owned(), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
+on_both_backends!(refresh_narrows_tokens_not_grants_and_lets_elevation_lapse);
