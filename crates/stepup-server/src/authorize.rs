@@ -85,6 +85,10 @@ enum Invalid {
 fn params_from(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut params = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(raw) {
+        // NUL has no place in any parameter, and PostgreSQL refuses it in text.
+        if name.contains('\0') || value.contains('\0') {
+            return Err("parameters may not contain NUL".into());
+        }
         if value.is_empty() {
             continue;
         }
@@ -123,6 +127,18 @@ fn error_redirect(
     code: &str,
     description: &str,
 ) -> Response {
+    // RFC 6749 §4.1.2.1: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
+    let description: String = description
+        .chars()
+        .map(|c| {
+            if matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let description = description.as_str();
     let mut params = vec![
         ("error", code),
         ("error_description", description),
@@ -227,6 +243,9 @@ async fn validate(
             "request objects are not supported".into(),
         );
     }
+    if get("response_mode").is_some_and(|m| m != "query") {
+        return fail(req, "invalid_request", "response_mode must be query".into());
+    }
     if get("response_type") != Some("code") {
         return fail(
             req,
@@ -322,7 +341,7 @@ async fn validate(
     };
     for a in &acr_values {
         if Acr::new(a.as_str()).is_err() {
-            return fail(req, "invalid_request", format!("invalid acr value {a:?}"));
+            return fail(req, "invalid_request", format!("invalid acr value '{a}'"));
         }
     }
     // Scopes bound to a level require it (or a stronger one).
@@ -493,7 +512,7 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
             &ask(&req),
             UnixTime(now),
         ) {
-            return finish(state, &pending, &req, u, acr.as_str(), &amr, auth_time.seconds()).await;
+            return finish(state, None, &req, u, acr.as_str(), &amr, auth_time.seconds()).await;
         }
     }
     if let Err(e) = state.store.insert_pending(&pending).await {
@@ -625,7 +644,16 @@ async fn advance(
             let Some(user) = user else {
                 return server_error_page();
             };
-            finish(state, pending, req, user, acr.as_str(), &amr, auth_time.seconds()).await
+            finish(
+                state,
+                Some(&pending.id),
+                req,
+                user,
+                acr.as_str(),
+                &amr,
+                auth_time.seconds(),
+            )
+            .await
         }
         Plan::Unmet => {
             let _ = state.store.delete_pending(&pending.id).await;
@@ -685,7 +713,7 @@ async fn advance(
 /// Issues the code and sends the browser back to the client.
 async fn finish(
     state: &ServerState,
-    pending: &StoredPending,
+    pending_id: Option<&str>,
     req: &AuthorizationRequest,
     user: &StoredUser,
     acr: &str,
@@ -719,12 +747,22 @@ async fn finish(
         &code_id,
         &grant_json,
         now + state.config.tokens.code_seconds,
-        &pending.id,
+        pending_id,
         now,
     );
-    if let Err(e) = stored.await {
-        tracing::error!(error = %e, "storing the code failed");
-        return server_error_page();
+    match stored.await {
+        Ok(true) => {}
+        Ok(false) => {
+            return pages::error_page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in already completed",
+                "This sign-in was already completed. Go back to the application.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storing the code failed");
+            return server_error_page();
+        }
     }
     tracing::info!(client = %req.client_id, user = %user.id, acr, "authorization code issued");
     let mut params = vec![("code", code.as_str()), ("iss", state.config.issuer.as_str())];

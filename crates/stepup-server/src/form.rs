@@ -29,6 +29,10 @@ impl Form {
         }
         let mut params = HashMap::new();
         for (name, value) in url::form_urlencoded::parse(body) {
+            // NUL has no place in any parameter, and PostgreSQL refuses it in text.
+            if name.contains('\0') || value.contains('\0') {
+                return Err(OAuthError::invalid_request("parameters may not contain NUL"));
+            }
             if value.is_empty() {
                 continue;
             }

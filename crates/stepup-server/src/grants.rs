@@ -119,7 +119,7 @@ async fn issue(
         None
     };
     let refresh_id = refresh.as_ref().map(|(secret, _, _)| session::secret_id(secret));
-    state
+    let recorded = state
         .store
         .record_issued(
             family_id,
@@ -131,6 +131,9 @@ async fn issue(
                 .map(|(id, (_, grant, end))| (id, grant.as_str(), *end)),
         )
         .await?;
+    if !recorded {
+        return Err(OAuthError::invalid_grant("the grant was revoked"));
+    }
     if let Some((secret, _, _)) = refresh {
         body["refresh_token"] = Value::from(secret);
     }

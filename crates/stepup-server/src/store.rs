@@ -881,8 +881,9 @@ impl Store {
     }
 
     /// Stores a new authorization code in a new family and closes the
-    /// pending request it answers, in one transaction (one commit: one
-    /// fsync on SQLite).
+    /// pending request it answers (if it was stored), in one transaction
+    /// (one commit: one fsync on SQLite). False: the request was already
+    /// answered, nothing was stored.
     #[allow(clippy::too_many_arguments)]
     pub async fn store_code(
         &self,
@@ -891,9 +892,9 @@ impl Store {
         code_id: &str,
         grant_data: &str,
         expires_at: i64,
-        pending_id: &str,
+        pending_id: Option<&str>,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(self.sql(
             "INSERT INTO token_families (id, client_id, revoked_at, created_at) VALUES (?, ?, NULL, ?)",
@@ -912,25 +913,50 @@ impl Store {
         .bind(expires_at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(self.sql("DELETE FROM pending_requests WHERE id = ?"))
-            .bind(pending_id)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(pending_id) = pending_id {
+            // Exactly one code per pending request, even for two concurrent
+            // form posts: the second finds the request gone and rolls back.
+            let closed = sqlx::query(self.sql("DELETE FROM pending_requests WHERE id = ?"))
+                .bind(pending_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if closed != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Records what a grant issued in a family: the access token (so that
     /// revoking the family revokes it) and the new refresh token, if any, in
-    /// one transaction.
+    /// one transaction. False: the family was revoked meanwhile, nothing
+    /// was recorded and nothing may be handed out.
     pub async fn record_issued(
         &self,
         family_id: &str,
         access_jti: &str,
         access_exp: i64,
         refresh: Option<(&str, &str, i64)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Takes the family's row lock and checks it is live: a revocation
+        // racing this grant either happens first (nothing is issued) or
+        // after (and then finds this access token to revoke).
+        let live = sqlx::query(
+            self.sql("UPDATE token_families SET client_id = client_id WHERE id = ? AND revoked_at IS NULL"),
+        )
+        .bind(family_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !live {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         sqlx::query(
             self.sql("INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)"),
         )
@@ -951,7 +977,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Uses a one-time value: the first caller gets the grant, any later one

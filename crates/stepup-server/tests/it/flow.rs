@@ -425,7 +425,9 @@ async fn authorization_request_mistakes(backend: Backend) {
         assert!(page.location.is_none());
     }
     // Trusted redirect: errors go back with state and iss.
-    let cases: [(&[(&str, &str)], &str); 7] = [
+    let cases: [(&[(&str, &str)], &str); 9] = [
+        (&[("response_mode", "form_post")], "invalid_request"),
+        (&[("acr_values", "caf\u{e9}")], "invalid_request"),
         (&[("code_challenge", "")], "invalid_request"),
         (&[("code_challenge_method", "plain")], "invalid_request"),
         (&[("response_type", "token")], "unsupported_response_type"),

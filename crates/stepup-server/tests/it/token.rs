@@ -226,6 +226,29 @@ async fn malformed_token_requests(backend: Backend) {
         );
         assert_no_store(&headers);
     }
+    // NUL is refused as bad input, never a server error (PostgreSQL refuses it in text).
+    for form in [
+        [("grant_type", "client_credentials"), ("client_id", "\0")],
+        [("grant_type", "\0"), ("scope", "a")],
+    ] {
+        let (status, _, body) = s.post("/token", None, &form).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+    }
+    let response = s
+        .http
+        .get(s.url("/authorize"))
+        .query(&[
+            ("client_id", "svc"),
+            ("request_uri", "urn:ietf:params:oauth:request_uri:\0"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
     // Without a scope parameter, the client gets its scopes minus those that need a user.
     let (status, _, body) = s
         .post("/token", auth, &[("grant_type", "client_credentials")])
