@@ -22,6 +22,7 @@ pub const PASSWORD: &str = "correct horse battery";
 /// A browser: keeps cookies, does not follow redirects.
 pub struct Browser {
     pub http: reqwest::Client,
+    pub jar: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
 pub struct Page {
@@ -66,13 +67,26 @@ impl Page {
 
 impl Browser {
     pub fn new() -> Self {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         Self {
             http: reqwest::Client::builder()
-                .cookie_store(true)
+                .cookie_provider(jar.clone())
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            jar,
         }
+    }
+
+    /// The value of a cookie this browser holds for the server.
+    pub fn cookie(&self, s: &TestServer, name: &str) -> Option<String> {
+        use reqwest::cookie::CookieStore;
+        let header = self.jar.cookies(&url::Url::parse(&s.url("/")).unwrap())?;
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")).map(str::to_owned))
     }
 
     pub async fn page(response: reqwest::Response) -> Page {
@@ -728,3 +742,43 @@ async fn refresh_narrows_tokens_not_grants_and_lets_elevation_lapse(backend: Bac
     );
 }
 on_both_backends!(refresh_narrows_tokens_not_grants_and_lets_elevation_lapse);
+
+async fn a_planted_session_does_not_collect_the_victims_step_up(backend: Backend) {
+    let (s, secret) = setup(backend, true).await;
+    let secret = secret.unwrap();
+    // The attacker knows the password, not the TOTP seed: a password-only session.
+    let attacker = Browser::new();
+    let done = password_login(&s, &attacker, &[]).await;
+    assert_eq!(done.status, 303);
+    let planted = attacker.cookie(&s, "stepup_session").unwrap();
+    // The session id is planted in the victim's browser, who then steps up.
+    let victim = Browser::new();
+    victim.jar.add_cookie_str(
+        &format!("stepup_session={planted}; Path=/"),
+        &url::Url::parse(&s.url("/")).unwrap(),
+    );
+    let page = victim
+        .authorize(&s, &[("acr_values", "urn:stepup:acr:mfa")])
+        .await;
+    assert!(page.is_otp_page(), "{}", page.body);
+    let done = victim
+        .submit(
+            &s,
+            "/login/otp",
+            &page,
+            &[("code", &secret.code_at(UnixTime(NOW)))],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_ne!(
+        victim.cookie(&s, "stepup_session").unwrap(),
+        planted,
+        "the proven session has a new id"
+    );
+    // The attacker's copy of the id carries nothing: asked for mfa, they must sign in.
+    let page = attacker
+        .authorize(&s, &[("acr_values", "urn:stepup:acr:mfa")])
+        .await;
+    assert!(page.is_password_page(), "{} {}", page.status, page.body);
+}
+on_both_backends!(a_planted_session_does_not_collect_the_victims_step_up);
