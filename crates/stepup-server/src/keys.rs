@@ -32,6 +32,12 @@ pub enum KeyError {
     Crypto(String),
 }
 
+/// How long a new key is published before it signs: longer than the
+/// servers' key reload interval (60 s) plus the JWKS cache lifetime (300 s),
+/// so that every instance and every resource server knows a key before the
+/// first token signed with it arrives.
+pub const ACTIVATION_DELAY_SECONDS: i64 = 420;
+
 /// The algorithms the server signs with; both are always present so that a
 /// client may pick either for ID tokens.
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::ES256, Algorithm::EdDSA];
@@ -119,8 +125,10 @@ impl KeyRing {
     }
 
     /// Retires the active keys and creates new ones.
+    /// The new keys are published at once but sign only after
+    /// [`ACTIVATION_DELAY_SECONDS`]; the old ones sign until then.
     pub async fn rotate(store: &Store, now: i64, rng: &(dyn SecureRandom + Sync)) -> Result<u64, KeyError> {
-        let retired = store.retire_signing_keys(now).await?;
+        let retired = store.retire_signing_keys(now + ACTIVATION_DELAY_SECONDS).await?;
         create_keys(store, now, rng).await?;
         Ok(retired)
     }
@@ -134,8 +142,9 @@ impl KeyRing {
         store
             .delete_signing_keys_retired_before(now - keep_retired_for)
             .await?;
-        let mut active = Vec::new();
         let mut published = Vec::new();
+        // Candidates per algorithm, newest first: (mature, key).
+        let mut candidates: Vec<(bool, ActiveKey)> = Vec::new();
         for stored in store.signing_keys().await? {
             let corrupt = |reason: String| KeyError::Corrupt {
                 kid: stored.kid.clone(),
@@ -150,11 +159,32 @@ impl KeyRing {
                 .map_err(|_| corrupt("bad base64".into()))?;
             let key = SigningKey::from_pkcs8(alg, &der, rng).map_err(|e| corrupt(e.to_string()))?;
             published.push(key.public_jwk(Some(&stored.kid)));
-            // Newest first: the first active key of an algorithm signs.
-            if stored.retired_at.is_none() && !active.iter().any(|k: &ActiveKey| k.key.algorithm() == alg) {
-                active.push(ActiveKey { kid: stored.kid, key });
+            if stored.retired_at.is_none_or(|at| at > now) {
+                let mature = stored.created_at <= now - ACTIVATION_DELAY_SECONDS;
+                candidates.push((mature, ActiveKey { kid: stored.kid, key }));
             }
         }
+        // Per algorithm: the newest key that has been published long enough,
+        // else the one published longest (on first start, the only one).
+        let picks: Vec<usize> = ALGORITHMS
+            .iter()
+            .filter_map(|alg| {
+                let of_alg: Vec<usize> = (0..candidates.len())
+                    .filter(|&i| candidates[i].1.key.algorithm() == *alg)
+                    .collect();
+                of_alg
+                    .iter()
+                    .copied()
+                    .find(|&i| candidates[i].0)
+                    .or(of_alg.last().copied())
+            })
+            .collect();
+        let active: Vec<ActiveKey> = candidates
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| picks.contains(i))
+            .map(|(_, (_, key))| key)
+            .collect();
         let jwks = json!({ "keys": published });
         let verification = Jwks::from_json(jwks.to_string().as_bytes())
             .map_err(|e| KeyError::Crypto(format!("own JWKS does not parse: {e}")))?;

@@ -393,7 +393,10 @@ async fn keys_rotate(store: &Store, now: i64, rng: &SystemRandom) -> Result<Exit
         if retired == 1 { "" } else { "s" },
         active.join(", ")
     );
-    println!("Running servers pick up the new keys within a minute (they reload them every 60 s).");
+    println!(
+        "The new keys are published at once and sign after {} s; the old ones sign until then and stay published while their tokens live.",
+        stepup_server::keys::ACTIVATION_DELAY_SECONDS
+    );
     println!("Retired keys stay in the JWK Set until the tokens they signed have expired.");
     Ok(ExitCode::SUCCESS)
 }

@@ -398,10 +398,6 @@ async fn key_rotation_keeps_old_tokens_verifiable(backend: Backend) {
         4,
         "two new keys, two retired ones still published"
     );
-    let (_, _, body) = s
-        .post("/token", auth, &[("grant_type", "client_credentials")])
-        .await;
-    let new_token = body["access_token"].as_str().unwrap();
     let kid = |t: &str| {
         let header = t.split('.').next().unwrap();
         let json: serde_json::Value = serde_json::from_slice(
@@ -410,6 +406,21 @@ async fn key_rotation_keeps_old_tokens_verifiable(backend: Backend) {
         .unwrap();
         json["kid"].as_str().unwrap().to_owned()
     };
+    // Published first, signing later: until the activation delay has passed
+    // the old key still signs (instances and resource servers catch up).
+    let (_, _, body) = s
+        .post("/token", auth, &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(kid(body["access_token"].as_str().unwrap()), kid(&old_token));
+    s.clock.0.store(
+        NOW + 10 + stepup_server::keys::ACTIVATION_DELAY_SECONDS,
+        Ordering::SeqCst,
+    );
+    s.state.reload_keys().await.unwrap();
+    let (_, _, body) = s
+        .post("/token", auth, &[("grant_type", "client_credentials")])
+        .await;
+    let new_token = body["access_token"].as_str().unwrap();
     assert_ne!(kid(&old_token), kid(new_token));
     for t in [old_token.as_str(), new_token] {
         let (_, _, intro) = s.post("/introspect", auth, &[("token", t)]).await;
