@@ -54,10 +54,37 @@ fn message_block(error: Option<&str>) -> String {
     })
 }
 
+/// Every page: never cached (they carry CSRF tokens and personal data),
+/// never framed (no clickjacking of the sign-in), no script or remote
+/// resource of any kind.
+fn page(status: StatusCode, html: String) -> Response {
+    let mut response = (status, Html(html)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        http::header::X_FRAME_OPTIONS,
+        http::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
 /// An error page for requests that cannot be sent back to the client.
 pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     let body = format!("<h1>{}</h1>\n<p>{}</p>", escape(title), escape(message));
-    (status, Html(layout(title, &body))).into_response()
+    page(status, layout(title, &body))
 }
 
 /// What the login pages need to carry.
@@ -109,7 +136,7 @@ pub(crate) fn password_page(ctx: &FormContext<'_>, login_hint: Option<&str>) -> 
     } else {
         StatusCode::OK
     };
-    (status, Html(layout("Sign in", &body))).into_response()
+    page(status, layout("Sign in", &body))
 }
 
 /// The one-time code form.
@@ -141,7 +168,7 @@ pub(crate) fn otp_page(ctx: &FormContext<'_>, username: &str, demo_code: Option<
     } else {
         StatusCode::OK
     };
-    (status, Html(layout("Confirm it is you", &body))).into_response()
+    page(status, layout("Confirm it is you", &body))
 }
 
 #[cfg(test)]

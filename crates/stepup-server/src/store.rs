@@ -698,6 +698,30 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes what has expired: sessions, pending and pushed requests,
+    /// codes, refresh tokens, used assertion ids and revocation records of
+    /// expired tokens. Returns how many rows went.
+    pub async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for query in [
+            "DELETE FROM sessions WHERE expires_at <= ?",
+            "DELETE FROM pending_requests WHERE expires_at <= ?",
+            "DELETE FROM pushed_requests WHERE expires_at <= ?",
+            "DELETE FROM codes WHERE expires_at <= ?",
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+            "DELETE FROM used_assertions WHERE expires_at <= ?",
+            "DELETE FROM family_access_tokens WHERE expires_at <= ?",
+            "DELETE FROM revoked_tokens WHERE expires_at <= ?",
+        ] {
+            removed += sqlx::query(self.sql(query))
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+
     /// Gives a session a new id (a new cookie secret), keeping its proofs.
     pub async fn rotate_session(&self, old_id: &str, new_id: &str) -> Result<(), StoreError> {
         sqlx::query(self.sql("UPDATE sessions SET id = ? WHERE id = ?"))

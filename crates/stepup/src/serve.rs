@@ -82,8 +82,9 @@ pub(crate) fn serve(config_file: &Path) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr().context("cannot read the bound address")?;
-        // Keys rotated by `stepup admin keys rotate` (or by another instance
-        // on the same database) are picked up within a minute.
+        // Every minute: keys rotated by `stepup admin keys rotate` (or by
+        // another instance on the same database) are loaded, and expired
+        // rows are purged.
         let reloading = Arc::clone(&state);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -92,6 +93,13 @@ pub(crate) fn serve(config_file: &Path) -> Result<ExitCode> {
                 every.tick().await;
                 if let Err(e) = reloading.reload_keys().await {
                     tracing::warn!(error = %e, "reloading signing keys failed");
+                }
+                // Expired sessions, requests, codes and tokens are removed.
+                let now = stepup_core::Clock::now(&SystemClock).seconds();
+                match reloading.store.purge_expired(now).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(rows = n, "purged expired rows"),
+                    Err(e) => tracing::warn!(error = %e, "purging expired rows failed"),
                 }
             }
         });

@@ -782,3 +782,32 @@ async fn a_planted_session_does_not_collect_the_victims_step_up(backend: Backend
     assert!(page.is_password_page(), "{} {}", page.status, page.body);
 }
 on_both_backends!(a_planted_session_does_not_collect_the_victims_step_up);
+
+#[tokio::test]
+async fn pages_are_not_cached_framed_or_scripted() {
+    let (s, _) = setup(Backend::Sqlite, false).await;
+    let challenge = CodeChallenge::from_verifier(VERIFIER).unwrap();
+    for client in ["web", "nobody"] {
+        let response = s
+            .http
+            .get(s.url("/authorize"))
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", client),
+                ("redirect_uri", REDIRECT),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let h = response.headers();
+        assert_eq!(h["cache-control"], "no-store", "{client}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+    }
+}

@@ -545,3 +545,42 @@ async fn private_key_jwt_client_authentication(backend: Backend) {
     }
 }
 on_both_backends!(private_key_jwt_client_authentication);
+
+async fn expired_rows_are_purged(backend: Backend) {
+    let s = start(backend).await;
+    let a = s
+        .register(
+            "a",
+            AuthMethod::ClientSecretBasic,
+            &["client_credentials"],
+            &["x"],
+        )
+        .await;
+    let auth = Some((a.id.as_str(), a.secret.as_str()));
+    let (_, _, body) = s
+        .post("/token", auth, &[("grant_type", "client_credentials")])
+        .await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    s.post("/revoke", auth, &[("token", &token)]).await;
+    assert_eq!(
+        s.state.store.purge_expired(NOW).await.unwrap(),
+        0,
+        "nothing has expired yet"
+    );
+    assert!(s.state.store.is_token_revoked(&jwt_id(&token)).await.unwrap());
+    assert_eq!(
+        s.state.store.purge_expired(NOW + 600).await.unwrap(),
+        1,
+        "the revocation record of the expired token"
+    );
+}
+on_both_backends!(expired_rows_are_purged);
+
+fn jwt_id(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
+}
