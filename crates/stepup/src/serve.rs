@@ -73,6 +73,11 @@ pub(crate) fn serve(config_file: &Path) -> Result<ExitCode> {
         .init();
     runtime()?.block_on(async move {
         let listen = config.listen;
+        if config.login.demo_show_totp_code {
+            tracing::warn!(
+                "login.demo_show_totp_code is on: the code page shows the current TOTP code, so TOTP proves nothing. Demo only."
+            );
+        }
         let issuer = config.issuer.clone();
         let store = open_store(&config.database_url).await?;
         let state = ServerState::new(config, store, Arc::new(SystemClock))
