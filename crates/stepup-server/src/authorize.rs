@@ -744,6 +744,7 @@ async fn finish(
     let stored = state.store.store_code(
         &family,
         &req.client_id,
+        &user.id,
         &code_id,
         &grant_json,
         now + state.config.tokens.code_seconds,

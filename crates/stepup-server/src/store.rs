@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_pushed_requests.sql")),
     (4, include_str!("../migrations/0004_private_key_jwt.sql")),
     (5, include_str!("../migrations/0005_otp_attempts.sql")),
+    (6, include_str!("../migrations/0006_family_users.sql")),
 ];
 
 /// The server's database.
@@ -874,6 +875,20 @@ impl Store {
         })
     }
 
+    /// Revokes every live token family of a user (after a credential change).
+    pub async fn revoke_user_families(&self, user_id: &str, now: i64) -> Result<usize, StoreError> {
+        let rows =
+            sqlx::query(self.sql("SELECT id FROM token_families WHERE user_id = ? AND revoked_at IS NULL"))
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            self.revoke_family(&id, now).await?;
+        }
+        Ok(rows.len())
+    }
+
     /// Revokes a family: its refresh tokens stop working and the access
     /// tokens issued in it are recorded as revoked.
     pub async fn revoke_family(&self, id: &str, now: i64) -> Result<(), StoreError> {
@@ -913,6 +928,7 @@ impl Store {
         &self,
         family_id: &str,
         client_id: &str,
+        user_id: &str,
         code_id: &str,
         grant_data: &str,
         expires_at: i64,
@@ -921,10 +937,11 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(self.sql(
-            "INSERT INTO token_families (id, client_id, revoked_at, created_at) VALUES (?, ?, NULL, ?)",
+            "INSERT INTO token_families (id, client_id, user_id, revoked_at, created_at) VALUES (?, ?, ?, NULL, ?)",
         ))
         .bind(family_id)
         .bind(client_id)
+        .bind(user_id)
         .bind(now)
         .execute(&mut *tx)
         .await?;

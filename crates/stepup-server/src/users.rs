@@ -109,8 +109,10 @@ pub async fn set_password(
     store
         .set_password_hash(&user.id, &hash_password(password, rng)?)
         .await?;
-    // A changed credential ends the sessions proven with the old one.
+    // A changed credential ends the sessions proven with the old one, and
+    // what was issued on them.
     store.delete_user_sessions(&user.id).await?;
+    store.revoke_user_families(&user.id, now_seconds()).await?;
     Ok(())
 }
 
@@ -127,6 +129,7 @@ pub async fn enroll_totp(
     let seed = random_bytes::<20>(rng)?;
     store.set_totp_seed(&user.id, &STANDARD.encode(seed)).await?;
     store.delete_user_sessions(&user.id).await?;
+    store.revoke_user_families(&user.id, now_seconds()).await?;
     Ok(TotpSecret::new(seed.to_vec()))
 }
 
@@ -134,6 +137,11 @@ pub async fn enroll_totp(
 pub fn totp_secret(user: &StoredUser) -> Option<TotpSecret> {
     let seed = STANDARD.decode(user.totp_seed.as_deref()?).ok()?;
     Some(TotpSecret::new(seed))
+}
+
+/// Administrative changes are stamped with the system clock.
+fn now_seconds() -> i64 {
+    stepup_core::Clock::now(&stepup_core::SystemClock).seconds()
 }
 
 /// RFC 4648 base32 without padding, as authenticator apps read seeds.

@@ -811,3 +811,43 @@ async fn pages_are_not_cached_framed_or_scripted() {
         );
     }
 }
+
+async fn a_password_change_ends_sessions_and_revokes_tokens(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let done = password_login(&s, &b, &[]).await;
+    let (_, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    let rs = s
+        .register("rs", AuthMethod::ClientSecretBasic, &["client_credentials"], &[])
+        .await;
+    users::set_password(
+        &s.state.store,
+        "alice",
+        "a brand new password",
+        &SystemRandom::new(),
+    )
+    .await
+    .unwrap();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ("client_id", "web"),
+    ];
+    let (status, _, body) = s.post("/token", None, &form).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (_, _, intro) = s
+        .post(
+            "/introspect",
+            Some((&rs.id, &rs.secret)),
+            &[("token", tokens["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(intro, json!({"active": false}));
+    let page = b.authorize(&s, &[]).await;
+    assert!(page.is_password_page(), "the session ended: {}", page.body);
+}
+on_both_backends!(a_password_change_ends_sessions_and_revokes_tokens);
