@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 use crate::client::{self, Client};
 use crate::pages::{self, FormContext};
 use crate::server::ServerState;
-use crate::session::{self, PENDING_COOKIE};
+use crate::session;
 use crate::store::{Attempt, StoredPending, StoredSession, StoredUser};
 use crate::token::random_id;
 use crate::users;
@@ -521,7 +521,7 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
     }
     let mut response = advance(state, &pending, &req, session, None).await;
     let cookie = session::set_cookie(
-        PENDING_COOKIE,
+        &session::pending_cookie_name(secure(state), &pending.id),
         &pending.id,
         secure(state),
         state.config.login.request_seconds,
@@ -771,8 +771,11 @@ async fn finish(
         params.push(("state", s));
     }
     let mut response = redirect_to(&req.redirect_uri, &params);
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(PENDING_COOKIE, "", secure(state), 0)) {
-        response.headers_mut().append(header::SET_COOKIE, v);
+    if let Some(id) = pending_id {
+        let name = session::pending_cookie_name(secure(state), id);
+        if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&name, "", secure(state), 0)) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     response
 }
@@ -798,7 +801,7 @@ async fn pending_for_form(
         Ok(None) => return Err(expired()),
         Err(_) => return Err(server_error_page()),
     };
-    let same_browser = session::cookie(headers, PENDING_COOKIE)
+    let same_browser = session::cookie(headers, &session::pending_cookie_name(secure(state), &pending.id))
         .is_some_and(|c| bool::from(c.as_bytes().ct_eq(pending.id.as_bytes())));
     let csrf_ok = form
         .get("csrf")

@@ -21,8 +21,13 @@ pub(crate) fn session_cookie_name(secure: bool) -> &'static str {
         "stepup_session"
     }
 }
-/// The cookie binding a pending authorization request to this browser.
-pub(crate) const PENDING_COOKIE: &str = "stepup_pending";
+
+/// The cookie binding one pending authorization request to the browser that
+/// started it: one per request, so sign-ins in two tabs do not collide.
+pub(crate) fn pending_cookie_name(secure: bool, request_id: &str) -> String {
+    let prefix = if secure { "__Host-" } else { "" };
+    format!("{prefix}stepup_pending_{request_id}")
+}
 
 /// A cookie value from the request.
 pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

@@ -851,3 +851,40 @@ async fn a_password_change_ends_sessions_and_revokes_tokens(backend: Backend) {
     assert!(page.is_password_page(), "the session ended: {}", page.body);
 }
 on_both_backends!(a_password_change_ends_sessions_and_revokes_tokens);
+
+async fn two_sign_ins_in_two_tabs_do_not_collide(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let first = b.authorize(&s, &[("state", "tab-1")]).await;
+    let second = b.authorize(&s, &[("state", "tab-2")]).await;
+    // The first tab's form still works after the second tab started.
+    let done = b
+        .submit(
+            &s,
+            "/login/password",
+            &first,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        done.redirect_param("state").as_deref(),
+        Some("tab-1"),
+        "{}",
+        done.body
+    );
+    let done = b
+        .submit(
+            &s,
+            "/login/password",
+            &second,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        done.redirect_param("state").as_deref(),
+        Some("tab-2"),
+        "{}",
+        done.body
+    );
+}
+on_both_backends!(two_sign_ins_in_two_tabs_do_not_collide);
