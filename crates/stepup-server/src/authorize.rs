@@ -868,10 +868,35 @@ const LOCKED: &str = "Too many failed attempts: this account is locked for a whi
 const SIGN_IN_FAILED: &str =
     "Wrong user name or password, or too many attempts: check them, or wait a few minutes and try again.";
 
-/// Gives the session a new secret after a factor is proven, so that a
-/// session id planted in the browser beforehand (session fixation) never
-/// carries the user's proofs. Returns the updated session and its cookie.
-async fn rotate_session(state: &ServerState, session: StoredSession) -> Option<(StoredSession, String)> {
+/// Records in the session that a factor was proven now, and gives the
+/// session a new secret, so that a session id planted in the browser
+/// beforehand (session fixation) never carries the user's proofs. Returns
+/// the updated session and its cookie.
+async fn prove_factor(
+    state: &ServerState,
+    session: StoredSession,
+    factor: Factor,
+    now: i64,
+) -> Option<(StoredSession, String)> {
+    state
+        .store
+        .session_factor_proven(&session.id, factor.amr(), now)
+        .await
+        .ok()?;
+    let session = match factor {
+        Factor::Pwd => StoredSession {
+            pwd_at: Some(now),
+            ..session
+        },
+        Factor::Otp => StoredSession {
+            otp_at: Some(now),
+            ..session
+        },
+        Factor::Hwk => StoredSession {
+            hwk_at: Some(now),
+            ..session
+        },
+    };
     let secret = session::new_secret(&state.rng)?;
     let new_id = session::secret_id(&secret);
     state.store.rotate_session(&session.id, &new_id).await.ok()?;
@@ -927,23 +952,7 @@ pub(crate) async fn login_password(
     // Continue the session of the same user; anyone else starts a new one.
     let (session, cookie) = match session {
         Some((s, u)) if u.id == user.id => {
-            if state
-                .store
-                .session_factor_proven(&s.id, "pwd", now)
-                .await
-                .is_err()
-            {
-                return server_error_page();
-            }
-            let Some((s, cookie)) = rotate_session(
-                &state,
-                StoredSession {
-                    pwd_at: Some(now),
-                    ..s
-                },
-            )
-            .await
-            else {
+            let Some((s, cookie)) = prove_factor(&state, s, Factor::Pwd, now).await else {
                 return server_error_page();
             };
             (s, Some(cookie))
@@ -1044,23 +1053,7 @@ pub(crate) async fn login_otp(
         };
         return advance(&state, &pending, &req, live, Some(message)).await;
     }
-    if state
-        .store
-        .session_factor_proven(&session.id, "otp", now)
-        .await
-        .is_err()
-    {
-        return server_error_page();
-    }
-    let Some((session, cookie)) = rotate_session(
-        &state,
-        StoredSession {
-            otp_at: Some(now),
-            ..session
-        },
-    )
-    .await
-    else {
+    let Some((session, cookie)) = prove_factor(&state, session, Factor::Otp, now).await else {
         return server_error_page();
     };
     let mut req = req;
