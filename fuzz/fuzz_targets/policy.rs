@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     // First line: a request path to decide; the rest: the policy.
     let (path, source) = text.split_once('\n').unwrap_or(("/", text));
     if let Ok(policy) = Policy::from_toml("fuzz.toml", source) {
-        let facts = TokenFacts { acr: Some("urn:stepup:acr:mfa"), auth_time: Some(UnixTime(0)), scope: Some("a b") };
+        let facts = TokenFacts {
+            acr: Some("urn:stepup:acr:mfa"),
+            auth_time: Some(UnixTime(0)),
+            scope: Some("a b"),
+        };
         let _ = policy.decide("GET", path, &facts, UnixTime(100));
     }
 });
