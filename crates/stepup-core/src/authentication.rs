@@ -97,7 +97,8 @@ pub struct Enrolled {
 }
 
 impl Enrolled {
-    fn has(&self, factor: Factor) -> bool {
+    /// Whether the user can prove `factor`.
+    pub fn has(&self, factor: Factor) -> bool {
         match factor {
             Factor::Pwd => self.pwd,
             Factor::Otp => self.otp,

@@ -55,6 +55,10 @@ pub(crate) struct AuthorizationRequest {
     /// proof made just before the request from one made during it).
     #[serde(default)]
     pub(crate) proven: Vec<String>,
+    /// The sign-in guarding the account page (no client: it ends back on
+    /// that page, without a code).
+    #[serde(default)]
+    pub(crate) account: bool,
 }
 
 /// What a code (and the tokens issued from it) stands for.
@@ -82,7 +86,7 @@ enum Invalid {
     Redirect(Box<AuthorizationRequest>, &'static str, String),
 }
 
-fn params_from(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+pub(crate) fn params_from(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut params = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(raw) {
         // NUL has no place in any parameter, and PostgreSQL refuses it in text.
@@ -127,6 +131,9 @@ fn error_redirect(
     code: &str,
     description: &str,
 ) -> Response {
+    if req.account {
+        return pages::error_page(StatusCode::FORBIDDEN, "Sign-in not completed", description);
+    }
     // RFC 6749 §4.1.2.1: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
     let description: String = description
         .chars()
@@ -232,6 +239,7 @@ async fn validate(
         login_hint: get("login_hint").map(str::to_owned),
         reason: None,
         proven: Vec::new(),
+        account: false,
     };
     let fail = |req: AuthorizationRequest, code: &'static str, m: String| {
         Err(Invalid::Redirect(Box::new(req), code, m))
@@ -372,12 +380,12 @@ async fn validate(
     Ok((client, req))
 }
 
-fn enrolled(user: &StoredUser) -> Enrolled {
+/// The factors a user can prove here.
+pub(crate) fn enrolled(state: &ServerState, user: &StoredUser) -> Enrolled {
     Enrolled {
         pwd: true,
         otp: user.totp_seed.is_some(),
-        // Passkeys are not offered yet.
-        hwk: false,
+        hwk: user.passkeys > 0 && state.webauthn.is_some(),
     }
 }
 
@@ -392,7 +400,7 @@ fn proofs(session: &StoredSession, req: &AuthorizationRequest) -> Proofs {
 }
 
 /// Records that a factor was proven during a pending request.
-async fn note_proven(
+pub(crate) async fn note_proven(
     state: &ServerState,
     pending: &StoredPending,
     req: &mut AuthorizationRequest,
@@ -421,7 +429,7 @@ fn ask(req: &AuthorizationRequest) -> Ask {
 }
 
 /// The session of this browser, if live.
-async fn current_session(
+pub(crate) async fn current_session(
     state: &ServerState,
     headers: &HeaderMap,
     now: i64,
@@ -436,7 +444,7 @@ async fn current_session(
     Some((session, user))
 }
 
-fn server_error_page() -> Response {
+pub(crate) fn server_error_page() -> Response {
     pages::error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Server error",
@@ -483,13 +491,38 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
             Err(Invalid::Redirect(req, code, message)) => return error_redirect(state, &req, code, &message),
         }
     };
+    let session = current_session(state, headers, now).await;
+    // A live session that already holds the level answers at once, without
+    // storing the request (single sign-on costs one write, the code's).
+    if let Some((s, u)) = &session {
+        let levels = &state.config.auth_levels;
+        if let Plan::Satisfied { acr, amr, auth_time } = plan(
+            levels,
+            &proofs(s, &req),
+            Some(&enrolled(state, u)),
+            &ask(&req),
+            UnixTime(now),
+        ) {
+            return finish(state, None, &req, u, acr.as_str(), &amr, auth_time.seconds()).await;
+        }
+    }
+    start_sign_in(state, req, session, now).await
+}
+
+/// Keeps a request pending while the user signs in, binds it to this
+/// browser with a cookie, and shows the first page.
+pub(crate) async fn start_sign_in(
+    state: &ServerState,
+    req: AuthorizationRequest,
+    session: Option<(StoredSession, StoredUser)>,
+    now: i64,
+) -> Response {
     let Some(csrf) = session::new_secret(&state.rng) else {
         return server_error_page();
     };
     let Ok(id) = random_id(&state.rng) else {
         return server_error_page();
     };
-    let session = current_session(state, headers, now).await;
     let Ok(params_json) = serde_json::to_string(&req) else {
         return server_error_page();
     };
@@ -501,20 +534,6 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
         created_at: now,
         expires_at: now + state.config.login.request_seconds,
     };
-    // A live session that already holds the level answers at once, without
-    // storing the request (single sign-on costs one write, the code's).
-    if let Some((s, u)) = &session {
-        let levels = &state.config.auth_levels;
-        if let Plan::Satisfied { acr, amr, auth_time } = plan(
-            levels,
-            &proofs(s, &req),
-            Some(&enrolled(u)),
-            &ask(&req),
-            UnixTime(now),
-        ) {
-            return finish(state, None, &req, u, acr.as_str(), &amr, auth_time.seconds()).await;
-        }
-    }
     if let Err(e) = state.store.insert_pending(&pending).await {
         tracing::error!(error = %e, "storing the pending request failed");
         return server_error_page();
@@ -611,7 +630,7 @@ const PUSHED_REQUEST_SECONDS: i64 = 60;
 
 /// Plans the next step for a pending request: finish (code), show the page
 /// for the next missing factor, or end with an error.
-async fn advance(
+pub(crate) async fn advance(
     state: &ServerState,
     pending: &StoredPending,
     req: &AuthorizationRequest,
@@ -619,8 +638,9 @@ async fn advance(
     error: Option<&str>,
 ) -> Response {
     let now = state.clock.now().seconds();
+    let levels = &state.config.auth_levels;
     let (proofs, enrolled_factors, user) = match &session {
-        Some((s, u)) => (proofs(s, req), enrolled(u), Some(u)),
+        Some((s, u)) => (proofs(s, req), enrolled(state, u), Some(u)),
         // Before the user is known, the password identifies them.
         None => (
             Proofs::default(),
@@ -632,13 +652,30 @@ async fn advance(
             None,
         ),
     };
-    match plan(
-        &state.config.auth_levels,
-        &proofs,
-        Some(&enrolled_factors),
-        &ask(req),
-        UnixTime(now),
-    ) {
+    let mut ask = ask(req);
+    // The account page asks for the strongest level this user can reach.
+    if let (true, Some(_)) = (req.account, user) {
+        ask.acr_values = crate::passkey::account_level(state, &enrolled_factors)
+            .into_iter()
+            .collect();
+    }
+    let mut planned = plan(levels, &proofs, Some(&enrolled_factors), &ask, UnixTime(now));
+    // A level only a passkey reaches: an unknown user signs in with a
+    // discoverable passkey instead of a password.
+    if planned == Plan::Unmet && user.is_none() && state.webauthn.is_some() {
+        let with_passkey = Enrolled {
+            hwk: true,
+            ..enrolled_factors
+        };
+        planned = plan(levels, &proofs, Some(&with_passkey), &ask, UnixTime(now));
+    }
+    // A passkey is offered as an alternative where a level accepts one.
+    let passkey_helps = state.webauthn.is_some()
+        && levels
+            .iter()
+            .filter(|l| ask.acr_values.is_empty() || ask.acr_values.contains(&l.acr))
+            .any(|l| l.combinations.iter().any(|c| c.contains(&Factor::Hwk)));
+    match planned {
         Plan::Satisfied { acr, amr, auth_time } => {
             // Proofs exist only in a session, so a user is known here.
             let Some(user) = user else {
@@ -682,15 +719,24 @@ async fn advance(
             let ctx = FormContext {
                 request_id: &pending.id,
                 csrf: &pending.csrf,
-                client_id: &req.client_id,
+                client_id: shown_client(req),
                 reason: reason.as_deref(),
                 error,
             };
+            let passkey_link = |has: bool| has.then(|| format!("/login/passkey?request={}", pending.id));
             match missing.first() {
-                Some(Factor::Pwd) | None => pages::password_page(&ctx, req.login_hint.as_deref()),
+                Some(Factor::Pwd) | None => pages::password_page(
+                    &ctx,
+                    req.login_hint.as_deref(),
+                    passkey_link(passkey_helps).as_deref(),
+                ),
                 Some(Factor::Otp) => {
                     let Some(u) = user else {
-                        return pages::password_page(&ctx, req.login_hint.as_deref());
+                        return pages::password_page(
+                            &ctx,
+                            req.login_hint.as_deref(),
+                            passkey_link(passkey_helps).as_deref(),
+                        );
                     };
                     let demo = state
                         .config
@@ -698,13 +744,14 @@ async fn advance(
                         .demo_show_totp_code
                         .then(|| users::totp_secret(u).map(|s| s.code_at(UnixTime(now))))
                         .flatten();
-                    pages::otp_page(&ctx, &u.username, demo.as_deref())
+                    pages::otp_page(
+                        &ctx,
+                        &u.username,
+                        demo.as_deref(),
+                        passkey_link(passkey_helps && enrolled_factors.hwk).as_deref(),
+                    )
                 }
-                Some(Factor::Hwk) => pages::error_page(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "Passkey required",
-                    "Passkeys are not available on this server yet.",
-                ),
+                Some(Factor::Hwk) => crate::passkey::sign_in_page(state, &ctx, pending, user).await,
             }
         }
     }
@@ -721,6 +768,20 @@ async fn finish(
     auth_time: i64,
 ) -> Response {
     let now = state.clock.now().seconds();
+    if req.account {
+        // The account page's own sign-in: back to it, no code.
+        if let Some(id) = pending_id {
+            let _ = state.store.delete_pending(id).await;
+        }
+        let mut response = Redirect::to(crate::passkey::ACCOUNT_PATH).into_response();
+        if let Some(id) = pending_id {
+            let name = session::pending_cookie_name(secure(state), id);
+            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&name, "", secure(state), 0)) {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        return response;
+    }
     let grant = Grant {
         client_id: req.client_id.clone(),
         redirect_uri: req.redirect_uri.clone(),
@@ -780,6 +841,45 @@ async fn finish(
     response
 }
 
+/// What the pages call the party the user signs in to.
+pub(crate) fn shown_client(req: &AuthorizationRequest) -> &str {
+    if req.account {
+        "your account"
+    } else {
+        &req.client_id
+    }
+}
+
+/// Loads the pending request a link refers to, if it belongs to this
+/// browser (its cookie); for pages that only show, not change, anything.
+pub(crate) async fn pending_for_browser(
+    state: &ServerState,
+    headers: &HeaderMap,
+    id: Option<&String>,
+    now: i64,
+) -> Result<(StoredPending, AuthorizationRequest), Response> {
+    let expired = || {
+        pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in expired",
+            "This sign-in page has expired or was already used. Go back to the application and try again.",
+        )
+    };
+    let id = id.ok_or_else(expired)?;
+    let pending = match state.store.pending(id, now).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(expired()),
+        Err(_) => return Err(server_error_page()),
+    };
+    let same_browser = session::cookie(headers, &session::pending_cookie_name(secure(state), &pending.id))
+        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(pending.id.as_bytes())));
+    if !same_browser {
+        return Err(expired());
+    }
+    let req = serde_json::from_str(&pending.params).map_err(|_| server_error_page())?;
+    Ok((pending, req))
+}
+
 /// Loads and checks the pending request a login form refers to: it must
 /// exist, belong to this browser (cookie) and carry the right CSRF token.
 async fn pending_for_form(
@@ -818,7 +918,7 @@ async fn pending_for_form(
 }
 
 /// The form of a login page and the pending request it continues.
-async fn login_form(
+pub(crate) async fn login_form(
     state: &ServerState,
     headers: &HeaderMap,
     body: &[u8],
@@ -949,47 +1049,53 @@ pub(crate) async fn login_password(
     if !ok {
         return retry(SIGN_IN_FAILED).await;
     }
-    // Continue the session of the same user; anyone else starts a new one.
-    let (session, cookie) = match session {
-        Some((s, u)) if u.id == user.id => {
-            let Some((s, cookie)) = prove_factor(&state, s, Factor::Pwd, now).await else {
-                return server_error_page();
-            };
-            (s, Some(cookie))
-        }
-        _ => {
-            let Some(secret) = session::new_secret(&state.rng) else {
-                return server_error_page();
-            };
-            let s = StoredSession {
-                id: session::secret_id(&secret),
-                user_id: user.id.clone(),
-                pwd_at: Some(now),
-                otp_at: None,
-                hwk_at: None,
-                created_at: now,
-                expires_at: now + state.config.login.session_seconds,
-            };
-            if state.store.insert_session(&s).await.is_err() {
-                return server_error_page();
-            }
-            let cookie = session::set_cookie(
-                session::session_cookie_name(secure(&state)),
-                &secret,
-                secure(&state),
-                state.config.login.session_seconds,
-            );
-            (s, Some(cookie))
-        }
+    let Some((session, cookie)) = signed_in(&state, session, &user, Factor::Pwd, now).await else {
+        return server_error_page();
     };
     let _ = state.store.set_pending_user(&pending.id, &user.id).await;
     let mut req = req;
-    note_proven(&state, &pending, &mut req, "pwd").await;
+    note_proven(&state, &pending, &mut req, Factor::Pwd.amr()).await;
     let mut response = advance(&state, &pending, &req, Some((session, user)), None).await;
-    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
+}
+
+/// Records a factor that identified `user`: the session of the same user
+/// goes on (with a new secret); anyone else starts a new session. Returns
+/// the session and its cookie.
+pub(crate) async fn signed_in(
+    state: &ServerState,
+    session: Option<(StoredSession, StoredUser)>,
+    user: &StoredUser,
+    factor: Factor,
+    now: i64,
+) -> Option<(StoredSession, String)> {
+    if let Some((s, u)) = session {
+        if u.id == user.id {
+            return prove_factor(state, s, factor, now).await;
+        }
+    }
+    let secret = session::new_secret(&state.rng)?;
+    let at = Some(now);
+    let s = StoredSession {
+        id: session::secret_id(&secret),
+        user_id: user.id.clone(),
+        pwd_at: at.filter(|_| factor == Factor::Pwd),
+        otp_at: at.filter(|_| factor == Factor::Otp),
+        hwk_at: at.filter(|_| factor == Factor::Hwk),
+        created_at: now,
+        expires_at: now + state.config.login.session_seconds,
+    };
+    state.store.insert_session(&s).await.ok()?;
+    let cookie = session::set_cookie(
+        session::session_cookie_name(secure(state)),
+        &secret,
+        secure(state),
+        state.config.login.session_seconds,
+    );
+    Some((s, cookie))
 }
 
 pub(crate) async fn login_otp(
@@ -1057,7 +1163,7 @@ pub(crate) async fn login_otp(
         return server_error_page();
     };
     let mut req = req;
-    note_proven(&state, &pending, &mut req, "otp").await;
+    note_proven(&state, &pending, &mut req, Factor::Otp.amr()).await;
     let mut response = advance(&state, &pending, &req, Some((session, user)), None).await;
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, v);

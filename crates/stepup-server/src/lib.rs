@@ -23,6 +23,7 @@ mod form;
 mod grants;
 pub mod keys;
 mod pages;
+mod passkey;
 pub mod server;
 mod session;
 pub mod store;

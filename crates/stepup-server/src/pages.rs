@@ -1,5 +1,6 @@
-//! Server-rendered pages: plain HTML forms, no JavaScript, no external
-//! resources. Every interpolated value is escaped.
+//! Server-rendered pages: plain HTML forms, no external resources. Only
+//! the passkey pages run a script (the WebAuthn ceremony needs one), served
+//! from this origin. Every interpolated value is escaped.
 
 use axum::response::{Html, IntoResponse, Response};
 use http::StatusCode;
@@ -58,6 +59,15 @@ fn message_block(error: Option<&str>) -> String {
 /// never framed (no clickjacking of the sign-in), no script or remote
 /// resource of any kind.
 fn page(status: StatusCode, html: String) -> Response {
+    page_with_policy(status, html, NO_SCRIPT)
+}
+
+const NO_SCRIPT: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'";
+
+/// The passkey pages may run the one script of this origin, nothing else.
+const PASSKEY_SCRIPT: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
+
+fn page_with_policy(status: StatusCode, html: String, policy: &'static str) -> Response {
     let mut response = (status, Html(html)).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -70,9 +80,7 @@ fn page(status: StatusCode, html: String) -> Response {
     );
     headers.insert(
         http::header::CONTENT_SECURITY_POLICY,
-        http::HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
+        http::HeaderValue::from_static(policy),
     );
     headers.insert(
         http::header::REFERRER_POLICY,
@@ -111,8 +119,21 @@ fn reason_block(ctx: &FormContext<'_>) -> String {
         .map_or_else(String::new, |r| format!(r#"<p class="notice">{}</p>"#, escape(r)))
 }
 
-/// The password form.
-pub(crate) fn password_page(ctx: &FormContext<'_>, login_hint: Option<&str>) -> Response {
+fn passkey_link_block(link: Option<&str>) -> String {
+    link.map_or_else(String::new, |l| {
+        format!(
+            r#"<p><a id="use-passkey" href="{}">Use a passkey instead</a></p>"#,
+            escape(l)
+        )
+    })
+}
+
+/// The password form; `passkey_link` offers a passkey instead.
+pub(crate) fn password_page(
+    ctx: &FormContext<'_>,
+    login_hint: Option<&str>,
+    passkey_link: Option<&str>,
+) -> Response {
     let body = format!(
         r#"<h1>Sign in</h1>
 <p class="muted">to continue to {client}</p>
@@ -124,7 +145,9 @@ pub(crate) fn password_page(ctx: &FormContext<'_>, login_hint: Option<&str>) -> 
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
-</form>"#,
+</form>
+{passkey}"#,
+        passkey = passkey_link_block(passkey_link),
         client = escape(ctx.client_id),
         reason = reason_block(ctx),
         error = message_block(ctx.error),
@@ -140,7 +163,12 @@ pub(crate) fn password_page(ctx: &FormContext<'_>, login_hint: Option<&str>) -> 
 }
 
 /// The one-time code form.
-pub(crate) fn otp_page(ctx: &FormContext<'_>, username: &str, demo_code: Option<&str>) -> Response {
+pub(crate) fn otp_page(
+    ctx: &FormContext<'_>,
+    username: &str,
+    demo_code: Option<&str>,
+    passkey_link: Option<&str>,
+) -> Response {
     let demo = demo_code.map_or_else(String::new, |c| {
         format!(
             r#"<p class="muted">Demo mode: the current code is <code id="demo-code">{}</code></p>"#,
@@ -157,7 +185,9 @@ pub(crate) fn otp_page(ctx: &FormContext<'_>, username: &str, demo_code: Option<
 <input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{{6}}" required autofocus>
 <button type="submit">Verify</button>
 </form>
+{passkey}
 {demo}"#,
+        passkey = passkey_link_block(passkey_link),
         user = escape(username),
         reason = reason_block(ctx),
         error = message_block(ctx.error),
@@ -171,9 +201,135 @@ pub(crate) fn otp_page(ctx: &FormContext<'_>, username: &str, demo_code: Option<
     page(status, layout("Confirm it is you", &body))
 }
 
+/// The page running a passkey sign-in. `options` is the WebAuthn request
+/// options (JSON) the script hands to the browser.
+pub(crate) fn passkey_sign_in_page(
+    ctx: &FormContext<'_>,
+    ceremony_id: &str,
+    options: &str,
+    username: Option<&str>,
+) -> Response {
+    let who = username.map_or_else(
+        || format!("to continue to {}", escape(ctx.client_id)),
+        |u| format!("Signed in as {}", escape(u)),
+    );
+    let body = format!(
+        r#"<h1>Use your passkey</h1>
+<p class="muted">{who}</p>
+{reason}{error}
+<form id="passkey-form" method="post" action="/login/passkey" data-ceremony="get" data-options="{options}">
+{hidden}
+<input type="hidden" name="ceremony" value="{ceremony}">
+<input type="hidden" name="credential" value="">
+<button type="button" id="passkey-button">Use passkey</button>
+</form>
+<p id="passkey-status" class="muted" role="status"></p>
+<noscript><p class="error">Passkeys need JavaScript in this page.</p></noscript>
+<script src="/assets/passkey.js"></script>"#,
+        reason = reason_block(ctx),
+        error = message_block(ctx.error),
+        hidden = hidden(ctx),
+        ceremony = escape(ceremony_id),
+        options = escape(options),
+    );
+    let status = if ctx.error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    page_with_policy(status, layout("Use your passkey", &body), PASSKEY_SCRIPT)
+}
+
+/// A passkey as listed on the account page.
+pub(crate) struct PasskeyRow<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) created_at: i64,
+    pub(crate) last_used_at: Option<i64>,
+}
+
+/// A date for people (UTC).
+fn date(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The account page: the user's passkeys and the form adding one.
+pub(crate) fn account_passkeys_page(
+    username: &str,
+    passkeys: &[PasskeyRow<'_>],
+    ceremony_id: &str,
+    options: &str,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let listed = if passkeys.is_empty() {
+        "<p>You have no passkey yet.</p>".to_owned()
+    } else {
+        let rows: String = passkeys
+            .iter()
+            .map(|p| {
+                format!(
+                    "<li>{} <span class=\"muted\">added {}, {}</span></li>\n",
+                    escape(p.name),
+                    date(p.created_at),
+                    p.last_used_at
+                        .map_or_else(|| "never used".to_owned(), |t| format!("last used {}", date(t)))
+                )
+            })
+            .collect();
+        format!("<ul id=\"passkeys\">\n{rows}</ul>")
+    };
+    let notice = notice.map_or_else(String::new, |n| {
+        format!(r#"<p class="notice" role="status">{}</p>"#, escape(n))
+    });
+    let body = format!(
+        r#"<h1>Your passkeys</h1>
+<p class="muted">Signed in as {user}</p>
+{notice}{error}
+{listed}
+<form id="passkey-form" method="post" action="/account/passkeys" data-ceremony="create" data-options="{options}">
+<input type="hidden" name="ceremony" value="{ceremony}">
+<input type="hidden" name="credential" value="">
+<label for="name">Name of the new passkey</label>
+<input id="name" name="name" maxlength="64" placeholder="Laptop">
+<button type="button" id="passkey-button">Add a passkey</button>
+</form>
+<p id="passkey-status" class="muted" role="status"></p>
+<noscript><p class="error">Adding a passkey needs JavaScript in this page.</p></noscript>
+<script src="/assets/passkey.js"></script>"#,
+        user = escape(username),
+        error = message_block(error),
+        ceremony = escape(ceremony_id),
+        options = escape(options),
+    );
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    page_with_policy(status, layout("Your passkeys", &body), PASSKEY_SCRIPT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(951_782_400), "2000-02-29");
+        assert_eq!(date(1_795_000_000), "2026-11-18");
+    }
 
     #[test]
     fn escaping_covers_markup_and_quotes() {

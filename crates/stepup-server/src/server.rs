@@ -10,7 +10,7 @@ use stepup_core::Clock;
 use crate::config::Config;
 use crate::keys::{KeyError, KeyRing};
 use crate::store::Store;
-use crate::{authorize, discovery, token};
+use crate::{authorize, discovery, passkey, token};
 
 /// What every handler shares.
 pub struct ServerState {
@@ -25,6 +25,9 @@ pub struct ServerState {
     /// the answer takes as long as for known ones (no user enumeration).
     pub(crate) decoy_hash: String,
     pub(crate) clients: crate::client::ClientCache,
+    /// The WebAuthn relying party; `None` when passkeys cannot be used
+    /// (an issuer reached by IP address).
+    pub(crate) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -44,13 +47,14 @@ impl ServerState {
         let decoy_hash = crate::users::hash_password("decoy password never used", &rng)
             .map_err(|e| KeyError::Crypto(e.to_string()))?;
         Ok(Arc::new(Self {
-            config,
             store,
             keys: RwLock::new(Arc::new(keys)),
             rng,
             clock,
             decoy_hash,
             clients: crate::client::ClientCache::default(),
+            webauthn: crate::passkey::relying_party(&config.issuer).map(Arc::new),
+            config,
         }))
     }
 
@@ -104,6 +108,15 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/par", post(authorize::par))
         .route("/login/password", post(authorize::login_password))
         .route("/login/otp", post(authorize::login_otp))
+        .route(
+            "/login/passkey",
+            get(passkey::sign_in_get).post(passkey::sign_in_post),
+        )
+        .route(
+            passkey::ACCOUNT_PATH,
+            get(passkey::account_get).post(passkey::account_post),
+        )
+        .route("/assets/passkey.js", get(passkey::script))
         .route(
             "/.well-known/openid-configuration",
             get(discovery::openid_configuration),

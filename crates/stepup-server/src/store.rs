@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_private_key_jwt.sql")),
     (5, include_str!("../migrations/0005_otp_attempts.sql")),
     (6, include_str!("../migrations/0006_family_users.sql")),
+    (7, include_str!("../migrations/0007_passkeys.sql")),
 ];
 
 /// The server's database.
@@ -376,6 +377,9 @@ pub struct StoredUser {
     pub locked_until: Option<i64>,
     /// When the user was created.
     pub created_at: i64,
+    /// How many passkeys the user has registered (read only: counted
+    /// when the user is loaded).
+    pub passkeys: i64,
 }
 
 /// A browser session as stored.
@@ -463,6 +467,7 @@ fn user_from_row(r: &AnyRow) -> Result<StoredUser, StoreError> {
         failed_attempts: r.try_get("failed_attempts")?,
         locked_until: r.try_get("locked_until")?,
         created_at: r.try_get("created_at")?,
+        passkeys: r.try_get("passkeys")?,
     })
 }
 
@@ -501,7 +506,7 @@ impl Store {
     /// A user by login name.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<StoredUser>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at FROM users WHERE username = ?",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE username = ?",
         ))
         .bind(username)
         .fetch_optional(&self.pool)
@@ -512,7 +517,7 @@ impl Store {
     /// A user by subject id.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<StoredUser>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at FROM users WHERE id = ?",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE id = ?",
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -523,7 +528,7 @@ impl Store {
     /// All users, by name.
     pub async fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at FROM users ORDER BY username",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users ORDER BY username",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -713,6 +718,7 @@ impl Store {
             "DELETE FROM used_assertions WHERE expires_at <= ?",
             "DELETE FROM family_access_tokens WHERE expires_at <= ?",
             "DELETE FROM revoked_tokens WHERE expires_at <= ?",
+            "DELETE FROM webauthn_ceremonies WHERE expires_at <= ?",
         ] {
             removed += sqlx::query(self.sql(query))
                 .bind(now)
@@ -1078,5 +1084,180 @@ impl Store {
             .await?;
         row.map(|r| Ok((r.try_get("family_id")?, r.try_get("grant_data")?)))
             .transpose()
+    }
+}
+
+/// A registered passkey as stored.
+#[derive(Debug, Clone)]
+pub struct StoredPasskey {
+    /// The credential id, base64url.
+    pub credential_id: String,
+    /// The user.
+    pub user_id: String,
+    /// The name the user gave it.
+    pub name: String,
+    /// The credential as webauthn-rs keeps it, JSON.
+    pub credential: String,
+    /// When it was registered.
+    pub created_at: i64,
+    /// When it was last used to sign in.
+    pub last_used_at: Option<i64>,
+}
+
+fn passkey_from_row(r: &AnyRow) -> Result<StoredPasskey, StoreError> {
+    Ok(StoredPasskey {
+        credential_id: r.try_get("credential_id")?,
+        user_id: r.try_get("user_id")?,
+        name: r.try_get("name")?,
+        credential: r.try_get("credential")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
+/// Which WebAuthn ceremony.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceremony {
+    /// Registering a passkey.
+    Register,
+    /// Signing in with one.
+    Authenticate,
+}
+
+impl Ceremony {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ceremony::Register => "register",
+            Ceremony::Authenticate => "authenticate",
+        }
+    }
+}
+
+impl Store {
+    /// Stores a new passkey; a credential id registered before is a
+    /// [`StoreError::Duplicate`].
+    pub async fn insert_passkey(&self, p: &StoredPasskey) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO passkeys (credential_id, user_id, name, credential, created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&p.credential_id)
+        .bind(&p.user_id)
+        .bind(&p.name)
+        .bind(&p.credential)
+        .bind(p.created_at)
+        .bind(p.last_used_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| duplicate(e, "this passkey is already registered".to_owned()))?;
+        Ok(())
+    }
+
+    /// A user's passkeys, oldest first.
+    pub async fn passkeys_of(&self, user_id: &str) -> Result<Vec<StoredPasskey>, StoreError> {
+        let rows = sqlx::query(self.sql(
+            "SELECT credential_id, user_id, name, credential, created_at, last_used_at FROM passkeys WHERE user_id = ? ORDER BY created_at, credential_id",
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(passkey_from_row).collect()
+    }
+
+    /// The passkey with this credential id.
+    pub async fn passkey(&self, credential_id: &str) -> Result<Option<StoredPasskey>, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT credential_id, user_id, name, credential, created_at, last_used_at FROM passkeys WHERE credential_id = ?",
+        ))
+        .bind(credential_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(passkey_from_row).transpose()
+    }
+
+    /// Records a use of a passkey and its updated state (signature counter,
+    /// backup state).
+    pub async fn passkey_used(
+        &self,
+        credential_id: &str,
+        credential: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(self.sql("UPDATE passkeys SET credential = ?, last_used_at = ? WHERE credential_id = ?"))
+            .bind(credential)
+            .bind(at)
+            .bind(credential_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a user's passkey; false if the user has none by that id.
+    pub async fn delete_passkey(&self, user_id: &str, credential_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql("DELETE FROM passkeys WHERE user_id = ? AND credential_id = ?"))
+            .bind(user_id)
+            .bind(credential_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Keeps the state of a WebAuthn ceremony until its form comes back.
+    pub async fn insert_ceremony(
+        &self,
+        id: &str,
+        kind: Ceremony,
+        bound_to: &str,
+        state: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO webauthn_ceremonies (id, kind, bound_to, state, expires_at) VALUES (?, ?, ?, ?, ?)",
+        ))
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(bound_to)
+        .bind(state)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the state of a ceremony, once: a second take, another kind,
+    /// another binding or an expired ceremony find nothing.
+    pub async fn take_ceremony(
+        &self,
+        id: &str,
+        kind: Ceremony,
+        bound_to: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(self.sql(
+            "SELECT state, expires_at FROM webauthn_ceremonies WHERE id = ? AND kind = ? AND bound_to = ?",
+        ))
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(bound_to)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let deleted = sqlx::query(
+            self.sql("DELETE FROM webauthn_ceremonies WHERE id = ? AND kind = ? AND bound_to = ?"),
+        )
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(bound_to)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let expires_at: i64 = row.try_get("expires_at")?;
+        if deleted != 1 || expires_at <= now {
+            return Ok(None);
+        }
+        Ok(Some(row.try_get("state")?))
     }
 }

@@ -90,6 +90,7 @@ pub async fn add_user(
         failed_attempts: 0,
         locked_until: None,
         created_at: now,
+        passkeys: 0,
     };
     store.insert_user(&user).await?;
     Ok(user)
