@@ -459,14 +459,24 @@ pub(crate) async fn account_post(
         return unavailable();
     };
     let now = state.clock.now().seconds();
-    let (session, user) = match authorize::current_session(&state, &headers, now).await {
-        Some((s, u)) if may_manage(&state, &s, &u, now) => (s, u),
+    let user = match authorize::current_session(&state, &headers, now).await {
+        Some((s, u)) if may_manage(&state, &s, &u, now) => u,
         session => return account_sign_in(&state, session, now).await,
     };
-    let _ = session;
     let Ok(form) = crate::authorize::params_from(&body) else {
         return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "The form was malformed.");
     };
+    let name = form.get("name").map(|n| n.trim()).unwrap_or("");
+    let name = if name.is_empty() { "Passkey" } else { name };
+    if name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return account_page(
+            &state,
+            &user,
+            None,
+            Some("Give the passkey a name of at most 64 characters."),
+        )
+        .await;
+    }
     // The ceremony id is the form's CSRF token: random, bound to this user,
     // and only on the page this user's browser loaded.
     let ceremony_id = form.get("ceremony").map(String::as_str).unwrap_or("");
@@ -490,17 +500,6 @@ pub(crate) async fn account_post(
         }
         Err(_) => return authorize::server_error_page(),
     };
-    let name = form.get("name").map(|n| n.trim()).unwrap_or("");
-    let name = if name.is_empty() { "Passkey" } else { name };
-    if name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return account_page(
-            &state,
-            &user,
-            None,
-            Some("Give the passkey a name of at most 64 characters."),
-        )
-        .await;
-    }
     let answer = form.get("credential").map(String::as_str).unwrap_or("");
     let Ok(credential) = serde_json::from_str::<RegisterPublicKeyCredential>(answer) else {
         return account_page(

@@ -103,6 +103,11 @@ name = "mfa"
 acr = "urn:stepup:acr:mfa"
 factors = [["pwd", "otp"], ["hwk"]]
 
+[[level]]
+name = "phr"
+acr = "urn:stepup:acr:phr"
+factors = [["hwk"]]
+
 [scopes]
 "payments:write" = {{ level = "mfa", max_age = 300 }}
 "#
@@ -128,6 +133,20 @@ pub async fn start_instance(database_url: &str, issuer: Option<&str>) -> TestSer
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let issuer = issuer.map_or_else(|| base.clone(), str::to_owned);
+    serve(listener, database_url, base, issuer).await
+}
+
+/// Starts a server whose issuer is `http://localhost:PORT`: a domain, so
+/// it can be a WebAuthn relying party (an IP address cannot).
+pub async fn start_by_name(backend: Backend) -> TestServer {
+    let database_url = database_url(backend).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    serve(listener, &database_url, base, format!("http://localhost:{port}")).await
+}
+
+async fn serve(listener: tokio::net::TcpListener, database_url: &str, base: String, issuer: String) -> TestServer {
     let config = Config::from_toml("test.toml", &config_toml(&issuer, database_url)).unwrap();
     let store = Store::connect(&config.database_url).await.unwrap();
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));

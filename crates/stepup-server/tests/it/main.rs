@@ -14,4 +14,5 @@ mod fixtures;
 mod flow;
 mod interop;
 mod par;
+mod passkey;
 mod token;

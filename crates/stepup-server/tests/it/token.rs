@@ -30,7 +30,7 @@ async fn discovery_lists_what_exists(backend: Backend) {
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(
         meta["acr_values_supported"],
-        json!(["urn:stepup:acr:pwd", "urn:stepup:acr:mfa"])
+        json!(["urn:stepup:acr:pwd", "urn:stepup:acr:mfa", "urn:stepup:acr:phr"])
     );
     assert_eq!(meta["authorization_endpoint"], s.url("/authorize"));
     let (status, headers, jwks) = s.get_json("/jwks").await;
