@@ -65,7 +65,10 @@ fn page(status: StatusCode, html: String) -> Response {
 const NO_SCRIPT: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'";
 
 /// The passkey pages may run the one script of this origin, nothing else.
-const PASSKEY_SCRIPT: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
+/// (No `form-action`: browsers apply it to the redirect that follows the
+/// form, which goes to the client.)
+const PASSKEY_SCRIPT: &str =
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'";
 
 fn page_with_policy(status: StatusCode, html: String, policy: &'static str) -> Response {
     let mut response = (status, Html(html)).into_response();

@@ -119,6 +119,32 @@ async fn code_at_callback(client: &Client, redirect: &str) -> String {
     panic!("not redirected back; page: {}", client.source().await.unwrap());
 }
 
+/// Registers the public client `browser-app` with `redirect`, and `alice`
+/// with TOTP.
+async fn setup_app(s: &TestServer, redirect: &str) -> stepup_core::totp::TotpSecret {
+    let rng = SystemRandom::new();
+    register(
+        &s.state.store,
+        Registration {
+            client_id: "browser-app".into(),
+            auth_method: AuthMethod::None,
+            redirect_uris: vec![redirect.to_owned()],
+            grant_types: vec!["authorization_code".into()],
+            scopes: vec![Scope::new("profile").unwrap()],
+            require_par: false,
+            jwks: None,
+        },
+        NOW,
+        &rng,
+    )
+    .await
+    .unwrap();
+    users::add_user(&s.state.store, "alice", PASSWORD, NOW, &rng)
+        .await
+        .unwrap();
+    users::enroll_totp(&s.state.store, "alice", &rng).await.unwrap()
+}
+
 async fn exchange_at(s: &TestServer, code: &str, redirect: &str) -> serde_json::Value {
     let form = [
         ("grant_type", "authorization_code"),
@@ -225,5 +251,150 @@ async fn login_then_step_up_in_a_real_browser() {
     let at = jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(at["acr"], "urn:stepup:acr:mfa");
     assert_eq!(at["amr"], json!(["pwd", "otp"]));
+    c.close().await.unwrap();
+}
+
+/// The WebDriver WebAuthn extension's "Add Virtual Authenticator": a
+/// platform authenticator that stores discoverable credentials, verifies
+/// the user and answers without a touch.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/webauthn/authenticator",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+            "automaticPresenceSimulation": true,
+        });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn wait_for_text(c: &Client, text: &str) -> String {
+    for _ in 0..100 {
+        let page = c.source().await.unwrap();
+        if page.contains(text) {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{text:?} never shown; page: {}", c.source().await.unwrap());
+}
+
+#[tokio::test]
+async fn passkey_registration_and_passwordless_sign_in_in_a_real_browser() {
+    // Reached as localhost: WebAuthn needs a domain (and a secure context,
+    // which localhost is).
+    let s = start_by_name(Backend::Sqlite).await;
+    let redirect = app().await;
+    let secret = setup_app(&s, &redirect).await;
+    let at_issuer = |url: String| url.replacen(&s.base, &s.issuer, 1);
+
+    let mut chrome = chrome().await;
+    let c = chrome.client.take().unwrap();
+    c.issue_cmd(AddVirtualAuthenticator).await.unwrap();
+
+    // The account page: signing in asks for the password and the code (the
+    // strongest level Alice can reach), then offers to add a passkey.
+    c.goto(&format!("{}/account/passkeys", s.issuer)).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    click(&c, "button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::Css("#code"))
+        .await
+        .unwrap()
+        .send_keys(&secret.code_at(UnixTime(NOW)))
+        .await
+        .unwrap();
+    click(&c, "button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::Css("#name"))
+        .await
+        .unwrap()
+        .send_keys("Virtual key")
+        .await
+        .unwrap();
+    click(&c, "#passkey-button").await;
+    let page = wait_for_text(&c, "Passkey added").await;
+    assert!(page.contains("Virtual key"), "{page}");
+
+    // A new visit without any session: the passkey-only level is asked,
+    // the discoverable passkey names the user, no password is typed.
+    c.delete_all_cookies().await.unwrap();
+    s.clock.0.fetch_add(60, std::sync::atomic::Ordering::SeqCst);
+    c.goto(&at_issuer(authorize_url(
+        &s,
+        &redirect,
+        &[("acr_values", "urn:stepup:acr:phr")],
+    )))
+    .await
+    .unwrap();
+    wait_for_text(&c, "Use your passkey").await;
+    if let Ok(png) = c.screenshot().await {
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("stepup"))
+            .join("stepup-screens");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("passkey-page.png"), png);
+    }
+    click(&c, "#passkey-button").await;
+    let tokens = exchange_at(&s, &code_at_callback(&c, &redirect).await, &redirect).await;
+    let at = jwt_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(at["acr"], "urn:stepup:acr:phr");
+    assert_eq!(at["amr"], json!(["hwk"]));
+    assert_eq!(at["auth_time"], NOW + 60);
+
+    // Asked for mfa in another fresh visit, the password page offers the
+    // passkey instead; it alone reaches mfa. (Cookies are deleted for the
+    // page's site: the server's, not the app's.)
+    c.goto(&format!("{}/jwks", s.issuer)).await.unwrap();
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&at_issuer(authorize_url(
+        &s,
+        &redirect,
+        &[("acr_values", "urn:stepup:acr:mfa")],
+    )))
+    .await
+    .unwrap();
+    click(&c, "#use-passkey").await;
+    click(&c, "#passkey-button").await;
+    let tokens = exchange_at(&s, &code_at_callback(&c, &redirect).await, &redirect).await;
+    let at = jwt_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(at["acr"], "urn:stepup:acr:mfa");
+    assert_eq!(at["amr"], json!(["hwk"]));
     c.close().await.unwrap();
 }

@@ -146,7 +146,12 @@ pub async fn start_by_name(backend: Backend) -> TestServer {
     serve(listener, &database_url, base, format!("http://localhost:{port}")).await
 }
 
-async fn serve(listener: tokio::net::TcpListener, database_url: &str, base: String, issuer: String) -> TestServer {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    database_url: &str,
+    base: String,
+    issuer: String,
+) -> TestServer {
     let config = Config::from_toml("test.toml", &config_toml(&issuer, database_url)).unwrap();
     let store = Store::connect(&config.database_url).await.unwrap();
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));

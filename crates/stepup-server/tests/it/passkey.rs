@@ -55,7 +55,9 @@ async fn setup(backend: Backend) -> (TestServer, TotpSecret) {
     .await;
     let rng = SystemRandom::new();
     for name in ["alice", "bob"] {
-        users::add_user(&s.state.store, name, PASSWORD, NOW, &rng).await.unwrap();
+        users::add_user(&s.state.store, name, PASSWORD, NOW, &rng)
+            .await
+            .unwrap();
     }
     let secret = users::enroll_totp(&s.state.store, "alice", &rng).await.unwrap();
     (s, secret)
@@ -76,7 +78,12 @@ async fn account_sign_in(b: &Browser, s: &TestServer, user: &str, totp: Option<&
     assert!(page.is_password_page(), "{}", page.body);
     assert!(page.body.contains("your account"), "{}", page.body);
     let mut page = b
-        .submit(s, "/login/password", &page, &[("username", user), ("password", PASSWORD)])
+        .submit(
+            s,
+            "/login/password",
+            &page,
+            &[("username", user), ("password", PASSWORD)],
+        )
         .await;
     if let Some(secret) = totp {
         // The strongest level this user can reach is asked: the code too.
@@ -135,8 +142,14 @@ async fn register_then_step_up(backend: Backend) {
     let options = options(&page);
     // Discoverable when the authenticator can, so it also signs in alone;
     // user verification required (a passkey is then a factor by itself).
-    assert_eq!(options["publicKey"]["authenticatorSelection"]["residentKey"], "preferred");
-    assert_eq!(options["publicKey"]["authenticatorSelection"]["userVerification"], "required");
+    assert_eq!(
+        options["publicKey"]["authenticatorSelection"]["residentKey"],
+        "preferred"
+    );
+    assert_eq!(
+        options["publicKey"]["authenticatorSelection"]["userVerification"],
+        "required"
+    );
     assert_eq!(options["publicKey"]["rp"]["id"], "localhost");
 
     let mut key = SoftPasskey::new(true);
@@ -167,11 +180,22 @@ async fn register_then_step_up(backend: Backend) {
     s.clock.0.fetch_add(120, Ordering::SeqCst);
     let page = b.authorize(&s, &[("acr_values", "urn:stepup:acr:phr")]).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("Use your passkey") && !page.is_password_page(), "{}", page.body);
+    assert!(
+        page.body.contains("Use your passkey") && !page.is_password_page(),
+        "{}",
+        page.body
+    );
     let allowed = crate::passkey::options(&page)["publicKey"]["allowCredentials"].clone();
-    assert_eq!(allowed.as_array().map(Vec::len), Some(1), "the user's own passkey: {allowed}");
+    assert_eq!(
+        allowed.as_array().map(Vec::len),
+        Some(1),
+        "the user's own passkey: {allowed}"
+    );
     let answer = assertion(&page, &mut key, origin(&s));
-    let fields = [("ceremony", page.hidden("ceremony")), ("credential", answer.clone())];
+    let fields = [
+        ("ceremony", page.hidden("ceremony")),
+        ("credential", answer.clone()),
+    ];
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let done = b.submit(&s, "/login/passkey", &page, &fields).await;
     assert_eq!(done.status, 303, "{}", done.body);
@@ -205,7 +229,12 @@ async fn register_then_step_up(backend: Backend) {
     let fresh = Browser::new();
     let page = get(&fresh, &s, "/account/passkeys").await;
     let page = fresh
-        .submit(&s, "/login/password", &page, &[("username", "alice"), ("password", PASSWORD)])
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
         .await;
     assert!(page.body.contains("Use your passkey"), "{}", page.body);
 }
@@ -219,11 +248,20 @@ async fn refusals(backend: Backend) {
     let thief = Browser::new();
     let page = get(&thief, &s, "/account/passkeys").await;
     let page = thief
-        .submit(&s, "/login/password", &page, &[("username", "alice"), ("password", PASSWORD)])
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
         .await;
     assert!(page.is_otp_page(), "{}", page.body);
     let direct = get(&thief, &s, "/account/passkeys").await;
-    assert!(direct.is_password_page() || direct.is_otp_page(), "{}", direct.body);
+    assert!(
+        direct.is_password_page() || direct.is_otp_page(),
+        "{}",
+        direct.body
+    );
     assert!(!direct.body.contains("Add a passkey"), "{}", direct.body);
 
     // Alice registers a passkey.
@@ -251,14 +289,34 @@ async fn refusals(backend: Backend) {
     )
     .await;
     assert_eq!(refused.status, 400);
-    assert!(refused.body.contains("could not be registered"), "{}", refused.body);
+    assert!(
+        refused.body.contains("could not be registered"),
+        "{}",
+        refused.body
+    );
     // A form without the ceremony of the page (a cross-site post) is refused.
-    let forged = post(&bob, &s, "/account/passkeys", &[("ceremony", "guess"), ("credential", "{}")]).await;
+    let forged = post(
+        &bob,
+        &s,
+        "/account/passkeys",
+        &[("ceremony", "guess"), ("credential", "{}")],
+    )
+    .await;
     assert_eq!(forged.status, 400);
-    assert!(forged.body.contains("expired or was already used"), "{}", forged.body);
+    assert!(
+        forged.body.contains("expired or was already used"),
+        "{}",
+        forged.body
+    );
     // An overlong name is refused before the ceremony is checked.
     let long = "x".repeat(65);
-    let named = post(&bob, &s, "/account/passkeys", &[("ceremony", "guess"), ("name", &long)]).await;
+    let named = post(
+        &bob,
+        &s,
+        "/account/passkeys",
+        &[("ceremony", "guess"), ("name", &long)],
+    )
+    .await;
     assert_eq!(named.status, 400);
     // Then Bob registers his own.
     let mut bob_key = SoftPasskey::new(true);
@@ -276,7 +334,8 @@ async fn refusals(backend: Backend) {
     let mut rcr_any = options(&page);
     rcr_any["publicKey"]["allowCredentials"] = allow_list(&s, "alice").await;
     let rcr_any: RequestChallengeResponse = serde_json::from_value(rcr_any).unwrap();
-    let alice_answer = serde_json::to_string(&alice_key.do_authentication(origin(&s), rcr_any).unwrap()).unwrap();
+    let alice_answer =
+        serde_json::to_string(&alice_key.do_authentication(origin(&s), rcr_any).unwrap()).unwrap();
     let submit = |answer: String| {
         let (bob, s, page) = (&bob, &s, &page);
         async move {
@@ -299,7 +358,10 @@ async fn refusals(backend: Backend) {
 
     let mut page = bob.authorize(&s, &[("acr_values", "urn:stepup:acr:phr")]).await;
     for garbage in ["", "{", "{\"id\":1}", "[]"] {
-        let fields = [("ceremony", page.hidden("ceremony")), ("credential", garbage.to_owned())];
+        let fields = [
+            ("ceremony", page.hidden("ceremony")),
+            ("credential", garbage.to_owned()),
+        ];
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let refused = bob.submit(&s, "/login/passkey", &page, &fields).await;
         assert_eq!(refused.status, 401, "{garbage}: {}", refused.body);
@@ -340,7 +402,16 @@ async fn the_script_is_served_from_this_origin() {
     let s = start_by_name(Backend::Sqlite).await;
     let response = reqwest::get(s.url("/assets/passkey.js")).await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
-    assert!(response.text().await.unwrap().contains("navigator.credentials.get"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("navigator.credentials.get")
+    );
 }
