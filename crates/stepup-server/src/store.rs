@@ -1201,6 +1201,15 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Removes all of a user's passkeys; returns how many went.
+    pub async fn delete_passkeys_of(&self, user_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(self.sql("DELETE FROM passkeys WHERE user_id = ?"))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Keeps the state of a WebAuthn ceremony until its form comes back.
     pub async fn insert_ceremony(
         &self,

@@ -20,6 +20,9 @@ pub enum UserError {
     /// No such user.
     #[error("no user named {0:?}")]
     NotFound(String),
+    /// The user has no such passkey.
+    #[error("{0}")]
+    NoPasskey(String),
     /// Storage failed (or the name is taken).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -132,6 +135,34 @@ pub async fn enroll_totp(
     store.delete_user_sessions(&user.id).await?;
     store.revoke_user_families(&user.id, now_seconds()).await?;
     Ok(TotpSecret::new(seed.to_vec()))
+}
+
+/// Removes a user's passkeys: the one whose credential id is given, or
+/// all. Sessions and tokens of the user end, as for any changed
+/// credential: a session proven with a lost passkey must not outlive it.
+/// Returns how many passkeys went; removing none is [`UserError::NoPasskey`].
+pub async fn remove_passkeys(
+    store: &Store,
+    username: &str,
+    credential_id: Option<&str>,
+) -> Result<u64, UserError> {
+    let user = store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
+    let removed = match credential_id {
+        Some(id) => u64::from(store.delete_passkey(&user.id, id).await?),
+        None => store.delete_passkeys_of(&user.id).await?,
+    };
+    if removed == 0 {
+        return Err(UserError::NoPasskey(match credential_id {
+            Some(id) => format!("{username} has no passkey with credential id {id}"),
+            None => format!("{username} has no passkey"),
+        }));
+    }
+    store.delete_user_sessions(&user.id).await?;
+    store.revoke_user_families(&user.id, now_seconds()).await?;
+    Ok(removed)
 }
 
 /// The user's TOTP secret, if enrolled.

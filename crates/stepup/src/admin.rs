@@ -70,6 +70,24 @@ enum UserCommand {
     },
     /// List users.
     List,
+    /// List a user's passkeys (registered on the account page,
+    /// /account/passkeys).
+    Passkeys {
+        /// Login name.
+        username: String,
+    },
+    /// Remove a user's passkey (a lost device), or all of them; the user's
+    /// sessions and tokens end.
+    PasskeyRemove {
+        /// Login name.
+        username: String,
+        /// The credential id, as `user passkeys` lists it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        credential_id: Option<String>,
+        /// Remove every passkey of the user.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +154,16 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                 totp_enroll(&store, &config.issuer, &username, &rng).await
             }
             AdminCommand::User(UserCommand::List) => user_list(&store, now).await,
+            AdminCommand::User(UserCommand::Passkeys { username }) => passkey_list(&store, &username).await,
+            AdminCommand::User(UserCommand::PasskeyRemove {
+                username,
+                credential_id,
+                all: _,
+            }) => {
+                let removed = users::remove_passkeys(&store, &username, credential_id.as_deref()).await?;
+                println!("removed {removed} passkey(s) of {username}; their sessions and tokens ended");
+                Ok(ExitCode::SUCCESS)
+            }
             AdminCommand::Client(ClientCommand::Add {
                 client_id,
                 grants,
@@ -309,11 +337,37 @@ async fn user_list(store: &Store, now: i64) -> Result<ExitCode> {
                 u.username.clone(),
                 u.id.clone(),
                 yes_no(u.totp_seed.is_some()).to_owned(),
+                u.passkeys.to_string(),
                 locked,
             ]
         })
         .collect();
-    print_table(&["USERNAME", "SUBJECT", "TOTP", "LOCKED"], rows);
+    print_table(&["USERNAME", "SUBJECT", "TOTP", "PASSKEYS", "LOCKED"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn passkey_list(store: &Store, username: &str) -> Result<ExitCode> {
+    let Some(user) = store.user_by_username(username).await? else {
+        bail!("no user named {username:?}");
+    };
+    let passkeys = store.passkeys_of(&user.id).await?;
+    if passkeys.is_empty() {
+        println!("{username} has no passkey");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = passkeys
+        .iter()
+        .map(|p| {
+            vec![
+                p.credential_id.clone(),
+                p.name.clone(),
+                p.created_at.to_string(),
+                p.last_used_at
+                    .map_or_else(|| "never".to_owned(), |t| t.to_string()),
+            ]
+        })
+        .collect();
+    print_table(&["CREDENTIAL ID", "NAME", "ADDED", "LAST USED"], rows);
     Ok(ExitCode::SUCCESS)
 }
 

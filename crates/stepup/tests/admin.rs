@@ -140,9 +140,9 @@ fn users_are_added_listed_and_enrolled() {
             .unwrap()
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["USERNAME", "SUBJECT", "TOTP", "LOCKED"]
+        ["USERNAME", "SUBJECT", "TOTP", "PASSKEYS", "LOCKED"]
     );
-    assert_eq!(row(&list, "alice"), ["alice", subject, "no", "no"]);
+    assert_eq!(row(&list, "alice"), ["alice", subject, "no", "0", "no"]);
 
     // The same name again: refused before any password is read.
     let err = fails(&env.admin(&["user", "add", "alice", "--password-stdin"]));
@@ -524,4 +524,64 @@ fn the_example_config_works() {
         .unwrap();
     assert_eq!(ok(&out), "no users\n");
     assert!(env.dir.join("stepup-data/stepup.db").exists());
+}
+
+#[test]
+fn passkeys_are_listed_and_removed() {
+    let env = Env::new("passkeys");
+    ok(&env.admin_with_stdin(
+        &["user", "add", "alice", "--password-stdin"],
+        "correct horse battery\n",
+    ));
+    assert_eq!(
+        ok(&env.admin(&["user", "passkeys", "alice"])),
+        "alice has no passkey\n"
+    );
+    // Passkeys are registered in the browser; here they are put in the
+    // database directly (the commands do not read the credential).
+    let url = format!("sqlite://{}", env.dir.join("data/stepup.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = stepup_server::Store::connect(&url).await.unwrap();
+        let user = store.user_by_username("alice").await.unwrap().unwrap();
+        for (id, name) in [("cred-one", "Laptop"), ("cred-two", "Phone")] {
+            store
+                .insert_passkey(&stepup_server::store::StoredPasskey {
+                    credential_id: id.into(),
+                    user_id: user.id.clone(),
+                    name: name.into(),
+                    credential: "{}".into(),
+                    created_at: 1_800_000_000,
+                    last_used_at: None,
+                })
+                .await
+                .unwrap();
+        }
+    });
+    assert_eq!(row(&ok(&env.admin(&["user", "list"])), "alice")[3], "2");
+    let listed = ok(&env.admin(&["user", "passkeys", "alice"]));
+    assert_eq!(
+        row(&listed, "cred-one"),
+        ["cred-one", "Laptop", "1800000000", "never"]
+    );
+    assert_eq!(row(&listed, "cred-two")[1], "Phone");
+
+    let out = ok(&env.admin(&["user", "passkey-remove", "alice", "cred-one"]));
+    assert!(out.starts_with("removed 1 passkey(s) of alice"), "{out}");
+    assert!(!ok(&env.admin(&["user", "passkeys", "alice"])).contains("cred-one"));
+    let err = fails(&env.admin(&["user", "passkey-remove", "alice", "cred-one"]));
+    assert_eq!(err, "error: alice has no passkey with credential id cred-one\n");
+    let err = fails(&env.admin(&["user", "passkey-remove", "alice"]));
+    assert!(
+        err.contains("required arguments were not provided"),
+        "neither an id nor --all: {err}"
+    );
+    let err = fails(&env.admin(&["user", "passkey-remove", "alice", "cred-two", "--all"]));
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = fails(&env.admin(&["user", "passkeys", "nobody"]));
+    assert_eq!(err, "error: no user named \"nobody\"\n");
+
+    let out = ok(&env.admin(&["user", "passkey-remove", "alice", "--all"]));
+    assert!(out.starts_with("removed 1 passkey(s) of alice"), "{out}");
+    let err = fails(&env.admin(&["user", "passkey-remove", "alice", "--all"]));
+    assert_eq!(err, "error: alice has no passkey\n");
 }
