@@ -157,6 +157,40 @@ fn error_redirect(
     redirect_to(&req.redirect_uri, &params)
 }
 
+/// Whether a requested redirect URI is a registered one: the same string,
+/// or, for a native app (public client) registered with an `http` loopback
+/// IP literal, the same URI on another port (RFC 8252 §7.3: the app listens
+/// on whatever port the system gives it). `localhost` does not get this
+/// leeway (RFC 8252 §8.3: it may resolve elsewhere).
+pub(crate) fn redirect_uri_matches(registered: &str, requested: &str, native: bool) -> bool {
+    if registered == requested {
+        return true;
+    }
+    if !native {
+        return false;
+    }
+    let (Ok(mut registered), Ok(mut requested)) = (url::Url::parse(registered), url::Url::parse(requested))
+    else {
+        return false;
+    };
+    let loopback = |u: &url::Url| {
+        let ip = match u.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            _ => false,
+        };
+        u.scheme() == "http" && ip
+    };
+    if !(loopback(&registered) && loopback(&requested)) {
+        return false;
+    }
+    // Compare the rest exactly, with the ports taken out.
+    if registered.set_port(None).is_err() || requested.set_port(None).is_err() {
+        return false;
+    }
+    registered.as_str() == requested.as_str()
+}
+
 /// Levels named by an essential `acr` claim in the `claims` parameter
 /// (OpenID Connect Core §5.5.1.1).
 fn essential_acr(claims: &str) -> Result<Vec<String>, String> {
@@ -218,8 +252,14 @@ async fn validate(
             "The request does not say where to return (redirect_uri).",
         );
     };
-    // Exact string comparison (RFC 9700 §2.1): no prefix or pattern matching.
-    if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
+    // Exact string comparison (RFC 9700 §2.1): no prefix or pattern
+    // matching; only the port of a native app's loopback URI may vary.
+    let native = client.auth_method == crate::client::AuthMethod::None;
+    if !client
+        .redirect_uris
+        .iter()
+        .any(|r| redirect_uri_matches(r, redirect_uri, native))
+    {
         return page(
             "Invalid redirect URI",
             "The redirect URI is not registered for this application.",
@@ -1190,6 +1230,35 @@ mod tests {
         assert!(essential_acr(r#"{"id_token":{"acr":null}}"#).unwrap().is_empty());
         assert!(essential_acr("[1]").is_err());
         assert!(essential_acr("{").is_err());
+    }
+
+    #[test]
+    fn loopback_redirects_of_native_apps_may_change_port() {
+        let registered = "http://127.0.0.1/callback";
+        assert!(redirect_uri_matches(registered, "http://127.0.0.1:51234/callback", true));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1:8000/callback",
+            "http://127.0.0.1:51234/callback",
+            true
+        ));
+        assert!(redirect_uri_matches("http://[::1]/cb", "http://[::1]:4000/cb", true));
+        // Only the port: not the path, query, host, scheme, or user info.
+        for other in [
+            "http://127.0.0.1:51234/callback/x",
+            "http://127.0.0.1:51234/callback?x=1",
+            "http://127.0.0.2:51234/callback",
+            "http://localhost:51234/callback",
+            "https://127.0.0.1:51234/callback",
+            "http://user@127.0.0.1:51234/callback",
+            "http://[::1]:51234/callback",
+        ] {
+            assert!(!redirect_uri_matches(registered, other, true), "{other}");
+        }
+        // Confidential clients, localhost, and other hosts: exact match only.
+        assert!(!redirect_uri_matches(registered, "http://127.0.0.1:51234/callback", false));
+        assert!(!redirect_uri_matches("http://localhost/cb", "http://localhost:1234/cb", true));
+        assert!(!redirect_uri_matches("https://app.example/cb", "https://app.example:444/cb", true));
+        assert!(redirect_uri_matches("https://app.example/cb", "https://app.example/cb", false));
     }
 
     #[test]
