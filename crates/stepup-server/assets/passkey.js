@@ -101,4 +101,12 @@
   }
 
   button.addEventListener("click", run);
+  // Enter in a text field submits the form: run the ceremony instead of
+  // sending an empty answer.
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!button.disabled) {
+      run();
+    }
+  });
 })();

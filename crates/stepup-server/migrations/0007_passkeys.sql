@@ -6,6 +6,9 @@ CREATE TABLE passkeys (
     name TEXT NOT NULL,
     -- The credential as webauthn-rs keeps it (public key, counter), JSON.
     credential TEXT NOT NULL,
+    -- The signature counter, apart so that it only ever moves forward
+    -- (a conditional update), even under concurrent sign-ins.
+    counter BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     last_used_at BIGINT
 );
@@ -20,3 +23,4 @@ CREATE TABLE webauthn_ceremonies (
     state TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+CREATE INDEX webauthn_ceremonies_by_expiry ON webauthn_ceremonies (expires_at);

@@ -814,6 +814,9 @@ async fn finish(
             let _ = state.store.delete_pending(id).await;
         }
         let mut response = Redirect::to(crate::passkey::ACCOUNT_PATH).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(id) = pending_id {
             let name = session::pending_cookie_name(secure(state), id);
             if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&name, "", secure(state), 0)) {
@@ -1235,13 +1238,21 @@ mod tests {
     #[test]
     fn loopback_redirects_of_native_apps_may_change_port() {
         let registered = "http://127.0.0.1/callback";
-        assert!(redirect_uri_matches(registered, "http://127.0.0.1:51234/callback", true));
+        assert!(redirect_uri_matches(
+            registered,
+            "http://127.0.0.1:51234/callback",
+            true
+        ));
         assert!(redirect_uri_matches(
             "http://127.0.0.1:8000/callback",
             "http://127.0.0.1:51234/callback",
             true
         ));
-        assert!(redirect_uri_matches("http://[::1]/cb", "http://[::1]:4000/cb", true));
+        assert!(redirect_uri_matches(
+            "http://[::1]/cb",
+            "http://[::1]:4000/cb",
+            true
+        ));
         // Only the port: not the path, query, host, scheme, or user info.
         for other in [
             "http://127.0.0.1:51234/callback/x",
@@ -1255,10 +1266,26 @@ mod tests {
             assert!(!redirect_uri_matches(registered, other, true), "{other}");
         }
         // Confidential clients, localhost, and other hosts: exact match only.
-        assert!(!redirect_uri_matches(registered, "http://127.0.0.1:51234/callback", false));
-        assert!(!redirect_uri_matches("http://localhost/cb", "http://localhost:1234/cb", true));
-        assert!(!redirect_uri_matches("https://app.example/cb", "https://app.example:444/cb", true));
-        assert!(redirect_uri_matches("https://app.example/cb", "https://app.example/cb", false));
+        assert!(!redirect_uri_matches(
+            registered,
+            "http://127.0.0.1:51234/callback",
+            false
+        ));
+        assert!(!redirect_uri_matches(
+            "http://localhost/cb",
+            "http://localhost:1234/cb",
+            true
+        ));
+        assert!(!redirect_uri_matches(
+            "https://app.example/cb",
+            "https://app.example:444/cb",
+            true
+        ));
+        assert!(redirect_uri_matches(
+            "https://app.example/cb",
+            "https://app.example/cb",
+            false
+        ));
     }
 
     #[test]

@@ -86,6 +86,10 @@ fn page_with_policy(status: StatusCode, html: String, policy: &'static str) -> R
         http::HeaderValue::from_static(policy),
     );
     headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
         http::header::REFERRER_POLICY,
         http::HeaderValue::from_static("no-referrer"),
     );

@@ -30,7 +30,7 @@ use stepup_core::{Acr, UnixTime};
 use webauthn_rs::prelude::{
     CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn,
-    WebauthnBuilder,
+    WebauthnBuilder, WebauthnError,
 };
 
 use crate::authorize::{self, AuthorizationRequest};
@@ -73,8 +73,10 @@ pub(crate) fn user_handle(user_id: &str) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
-/// How long a started ceremony may be finished.
-const CEREMONY_SECONDS: i64 = 300;
+/// How long a started ceremony may be finished: longer than the browser's
+/// own timeout (webauthn-rs asks for 5 minutes), so a credential the
+/// authenticator made in time is never refused as late.
+const CEREMONY_SECONDS: i64 = 360;
 
 /// How recent the proofs must be to manage passkeys.
 const ACCOUNT_FRESH_SECONDS: u64 = 300;
@@ -134,6 +136,7 @@ pub(crate) async fn sign_in_page(
         },
         _ => None,
     };
+    let signed_in_as = known.as_ref().map(|(u, _)| u.username.clone());
     let started = match known {
         Some((u, keys)) if !keys.is_empty() => webauthn.start_passkey_authentication(&keys).map(|(o, s)| {
             (
@@ -164,7 +167,9 @@ pub(crate) async fn sign_in_page(
     if stored.await.is_err() {
         return authorize::server_error_page();
     }
-    pages::passkey_sign_in_page(ctx, &id, &options.to_string(), user.map(|u| u.username.as_str()))
+    // "Signed in as" only when the passkey must be this user's: a
+    // discoverable passkey may name anyone.
+    pages::passkey_sign_in_page(ctx, &id, &options.to_string(), signed_in_as.as_deref())
 }
 
 /// `GET /login/passkey?request=…`: sign in with a passkey instead of the
@@ -203,9 +208,20 @@ pub(crate) async fn sign_in_post(
     };
     let now = state.clock.now().seconds();
     let session = authorize::current_session(&state, &headers, now).await;
+    // A failed answer shows a new passkey prompt: the user chose a
+    // passkey, and each prompt is used once.
     let retry = |error: &'static str| {
-        let (state, pending, req, session) = (&state, &pending, &req, session.clone());
-        async move { authorize::advance(state, pending, req, session, Some(error)).await }
+        let (state, pending, req, user) = (&state, &pending, &req, session.as_ref().map(|(_, u)| u.clone()));
+        async move {
+            let ctx = FormContext {
+                request_id: &pending.id,
+                csrf: &pending.csrf,
+                client_id: authorize::shown_client(req),
+                reason: req.reason.as_deref(),
+                error: Some(error),
+            };
+            sign_in_page(state, &ctx, pending, user.as_ref()).await
+        }
     };
     let Some(webauthn) = state.webauthn.as_deref() else {
         return unavailable();
@@ -260,18 +276,45 @@ pub(crate) async fn sign_in_post(
     let result = match verified {
         Ok(r) if r.user_verified() => r,
         Ok(_) => return retry(NOT_VERIFIED).await,
+        Err(
+            e @ (WebauthnError::CredentialPossibleCompromise
+            | WebauthnError::CredentialBackupEligibilityInconsistent),
+        ) => {
+            tracing::error!(error = %e, user = %stored.user_id, credential = %credential_id,
+                "passkey assertion refused: possibly a cloned authenticator");
+            return retry(NOT_VERIFIED).await;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "passkey assertion refused");
             return retry(NOT_VERIFIED).await;
         }
     };
-    // The signature counter and backup state move on; a counter that went
-    // back was refused above (a cloned authenticator).
+    // The signature counter must move forward from the stored one (not
+    // from the copy in the ceremony, which may be older): checked and
+    // recorded in one conditional update, so neither a cloned
+    // authenticator nor a concurrent sign-in can take it back.
     key.update_credential(&result);
-    if let Ok(json) = serde_json::to_string(&key) {
-        if let Err(e) = state.store.passkey_used(&credential_id, &json, now).await {
-            tracing::error!(error = %e, "recording the passkey use failed");
+    let Ok(json) = serde_json::to_string(&key) else {
+        return authorize::server_error_page();
+    };
+    let counter = i64::from(result.counter());
+    match state
+        .store
+        .passkey_used(&credential_id, &json, counter, now)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::error!(
+                user = %stored.user_id,
+                credential = %credential_id,
+                counter,
+                stored = stored.counter,
+                "passkey signature counter did not move forward: possibly a cloned authenticator"
+            );
+            return retry(NOT_VERIFIED).await;
         }
+        Err(_) => return authorize::server_error_page(),
     }
     let user = match state.store.user_by_id(&stored.user_id).await {
         Ok(Some(u)) => u,
@@ -302,8 +345,16 @@ pub(crate) fn account_level(state: &ServerState, enrolled: &Enrolled) -> Option<
         .map(|l| l.acr.clone())
 }
 
-/// Whether a session may manage the user's passkeys now.
-fn may_manage(state: &ServerState, session: &StoredSession, user: &StoredUser, now: i64) -> bool {
+/// Whether a session may manage the user's passkeys now: every factor of
+/// the strongest level the user can reach proven within `window` seconds
+/// (one recent factor beside an old one is not a fresh sign-in).
+fn may_manage(
+    state: &ServerState,
+    session: &StoredSession,
+    user: &StoredUser,
+    now: i64,
+    window: u64,
+) -> bool {
     let enrolled = authorize::enrolled(state, user);
     let Some(level) = account_level(state, &enrolled) else {
         return false;
@@ -313,10 +364,11 @@ fn may_manage(state: &ServerState, session: &StoredSession, user: &StoredUser, n
         otp: session.otp_at.map(UnixTime),
         hwk: session.hwk_at.map(UnixTime),
     };
+    let since = now.saturating_sub_unsigned(window);
     let ask = stepup_core::authentication::Ask {
         acr_values: vec![level],
-        max_age: Some(ACCOUNT_FRESH_SECONDS),
-        fresh_since: None,
+        max_age: Some(window),
+        fresh_since: Some(UnixTime(since)),
     };
     matches!(
         plan(
@@ -341,7 +393,9 @@ pub(crate) async fn account_get(State(state): State<Arc<ServerState>>, headers: 
     }
     let now = state.clock.now().seconds();
     match authorize::current_session(&state, &headers, now).await {
-        Some((s, u)) if may_manage(&state, &s, &u, now) => account_page(&state, &u, None, None).await,
+        Some((s, u)) if may_manage(&state, &s, &u, now, ACCOUNT_FRESH_SECONDS) => {
+            account_page(&state, &u, None, None).await
+        }
         session => account_sign_in(&state, session, now).await,
     }
 }
@@ -460,7 +514,19 @@ pub(crate) async fn account_post(
     };
     let now = state.clock.now().seconds();
     let user = match authorize::current_session(&state, &headers, now).await {
-        Some((s, u)) if may_manage(&state, &s, &u, now) => u,
+        // The page was shown while the sign-in was fresh; its ceremony may
+        // take a while in the browser.
+        Some((s, u))
+            if may_manage(
+                &state,
+                &s,
+                &u,
+                now,
+                ACCOUNT_FRESH_SECONDS + CEREMONY_SECONDS.unsigned_abs(),
+            ) =>
+        {
+            u
+        }
         session => return account_sign_in(&state, session, now).await,
     };
     let Ok(form) = crate::authorize::params_from(&body) else {
@@ -531,6 +597,7 @@ pub(crate) async fn account_post(
         user_id: user.id.clone(),
         name: name.to_owned(),
         credential: json,
+        counter: stored_counter(&key),
         created_at: now,
         last_used_at: None,
     };
@@ -554,6 +621,15 @@ pub(crate) async fn account_post(
         None,
     )
     .await
+}
+
+/// The signature counter of a registered passkey (webauthn-rs exposes it
+/// only in the credential's serialised form).
+fn stored_counter(key: &Passkey) -> i64 {
+    serde_json::to_value(key)
+        .ok()
+        .and_then(|v| v["cred"]["counter"].as_i64())
+        .unwrap_or(0)
 }
 
 /// `GET /assets/passkey.js`: the script of the passkey pages.

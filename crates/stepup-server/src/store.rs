@@ -1098,6 +1098,8 @@ pub struct StoredPasskey {
     pub name: String,
     /// The credential as webauthn-rs keeps it, JSON.
     pub credential: String,
+    /// The signature counter last seen (0: the authenticator keeps none).
+    pub counter: i64,
     /// When it was registered.
     pub created_at: i64,
     /// When it was last used to sign in.
@@ -1110,6 +1112,7 @@ fn passkey_from_row(r: &AnyRow) -> Result<StoredPasskey, StoreError> {
         user_id: r.try_get("user_id")?,
         name: r.try_get("name")?,
         credential: r.try_get("credential")?,
+        counter: r.try_get("counter")?,
         created_at: r.try_get("created_at")?,
         last_used_at: r.try_get("last_used_at")?,
     })
@@ -1138,12 +1141,13 @@ impl Store {
     /// [`StoreError::Duplicate`].
     pub async fn insert_passkey(&self, p: &StoredPasskey) -> Result<(), StoreError> {
         sqlx::query(self.sql(
-            "INSERT INTO passkeys (credential_id, user_id, name, credential, created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO passkeys (credential_id, user_id, name, credential, counter, created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&p.credential_id)
         .bind(&p.user_id)
         .bind(&p.name)
         .bind(&p.credential)
+        .bind(p.counter)
         .bind(p.created_at)
         .bind(p.last_used_at)
         .execute(&self.pool)
@@ -1155,7 +1159,7 @@ impl Store {
     /// A user's passkeys, oldest first.
     pub async fn passkeys_of(&self, user_id: &str) -> Result<Vec<StoredPasskey>, StoreError> {
         let rows = sqlx::query(self.sql(
-            "SELECT credential_id, user_id, name, credential, created_at, last_used_at FROM passkeys WHERE user_id = ? ORDER BY created_at, credential_id",
+            "SELECT credential_id, user_id, name, credential, counter, created_at, last_used_at FROM passkeys WHERE user_id = ? ORDER BY created_at, credential_id",
         ))
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -1166,7 +1170,7 @@ impl Store {
     /// The passkey with this credential id.
     pub async fn passkey(&self, credential_id: &str) -> Result<Option<StoredPasskey>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT credential_id, user_id, name, credential, created_at, last_used_at FROM passkeys WHERE credential_id = ?",
+            "SELECT credential_id, user_id, name, credential, counter, created_at, last_used_at FROM passkeys WHERE credential_id = ?",
         ))
         .bind(credential_id)
         .fetch_optional(&self.pool)
@@ -1174,21 +1178,30 @@ impl Store {
         row.as_ref().map(passkey_from_row).transpose()
     }
 
-    /// Records a use of a passkey and its updated state (signature counter,
-    /// backup state).
+    /// Records a use of a passkey and its updated state, if its signature
+    /// counter moved forward (or both the stored and the new counter are 0:
+    /// an authenticator without one). False when it did not: the answer
+    /// may come from a cloned authenticator, or lost a race with another
+    /// sign-in by the same passkey; either way it must be refused.
     pub async fn passkey_used(
         &self,
         credential_id: &str,
         credential: &str,
+        counter: i64,
         at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(self.sql("UPDATE passkeys SET credential = ?, last_used_at = ? WHERE credential_id = ?"))
-            .bind(credential)
-            .bind(at)
-            .bind(credential_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql(
+            "UPDATE passkeys SET credential = ?, counter = ?, last_used_at = ? WHERE credential_id = ? AND (counter < ? OR (counter = 0 AND ? = 0))",
+        ))
+        .bind(credential)
+        .bind(counter)
+        .bind(at)
+        .bind(credential_id)
+        .bind(counter)
+        .bind(counter)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Removes a user's passkey; false if the user has none by that id.

@@ -550,6 +550,7 @@ fn passkeys_are_listed_and_removed() {
                     user_id: user.id.clone(),
                     name: name.into(),
                     credential: "{}".into(),
+                    counter: 0,
                     created_at: 1_800_000_000,
                     last_used_at: None,
                 })

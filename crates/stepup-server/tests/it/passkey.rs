@@ -415,3 +415,73 @@ async fn the_script_is_served_from_this_origin() {
             .contains("navigator.credentials.get")
     );
 }
+
+/// An old password plus one recent code (a client's step-up) is not a
+/// fresh sign-in: the account page asks for both again.
+async fn account_page_needs_every_factor_fresh(backend: Backend) {
+    let (s, secret) = setup(backend).await;
+    let b = Browser::new();
+    let page = b.authorize(&s, &[]).await;
+    let done = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    s.clock.0.fetch_add(3 * 3600, Ordering::SeqCst);
+    let page = b.authorize(&s, &[("acr_values", "urn:stepup:acr:mfa")]).await;
+    assert!(page.is_otp_page(), "{}", page.body);
+    let code = secret.code_at(s.state_now());
+    let done = b.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let account = get(&b, &s, "/account/passkeys").await;
+    assert!(!account.body.contains("Add a passkey"), "{}", account.body);
+    assert!(account.is_password_page(), "the password again: {}", account.body);
+}
+on_both_backends!(account_page_needs_every_factor_fresh);
+
+/// Two prompts answered in the wrong order: the answer with the older
+/// signature counter comes second and is refused (it may come from a
+/// cloned authenticator), though its own prompt saw an older counter.
+async fn a_signature_counter_never_goes_back(backend: Backend) {
+    let (s, _) = setup(backend).await;
+    let b = Browser::new();
+    let page = account_sign_in(&b, &s, "bob", None).await;
+    let mut key = SoftPasskey::new(true);
+    assert!(
+        register(&b, &s, &page, &mut key, "B")
+            .await
+            .body
+            .contains("Passkey added")
+    );
+
+    let first = b.authorize(&s, &[("acr_values", "urn:stepup:acr:phr")]).await;
+    let second = b.authorize(&s, &[("acr_values", "urn:stepup:acr:phr")]).await;
+    let older = assertion(&first, &mut key, origin(&s));
+    let newer = assertion(&second, &mut key, origin(&s));
+    let done = b
+        .submit(
+            &s,
+            "/login/passkey",
+            &second,
+            &[("ceremony", &second.hidden("ceremony")), ("credential", &newer)],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let refused = b
+        .submit(
+            &s,
+            "/login/passkey",
+            &first,
+            &[("ceremony", &first.hidden("ceremony")), ("credential", &older)],
+        )
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body.contains("could not be verified"), "{}", refused.body);
+    // A new prompt is shown at once.
+    assert!(refused.body.contains("Use your passkey"), "{}", refused.body);
+}
+on_both_backends!(a_signature_counter_never_goes_back);
