@@ -1,0 +1,245 @@
+//! User agents: what takes the user to the authorization server and brings
+//! the authorization response back.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use url::Url;
+
+/// A boxed future, as the [`UserAgent`] trait returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a user agent could not bring back an authorization response.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum UserAgentError {
+    /// Listening for the redirect failed.
+    #[error("cannot listen for the redirect: {0}")]
+    Listen(#[source] std::io::Error),
+    /// No response came back in time.
+    #[error("no authorization response within {0:?}")]
+    TimedOut(Duration),
+    /// The browser could not be opened, nor the URL shown.
+    #[error("cannot open the browser: {0}")]
+    Browser(String),
+    /// Anything else the agent reports.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The authorization response: the URL the browser was redirected to.
+#[derive(Debug, Clone)]
+pub struct AuthorizationCallback {
+    /// The redirect URI the request named (the token request repeats it).
+    pub redirect_uri: String,
+    /// The full redirect, with `code`, `state` and `iss` (or `error`).
+    pub url: Url,
+}
+
+/// Runs an authorization request in front of the user.
+///
+/// The agent picks its redirect URI (a loopback listener picks its port),
+/// gets the authorization URL for it from `authorization_url`, takes the
+/// user there, and returns where the server redirected back to.
+pub trait UserAgent: Send + Sync {
+    /// Runs one authorization request.
+    fn authorize<'a>(
+        &'a self,
+        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+    ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>>;
+}
+
+/// How the loopback agent shows the authorization URL to the user.
+pub type Opener = Arc<dyn Fn(&Url) -> Result<(), String> + Send + Sync>;
+
+/// A native app's user agent (RFC 8252): the system browser, and a
+/// listener on a loopback port the system picks (`http://127.0.0.1:PORT/callback`,
+/// §7.3) for the redirect. The client must be registered as public with
+/// `http://127.0.0.1/callback`; the server accepts any port for it.
+#[derive(Clone)]
+pub struct LoopbackBrowser {
+    open: Opener,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for LoopbackBrowser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopbackBrowser")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoopbackBrowser {
+    /// Opens the system browser (`xdg-open`, `open` on macOS); when none
+    /// starts, prints the URL on standard error for the user to open.
+    pub fn system() -> Self {
+        Self::with_opener(Arc::new(|url: &Url| {
+            let opener = if cfg!(target_os = "macos") {
+                "open"
+            } else {
+                "xdg-open"
+            };
+            let started = std::process::Command::new(opener)
+                .arg(url.as_str())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !started {
+                eprintln!("Open this address in a browser to sign in:\n\n  {url}\n");
+            }
+            Ok(())
+        }))
+    }
+
+    /// Shows the URL with `open` (tests drive a browser with it).
+    pub fn with_opener(open: Opener) -> Self {
+        Self {
+            open,
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// How long to wait for the user (5 minutes by default).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// The page the browser shows once it has handed over the response.
+const DONE_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed in</title></head>\
+<body style=\"font-family:system-ui,sans-serif;margin:3rem\"><h1>Done</h1><p>You can close this window and go back to the application.</p></body></html>";
+
+impl UserAgent for LoopbackBrowser {
+    fn authorize<'a>(
+        &'a self,
+        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+    ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
+        Box::pin(async move {
+            // An IP literal, not "localhost" (RFC 8252 §8.3).
+            let listener = TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .map_err(UserAgentError::Listen)?;
+            let port = listener.local_addr().map_err(UserAgentError::Listen)?.port();
+            let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+            let url = authorization_url(&redirect_uri);
+            (self.open)(&url).map_err(UserAgentError::Browser)?;
+            let wait = accept_callback(&listener, port);
+            let url = tokio::time::timeout(self.timeout, wait)
+                .await
+                .map_err(|_| UserAgentError::TimedOut(self.timeout))??;
+            Ok(AuthorizationCallback { redirect_uri, url })
+        })
+    }
+}
+
+/// Serves the loopback port until a request for `/callback` arrives;
+/// anything else (a favicon, a probe) gets 404 and the wait goes on.
+async fn accept_callback(listener: &TcpListener, port: u16) -> Result<Url, UserAgentError> {
+    loop {
+        let (mut stream, _) = listener.accept().await.map_err(UserAgentError::Listen)?;
+        let mut buffer = vec![0u8; 8192];
+        let mut filled = 0;
+        // The request line and headers; the callback has no body.
+        let head = loop {
+            let Ok(n) = stream.read(&mut buffer[filled..]).await else {
+                break None;
+            };
+            if n == 0 {
+                break None;
+            }
+            filled += n;
+            if let Some(end) = buffer[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+                break Some(String::from_utf8_lossy(&buffer[..end]).into_owned());
+            }
+            if filled == buffer.len() {
+                break None;
+            }
+        };
+        let target = head.as_deref().and_then(|h| {
+            let line = h.lines().next()?;
+            let mut parts = line.split(' ');
+            match (parts.next(), parts.next()) {
+                (Some("GET"), Some(target)) => Some(target.to_owned()),
+                _ => None,
+            }
+        });
+        let callback = target
+            .filter(|t| t == "/callback" || t.starts_with("/callback?"))
+            .and_then(|t| Url::parse(&format!("http://127.0.0.1:{port}{t}")).ok());
+        let (status, body) = match &callback {
+            Some(_) => ("200 OK", DONE_PAGE),
+            None => ("404 Not Found", "not found"),
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        if let Some(url) = callback {
+            return Ok(url);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_loopback_agent_returns_the_callback_and_ignores_other_paths() {
+        let opened = Arc::new(std::sync::Mutex::new(None::<Url>));
+        let seen = opened.clone();
+        let agent = LoopbackBrowser::with_opener(Arc::new(move |url: &Url| {
+            *seen.lock().unwrap() = Some(url.clone());
+            // The "browser": after a stray request, follows the redirect.
+            let redirect = url
+                .query_pairs()
+                .find(|(k, _)| k == "redirect_uri")
+                .map(|(_, v)| v.into_owned())
+                .unwrap();
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let base = redirect.trim_end_matches("/callback").to_owned();
+                let stray = http.get(format!("{base}/favicon.ico")).send().await.unwrap();
+                assert_eq!(stray.status(), 404);
+                let done = http
+                    .get(format!("{redirect}?code=c1&state=s1"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(done.status(), 200);
+                assert!(done.text().await.unwrap().contains("close this window"));
+            });
+            Ok(())
+        }))
+        .timeout(Duration::from_secs(10));
+        let build = |redirect: &str| {
+            let mut url = Url::parse("https://as.example/authorize").unwrap();
+            url.query_pairs_mut().append_pair("redirect_uri", redirect);
+            url
+        };
+        let callback = agent.authorize(&build).await.unwrap();
+        assert!(callback.redirect_uri.starts_with("http://127.0.0.1:"));
+        assert!(callback.redirect_uri.ends_with("/callback"));
+        assert_eq!(callback.url.query(), Some("code=c1&state=s1"));
+        assert!(opened.lock().unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_loopback_agent_gives_up_after_its_timeout() {
+        let agent =
+            LoopbackBrowser::with_opener(Arc::new(|_: &Url| Ok(()))).timeout(Duration::from_millis(50));
+        let build = |_: &str| Url::parse("https://as.example/authorize").unwrap();
+        let err = agent.authorize(&build).await.unwrap_err();
+        assert!(matches!(err, UserAgentError::TimedOut(_)), "{err}");
+    }
+}

@@ -1,0 +1,495 @@
+//! The client: call, see the challenge, step up, retry once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{StatusCode, header};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme, parse_www_authenticate};
+use stepup_core::pkce::CodeChallenge;
+use stepup_core::{ClientSecret, Clock, SystemClock};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::agent::{AuthorizationCallback, UserAgent};
+use crate::error::ClientError;
+use crate::provider::Provider;
+use crate::tokens::{Requirement, Secret, TokenSet, Tokens};
+
+/// Who the client is to the authorization server.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The client id.
+    pub client_id: String,
+    /// The secret of a confidential client (sent with HTTP Basic); `None`
+    /// for a public client (a CLI, a desktop app), which relies on PKCE.
+    pub client_secret: Option<ClientSecret>,
+    /// Scopes every token is asked with.
+    pub scopes: Vec<String>,
+}
+
+impl ClientConfig {
+    /// A public client.
+    pub fn public<S: Into<String>>(
+        client_id: impl Into<String>,
+        scopes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: None,
+            scopes: scopes.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// A confidential client, authenticating with `client_secret_basic`.
+    pub fn confidential<S: Into<String>>(
+        client_id: impl Into<String>,
+        secret: ClientSecret,
+        scopes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        Self {
+            client_secret: Some(secret),
+            ..Self::public(client_id, scopes)
+        }
+    }
+}
+
+/// Calls protected APIs with the right token, stepping up when asked.
+pub struct StepUpClient {
+    http: reqwest::Client,
+    provider: Provider,
+    config: ClientConfig,
+    agent: Arc<dyn UserAgent>,
+    clock: Arc<dyn Clock>,
+    rng: SystemRandom,
+    /// Held while tokens are obtained, so concurrent calls that need the
+    /// same sign-in wait for one instead of each opening a browser.
+    tokens: Mutex<Tokens>,
+}
+
+impl std::fmt::Debug for StepUpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepUpClient")
+            .field("issuer", &self.provider.issuer)
+            .field("client_id", &self.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which token a call was made with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Base,
+    Elevated,
+}
+
+/// What an API's refusal asks of the client.
+enum Refusal {
+    /// More assurance or scope: step up (RFC 9470 §3, RFC 6750 §3.1).
+    StepUp(BearerChallenge),
+    /// The token is not accepted (expired, revoked): get a new one.
+    InvalidToken,
+}
+
+impl StepUpClient {
+    /// A client for `provider`, running authorization requests with `agent`.
+    pub fn new(
+        http: reqwest::Client,
+        provider: Provider,
+        config: ClientConfig,
+        agent: Arc<dyn UserAgent>,
+    ) -> Self {
+        Self {
+            http,
+            provider,
+            config,
+            agent,
+            clock: Arc::new(SystemClock),
+            rng: SystemRandom::new(),
+            tokens: Mutex::new(Tokens::default()),
+        }
+    }
+
+    /// Uses `clock` for token lifetimes (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Starts from tokens kept earlier.
+    pub fn with_tokens(self, tokens: Tokens) -> Self {
+        Self {
+            tokens: Mutex::new(tokens),
+            ..self
+        }
+    }
+
+    /// The tokens held now, to keep them for a later run.
+    pub async fn tokens(&self) -> Tokens {
+        self.tokens.lock().await.clone()
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().seconds()
+    }
+
+    /// Sends `request` with the token it needs. Signs in first when no
+    /// token is held (or refreshes an expired one). When the API answers
+    /// with a step-up challenge, gets a token meeting it from the
+    /// authorization server (through the user agent) and sends the same
+    /// request again, once: a second challenge is
+    /// [`ClientError::StillChallenged`]. Other answers, errors included,
+    /// are returned as they came.
+    pub async fn execute(&self, request: reqwest::Request) -> Result<reqwest::Response, ClientError> {
+        let route = route_of(&request);
+        // Kept before the first send: a streaming body cannot be cloned.
+        let replay = request.try_clone();
+        let (token, held) = self.token_for(&route).await?;
+        let response = self.send(request, &token).await?;
+        let first = match refusal(&response)? {
+            None => return Ok(response),
+            Some(r) => r,
+        };
+        let Some(replay) = replay else {
+            return match first {
+                Refusal::StepUp(challenge) => Err(ClientError::BodyNotReplayable(Box::new(challenge))),
+                Refusal::InvalidToken => Ok(response),
+            };
+        };
+        let token = match first {
+            Refusal::StepUp(challenge) => self.step_up(&route, &challenge).await?,
+            Refusal::InvalidToken => {
+                // Drop the token the API refused, and get another the way
+                // a first call would (refresh, else sign in).
+                let mut tokens = self.tokens.lock().await;
+                match held {
+                    Held::Base => tokens.clear_base(),
+                    Held::Elevated => tokens.prune(i64::MAX),
+                }
+                drop(tokens);
+                self.token_for(&route).await?.0
+            }
+        };
+        let response = self.send(replay, &token).await?;
+        match refusal(&response)? {
+            Some(Refusal::StepUp(challenge)) => Err(ClientError::StillChallenged(Box::new(challenge))),
+            _ => Ok(response),
+        }
+    }
+
+    /// Signs in for the base token now (before any call needs it).
+    pub async fn sign_in(&self) -> Result<(), ClientError> {
+        let tokens = self.authorize(&Requirement::default()).await?;
+        self.tokens.lock().await.set_base(tokens);
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        mut request: reqwest::Request,
+        token: &Secret,
+    ) -> Result<reqwest::Response, ClientError> {
+        let value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            ClientError::Token {
+                status: 200,
+                error: "invalid_token".to_owned(),
+                description: Some("the access token has characters a header cannot carry".to_owned()),
+            }
+        })?;
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+        Ok(self.http.execute(request).await?)
+    }
+
+    /// The token for a call to `route`: its elevated token if one is held,
+    /// else the base token (refreshed or obtained as needed).
+    async fn token_for(&self, route: &str) -> Result<(Secret, Held), ClientError> {
+        let mut tokens = self.tokens.lock().await;
+        let now = self.now();
+        tokens.prune(now);
+        if let Some(elevated) = tokens.elevated_for(route, now) {
+            return Ok((elevated.access_token.clone(), Held::Elevated));
+        }
+        if let Some(base) = tokens.base() {
+            if base.is_fresh(now) {
+                return Ok((base.access_token.clone(), Held::Base));
+            }
+            if let Some(refresh) = base.refresh_token.clone() {
+                match self.refresh(&refresh, base).await {
+                    Ok(renewed) => {
+                        let token = renewed.access_token.clone();
+                        tokens.set_base(renewed);
+                        return Ok((token, Held::Base));
+                    }
+                    Err(e) => tracing::info!(error = %e, "refresh failed; signing in again"),
+                }
+            }
+        }
+        let base = self.authorize(&Requirement::default()).await?;
+        let token = base.access_token.clone();
+        tokens.set_base(base);
+        Ok((token, Held::Base))
+    }
+
+    /// Gets a token meeting `challenge` and keeps it for `route`.
+    async fn step_up(&self, route: &str, challenge: &BearerChallenge) -> Result<Secret, ClientError> {
+        let requirement = Requirement {
+            acr_values: challenge
+                .acr_values
+                .iter()
+                .map(|a| a.as_str().to_owned())
+                .collect(),
+            max_age: challenge.max_age,
+            scope: challenge
+                .scope
+                .as_deref()
+                .unwrap_or_default()
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        tracing::info!(route, acr_values = ?requirement.acr_values, max_age = ?requirement.max_age,
+            scope = ?requirement.scope, "the API asks for a step-up");
+        let mut tokens = self.tokens.lock().await;
+        let elevated = self.authorize(&requirement).await?;
+        let token = elevated.access_token.clone();
+        tokens.set_elevated(route.to_owned(), requirement, elevated);
+        Ok(token)
+    }
+
+    /// Runs an authorization request for `requirement` through the user
+    /// agent and exchanges the code.
+    async fn authorize(&self, requirement: &Requirement) -> Result<TokenSet, ClientError> {
+        let verifier = self.random()?;
+        let challenge = CodeChallenge::from_verifier(&verifier)
+            .map_err(|e| ClientError::BadAuthorizationResponse(e.to_string()))?;
+        let state = self.random()?;
+        let mut scopes = self.config.scopes.clone();
+        for s in &requirement.scope {
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        let scope = scopes.join(" ");
+        let build = |redirect_uri: &str| {
+            let mut url = self.provider.authorization_endpoint.clone();
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("response_type", "code")
+                    .append_pair("client_id", &self.config.client_id)
+                    .append_pair("redirect_uri", redirect_uri)
+                    .append_pair("state", &state)
+                    .append_pair("code_challenge", challenge.as_str())
+                    .append_pair("code_challenge_method", "S256");
+                if !scope.is_empty() {
+                    q.append_pair("scope", &scope);
+                }
+                if !requirement.acr_values.is_empty() {
+                    q.append_pair("acr_values", &requirement.acr_values.join(" "));
+                }
+                if let Some(max_age) = requirement.max_age {
+                    q.append_pair("max_age", &max_age.to_string());
+                }
+            }
+            url
+        };
+        let callback = self.agent.authorize(&build).await?;
+        let code = self.read_callback(&callback, &state)?;
+        let form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", callback.redirect_uri.clone()),
+            ("code_verifier", verifier),
+        ];
+        self.token_request(form, None).await
+    }
+
+    /// The code of an authorization response, after checking it answers
+    /// this request: the issuer first (RFC 9207 §2.4), then `state`.
+    fn read_callback(&self, callback: &AuthorizationCallback, state: &str) -> Result<String, ClientError> {
+        let mut params: HashMap<String, String> = HashMap::new();
+        for (k, v) in callback.url.query_pairs() {
+            if params.insert(k.to_string(), v.into_owned()).is_some() {
+                return Err(ClientError::BadAuthorizationResponse(format!(
+                    "parameter {k} repeated"
+                )));
+            }
+        }
+        if let Some(iss) = params.get("iss") {
+            if iss != &self.provider.issuer {
+                return Err(ClientError::IssuerMismatch {
+                    expected: self.provider.issuer.clone(),
+                    got: iss.clone(),
+                });
+            }
+        }
+        if params.get("state").map(String::as_str) != Some(state) {
+            return Err(ClientError::BadAuthorizationResponse(
+                "its state differs".to_owned(),
+            ));
+        }
+        if let Some(error) = params.remove("error") {
+            return Err(ClientError::Authorization {
+                error,
+                description: params.remove("error_description"),
+            });
+        }
+        params
+            .remove("code")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ClientError::BadAuthorizationResponse("it carries no code".to_owned()))
+    }
+
+    async fn refresh(&self, refresh_token: &Secret, old: &TokenSet) -> Result<TokenSet, ClientError> {
+        let form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh_token.expose().to_owned()),
+        ];
+        self.token_request(form, Some(old)).await
+    }
+
+    /// A token request with the client's authentication.
+    async fn token_request(
+        &self,
+        mut form: Vec<(&'static str, String)>,
+        previous: Option<&TokenSet>,
+    ) -> Result<TokenSet, ClientError> {
+        let mut request = self.http.post(self.provider.token_endpoint.clone());
+        match &self.config.client_secret {
+            Some(secret) => {
+                // RFC 6749 §2.3.1: both parts form-encoded before Basic.
+                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                request = request.basic_auth(
+                    encode(&self.config.client_id),
+                    Some(encode(secret.expose_secret())),
+                );
+            }
+            None => form.push(("client_id", self.config.client_id.clone())),
+        }
+        let response = request.form(&form).send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            #[derive(Deserialize)]
+            struct OAuthError {
+                error: String,
+                error_description: Option<String>,
+            }
+            let parsed: Option<OAuthError> = serde_json::from_slice(&body).ok();
+            return Err(ClientError::Token {
+                status: status.as_u16(),
+                error: parsed
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), |e| e.error.clone()),
+                description: parsed.and_then(|e| e.error_description),
+            });
+        }
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            access_token: String,
+            token_type: String,
+            expires_in: Option<i64>,
+            refresh_token: Option<String>,
+            scope: Option<String>,
+        }
+        let bad = |reason: String| ClientError::Token {
+            status: status.as_u16(),
+            error: "invalid_response".to_owned(),
+            description: Some(reason),
+        };
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| bad(format!("not a token response: {e}")))?;
+        if !parsed.token_type.eq_ignore_ascii_case("Bearer") {
+            return Err(bad(format!(
+                "token type {:?}, expected Bearer",
+                parsed.token_type
+            )));
+        }
+        let now = self.now();
+        Ok(TokenSet {
+            access_token: Secret::new(parsed.access_token),
+            // A refresh that returns no new refresh token keeps the old one.
+            refresh_token: parsed
+                .refresh_token
+                .map(Secret::new)
+                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+            expires_at: parsed.expires_in.map(|s| now.saturating_add(s)),
+            scope: parsed
+                .scope
+                .map(|s| {
+                    s.split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .or_else(|| previous.map(|p| p.scope.clone()))
+                .unwrap_or_default(),
+            obtained_at: now,
+        })
+    }
+
+    /// 256 random bits, base64url (PKCE verifiers and `state`).
+    fn random(&self) -> Result<String, ClientError> {
+        let mut bytes = [0u8; 32];
+        self.rng
+            .fill(&mut bytes)
+            .map_err(|_| ClientError::BadAuthorizationResponse("no randomness available".to_owned()))?;
+        Ok(URL_SAFE_NO_PAD.encode(bytes))
+    }
+}
+
+/// `METHOD scheme://host:port/path`: what an elevated token is kept for
+/// (the query is left out: the same operation on other arguments).
+fn route_of(request: &reqwest::Request) -> String {
+    let url: &Url = request.url();
+    format!(
+        "{} {}://{}:{}{}",
+        request.method(),
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default(),
+        url.path()
+    )
+}
+
+/// Reads the API's refusal, if the response is one this client acts on:
+/// a 401 or 403 with a `Bearer` challenge saying
+/// `insufficient_user_authentication`, `insufficient_scope` or
+/// `invalid_token`.
+fn refusal(response: &reqwest::Response) -> Result<Option<Refusal>, ClientError> {
+    if !matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        return Ok(None);
+    }
+    let values: Vec<&str> = response
+        .headers()
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let challenges =
+        parse_www_authenticate(values).map_err(|e| ClientError::MalformedChallenge(e.to_string()))?;
+    for challenge in &challenges {
+        if TokenScheme::from_name(challenge.scheme()) != Some(TokenScheme::Bearer) {
+            continue;
+        }
+        let bearer = BearerChallenge::from_challenge(challenge)
+            .map_err(|e| ClientError::MalformedChallenge(e.to_string()))?;
+        match bearer.error {
+            Some(ErrorCode::InsufficientUserAuthentication | ErrorCode::InsufficientScope) => {
+                return Ok(Some(Refusal::StepUp(bearer)));
+            }
+            Some(ErrorCode::InvalidToken) => return Ok(Some(Refusal::InvalidToken)),
+            _ => {}
+        }
+    }
+    Ok(None)
+}

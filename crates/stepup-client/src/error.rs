@@ -1,0 +1,72 @@
+//! What can go wrong on the client side.
+
+use stepup_core::challenge::BearerChallenge;
+use thiserror::Error;
+
+use crate::agent::UserAgentError;
+
+/// Why a call (or the step-up it needed) failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The HTTP exchange itself failed.
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The authorization server's metadata is unusable.
+    #[error("discovery of {issuer}: {reason}")]
+    Discovery {
+        /// The issuer asked.
+        issuer: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The user agent could not run the authorization request.
+    #[error("the user agent failed: {0}")]
+    UserAgent(#[from] UserAgentError),
+    /// The authorization server refused (RFC 6749 §4.1.2.1), for example
+    /// `access_denied`, or `unmet_authentication_requirements` when the user
+    /// cannot reach the asked level (RFC 9470 §5).
+    #[error("authorization refused: {error}{}", .description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Authorization {
+        /// The `error` code.
+        error: String,
+        /// The `error_description`, if any.
+        description: Option<String>,
+    },
+    /// The authorization response is not the answer to this request (its
+    /// `state` differs, or it carries no code).
+    #[error("the authorization response does not answer this request: {0}")]
+    BadAuthorizationResponse(String),
+    /// The authorization response names another issuer (RFC 9207): a
+    /// mix-up attack, or a misconfiguration.
+    #[error("the authorization response comes from issuer {got:?}, expected {expected:?}")]
+    IssuerMismatch {
+        /// The issuer this client uses.
+        expected: String,
+        /// The `iss` received.
+        got: String,
+    },
+    /// The token endpoint refused (RFC 6749 §5.2).
+    #[error("token endpoint ({status}): {error}{}", .description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Token {
+        /// HTTP status.
+        status: u16,
+        /// The `error` code.
+        error: String,
+        /// The `error_description`, if any.
+        description: Option<String>,
+    },
+    /// The request body is a stream that cannot be sent twice, so the call
+    /// cannot be retried after the step-up. Send a buffered body.
+    #[error(
+        "the API asked for a step-up ({0}) but the request body is a stream that cannot be sent again; buffer the body"
+    )]
+    BodyNotReplayable(Box<BearerChallenge>),
+    /// The API challenged again after the step-up: the retry is not
+    /// repeated (no loops). The challenge says what is still missing.
+    #[error("the API still refuses after the step-up: {0}")]
+    StillChallenged(Box<BearerChallenge>),
+    /// A `WWW-Authenticate` header could not be read.
+    #[error("malformed challenge from the API: {0}")]
+    MalformedChallenge(String),
+}

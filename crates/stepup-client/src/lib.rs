@@ -1,0 +1,40 @@
+//! The client side of stepup: call a protected API, and when it answers
+//! with a step-up challenge (RFC 9470 `insufficient_user_authentication`,
+//! or RFC 6750 `insufficient_scope`), get a token at the asked level and
+//! retry the call once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), stepup_client::ClientError> {
+//! use std::sync::Arc;
+//! use stepup_client::{ClientConfig, LoopbackBrowser, Provider, StepUpClient};
+//!
+//! let http = reqwest::Client::new();
+//! let provider = Provider::discover(&http, "https://login.example").await?;
+//! let config = ClientConfig::public("bank-cli", ["accounts:read"]);
+//! let client = StepUpClient::new(http.clone(), provider, config, Arc::new(LoopbackBrowser::system()));
+//! let request = http.post("https://api.example/accounts/42/payees").body(r#"{"iban":"…"}"#).build()?;
+//! // Signs in if needed; on a challenge, steps up in the browser and retries.
+//! let response = client.execute(request).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The authorization requests use PKCE (S256), `state`, and check the RFC
+//! 9207 `iss` of the response. Tokens are kept per need: the base token
+//! serves ordinary calls; a token obtained by a step-up is kept for the
+//! route that asked for it, and only while its lifetime and the asked
+//! `max_age` allow.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod agent;
+mod client;
+mod error;
+mod provider;
+mod tokens;
+
+pub use agent::{AuthorizationCallback, BoxFuture, LoopbackBrowser, Opener, UserAgent, UserAgentError};
+pub use client::{ClientConfig, StepUpClient};
+pub use error::ClientError;
+pub use provider::Provider;
+pub use tokens::{Requirement, TokenSet, Tokens};

@@ -1,0 +1,140 @@
+//! The authorization server, as its metadata describes it (RFC 8414,
+//! OpenID Connect Discovery).
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::ClientError;
+
+/// The endpoints of an authorization server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// The issuer identifier (compared with the `iss` of authorization
+    /// responses, RFC 9207).
+    pub issuer: String,
+    /// Where the browser is sent.
+    pub authorization_endpoint: Url,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_endpoint: Url,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    #[serde(default)]
+    code_challenge_methods_supported: Vec<String>,
+}
+
+impl Provider {
+    /// Reads `{issuer}/.well-known/oauth-authorization-server` (RFC 8414),
+    /// or the OpenID configuration when that is missing. The metadata must
+    /// name the same issuer (RFC 8414 §3.3) and its endpoints must be https
+    /// (or http on loopback, for local use).
+    pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Self, ClientError> {
+        let fail = |reason: String| ClientError::Discovery {
+            issuer: issuer.to_owned(),
+            reason,
+        };
+        let base = issuer.trim_end_matches('/');
+        let mut last = String::new();
+        for well_known in ["oauth-authorization-server", "openid-configuration"] {
+            let url = format!("{base}/.well-known/{well_known}");
+            let response = http.get(&url).send().await?;
+            if !response.status().is_success() {
+                last = format!("{url}: HTTP {}", response.status().as_u16());
+                continue;
+            }
+            let metadata: Metadata = response
+                .json()
+                .await
+                .map_err(|e| fail(format!("{url}: not valid metadata: {e}")))?;
+            return Self::from_metadata(issuer, metadata).map_err(fail);
+        }
+        Err(fail(last))
+    }
+
+    fn from_metadata(issuer: &str, metadata: Metadata) -> Result<Self, String> {
+        if metadata.issuer != issuer {
+            return Err(format!(
+                "the metadata names issuer {:?} (RFC 8414 §3.3: it must be the one asked)",
+                metadata.issuer
+            ));
+        }
+        if !metadata.code_challenge_methods_supported.is_empty()
+            && !metadata
+                .code_challenge_methods_supported
+                .iter()
+                .any(|m| m == "S256")
+        {
+            return Err("the server does not support PKCE with S256".to_owned());
+        }
+        Ok(Self {
+            issuer: metadata.issuer,
+            authorization_endpoint: endpoint(&metadata.authorization_endpoint)?,
+            token_endpoint: endpoint(&metadata.token_endpoint)?,
+        })
+    }
+}
+
+/// An endpoint URL: https, or http on a loopback host.
+fn endpoint(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("endpoint {raw:?}: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+        Ok(url)
+    } else {
+        Err(format!("endpoint {raw:?} must be https (http only on loopback)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(issuer: &str, endpoint: &str) -> Metadata {
+        Metadata {
+            issuer: issuer.into(),
+            authorization_endpoint: format!("{endpoint}/authorize"),
+            token_endpoint: format!("{endpoint}/token"),
+            code_challenge_methods_supported: vec!["S256".into()],
+        }
+    }
+
+    #[test]
+    fn metadata_is_checked() {
+        let ok = Provider::from_metadata(
+            "https://as.example",
+            metadata("https://as.example", "https://as.example"),
+        );
+        assert_eq!(ok.unwrap().token_endpoint.as_str(), "https://as.example/token");
+        let other = Provider::from_metadata(
+            "https://as.example",
+            metadata("https://evil.example", "https://as.example"),
+        );
+        assert!(other.unwrap_err().contains("RFC 8414"));
+        let plain = Provider::from_metadata(
+            "https://as.example",
+            metadata("https://as.example", "http://as.example"),
+        );
+        assert!(plain.unwrap_err().contains("must be https"));
+        let local = Provider::from_metadata(
+            "http://127.0.0.1:8080",
+            metadata("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        );
+        assert!(local.is_ok());
+        let mut plain_pkce = metadata("https://as.example", "https://as.example");
+        plain_pkce.code_challenge_methods_supported = vec!["plain".into()];
+        assert!(
+            Provider::from_metadata("https://as.example", plain_pkce)
+                .unwrap_err()
+                .contains("S256")
+        );
+    }
+}

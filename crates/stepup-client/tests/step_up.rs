@@ -1,0 +1,475 @@
+//! The client against the real thing: the stepup authorization server and
+//! an API behind the stepup guard, over loopback HTTP. A programmatic user
+//! agent fills the server's login pages as a user would.
+
+#![allow(
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::routing::{get, post};
+use ring::rand::SystemRandom;
+use stepup_client::{
+    AuthorizationCallback, BoxFuture, ClientConfig, ClientError, Provider, StepUpClient, UserAgent,
+    UserAgentError,
+};
+use stepup_core::totp::TotpSecret;
+use stepup_core::{Clock, Policy, Scope, UnixTime};
+use stepup_guard::{Guard, HttpFetcher, JwtVerifier, TokenVerifier, VerifiedClaims};
+use stepup_server::client::{AuthMethod, Registration, register};
+use stepup_server::{Config, ServerState, Store, router, users};
+use url::Url;
+
+const NOW: i64 = 1_800_000_000;
+const AUDIENCE: &str = "https://api.example";
+const PASSWORD: &str = "correct horse battery";
+/// Registered without a port; the agent uses one (RFC 8252 §7.3).
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+#[derive(Debug)]
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now(&self) -> UnixTime {
+        UnixTime(self.0.load(Ordering::SeqCst))
+    }
+}
+
+const POLICY: &str = r#"
+levels = [
+  { name = "pwd", acr = "urn:stepup:acr:pwd" },
+  { name = "mfa", acr = "urn:stepup:acr:mfa" },
+]
+[default]
+acr = ["pwd"]
+
+[[route]]
+name = "read balance"
+methods = ["GET"]
+path = "/accounts/{id}/balance"
+acr = ["pwd"]
+
+[[route]]
+name = "add payee"
+methods = ["POST"]
+path = "/accounts/{id}/payees"
+acr = ["mfa"]
+max_age = 300
+
+[[route]]
+name = "close account"
+methods = ["DELETE"]
+path = "/accounts/{id}"
+acr = ["mfa"]
+scope = ["accounts:close"]
+
+[[route]]
+name = "unreachable"
+methods = ["POST"]
+path = "/vault"
+acr = ["mfa"]
+"#;
+
+struct World {
+    issuer: String,
+    api: String,
+    clock: Arc<TestClock>,
+    totp: TotpSecret,
+    state: Arc<ServerState>,
+}
+
+async fn world() -> World {
+    let dir = std::env::temp_dir().join(format!(
+        "stepup-client-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let config = format!(
+        r#"
+issuer = "{issuer}"
+database_url = "sqlite://{}/stepup.db"
+audiences = ["{AUDIENCE}"]
+
+[[level]]
+name = "pwd"
+acr = "urn:stepup:acr:pwd"
+factors = [["pwd"]]
+
+[[level]]
+name = "mfa"
+acr = "urn:stepup:acr:mfa"
+factors = [["pwd", "otp"]]
+"#,
+        dir.display()
+    );
+    let config = Config::from_toml("test.toml", &config).unwrap();
+    let store = Store::connect(&config.database_url).await.unwrap();
+    let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
+    let state = ServerState::new(config, store, clock.clone()).await.unwrap();
+    let rng = SystemRandom::new();
+    register(
+        &state.store,
+        Registration {
+            client_id: "cli".into(),
+            auth_method: AuthMethod::None,
+            redirect_uris: vec!["http://127.0.0.1/callback".into()],
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            scopes: vec![
+                Scope::new("accounts:read").unwrap(),
+                Scope::new("accounts:close").unwrap(),
+            ],
+            require_par: false,
+            jwks: None,
+        },
+        NOW,
+        &rng,
+    )
+    .await
+    .unwrap();
+    users::add_user(&state.store, "alice", PASSWORD, NOW, &rng)
+        .await
+        .unwrap();
+    let totp = users::enroll_totp(&state.store, "alice", &rng).await.unwrap();
+    let app = router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // The API: answers with the acr of the token it was called with, and
+    // the body it got.
+    let verifier = JwtVerifier::from_issuer(&issuer, AUDIENCE, HttpFetcher::new().unwrap())
+        .await
+        .unwrap();
+    let policy = Policy::from_toml("policy.toml", POLICY).unwrap();
+    let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
+        .clock(clock.clone())
+        .build();
+    async fn echo(claims: VerifiedClaims, body: String) -> String {
+        format!("{} {body}", claims.0.acr.as_deref().unwrap_or("-"))
+    }
+    let api = axum::Router::new()
+        .route("/accounts/{id}/balance", get(echo))
+        .route("/accounts/{id}/payees", post(echo))
+        .route("/accounts/{id}", axum::routing::delete(echo))
+        .route("/vault", post(echo))
+        .layer(guard.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+    World {
+        issuer,
+        api: api_url,
+        clock,
+        totp,
+        state,
+    }
+}
+
+/// A user at a browser, scripted: signs in with the password and, when
+/// asked, the current TOTP code. Records what it was asked.
+struct ScriptedUser {
+    http: reqwest::Client,
+    clock: Arc<TestClock>,
+    totp: TotpSecret,
+    username: &'static str,
+    runs: AtomicUsize,
+    asked: Mutex<Vec<String>>,
+    /// Replaces the callback before it is returned (attacks).
+    tamper: Option<Box<dyn Fn(Url) -> Url + Send + Sync>>,
+}
+
+impl ScriptedUser {
+    fn new(w: &World) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            clock: w.clock.clone(),
+            totp: w.totp.clone(),
+            username: "alice",
+            runs: AtomicUsize::new(0),
+            asked: Mutex::new(Vec::new()),
+            tamper: None,
+        }
+    }
+
+    fn hidden(body: &str, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            + marker.len();
+        body[start..start + body[start..].find('"').unwrap()].to_owned()
+    }
+
+    async fn run(&self, url: Url) -> Result<Url, UserAgentError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let base =
+            format!("{}://{}", url.scheme(), url.host_str().unwrap()) + &format!(":{}", url.port().unwrap());
+        let mut response = self.http.get(url).send().await.unwrap();
+        for _ in 0..5 {
+            if let Some(location) = response.headers().get("location") {
+                let location = Url::parse(location.to_str().unwrap()).unwrap();
+                return Ok(match &self.tamper {
+                    Some(f) => f(location),
+                    None => location,
+                });
+            }
+            let body = response.text().await.unwrap();
+            let request = Self::hidden(&body, "request");
+            let csrf = Self::hidden(&body, "csrf");
+            let (path, field, value) = if body.contains("name=\"password\"") {
+                ("/login/password", "password", PASSWORD.to_owned())
+            } else if body.contains("name=\"code\"") {
+                let now = UnixTime(self.clock.0.load(Ordering::SeqCst));
+                ("/login/otp", "code", self.totp.code_at(now))
+            } else {
+                return Err(UserAgentError::Other(format!("unexpected page: {body}")));
+            };
+            self.asked.lock().unwrap().push(field.to_owned());
+            response = self
+                .http
+                .post(format!("{base}{path}"))
+                .form(&[
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("username", self.username),
+                    (field, value.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+        }
+        Err(UserAgentError::Other("too many pages".into()))
+    }
+
+    fn asked(&self) -> Vec<String> {
+        std::mem::take(&mut self.asked.lock().unwrap())
+    }
+}
+
+impl UserAgent for ScriptedUser {
+    fn authorize<'a>(
+        &'a self,
+        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+    ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
+        Box::pin(async move {
+            let url = self.run(authorization_url(REDIRECT)).await?;
+            Ok(AuthorizationCallback {
+                redirect_uri: REDIRECT.to_owned(),
+                url,
+            })
+        })
+    }
+}
+
+async fn client(w: &World, user: Arc<ScriptedUser>) -> StepUpClient {
+    let http = reqwest::Client::new();
+    let provider = Provider::discover(&http, &w.issuer).await.unwrap();
+    StepUpClient::new(
+        http,
+        provider,
+        ClientConfig::public("cli", ["accounts:read"]),
+        user,
+    )
+    .with_clock(w.clock.clone())
+}
+
+async fn call(
+    c: &StepUpClient,
+    method: reqwest::Method,
+    url: String,
+    body: &str,
+) -> Result<(u16, String), ClientError> {
+    let request = reqwest::Client::new()
+        .request(method, url)
+        .body(body.to_owned())
+        .build()
+        .unwrap();
+    let response = c.execute(request).await?;
+    Ok((response.status().as_u16(), response.text().await.unwrap()))
+}
+
+#[tokio::test]
+async fn reads_with_the_base_token_and_steps_up_once_for_a_payee() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, user.clone()).await;
+    let balance = format!("{}/accounts/42/balance", w.api);
+    let payees = format!("{}/accounts/42/payees", w.api);
+
+    // First call: sign in with the password, then the call goes through.
+    let got = call(&c, reqwest::Method::GET, balance.clone(), "").await.unwrap();
+    assert_eq!(got, (200, "urn:stepup:acr:pwd ".to_owned()));
+    assert_eq!(user.asked(), ["password"]);
+
+    // Adding a payee: the API challenges (mfa, max_age 300); the client
+    // steps up (the session is reused: only the code is asked) and sends
+    // the same request, body included, again.
+    w.clock.0.fetch_add(60, Ordering::SeqCst);
+    let got = call(&c, reqwest::Method::POST, payees.clone(), r#"{"iban":"DE89"}"#)
+        .await
+        .unwrap();
+    assert_eq!(got, (200, r#"urn:stepup:acr:mfa {"iban":"DE89"}"#.to_owned()));
+    assert_eq!(user.asked(), ["code"]);
+    assert_eq!(user.runs.load(Ordering::SeqCst), 2);
+
+    // Reading goes on with the base token; a second payee within max_age
+    // uses the elevated token, without asking the user.
+    let got = call(&c, reqwest::Method::GET, balance.clone(), "").await.unwrap();
+    assert_eq!(got.1, "urn:stepup:acr:pwd ");
+    let got = call(&c, reqwest::Method::POST, payees.clone(), "second")
+        .await
+        .unwrap();
+    assert_eq!(got, (200, "urn:stepup:acr:mfa second".to_owned()));
+    assert_eq!(user.runs.load(Ordering::SeqCst), 2);
+    assert_eq!(c.tokens().await.elevated_count(), 1);
+
+    // Past max_age the elevated token is dropped without being sent; the
+    // API's challenge leads to a new step-up.
+    w.clock.0.fetch_add(301, Ordering::SeqCst);
+    let got = call(&c, reqwest::Method::POST, payees, "third").await.unwrap();
+    assert_eq!(got, (200, "urn:stepup:acr:mfa third".to_owned()));
+    assert_eq!(user.runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn an_insufficient_scope_answer_also_steps_up() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, user.clone()).await;
+    // The token lacks accounts:close: 403 insufficient_scope. The client
+    // asks for the scope (the session answers without the user); the API
+    // then wants mfa too. That second refusal is returned, not chased: one
+    // step-up per call, never a loop.
+    let err = call(&c, reqwest::Method::DELETE, format!("{}/accounts/42", w.api), "")
+        .await
+        .unwrap_err();
+    let ClientError::StillChallenged(challenge) = err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        challenge.error.as_ref().map(|e| e.as_str()),
+        Some("insufficient_user_authentication")
+    );
+    assert_eq!(
+        user.runs.load(Ordering::SeqCst),
+        2,
+        "sign-in, one step-up, no loop"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_cannot_be_replayed_is_a_clear_error() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, user.clone()).await;
+    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes_of("streamed"))]);
+    let request = reqwest::Client::new()
+        .post(format!("{}/accounts/42/payees", w.api))
+        .body(reqwest::Body::wrap_stream(stream))
+        .build()
+        .unwrap();
+    let err = c.execute(request).await.unwrap_err();
+    assert!(matches!(err, ClientError::BodyNotReplayable(_)), "{err}");
+    assert!(err.to_string().contains("buffer the body"), "{err}");
+}
+
+fn bytes_of(s: &'static str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn a_level_the_user_cannot_reach_is_refused_by_the_server() {
+    let w = world().await;
+    // Bob has no TOTP: mfa is out of his reach, and the server says so
+    // (RFC 9470 §5) instead of issuing a weaker token.
+    users::add_user(&w.state.store, "bob", PASSWORD, NOW, &SystemRandom::new())
+        .await
+        .unwrap();
+    let mut bob = ScriptedUser::new(&w);
+    bob.username = "bob";
+    let bob = Arc::new(bob);
+    let c = client(&w, bob.clone()).await;
+    let err = call(&c, reqwest::Method::POST, format!("{}/vault", w.api), "")
+        .await
+        .unwrap_err();
+    let ClientError::Authorization { error, description } = err else {
+        panic!("{err}");
+    };
+    assert_eq!(error, "unmet_authentication_requirements");
+    assert!(description.is_some());
+    assert_eq!(bob.asked(), ["password"], "signed in; the step-up asked nothing");
+
+    // Alice can reach it: she gets in.
+    let alice = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, alice.clone()).await;
+    let got = call(&c, reqwest::Method::POST, format!("{}/vault", w.api), "x")
+        .await
+        .unwrap();
+    assert_eq!(got, (200, "urn:stepup:acr:mfa x".to_owned()));
+}
+
+/// The URL with one query parameter's value replaced.
+fn replace_param(url: &Url, name: &str, value: &str) -> Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    let mut out = url.clone();
+    out.query_pairs_mut().clear().extend_pairs(pairs);
+    out
+}
+
+#[tokio::test]
+async fn a_response_for_another_request_or_issuer_is_refused() {
+    let w = world().await;
+    let mut forged_state = ScriptedUser::new(&w);
+    forged_state.tamper = Some(Box::new(|url: Url| replace_param(&url, "state", "forged")));
+    let c = client(&w, Arc::new(forged_state)).await;
+    let err = call(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/accounts/1/balance", w.api),
+        "",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::BadAuthorizationResponse(_)), "{err}");
+
+    // RFC 9207: a response naming another issuer (a mix-up) is refused
+    // before anything else is read from it.
+    let mut mixed_up = ScriptedUser::new(&w);
+    mixed_up.tamper = Some(Box::new(|url: Url| {
+        replace_param(&url, "iss", "https://evil.example")
+    }));
+    let c = client(&w, Arc::new(mixed_up)).await;
+    let err = call(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/accounts/1/balance", w.api),
+        "",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::IssuerMismatch { .. }), "{err}");
+}
