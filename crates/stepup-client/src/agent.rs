@@ -79,7 +79,12 @@ impl LoopbackBrowser {
     /// Opens the system browser (`xdg-open`, `open` on macOS); when none
     /// starts, prints the URL on standard error for the user to open.
     pub fn system() -> Self {
-        Self::with_opener(Arc::new(|url: &Url| {
+        Self::with_opener(Self::system_opener())
+    }
+
+    /// The opener of [`LoopbackBrowser::system`].
+    pub fn system_opener() -> Opener {
+        Arc::new(|url: &Url| {
             let opener = if cfg!(target_os = "macos") {
                 "open"
             } else {
@@ -95,7 +100,7 @@ impl LoopbackBrowser {
                 eprintln!("Open this address in a browser to sign in:\n\n  {url}\n");
             }
             Ok(())
-        }))
+        })
     }
 
     /// Shows the URL with `open` (tests drive a browser with it).

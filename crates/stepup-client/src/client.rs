@@ -65,6 +65,7 @@ pub struct StepUpClient {
     agent: Arc<dyn UserAgent>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
+    on_step_up: Option<StepUpNotice>,
     /// Held while tokens are obtained, so concurrent calls that need the
     /// same sign-in wait for one instead of each opening a browser.
     tokens: Mutex<Tokens>,
@@ -78,6 +79,9 @@ impl std::fmt::Debug for StepUpClient {
             .finish_non_exhaustive()
     }
 }
+
+/// Called when an API asks for a step-up, before the user agent runs.
+pub type StepUpNotice = Arc<dyn Fn(&Requirement) + Send + Sync>;
 
 /// Which token a call was made with.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -109,8 +113,16 @@ impl StepUpClient {
             agent,
             clock: Arc::new(SystemClock),
             rng: SystemRandom::new(),
+            on_step_up: None,
             tokens: Mutex::new(Tokens::default()),
         }
+    }
+
+    /// Calls `notice` when an API asks for a step-up (a CLI tells its user
+    /// why a browser opens).
+    pub fn on_step_up(mut self, notice: StepUpNotice) -> Self {
+        self.on_step_up = Some(notice);
+        self
     }
 
     /// Uses `clock` for token lifetimes (tests).
@@ -253,6 +265,9 @@ impl StepUpClient {
         };
         tracing::info!(route, acr_values = ?requirement.acr_values, max_age = ?requirement.max_age,
             scope = ?requirement.scope, "the API asks for a step-up");
+        if let Some(notice) = &self.on_step_up {
+            notice(&requirement);
+        }
         let mut tokens = self.tokens.lock().await;
         let elevated = self.authorize(&requirement).await?;
         let token = elevated.access_token.clone();

@@ -34,7 +34,7 @@ mod provider;
 mod tokens;
 
 pub use agent::{AuthorizationCallback, BoxFuture, LoopbackBrowser, Opener, UserAgent, UserAgentError};
-pub use client::{ClientConfig, StepUpClient};
+pub use client::{ClientConfig, StepUpClient, StepUpNotice};
 pub use error::ClientError;
 pub use provider::Provider;
 pub use tokens::{Requirement, TokenSet, Tokens};

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod call;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ enum Command {
     },
     /// Manage the authorization server's users, clients and signing keys.
     Admin(admin::AdminArgs),
+    /// Call a protected API; sign in, and step up when it asks, in the
+    /// browser; print the response.
+    Call(call::CallArgs),
 }
 
 #[derive(Subcommand)]
@@ -107,6 +111,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve { config } => serve::serve(&config),
         Command::Admin(args) => admin::run(args),
+        Command::Call(args) => call::run(args),
     }
 }
 

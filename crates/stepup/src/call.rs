@@ -1,0 +1,215 @@
+//! `stepup call`: call a protected API; sign in and step up in the browser
+//! when it asks, then print the response.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use stepup_client::{ClientConfig, LoopbackBrowser, Opener, Provider, Requirement, StepUpClient, Tokens};
+
+use crate::serve::runtime;
+
+/// `stepup call` arguments.
+#[derive(Args)]
+pub(crate) struct CallArgs {
+    /// The API URL.
+    url: String,
+    /// HTTP method (default GET, or POST with --data).
+    #[arg(long, short = 'X')]
+    method: Option<String>,
+    /// A JSON request body (sent with Content-Type: application/json).
+    #[arg(long, short = 'd')]
+    data: Option<String>,
+    /// The authorization server (issuer identifier).
+    #[arg(long, env = "STEPUP_ISSUER", default_value = "http://localhost:8080")]
+    issuer: String,
+    /// The client id, registered as a public client with the redirect URI
+    /// http://127.0.0.1/callback.
+    #[arg(long, env = "STEPUP_CLIENT_ID", default_value = "stepup-cli")]
+    client_id: String,
+    /// Scopes of the base token (repeat the flag for several).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Print the sign-in address instead of opening a browser.
+    #[arg(long)]
+    no_browser: bool,
+    /// Where tokens are kept between calls (default: the user's config
+    /// directory, stepup/tokens.json, readable by the user only).
+    #[arg(long, env = "STEPUP_TOKENS")]
+    tokens: Option<PathBuf>,
+    /// How long to wait for the sign-in in the browser, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
+    let store = match &args.tokens {
+        Some(path) => path.clone(),
+        None => default_token_file()?,
+    };
+    let key = format!("{} {}", args.issuer, args.client_id);
+    runtime()?.block_on(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTP client")?;
+        let provider = Provider::discover(&http, &args.issuer)
+            .await
+            .with_context(|| format!("reading the metadata of {}", args.issuer))?;
+        let opener: Opener = if args.no_browser {
+            Arc::new(|url: &url::Url| {
+                eprintln!("Open this address in a browser to sign in:\n\n  {url}\n");
+                Ok(())
+            })
+        } else {
+            LoopbackBrowser::system_opener()
+        };
+        let agent = LoopbackBrowser::with_opener(opener).timeout(Duration::from_secs(args.timeout));
+        let mut kept = load_tokens(&store)?;
+        let client = StepUpClient::new(
+            http.clone(),
+            provider,
+            ClientConfig::public(args.client_id.clone(), args.scopes.clone()),
+            Arc::new(agent),
+        )
+        .with_tokens(kept.remove(&key).unwrap_or_default())
+        .on_step_up(Arc::new(|r: &Requirement| eprintln!("{}", step_up_notice(r))));
+
+        let method = match (&args.method, &args.data) {
+            (Some(m), _) => m.to_ascii_uppercase(),
+            (None, Some(_)) => "POST".to_owned(),
+            (None, None) => "GET".to_owned(),
+        };
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).with_context(|| format!("method {method:?}"))?;
+        let mut request = http.request(method, &args.url);
+        if let Some(data) = &args.data {
+            serde_json::from_str::<serde_json::Value>(data).context("--data must be JSON")?;
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(data.clone());
+        }
+        let request = request.build().with_context(|| format!("URL {:?}", args.url))?;
+        let outcome = client.execute(request).await;
+        // Keep what was obtained, even when the call itself failed.
+        let mut tokens = client.tokens().await;
+        tokens.prune(unix_now());
+        kept.insert(key, tokens);
+        save_tokens(&store, &kept)?;
+
+        let response = outcome?;
+        let status = response.status();
+        eprintln!("HTTP {}", status);
+        let body = response.text().await.context("reading the response")?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(body.as_bytes())?;
+        if !body.ends_with('\n') && !body.is_empty() {
+            out.write_all(b"\n")?;
+        }
+        Ok(if status.is_success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+/// What the user reads before the browser opens for a step-up.
+fn step_up_notice(r: &Requirement) -> String {
+    let mut asked = Vec::new();
+    if !r.acr_values.is_empty() {
+        asked.push(format!("level {}", r.acr_values.join(" or ")));
+    }
+    if let Some(age) = r.max_age {
+        asked.push(format!("a sign-in at most {age} s old"));
+    }
+    if !r.scope.is_empty() {
+        asked.push(format!("scope {}", r.scope.join(" ")));
+    }
+    format!("The API asks for a stronger sign-in ({}).", asked.join(", "))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn default_token_file() -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".config"),
+            None => bail!("no HOME or XDG_CONFIG_HOME: pass --tokens FILE"),
+        },
+    };
+    Ok(base.join("stepup").join("tokens.json"))
+}
+
+/// Tokens per `issuer client_id`.
+type Kept = BTreeMap<String, Tokens>;
+
+fn load_tokens(path: &Path) -> Result<Kept> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Kept::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the tokens to a file only the user can read (0600, in a 0700
+/// directory), replacing it atomically.
+fn save_tokens(path: &Path, kept: &Kept) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = serde_json::to_vec_pretty(kept)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            options.mode(0o600);
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        }
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // An older file may have been made with wider permissions.
+            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        }
+        file.write_all(&json)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notice_says_what_is_asked() {
+        let r = Requirement {
+            acr_values: vec!["mfa".into(), "phr".into()],
+            max_age: Some(300),
+            scope: vec!["payments:write".into()],
+        };
+        assert_eq!(
+            step_up_notice(&r),
+            "The API asks for a stronger sign-in (level mfa or phr, a sign-in at most 300 s old, scope payments:write)."
+        );
+    }
+}
