@@ -276,6 +276,15 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Removes a client; false if there was none by that id.
+    pub async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql("DELETE FROM clients WHERE client_id = ?"))
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Sets whether a client must push its authorization requests.
     pub async fn set_client_require_par(&self, client_id: &str, require: bool) -> Result<bool, StoreError> {
         let done = sqlx::query(self.sql("UPDATE clients SET require_par = ? WHERE client_id = ?"))

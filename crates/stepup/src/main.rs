@@ -4,6 +4,7 @@
 
 mod admin;
 mod call;
+mod demo;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ enum Command {
     /// Call a protected API; sign in, and step up when it asks, in the
     /// browser; print the response.
     Call(call::CallArgs),
+    /// Run the whole loop on this machine: authorization server, a banking
+    /// API behind the guard, and a web app that steps up when asked.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Subcommand)]
@@ -112,6 +116,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve { config } => serve::serve(&config),
         Command::Admin(args) => admin::run(args),
         Command::Call(args) => call::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

@@ -1,0 +1,203 @@
+//! The demo's banking API: an ordinary JSON API behind the guard. Each
+//! user (token subject) has an account kept in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use stepup_guard::{Guard, VerifiedClaims};
+
+/// Above this, a transfer is a large transfer (the policy's rule of that
+/// name: a passkey, or a second factor proven in the last minute).
+const LARGE_TRANSFER_EUR: f64 = 1000.0;
+
+#[derive(Clone)]
+struct Bank {
+    guard: Guard,
+    accounts: Arc<Mutex<HashMap<String, Account>>>,
+}
+
+#[derive(Clone)]
+struct Account {
+    balance_cents: i64,
+    iban: String,
+    payees: Vec<Value>,
+    transactions: Vec<Value>,
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        Self {
+            balance_cents: 1_254_300,
+            iban: "DE89 3704 0044 0532 0130 00".to_owned(),
+            payees: Vec::new(),
+            transactions: vec![
+                json!({"date": "2026-11-20", "description": "Salary", "amount": "3200.00"}),
+                json!({"date": "2026-11-22", "description": "Rent", "amount": "-1150.00"}),
+                json!({"date": "2026-11-24", "description": "Groceries", "amount": "-86.40"}),
+            ],
+        }
+    }
+}
+
+impl Bank {
+    fn with_account<T>(&self, claims: &VerifiedClaims, f: impl FnOnce(&mut Account) -> T) -> T {
+        let subject = claims.subject.clone().unwrap_or_default();
+        let mut accounts = match self.accounts.lock() {
+            Ok(a) => a,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(accounts.entry(subject).or_default())
+    }
+}
+
+/// The API's routes, all behind `guard`.
+pub(crate) fn router(guard: Guard) -> Router {
+    let layer = guard.layer();
+    let bank = Bank {
+        guard,
+        accounts: Arc::default(),
+    };
+    Router::new()
+        .route("/accounts/{id}/balance", get(balance))
+        .route("/accounts/{id}/transactions", get(transactions))
+        .route("/accounts/{id}/payees", post(add_payee))
+        .route(
+            "/accounts/{id}/payment-details",
+            put(payment_details).patch(payment_details),
+        )
+        .route("/accounts/{id}/transfers", post(transfer))
+        .route("/accounts/{id}/transfers/large", post(transfer))
+        .with_state(bank)
+        .layer(layer)
+}
+
+fn euros(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, (cents % 100).abs())
+}
+
+async fn balance(State(bank): State<Bank>, claims: VerifiedClaims, Path(id): Path<String>) -> Json<Value> {
+    let cents = bank.with_account(&claims, |a| a.balance_cents);
+    Json(json!({"account": id, "balance": euros(cents), "currency": "EUR", "acr": claims.acr}))
+}
+
+async fn transactions(
+    State(bank): State<Bank>,
+    claims: VerifiedClaims,
+    Path(id): Path<String>,
+) -> Json<Value> {
+    let list = bank.with_account(&claims, |a| a.transactions.clone());
+    Json(json!({"account": id, "transactions": list}))
+}
+
+fn bad_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "invalid_request", "error_description": message})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Payee {
+    name: String,
+    iban: String,
+}
+
+fn valid_iban(iban: &str) -> bool {
+    let compact: String = iban.chars().filter(|c| !c.is_whitespace()).collect();
+    (15..=34).contains(&compact.len()) && compact.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+async fn add_payee(
+    State(bank): State<Bank>,
+    claims: VerifiedClaims,
+    Path(id): Path<String>,
+    body: Result<Json<Payee>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(payee)) = body else {
+        return bad_request("expected {\"name\": …, \"iban\": …}");
+    };
+    if payee.name.trim().is_empty() || payee.name.len() > 70 || !valid_iban(&payee.iban) {
+        return bad_request("a payee needs a name (at most 70 characters) and a valid IBAN");
+    }
+    let entry = json!({"name": payee.name.trim(), "iban": payee.iban});
+    let count = bank.with_account(&claims, |a| {
+        a.payees.push(entry.clone());
+        a.payees.len()
+    });
+    (
+        StatusCode::CREATED,
+        Json(json!({"account": id, "added": entry, "payees": count, "acr": claims.acr})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct PaymentDetails {
+    iban: String,
+}
+
+async fn payment_details(
+    State(bank): State<Bank>,
+    claims: VerifiedClaims,
+    Path(id): Path<String>,
+    body: Result<Json<PaymentDetails>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(details)) = body else {
+        return bad_request("expected {\"iban\": …}");
+    };
+    if !valid_iban(&details.iban) {
+        return bad_request("not a valid IBAN");
+    }
+    bank.with_account(&claims, |a| a.iban = details.iban.clone());
+    Json(json!({"account": id, "iban": details.iban, "acr": claims.acr})).into_response()
+}
+
+#[derive(Deserialize)]
+struct Transfer {
+    amount: f64,
+    to: String,
+}
+
+async fn transfer(
+    State(bank): State<Bank>,
+    claims: VerifiedClaims,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Transfer>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(transfer)) = body else {
+        return bad_request("expected {\"amount\": …, \"to\": …}");
+    };
+    if !(transfer.amount.is_finite() && transfer.amount > 0.0 && transfer.amount < 1e9)
+        || transfer.to.trim().is_empty()
+    {
+        return bad_request("a transfer needs a positive amount and a recipient");
+    }
+    // A large amount is decided by the policy's "large transfer" rule, as
+    // if the call had been made to that route.
+    if transfer.amount > LARGE_TRANSFER_EUR {
+        let large = format!("/accounts/{id}/transfers/large");
+        if let Err(rejection) = bank.guard.check("POST", &large, &headers).await {
+            return rejection.into_response();
+        }
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let cents = (transfer.amount * 100.0).round() as i64;
+    let balance = bank.with_account(&claims, |a| {
+        a.balance_cents -= cents;
+        a.transactions.push(json!({
+            "date": "today", "description": format!("Transfer to {}", transfer.to.trim()), "amount": format!("-{}", euros(cents))
+        }));
+        a.balance_cents
+    });
+    Json(json!({"account": id, "sent": euros(cents), "to": transfer.to.trim(), "balance": euros(balance), "acr": claims.acr}))
+        .into_response()
+}

@@ -1,0 +1,213 @@
+//! `stepup demo`: the whole loop on one machine, no configuration. The
+//! authorization server (SQLite in a data directory), a banking API behind
+//! the guard, and a web app that calls it and runs the step-ups it asks
+//! for.
+//!
+//! The web app is a backend for frontend (the pattern the OAuth browser
+//! apps BCP recommends): tokens stay on its server, the page's script asks
+//! it to call the API and is told when a step-up is needed and why.
+
+mod api;
+mod app;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use ring::rand::SystemRandom;
+use stepup_core::{Clock, Policy, Scope, SystemClock};
+use stepup_guard::{Guard, HttpFetcher, JwtVerifier, TokenVerifier};
+use stepup_server::client::{AuthMethod, Registration, register};
+use stepup_server::{Config, ServerState, users};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::serve::{open_store, runtime};
+
+/// `stepup demo` arguments.
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    /// Where the demo keeps its database.
+    #[arg(long, default_value = "stepup-demo")]
+    data_dir: PathBuf,
+    /// The first of three ports: authorization server, banking API, web
+    /// app (0: any free ports).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+}
+
+/// The demo user.
+pub(crate) const USER: &str = "demo";
+/// The demo user's password (a demo: printed, and the same everywhere).
+pub(crate) const PASSWORD: &str = "demo-password";
+/// The web app's client id.
+pub(crate) const APP_CLIENT: &str = "demo-web";
+/// The CLI's client id (`stepup call`).
+const CLI_CLIENT: &str = "stepup-cli";
+
+/// The demo's policy: the example banking policy of this repository.
+const POLICY: &str = include_str!("../../../../policies/bank.toml");
+
+async fn listen(port: u16) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port} (another demo running? try --port)"))?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+fn next(port: u16, n: u16) -> u16 {
+    if port == 0 { 0 } else { port.saturating_add(n) }
+}
+
+pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,stepup=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    runtime()?.block_on(async move {
+        let (as_listener, as_addr) = listen(args.port).await?;
+        let (api_listener, api_addr) = listen(next(args.port, 1)).await?;
+        let (app_listener, app_addr) = listen(next(args.port, 2)).await?;
+        // localhost, not 127.0.0.1: passkeys need a domain name.
+        let issuer = format!("http://localhost:{}", as_addr.port());
+        let api_url = format!("http://localhost:{}", api_addr.port());
+        let app_url = format!("http://localhost:{}", app_addr.port());
+
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+        let database = args.data_dir.join("stepup.db");
+        let config = Config::from_toml(
+            "demo configuration",
+            &format!(
+                r#"
+issuer = "{issuer}"
+database_url = "sqlite://{database}"
+audiences = ["{api_url}"]
+
+[[level]]
+name = "pwd"
+acr = "urn:stepup:acr:pwd"
+factors = [["pwd"]]
+
+[[level]]
+name = "mfa"
+acr = "urn:stepup:acr:mfa"
+factors = [["pwd", "otp"], ["hwk"]]
+lifetime_seconds = 900
+
+[[level]]
+name = "phr"
+acr = "urn:stepup:acr:phr"
+factors = [["hwk"]]
+lifetime_seconds = 900
+
+[scopes]
+"payments:write" = {{ level = "mfa", max_age = 300 }}
+
+[login]
+demo_show_totp_code = true
+"#,
+                database = database.display()
+            ),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        let store = open_store(&config.database_url).await?;
+        let state = ServerState::new(config, store, Arc::new(SystemClock))
+            .await
+            .context("cannot load or create the signing keys")?;
+        let totp = provision(&state, &app_url).await?;
+
+        tokio::spawn(serve(as_listener, stepup_server::router(state)));
+        let verifier = JwtVerifier::from_issuer(&issuer, &api_url, HttpFetcher::new()?)
+            .await
+            .context("the guard cannot read the server's keys")?;
+        let policy = Policy::from_toml("policies/bank.toml", POLICY).map_err(|e| anyhow!("{e}"))?;
+        let guard = Guard::new(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)));
+        tokio::spawn(serve(api_listener, api::router(guard)));
+        let app = app::App::new(&issuer, &api_url, &app_url).await?;
+        tokio::spawn(serve(app_listener, app::router(app)));
+
+        println!("stepup demo is running (data in {}).", args.data_dir.display());
+        println!();
+        println!("  Web app:              {app_url}/");
+        println!("  Authorization server: {issuer}");
+        println!("  Banking API:          {api_url}");
+        println!();
+        println!("  Sign in as {USER} / {PASSWORD}; TOTP secret {totp} (the code page shows the current code: demo only).");
+        println!("  Passkeys: add one at {issuer}/account/passkeys.");
+        println!("  From a terminal: stepup call --issuer {issuer} --scope accounts:read {api_url}/accounts/42/balance");
+        println!();
+        println!("Press Ctrl-C to stop.");
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn serve(listener: TcpListener, router: axum::Router) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "a demo server stopped");
+    }
+}
+
+/// Creates on first start what the demo needs: the user with a TOTP
+/// secret, the web app's and the CLI's clients. Returns the TOTP secret,
+/// base32. Later starts find them (the web app's redirect URI follows its
+/// port).
+async fn provision(state: &ServerState, app_url: &str) -> Result<String> {
+    let store = &state.store;
+    let rng = SystemRandom::new();
+    let now = SystemClock.now().seconds();
+    if store.user_by_username(USER).await?.is_none() {
+        users::add_user(store, USER, PASSWORD, now, &rng).await?;
+        users::enroll_totp(store, USER, &rng).await?;
+    }
+    let user = store
+        .user_by_username(USER)
+        .await?
+        .ok_or_else(|| anyhow!("the demo user is missing"))?;
+    let secret = users::totp_secret(&user).ok_or_else(|| anyhow!("the demo user has no TOTP secret"))?;
+    let scopes = |list: &[&str]| -> Result<Vec<Scope>> {
+        list.iter()
+            .map(|s| Scope::new(*s).map_err(|e| anyhow!("scope {s}: {e}")))
+            .collect()
+    };
+    let redirect = format!("{app_url}/callback");
+    let wanted = [
+        (APP_CLIENT, redirect.as_str()),
+        (CLI_CLIENT, "http://127.0.0.1/callback"),
+    ];
+    for (client_id, redirect_uri) in wanted {
+        let existing = store.client(client_id).await?;
+        let registered = existing
+            .as_ref()
+            .and_then(|c| serde_json::from_str::<Vec<String>>(&c.redirect_uris).ok())
+            .unwrap_or_default();
+        if registered.iter().any(|r| r == redirect_uri) {
+            continue;
+        }
+        if existing.is_some() {
+            store.delete_client(client_id).await?;
+        }
+        register(
+            store,
+            Registration {
+                client_id: client_id.to_owned(),
+                auth_method: AuthMethod::None,
+                redirect_uris: vec![redirect_uri.to_owned()],
+                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                scopes: scopes(&["openid", "accounts:read", "payments:write"])?,
+                require_par: false,
+                jwks: None,
+            },
+            now,
+            &rng,
+        )
+        .await?;
+    }
+    Ok(users::base32(secret.expose_seed()))
+}

@@ -1,0 +1,206 @@
+//! `stepup demo` end to end in a real browser (headless Chromium through
+//! ChromeDriver, Debian's packages; scripts/test installs them): sign in
+//! with a password, read the balance, change payment details, step up to
+//! TOTP when the API asks, and see the change go through.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The URLs `stepup demo` printed.
+struct Demo {
+    _process: Killed,
+    app: String,
+    issuer: String,
+}
+
+fn start_demo(dir: &std::path::Path) -> Demo {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["demo", "--port", "0", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let process = Killed(child);
+    let mut app = None;
+    let mut issuer = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(url) = line.trim().strip_prefix("Web app:") {
+            app = Some(url.trim().trim_end_matches('/').to_owned());
+        }
+        if let Some(url) = line.trim().strip_prefix("Authorization server:") {
+            issuer = Some(url.trim().to_owned());
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    Demo {
+        _process: process,
+        app: app.expect("the demo prints the web app's URL"),
+        issuer: issuer.expect("the demo prints the issuer"),
+    }
+}
+
+async fn chrome() -> (Killed, Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (apt-get install chromium chromium-driver; scripts/test does it)");
+    let driver = Killed(driver);
+    let profile = std::env::temp_dir().join(format!("stepup-demo-chrome-{port}"));
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=900,1100", format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    for _ in 0..100 {
+        if let Ok(client) = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            return (driver, client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start");
+}
+
+async fn wait_for_text(c: &Client, css: &str, text: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(element) = c.find(Locator::Css(css)).await {
+            if let Ok(found) = element.text().await {
+                if found.contains(text) {
+                    return found;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{text:?} never in {css}; page: {}", c.source().await.unwrap());
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let field = c.wait().for_element(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+fn artefact(name: &str, png: &[u8]) {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("stepup"))
+        .join("stepup-screens");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_read_then_step_up_to_change_payment_details() {
+    let dir = std::env::temp_dir().join(format!("stepup-demo-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let demo = start_demo(&dir);
+    let (_driver, c) = chrome().await;
+
+    // Signed out: the app sends the browser to the authorization server.
+    c.goto(&format!("{}/", demo.app)).await.unwrap();
+    click(&c, "#sign-in").await;
+    assert!(c.current_url().await.unwrap().as_str().starts_with(&demo.issuer));
+    fill(&c, "#username", "demo").await;
+    fill(&c, "#password", "demo-password").await;
+    click(&c, "button[type=submit]").await;
+
+    // Back at the app: the balance is read with the password-level token.
+    let balance = wait_for_text(&c, "#balance", "EUR").await;
+    assert!(balance.contains("urn:stepup:acr:pwd"), "{balance}");
+
+    // Changing payment details: the API asks for more (scope and mfa);
+    // the app says so.
+    fill(&c, "#iban", "FR76 3000 6000 0112 3456 7890 189").await;
+    click(&c, "#payment-details button[type=submit]").await;
+    let reason = wait_for_text(&c, "#step-up-detail", "insufficient").await;
+    let panel = c.find(Locator::Css("#step-up")).await.unwrap();
+    assert!(
+        panel.attr("hidden").await.unwrap().is_none(),
+        "the step-up panel is shown"
+    );
+    artefact("demo-step-up-asked.png", &c.screenshot().await.unwrap());
+    click(&c, "#step-up-continue").await;
+
+    // The authorization server asks only for the code: the session is
+    // reused. The demo shows the current code on the page.
+    let code = c
+        .wait()
+        .for_element(Locator::Css("#demo-code"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        c.find_all(Locator::Css("#password")).await.unwrap().is_empty(),
+        "no password again"
+    );
+    artefact("demo-step-up-code-page.png", &c.screenshot().await.unwrap());
+    fill(&c, "#code", &code).await;
+    click(&c, "button[type=submit]").await;
+
+    // Back at the app, the action is repeated once and goes through.
+    let done = wait_for_text(&c, "#result", "Payment details changed").await;
+    assert!(done.contains("urn:stepup:acr:mfa"), "{done} (asked: {reason})");
+    let log = wait_for_text(&c, "#log", "retry after step-up").await;
+    assert!(
+        log.contains("PUT /accounts/42/payment-details → 200 (retry after step-up)"),
+        "{log}"
+    );
+    artefact("demo-done.png", &c.screenshot().await.unwrap());
+
+    // Reading goes on without asking anything.
+    click(&c, "#read-balance").await;
+    wait_for_text(&c, "#log", "GET /accounts/42/balance → 200").await;
+    c.close().await.unwrap();
+}
