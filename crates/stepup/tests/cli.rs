@@ -27,7 +27,7 @@ fn check_accepts_the_shipped_policy() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "policies/bank.toml: ok (3 levels, 6 routes, 0 warnings)\n"
+        "policies/bank.toml: ok (3 levels, 7 routes, 0 warnings)\n"
     );
 }
 

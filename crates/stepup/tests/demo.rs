@@ -28,6 +28,7 @@ struct Demo {
     _process: Killed,
     app: String,
     issuer: String,
+    api: String,
 }
 
 fn start_demo(dir: &std::path::Path) -> Demo {
@@ -42,6 +43,7 @@ fn start_demo(dir: &std::path::Path) -> Demo {
     let process = Killed(child);
     let mut app = None;
     let mut issuer = None;
+    let mut api = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
         if let Some(url) = line.trim().strip_prefix("Web app:") {
@@ -49,6 +51,9 @@ fn start_demo(dir: &std::path::Path) -> Demo {
         }
         if let Some(url) = line.trim().strip_prefix("Authorization server:") {
             issuer = Some(url.trim().to_owned());
+        }
+        if let Some(url) = line.trim().strip_prefix("Banking API:") {
+            api = Some(url.trim().to_owned());
         }
         if line.starts_with("Press Ctrl-C") {
             break;
@@ -58,6 +63,7 @@ fn start_demo(dir: &std::path::Path) -> Demo {
         _process: process,
         app: app.expect("the demo prints the web app's URL"),
         issuer: issuer.expect("the demo prints the issuer"),
+        api: api.expect("the demo prints the API's URL"),
     }
 }
 
@@ -203,4 +209,47 @@ async fn sign_in_read_then_step_up_to_change_payment_details() {
     click(&c, "#read-balance").await;
     wait_for_text(&c, "#log", "GET /accounts/42/balance → 200").await;
     c.close().await.unwrap();
+}
+
+/// A third-party client outside Rust, npm's `oauth4webapi`, meets the
+/// demo API's RFC 9470 challenge (and its `insufficient_scope` one): it
+/// parses `WWW-Authenticate` itself, asks for the level, and retries.
+#[test]
+fn oauth4webapi_handles_the_step_up_challenge() {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/js");
+    assert!(
+        js.join("node_modules/oauth4webapi").is_dir(),
+        "run `npm ci` in interop/js first (scripts/test does it)"
+    );
+    let dir = std::env::temp_dir().join(format!("stepup-demo-interop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let demo = start_demo(&dir);
+    let output = Command::new("node")
+        .arg("step-up.mjs")
+        .arg(&demo.issuer)
+        .arg(&demo.api)
+        .current_dir(&js)
+        .output()
+        .expect("node (scripts/system-deps installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out["balance"]["body"]["acr"], "urn:stepup:acr:pwd");
+    // The RFC 9470 challenge, as oauth4webapi parsed it.
+    assert_eq!(out["challenge"]["status"], 401);
+    assert_eq!(out["challenge"]["error"], "insufficient_user_authentication");
+    assert_eq!(out["challenge"]["acr_values"], "urn:stepup:acr:mfa");
+    assert_eq!(out["challenge"]["max_age"], "300");
+    assert_eq!(out["statements"]["status"], 200);
+    assert_eq!(out["statements"]["body"]["acr"], "urn:stepup:acr:mfa");
+    // The scope-based step-up.
+    assert_eq!(out["scope_challenge"]["status"], 403);
+    assert_eq!(out["scope_challenge"]["scope"], "payments:write");
+    assert_eq!(out["payee"]["status"], 201);
+    // The user typed the password once and one code: the session was reused.
+    assert_eq!(out["asked"], json!(["password", "code"]));
 }

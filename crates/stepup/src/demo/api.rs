@@ -67,6 +67,7 @@ pub(crate) fn router(guard: Guard) -> Router {
     Router::new()
         .route("/accounts/{id}/balance", get(balance))
         .route("/accounts/{id}/transactions", get(transactions))
+        .route("/accounts/{id}/statements", get(statements))
         .route("/accounts/{id}/payees", post(add_payee))
         .route(
             "/accounts/{id}/payment-details",
@@ -94,6 +95,11 @@ async fn transactions(
 ) -> Json<Value> {
     let list = bank.with_account(&claims, |a| a.transactions.clone());
     Json(json!({"account": id, "transactions": list}))
+}
+
+async fn statements(State(bank): State<Bank>, claims: VerifiedClaims, Path(id): Path<String>) -> Json<Value> {
+    let (iban, list) = bank.with_account(&claims, |a| (a.iban.clone(), a.transactions.clone()));
+    Json(json!({"account": id, "iban": iban, "statement": list, "acr": claims.acr}))
 }
 
 fn bad_request(message: &str) -> Response {
