@@ -54,6 +54,53 @@ pub trait UserAgent: Send + Sync {
     ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>>;
 }
 
+/// What a [`FnUserAgent`] runs: given the authorization URL, the URL the
+/// browser ends at.
+pub type AuthorizeFn = Arc<dyn Fn(Url) -> BoxFuture<'static, Result<Url, UserAgentError>> + Send + Sync>;
+
+/// A programmatic user agent, for tests and embedded browsers: a fixed
+/// redirect URI and a function that goes from the authorization URL to the
+/// redirect.
+#[derive(Clone)]
+pub struct FnUserAgent {
+    redirect_uri: String,
+    run: AuthorizeFn,
+}
+
+impl std::fmt::Debug for FnUserAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnUserAgent")
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FnUserAgent {
+    /// An agent answering with `run`, for the client's `redirect_uri`.
+    pub fn new(redirect_uri: impl Into<String>, run: AuthorizeFn) -> Self {
+        Self {
+            redirect_uri: redirect_uri.into(),
+            run,
+        }
+    }
+}
+
+impl UserAgent for FnUserAgent {
+    fn authorize<'a>(
+        &'a self,
+        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+    ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
+        let url = authorization_url(&self.redirect_uri);
+        let run = Arc::clone(&self.run);
+        Box::pin(async move {
+            Ok(AuthorizationCallback {
+                redirect_uri: self.redirect_uri.clone(),
+                url: run(url).await?,
+            })
+        })
+    }
+}
+
 /// How the loopback agent shows the authorization URL to the user.
 pub type Opener = Arc<dyn Fn(&Url) -> Result<(), String> + Send + Sync>;
 

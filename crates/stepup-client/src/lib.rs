@@ -33,7 +33,10 @@ mod error;
 mod provider;
 mod tokens;
 
-pub use agent::{AuthorizationCallback, BoxFuture, LoopbackBrowser, Opener, UserAgent, UserAgentError};
+pub use agent::{
+    AuthorizationCallback, AuthorizeFn, BoxFuture, FnUserAgent, LoopbackBrowser, Opener, UserAgent,
+    UserAgentError,
+};
 pub use client::{ClientConfig, StepUpClient, StepUpNotice};
 pub use error::ClientError;
 pub use provider::Provider;

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use axum::routing::{get, post};
 use ring::rand::SystemRandom;
 use stepup_client::{
-    AuthorizationCallback, BoxFuture, ClientConfig, ClientError, Provider, StepUpClient, UserAgent,
-    UserAgentError,
+    AuthorizationCallback, BoxFuture, ClientConfig, ClientError, FnUserAgent, Provider, StepUpClient,
+    UserAgent, UserAgentError,
 };
 use stepup_core::totp::TotpSecret;
 use stepup_core::{Clock, Policy, Scope, UnixTime};
@@ -472,4 +472,57 @@ async fn a_response_for_another_request_or_issuer_is_refused() {
     .await
     .unwrap_err();
     assert!(matches!(err, ClientError::IssuerMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_refusal_by_the_user_is_a_typed_error() {
+    let w = world().await;
+    // The user declines at the authorization server: the redirect carries
+    // error=access_denied with the request's state.
+    let agent = FnUserAgent::new(
+        REDIRECT,
+        Arc::new(|url: Url| {
+            Box::pin(async move {
+                let state = url
+                    .query_pairs()
+                    .find(|(k, _)| k == "state")
+                    .unwrap()
+                    .1
+                    .into_owned();
+                let mut back = Url::parse(REDIRECT).unwrap();
+                back.query_pairs_mut()
+                    .append_pair("error", "access_denied")
+                    .append_pair("error_description", "the user said no")
+                    .append_pair("state", &state);
+                Ok(back)
+            })
+        }),
+    );
+    let http = reqwest::Client::new();
+    let provider = Provider::discover(&http, &w.issuer).await.unwrap();
+    let c = StepUpClient::new(
+        http,
+        provider,
+        ClientConfig::public("cli", ["accounts:read"]),
+        Arc::new(agent),
+    );
+    let err = call(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/accounts/1/balance", w.api),
+        "",
+    )
+    .await
+    .unwrap_err();
+    let ClientError::Authorization { error, description } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (error.as_str(), description.as_deref()),
+        ("access_denied", Some("the user said no"))
+    );
+    assert_eq!(
+        err.to_string(),
+        "authorization refused: access_denied (the user said no)"
+    );
 }

@@ -80,7 +80,9 @@ pub(crate) fn router(guard: Guard) -> Router {
 }
 
 fn euros(cents: i64) -> String {
-    format!("{}.{:02}", cents / 100, (cents % 100).abs())
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
 async fn balance(State(bank): State<Bank>, claims: VerifiedClaims, Path(id): Path<String>) -> Json<Value> {
@@ -206,4 +208,101 @@ async fn transfer(
     });
     Json(json!({"account": id, "sent": euros(cents), "to": transfer.to.trim(), "balance": euros(balance), "acr": claims.acr}))
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use stepup_core::{ClaimsRules, ClientSecret, Clock, SystemClock};
+    use stepup_guard::{HttpFetcher, IntrospectionClient, Introspector, TokenVerifier};
+
+    use super::*;
+
+    /// An API whose guard asks a stub introspection endpoint, which says
+    /// every token is `mfa` with `payments:write`, proven `age` seconds ago.
+    async fn api_with_mfa_proven(age: i64) -> String {
+        let now = SystemClock.now().seconds();
+        let introspection = Router::new().route(
+            "/introspect",
+            post(move || async move {
+                Json(json!({
+                    "active": true, "iss": "https://as.example", "aud": "https://bank.example",
+                    "sub": "u1", "scope": "accounts:read payments:write",
+                    "acr": "urn:stepup:acr:mfa", "auth_time": now - age, "exp": now + 300,
+                }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/introspect", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, introspection).await.unwrap() });
+        let introspector = Introspector::new(
+            endpoint,
+            IntrospectionClient::new("bank", ClientSecret::new("secret")),
+            ClaimsRules {
+                issuer: "https://as.example".into(),
+                audience: "https://bank.example".into(),
+                leeway_seconds: 0,
+            },
+            HttpFetcher::new().unwrap(),
+        );
+        let policy = stepup_core::Policy::from_toml("bank.toml", super::super::POLICY).unwrap();
+        let guard = Guard::new(
+            Arc::new(policy),
+            TokenVerifier::Introspection(Arc::new(introspector)),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router(guard)).await.unwrap() });
+        url
+    }
+
+    async fn transfer(api: &str, amount: f64) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{api}/accounts/42/transfers"))
+            .bearer_auth("opaque-token")
+            .json(&json!({"amount": amount, "to": "Ada"}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_large_transfer_needs_a_second_factor_proven_within_a_minute() {
+        // mfa proven two minutes ago: enough for 250 EUR, not for 5000.
+        let api = api_with_mfa_proven(120).await;
+        let small = transfer(&api, 250.0).await;
+        assert_eq!(small.status(), 200);
+        let large = transfer(&api, 5000.0).await;
+        assert_eq!(large.status(), 401);
+        let challenge = large.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(
+            challenge.contains("error=\"insufficient_user_authentication\""),
+            "{challenge}"
+        );
+        assert!(
+            challenge.contains("acr_values=\"urn:stepup:acr:phr urn:stepup:acr:mfa\""),
+            "{challenge}"
+        );
+        assert!(challenge.contains("max_age=\"60\""), "{challenge}");
+        // Nothing was sent: the balance only lost the small transfer.
+        let body: Value = large.json().await.unwrap();
+        assert_eq!(body["error"], "insufficient_user_authentication");
+
+        // Proven 30 seconds ago: the large transfer goes through.
+        let api = api_with_mfa_proven(30).await;
+        let large = transfer(&api, 5000.0).await;
+        assert_eq!(large.status(), 200);
+        let body: Value = large.json().await.unwrap();
+        assert_eq!(body["sent"], "5000.00");
+    }
+
+    #[test]
+    fn ibans_and_amounts_are_checked() {
+        assert!(valid_iban("DE89 3704 0044 0532 0130 00"));
+        assert!(!valid_iban("DE89"));
+        assert!(!valid_iban("DE89 3704 0044 0532 0130 00; DROP"));
+        assert_eq!(euros(1_254_300), "12543.00");
+        assert_eq!(euros(-5), "-0.05");
+        assert_eq!(euros(-12_345), "-123.45");
+    }
 }
