@@ -17,6 +17,7 @@ pub mod jwk;
 pub mod jws;
 pub mod pkce;
 pub mod policy;
+pub mod risk;
 pub mod route;
 pub mod scope;
 pub mod secret;
