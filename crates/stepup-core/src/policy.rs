@@ -8,6 +8,11 @@
 //! specific route that is weaker than the general route it overrides is a
 //! warning, since that is how critical endpoints end up unprotected.
 //!
+//! Risk rules raise the requirement of the routes they name (or of every
+//! request) when their condition holds for the request's signals (see
+//! [`crate::risk`]); the strictest of the route's and the fired rules'
+//! requirements is asked.
+//!
 //! ```toml
 //! levels = [
 //!   { name = "pwd", acr = "urn:stepup:acr:pwd" },
@@ -22,6 +27,12 @@
 //! path = "/accounts/{id}/payees"
 //! acr = ["mfa"]
 //! max_age = 300
+//!
+//! [[risk]]
+//! name = "signed in elsewhere"
+//! when = "country_changed"
+//! require = { acr = ["mfa"], max_age = 300 }
+//! reason = "You seem to be somewhere else than when you signed in: confirm it is you."
 //! ```
 
 use std::fmt;
@@ -32,6 +43,7 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::acr::{Acr, AssuranceLevels, Rank};
+use crate::risk::Condition;
 use crate::route::{Methods, PathTemplate, RouteTable};
 use crate::scope::Scope;
 
@@ -88,6 +100,41 @@ impl Rule {
     }
 }
 
+/// A risk rule: when its condition holds, the routes it names (or all)
+/// need at least its requirement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskRule {
+    /// The rule's name.
+    pub name: String,
+    /// When it fires.
+    pub condition: Condition,
+    /// What it asks for (`acr` and `max_age`; never scopes).
+    pub requirement: Requirement,
+    /// Words a user can act on, for the challenge's `error_description`
+    /// (the policy's author keeps thresholds out of it).
+    pub reason: String,
+    /// The routes it applies to (`None` in the list: the default rule);
+    /// `None`: every request.
+    applies_to: Option<Vec<Option<usize>>>,
+    /// Where the rule is written.
+    pub location: Location,
+}
+
+impl RiskRule {
+    /// Whether the rule applies to the route at `index` (`None`: the
+    /// default rule).
+    pub fn applies_to(&self, index: Option<usize>) -> bool {
+        self.applies_to.as_ref().is_none_or(|list| list.contains(&index))
+    }
+}
+
+/// The most risk rules a policy may have (decisions record the fired ones
+/// in a 64-bit set).
+pub const MAX_RISK_RULES: usize = 64;
+
+/// What a fired risk rule says when its author gave no reason.
+const DEFAULT_RISK_REASON: &str = "This request needs you to confirm it is you.";
+
 /// A finding about a policy source, with its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -135,6 +182,7 @@ pub struct Policy {
     pub(crate) default: Rule,
     pub(crate) routes: Vec<Rule>,
     pub(crate) table: RouteTable,
+    pub(crate) risk: Vec<RiskRule>,
     warnings: Vec<Diagnostic>,
 }
 
@@ -145,6 +193,18 @@ struct RawPolicy {
     default: Spanned<RawRequirement>,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default, rename = "risk")]
+    risk: Vec<Spanned<RawRisk>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRisk {
+    name: Spanned<String>,
+    when: Spanned<String>,
+    routes: Option<Spanned<Vec<Spanned<String>>>>,
+    require: Spanned<RawRequirement>,
+    reason: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +361,127 @@ impl Loader<'_> {
         req
     }
 
+    fn risk_rules(
+        &mut self,
+        raw: &[Spanned<RawRisk>],
+        names: &[(String, Acr)],
+        routes: &[Rule],
+    ) -> Vec<RiskRule> {
+        let mut rules: Vec<RiskRule> = Vec::new();
+        if raw.len() > MAX_RISK_RULES {
+            if let Some(extra) = raw.get(MAX_RISK_RULES) {
+                self.error(extra.span(), format!("at most {MAX_RISK_RULES} risk rules"));
+            }
+            return rules;
+        }
+        for spanned in raw {
+            let r = spanned.get_ref();
+            let name = r.name.get_ref().trim();
+            if name.is_empty() {
+                self.error(r.name.span(), "a risk rule needs a name".into());
+                continue;
+            }
+            if rules.iter().any(|x| x.name == name) {
+                self.error(r.name.span(), format!("risk rule name {name:?} is used twice"));
+                continue;
+            }
+            let condition = match Condition::parse(r.when.get_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    let at = self.offset_in_string(r.when.span().start, r.when.get_ref(), e.offset);
+                    self.error(at..at, format!("in `when`: {}", e.message));
+                    continue;
+                }
+            };
+            let req = r.require.get_ref();
+            if !req.scope.is_empty() {
+                self.error(
+                    r.require.span(),
+                    "a risk rule raises `acr` and `max_age`; scopes belong to routes".into(),
+                );
+                continue;
+            }
+            if req.acr.is_empty() && req.max_age.is_none() {
+                self.error(
+                    r.require.span(),
+                    "expected `acr` or `max_age` in `require`, e.g. require = { acr = [\"mfa\"], max_age = 300 }".into(),
+                );
+                continue;
+            }
+            let requirement = self.requirement(names, &req.acr, req.max_age.as_ref(), &[]);
+            let applies_to = match &r.routes {
+                None => None,
+                Some(list) => {
+                    let mut indices = Vec::new();
+                    for route in list.get_ref() {
+                        let wanted = route.get_ref();
+                        let found = if wanted == "default" {
+                            Some(None)
+                        } else {
+                            routes.iter().position(|x| &x.name == wanted).map(Some)
+                        };
+                        match found {
+                            Some(index) if !indices.contains(&index) => indices.push(index),
+                            Some(_) => self.error(route.span(), format!("route {wanted:?} is listed twice")),
+                            None => {
+                                let known: Vec<&str> = routes.iter().map(|x| x.name.as_str()).collect();
+                                self.error(
+                                    route.span(),
+                                    format!(
+                                        "no route named {wanted:?}; expected \"default\" or one of: {}",
+                                        known.join(", ")
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    if list.get_ref().is_empty() {
+                        self.error(
+                            list.span(),
+                            "expected at least one route name, or leave `routes` out for every request"
+                                .into(),
+                        );
+                    }
+                    Some(indices)
+                }
+            };
+            let reason = match &r.reason {
+                Some(text) if text.get_ref().trim().is_empty() || text.get_ref().chars().count() > 200 => {
+                    self.error(
+                        text.span(),
+                        "a reason is 1 to 200 characters a user can act on".into(),
+                    );
+                    continue;
+                }
+                Some(text) => text.get_ref().trim().to_owned(),
+                None => DEFAULT_RISK_REASON.to_owned(),
+            };
+            rules.push(RiskRule {
+                name: name.to_owned(),
+                condition,
+                requirement,
+                reason,
+                applies_to,
+                location: Location::of(self.source, spanned.span().start),
+            });
+        }
+        rules
+    }
+
+    /// The byte offset in the source of character `chars` of a string
+    /// value whose quote starts at `quote` (exact for strings without
+    /// escapes).
+    fn offset_in_string(&self, quote: usize, value: &str, chars: usize) -> usize {
+        let rest = self.source.get(quote..).unwrap_or("");
+        let opening = if rest.starts_with("\"\"\"") || rest.starts_with("'''") {
+            3
+        } else {
+            1
+        };
+        let inner: usize = value.chars().take(chars).map(char::len_utf8).sum();
+        quote + opening + inner
+    }
+
     fn methods(&mut self, raw: Option<&Spanned<Vec<Spanned<String>>>>) -> Methods {
         let Some(raw) = raw else {
             return Methods::Any;
@@ -415,6 +596,8 @@ impl Policy {
             spans.push(r.path.span());
         }
 
+        let risk = loader.risk_rules(&raw.risk, &names, &routes);
+
         // A specific route that asks for less than a general route covering
         // it silently lowers the bar for those requests: warn.
         for (i, specific) in routes.iter().enumerate() {
@@ -458,6 +641,7 @@ impl Policy {
             default,
             routes,
             table,
+            risk,
             warnings: loader.warnings,
         })
     }
@@ -475,6 +659,11 @@ impl Policy {
     /// The rule for unmatched requests.
     pub fn default_rule(&self) -> &Rule {
         &self.default
+    }
+
+    /// The risk rules, in source order.
+    pub fn risk_rules(&self) -> &[RiskRule] {
+        &self.risk
     }
 
     /// Findings that do not stop the policy from loading.

@@ -398,10 +398,16 @@ impl Condition {
         let mut parser = Parser { tokens, at: 0 };
         let (root, kind, start) = parser.or()?;
         if let Some(t) = parser.peek() {
-            return Err(err(t.offset, format!("expected `and`, `or` or the end, found {}", t.kind)));
+            return Err(err(
+                t.offset,
+                format!("expected `and`, `or` or the end, found {}", t.kind),
+            ));
         }
         if kind != Kind::Bool {
-            return Err(err(start, format!("a condition must be true or false, this is {kind}")));
+            return Err(err(
+                start,
+                format!("a condition must be true or false, this is {kind}"),
+            ));
         }
         Ok(Condition {
             root,
@@ -598,7 +604,10 @@ impl Parser {
         if kind == Kind::Bool {
             Ok(())
         } else {
-            Err(err(start, format!("`{what}` needs true or false on each side, this is {kind}")))
+            Err(err(
+                start,
+                format!("`{what}` needs true or false on each side, this is {kind}"),
+            ))
         }
     }
 
@@ -656,7 +665,10 @@ impl Parser {
                     ));
                 }
                 if op.ordering() && left_kind != Kind::Number {
-                    return Err(err(op_at, format!("`<`, `<=`, `>`, `>=` compare numbers, not {}", left_kind.plural())));
+                    return Err(err(
+                        op_at,
+                        format!("`<`, `<=`, `>`, `>=` compare numbers, not {}", left_kind.plural()),
+                    ));
                 }
                 if matches!((&a, &b), (Operand::Literal(_), Operand::Literal(_))) {
                     return Err(err(start, "this compares two values: name a signal".into()));
@@ -684,7 +696,12 @@ impl Parser {
                 kind: TokenKind::OpenBracket,
                 ..
             }) => {}
-            Some(t) => return Err(err(t.offset, format!("expected `[` after `in`, found {}", t.kind))),
+            Some(t) => {
+                return Err(err(
+                    t.offset,
+                    format!("expected `[` after `in`, found {}", t.kind),
+                ));
+            }
             None => return Err(err(self.end_offset(), "expected `[` after `in`".into())),
         }
         let mut list = Vec::new();
@@ -696,10 +713,18 @@ impl Parser {
                 TokenKind::CloseBracket if list.is_empty() => return Ok(list),
                 TokenKind::Number(n) => Literal::Number(n),
                 TokenKind::Str(s) => Literal::Str(s),
-                other => return Err(err(t.offset, format!("expected a value in the list, found {other}"))),
+                other => {
+                    return Err(err(
+                        t.offset,
+                        format!("expected a value in the list, found {other}"),
+                    ));
+                }
             };
             if literal.kind() != kind {
-                return Err(err(t.offset, format!("this list holds {}, not {}", kind.plural(), literal.kind())));
+                return Err(err(
+                    t.offset,
+                    format!("this list holds {}, not {}", kind.plural(), literal.kind()),
+                ));
             }
             list.push(literal);
             match self.next() {
@@ -719,7 +744,10 @@ impl Parser {
 
     fn operand(&mut self) -> Result<Parsed, ConditionError> {
         let Some(t) = self.next() else {
-            return Err(err(self.end_offset(), "expected a signal or a value, found the end".into()));
+            return Err(err(
+                self.end_offset(),
+                "expected a signal or a value, found the end".into(),
+            ));
         };
         match t.kind {
             TokenKind::Number(n) => Ok((literal_node(Literal::Number(n)), Kind::Number, t.offset)),
@@ -734,7 +762,12 @@ impl Parser {
                         kind: TokenKind::Ident(name),
                         offset,
                     }) => signal_named(&name, offset)?,
-                    Some(other) => return Err(err(other.offset, format!("expected a signal, found {}", other.kind))),
+                    Some(other) => {
+                        return Err(err(
+                            other.offset,
+                            format!("expected a signal, found {}", other.kind),
+                        ));
+                    }
                     None => return Err(err(self.end_offset(), "expected a signal".into())),
                 };
                 self.expect(TokenKind::Close, "`)`")?;
@@ -749,7 +782,10 @@ impl Parser {
                 self.expect(TokenKind::Close, "`)`")?;
                 Ok((inner, kind, t.offset))
             }
-            other => Err(err(t.offset, format!("expected a signal or a value, found {other}"))),
+            other => Err(err(
+                t.offset,
+                format!("expected a signal or a value, found {other}"),
+            )),
         }
     }
 
@@ -783,7 +819,10 @@ fn as_operand(node: &Node) -> Option<Operand> {
 fn signal_named(name: &str, offset: usize) -> Result<Signal, ConditionError> {
     Signal::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
-        err(offset, format!("unknown signal `{name}`; expected one of: {}", known.join(", ")))
+        err(
+            offset,
+            format!("unknown signal `{name}`; expected one of: {}", known.join(", ")),
+        )
     })
 }
 
@@ -811,10 +850,16 @@ mod tests {
         assert_eq!(holds(large, &transfer(1500.0, "USD")), Some(false));
         assert_eq!(holds("amount >= 1_000", &transfer(1000.0, "EUR")), Some(true));
         assert_eq!(holds("not (amount < 10.5)", &transfer(10.5, "EUR")), Some(true));
-        assert_eq!(holds("currency in ['EUR', \"CHF\"]", &transfer(1.0, "CHF")), Some(true));
+        assert_eq!(
+            holds("currency in ['EUR', \"CHF\"]", &transfer(1.0, "CHF")),
+            Some(true)
+        );
         assert_eq!(holds("currency in []", &transfer(1.0, "CHF")), Some(false));
         assert_eq!(holds("amount in [1, 2]", &transfer(2.0, "EUR")), Some(true));
-        assert_eq!(holds("amount > 5 or currency == 'X'", &transfer(1.0, "X")), Some(true));
+        assert_eq!(
+            holds("amount > 5 or currency == 'X'", &transfer(1.0, "X")),
+            Some(true)
+        );
         assert_eq!(holds("true", &Signals::NONE), Some(true));
     }
 
@@ -826,7 +871,10 @@ mod tests {
         assert_eq!(holds("amount > 1000 and false", &none), Some(false));
         assert_eq!(holds("amount > 1000 or true", &none), Some(true));
         assert_eq!(holds("missing(amount)", &none), Some(true));
-        assert_eq!(holds("missing(amount) or amount > 1000", &transfer(5.0, "EUR")), Some(false));
+        assert_eq!(
+            holds("missing(amount) or amount > 1000", &transfer(5.0, "EUR")),
+            Some(false)
+        );
         assert_eq!(holds("country_changed", &none), None);
     }
 
@@ -865,21 +913,52 @@ mod tests {
     fn errors_say_where_and_what_was_expected() {
         let e = fails("amount > 1000 and currncy == 'EUR'");
         assert_eq!(e.offset, 18);
-        assert!(e.message.starts_with("unknown signal `currncy`; expected one of: amount, currency"), "{e}");
+        assert!(
+            e.message
+                .starts_with("unknown signal `currncy`; expected one of: amount, currency"),
+            "{e}"
+        );
         let e = fails("amount = 5");
-        assert_eq!((e.offset, e.message.as_str()), (7, "expected `==` (comparison), found `=`"));
-        assert_eq!(fails("currency > 'EUR'").message, "`<`, `<=`, `>`, `>=` compare numbers, not strings");
-        assert_eq!(fails("amount == 'EUR'").message, "cannot compare a number with a string");
-        assert_eq!(fails("amount").message, "a condition must be true or false, this is a number");
-        assert_eq!(fails("amount > 5 and").message, "expected a signal or a value, found the end");
+        assert_eq!(
+            (e.offset, e.message.as_str()),
+            (7, "expected `==` (comparison), found `=`")
+        );
+        assert_eq!(
+            fails("currency > 'EUR'").message,
+            "`<`, `<=`, `>`, `>=` compare numbers, not strings"
+        );
+        assert_eq!(
+            fails("amount == 'EUR'").message,
+            "cannot compare a number with a string"
+        );
+        assert_eq!(
+            fails("amount").message,
+            "a condition must be true or false, this is a number"
+        );
+        assert_eq!(
+            fails("amount > 5 and").message,
+            "expected a signal or a value, found the end"
+        );
         assert_eq!(fails("(amount > 5").message, "expected `)`, found the end");
         assert_eq!(fails("currency == 'EUR").message, "this string has no closing '");
         assert_eq!(fails("amount > 5 amount").offset, 11);
-        assert_eq!(fails("currency in ['EUR', 5]").message, "this list holds strings, not a number");
+        assert_eq!(
+            fails("currency in ['EUR', 5]").message,
+            "this list holds strings, not a number"
+        );
         assert_eq!(fails("5 > 3").message, "this compares two values: name a signal");
-        assert_eq!(fails("amount and true").message, "`and` needs true or false on each side, this is a number");
-        assert_eq!(fails("missing(5)").message, "expected a signal, found the number 5");
-        assert_eq!(fails("amount ! 5").message, "expected `!=`, found `!`; negation is `not`");
+        assert_eq!(
+            fails("amount and true").message,
+            "`and` needs true or false on each side, this is a number"
+        );
+        assert_eq!(
+            fails("missing(5)").message,
+            "expected a signal, found the number 5"
+        );
+        assert_eq!(
+            fails("amount ! 5").message,
+            "expected `!=`, found `!`; negation is `not`"
+        );
         assert_eq!(fails("").message, "expected a signal or a value, found the end");
         assert_eq!(fails("amount > 5 § 3").offset, 11);
     }
@@ -888,6 +967,9 @@ mod tests {
     fn the_signals_a_condition_reads() {
         let c = Condition::parse("amount > 1 and (country_changed or amount < 0) and missing(asn)").unwrap();
         assert_eq!(c.signals(), [Signal::Amount, Signal::CountryChanged, Signal::Asn]);
-        assert_eq!(c.as_str(), "amount > 1 and (country_changed or amount < 0) and missing(asn)");
+        assert_eq!(
+            c.as_str(),
+            "amount > 1 and (country_changed or amount < 0) and missing(asn)"
+        );
     }
 }
