@@ -81,6 +81,15 @@ impl Signals<'_> {
         failed_step_ups: None,
     };
 
+    /// A signal's value as text (derived ones included), if known.
+    pub fn text(&self, signal: Signal) -> Option<String> {
+        self.value(signal).map(|v| match v {
+            Value::Number(n) => n.to_string(),
+            Value::Str(s) => s.to_owned(),
+            Value::Bool(b) => b.to_string(),
+        })
+    }
+
     fn value(&self, signal: Signal) -> Option<Value<'_>> {
         let num = |v: Option<f64>| v.map(Value::Number);
         match signal {

@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use stepup_core::risk::{Signal, Signals};
 use stepup_core::{Policy, TokenFacts, UnixTime, Verdict};
 
 /// Step-up authentication for OAuth 2.0 and OpenID Connect (RFC 9470).
@@ -75,7 +76,76 @@ enum PolicyCommand {
         /// Decide as of this time (seconds since the epoch; default: now).
         #[arg(long)]
         now: Option<i64>,
+        /// The request's risk signals.
+        #[command(flatten)]
+        signals: Box<SignalArgs>,
     },
+}
+
+/// Risk signals of a request, for `policy explain` (leave out what is
+/// unknown).
+#[derive(clap::Args, Default)]
+#[command(next_help_heading = "Risk signals")]
+struct SignalArgs {
+    /// Transaction amount.
+    #[arg(long)]
+    amount: Option<f64>,
+    /// Its currency, e.g. EUR.
+    #[arg(long)]
+    currency: Option<String>,
+    /// Country of the request (ISO 3166-1 alpha-2).
+    #[arg(long)]
+    country: Option<String>,
+    /// Country of the authentication (the token's auth_country).
+    #[arg(long)]
+    auth_country: Option<String>,
+    /// Autonomous system number of the request.
+    #[arg(long)]
+    asn: Option<u32>,
+    /// Device the request presents (DPoP thumbprint or device id).
+    #[arg(long)]
+    device: Option<String>,
+    /// Device the token is bound to.
+    #[arg(long)]
+    bound_device: Option<String>,
+    /// Travel speed since the subject's previous request, km/h.
+    #[arg(long)]
+    travel_speed_kmh: Option<f64>,
+    /// Whether that travel is impossible.
+    #[arg(long)]
+    impossible_travel: Option<bool>,
+    /// Anomaly score of the subject.
+    #[arg(long)]
+    anomaly_score: Option<f64>,
+    /// Requests of the subject in the last minute.
+    #[arg(long)]
+    request_rate: Option<f64>,
+    /// Distinct IPs of the subject in the window.
+    #[arg(long)]
+    distinct_ips: Option<f64>,
+    /// Failed step-ups of the subject in the window.
+    #[arg(long)]
+    failed_step_ups: Option<f64>,
+}
+
+impl SignalArgs {
+    fn signals(&self) -> Signals<'_> {
+        Signals {
+            amount: self.amount,
+            currency: self.currency.as_deref(),
+            country: self.country.as_deref(),
+            auth_country: self.auth_country.as_deref(),
+            asn: self.asn,
+            device: self.device.as_deref(),
+            bound_device: self.bound_device.as_deref(),
+            travel_speed_kmh: self.travel_speed_kmh,
+            impossible_travel: self.impossible_travel,
+            anomaly_score: self.anomaly_score,
+            request_rate: self.request_rate,
+            distinct_ips: self.distinct_ips,
+            failed_step_ups: self.failed_step_ups,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -100,6 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             auth_age,
             scope,
             now,
+            signals,
         }) => {
             let Some(policy) = load(&policy)? else {
                 return Ok(ExitCode::FAILURE);
@@ -111,12 +182,66 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 auth_time: auth_time.map(UnixTime),
                 scope: scope.as_deref(),
             };
-            explain(&policy, &method, &path, &facts, now)
+            explain(&policy, &method, &path, &facts, &signals.signals(), now)
         }
         Command::Serve { config } => serve::serve(&config),
         Command::Admin(args) => admin::run(args),
         Command::Call(args) => call::run(args),
         Command::Demo(args) => demo::run(args),
+    }
+}
+
+/// How a requirement reads.
+fn describe(req: &stepup_core::Requirement) -> String {
+    let acr: Vec<&str> = req.acr_values.iter().map(|a| a.as_str()).collect();
+    let mut parts = Vec::new();
+    if !acr.is_empty() {
+        parts.push(format!("acr {} (or stronger)", acr.join(" or ")));
+    }
+    if let Some(m) = req.max_age {
+        parts.push(format!("max_age {m} s"));
+    }
+    parts.join("; ")
+}
+
+/// The signals given and, for each risk rule, what it made of them.
+fn explain_risk(policy: &Policy, decision: &stepup_core::Decision<'_>, signals: &Signals<'_>) {
+    let known: Vec<String> = Signal::ALL
+        .iter()
+        .filter_map(|s| signals.text(*s).map(|v| format!("{} {v}", s.name())))
+        .collect();
+    if !known.is_empty() {
+        println!("signals:  {}", known.join(", "));
+    }
+    let route_index = policy
+        .routes()
+        .iter()
+        .position(|r| std::ptr::eq(r, decision.rule));
+    for rule in policy.risk_rules() {
+        let state = if !rule.applies_to(route_index) {
+            "not for this route".to_owned()
+        } else {
+            match rule.condition.eval(signals) {
+                Some(true) => format!("fires: {}", describe(&rule.requirement)),
+                Some(false) => "does not fire".to_owned(),
+                None => {
+                    let unknown: Vec<&str> = rule
+                        .condition
+                        .signals()
+                        .into_iter()
+                        .filter(|s| signals.text(*s).is_none())
+                        .map(|s| s.name())
+                        .collect();
+                    format!("unknown, does not fire (unknown: {})", unknown.join(", "))
+                }
+            }
+        };
+        println!(
+            "risk:     {} (line {}) when {}: {state}",
+            rule.name,
+            rule.location.line,
+            rule.condition.as_str()
+        );
     }
 }
 
@@ -149,10 +274,11 @@ fn check(file: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     println!(
-        "{}: ok ({} levels, {} routes, {} warnings)",
+        "{}: ok ({} levels, {} routes, {} risk rules, {} warnings)",
         file.display(),
         policy.levels().levels().len(),
         policy.routes().len(),
+        policy.risk_rules().len(),
         policy.warnings().len()
     );
     Ok(ExitCode::SUCCESS)
@@ -163,9 +289,10 @@ fn explain(
     method: &str,
     path: &str,
     facts: &TokenFacts<'_>,
+    signals: &Signals<'_>,
     now: UnixTime,
 ) -> Result<ExitCode> {
-    let decision = match policy.decide(method, path, facts, now) {
+    let decision = match policy.decide_with(method, path, facts, signals, now) {
         Ok(d) => d,
         Err(e) => {
             println!("decision: invalid request (400): {e}");
@@ -191,6 +318,7 @@ fn explain(
             scopes.join(" ")
         },
     );
+    explain_risk(policy, &decision, signals);
     match &decision.verdict {
         Verdict::Allow => println!("decision: allow (200)"),
         Verdict::StepUp { reason, .. } => {

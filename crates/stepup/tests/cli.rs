@@ -27,7 +27,7 @@ fn check_accepts_the_shipped_policy() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "policies/bank.toml: ok (3 levels, 7 routes, 0 warnings)\n"
+        "policies/bank.toml: ok (3 levels, 7 routes, 3 risk rules, 0 warnings)\n"
     );
 }
 
@@ -120,4 +120,80 @@ fn explain_refuses_dot_segments() {
         "/a/../b",
     ]);
     assert!(text(&out.stdout).contains("invalid request (400)"));
+}
+
+#[test]
+fn explain_shows_signals_and_risk_rules() {
+    let out = stepup(&[
+        "policy",
+        "explain",
+        "--policy",
+        "policies/bank.toml",
+        "POST",
+        "/accounts/42/transfers",
+        "--acr",
+        "urn:stepup:acr:mfa",
+        "--auth-age",
+        "120",
+        "--scope",
+        "payments:write",
+        "--amount",
+        "5000",
+        "--currency",
+        "EUR",
+        "--country",
+        "FR",
+        "--auth-country",
+        "FR",
+        "--impossible-travel",
+        "false",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "signals:  amount 5000, currency EUR, country FR, auth_country FR, country_changed false"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("when amount > 1000 and currency == 'EUR': fires: acr urn:stepup:acr:phr or urn:stepup:acr:mfa (or stronger); max_age 60 s"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("risk:     signed in elsewhere"), "{stdout}");
+    assert!(
+        stdout.contains("when country_changed or impossible_travel: does not fire"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("when device_changed: unknown, does not fire (unknown: device_changed)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error_description=\"Large transfers need you to confirm it is you, just now.\", acr_values=\"urn:stepup:acr:phr urn:stepup:acr:mfa\", max_age=\"60\""),
+        "{stdout}"
+    );
+
+    // A small amount: allowed.
+    let out = stepup(&[
+        "policy",
+        "explain",
+        "--policy",
+        "policies/bank.toml",
+        "POST",
+        "/accounts/42/transfers",
+        "--acr",
+        "urn:stepup:acr:mfa",
+        "--auth-age",
+        "120",
+        "--scope",
+        "payments:write",
+        "--amount",
+        "50",
+        "--currency",
+        "EUR",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("decision: allow (200)"), "{stdout}");
+    assert!(stdout.contains("does not fire"), "{stdout}");
 }
