@@ -250,12 +250,12 @@ pub enum RequestPathError {
 }
 
 /// The raw segments of a request path, as a router matches them.
-pub(crate) fn request_segments(path: &str) -> Result<Vec<&str>, RequestPathError> {
+pub(crate) fn request_segments(path: &str) -> Result<Segments<'_>, RequestPathError> {
     let rest = path.strip_prefix('/').ok_or(RequestPathError::NotAbsolute)?;
+    let mut out = Segments::default();
     if rest.is_empty() {
-        return Ok(Vec::new());
+        return Ok(out);
     }
-    let mut out = Vec::with_capacity(8);
     for segment in rest.split('/') {
         if segment == "." || segment == ".." {
             return Err(RequestPathError::DotSegment);
@@ -264,6 +264,53 @@ pub(crate) fn request_segments(path: &str) -> Result<Vec<&str>, RequestPathError
         out.push(segment);
     }
     Ok(out)
+}
+
+/// How many segments a request path keeps on the stack; longer paths
+/// spill to the heap. Deciding a request then allocates nothing.
+const INLINE_SEGMENTS: usize = 16;
+
+/// The segments of a request path.
+#[derive(Debug)]
+// Large on purpose: the inline array is what keeps decisions off the heap,
+// and a value lives only for one lookup.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Segments<'a> {
+    Inline([&'a str; INLINE_SEGMENTS], usize),
+    Heap(Vec<&'a str>),
+}
+
+impl Default for Segments<'_> {
+    fn default() -> Self {
+        Segments::Inline([""; INLINE_SEGMENTS], 0)
+    }
+}
+
+impl<'a> Segments<'a> {
+    fn push(&mut self, segment: &'a str) {
+        match self {
+            Segments::Inline(array, len) if *len < INLINE_SEGMENTS => {
+                array[*len] = segment;
+                *len += 1;
+            }
+            Segments::Inline(array, len) => {
+                let mut heap = array[..*len].to_vec();
+                heap.push(segment);
+                *self = Segments::Heap(heap);
+            }
+            Segments::Heap(v) => v.push(segment),
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for Segments<'a> {
+    type Target = [&'a str];
+    fn deref(&self) -> &[&'a str] {
+        match self {
+            Segments::Inline(array, len) => &array[..*len],
+            Segments::Heap(v) => v,
+        }
+    }
 }
 
 fn check_encoding(segment: &str) -> Result<(), RequestPathError> {
@@ -430,6 +477,21 @@ mod tests {
     }
 
     #[test]
+    fn long_paths_spill_to_the_heap_and_keep_every_segment() {
+        let long: String = (0..40).map(|i| format!("/s{i}")).collect();
+        let segments = request_segments(&long).unwrap();
+        assert_eq!(segments.len(), 40);
+        assert_eq!(segments[0], "s0");
+        assert_eq!(segments[39], "s39");
+        assert!(matches!(segments, Segments::Heap(_)));
+        assert!(matches!(
+            request_segments("/a/b").unwrap(),
+            Segments::Inline(_, 2)
+        ));
+        assert!(request_segments("/").unwrap().is_empty());
+    }
+
+    #[test]
     fn template_errors_are_specific() {
         assert_eq!(PathTemplate::parse("a"), Err(TemplateError::NotAbsolute));
         assert_eq!(
@@ -524,7 +586,10 @@ mod tests {
         assert_eq!(find(&tb, "GET", "/a/"), Some(1));
         assert_eq!(find(&tb, "GET", "/a"), None);
         // Encoded characters that are not unreserved stay as they are.
-        assert_eq!(request_segments("/a%20b/%C3%A9"), Ok(vec!["a%20b", "%C3%A9"]));
+        assert_eq!(
+            request_segments("/a%20b/%C3%A9").unwrap().to_vec(),
+            vec!["a%20b", "%C3%A9"]
+        );
     }
 
     #[test]
@@ -543,7 +608,7 @@ mod tests {
             ("/a%", BadPercentEncoding),
             ("a", NotAbsolute),
         ] {
-            assert_eq!(request_segments(path), Err(error), "{path}");
+            assert_eq!(request_segments(path).err(), Some(error), "{path}");
         }
     }
 
