@@ -30,8 +30,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod amount;
 mod authorization;
 mod cache;
+pub mod client_ip;
 mod fetch;
 mod guard;
 mod jwks;

@@ -1,0 +1,245 @@
+//! The client's IP address: the peer's, unless the peer is a proxy the
+//! guard was told to trust; then the nearest address in `Forwarded`
+//! (RFC 7239) or `X-Forwarded-For` that is not itself a trusted proxy.
+//!
+//! Nothing is trusted by default: any client can write those headers, so
+//! from an untrusted peer they are ignored.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use http::HeaderMap;
+use thiserror::Error;
+
+/// A network in CIDR notation (`10.0.0.0/8`, `::1/128`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Why a network does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0:?} is not an IP network: expected an address, or address/prefix such as 10.0.0.0/8")]
+pub struct IpNetError(String);
+
+impl FromStr for IpNet {
+    type Err = IpNetError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IpNetError(s.to_owned());
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?
+            }
+            Some(_) => return Err(bad()),
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl IpNet {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client address of a request that came from `peer`.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+    let trusted = |ip: IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(peer) {
+        return canonical(peer);
+    }
+    // The hops, nearest last. RFC 7239 first; X-Forwarded-For otherwise.
+    let hops = forwarded_for(headers).or_else(|| x_forwarded_for(headers));
+    let Some(hops) = hops else {
+        return canonical(peer);
+    };
+    // From the nearest hop outwards, skip our own proxies; the first other
+    // address is the client. An unreadable hop ends the walk: what lies
+    // beyond it cannot be told from what a client wrote.
+    let mut client = canonical(peer);
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(ip) if trusted(*ip) => client = canonical(*ip),
+            Some(ip) => return canonical(*ip),
+            None => return client,
+        }
+    }
+    client
+}
+
+/// The `for=` addresses of every `Forwarded` header, in order; `None`
+/// for an unreadable or obfuscated one (`unknown`, `_hidden`).
+fn forwarded_for(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
+    let mut hops = Vec::new();
+    let mut seen = false;
+    for value in headers.get_all("forwarded") {
+        seen = true;
+        let Ok(text) = value.to_str() else {
+            hops.push(None);
+            continue;
+        };
+        for element in text.split(',') {
+            let for_value = element.split(';').find_map(|pair| {
+                let (name, value) = pair.trim().split_once('=')?;
+                name.trim().eq_ignore_ascii_case("for").then(|| value.trim())
+            });
+            hops.push(for_value.and_then(parse_node));
+        }
+    }
+    seen.then_some(hops)
+}
+
+/// An RFC 7239 node: `192.0.2.1`, `"192.0.2.1:8080"`, `"[2001:db8::1]:4711"`.
+fn parse_node(value: &str) -> Option<IpAddr> {
+    let value = value.trim_matches('"');
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    match value.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => value
+            .rsplit_once(':')?
+            .0
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(IpAddr::V4),
+    }
+}
+
+fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
+    let mut hops = Vec::new();
+    let mut seen = false;
+    for value in headers.get_all("x-forwarded-for") {
+        seen = true;
+        let Ok(text) = value.to_str() else {
+            hops.push(None);
+            continue;
+        };
+        hops.extend(text.split(',').map(|h| parse_node(h.trim())));
+    }
+    seen.then_some(hops)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn proxies() -> Vec<IpNet> {
+        vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()]
+    }
+
+    #[test]
+    fn networks_parse_and_contain() {
+        let net: IpNet = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains(ip("10.1.200.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped");
+        assert!("0.0.0.0/0".parse::<IpNet>().unwrap().contains(ip("8.8.8.8")));
+        assert!(
+            "2001:db8::/32"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains(ip("2001:db8:1::5"))
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "x",
+            "10.0.0.0/-1",
+            "::/129",
+        ] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_from_an_untrusted_peer_are_ignored() {
+        let spoofed = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &spoofed, &proxies()),
+            ip("203.0.113.9")
+        );
+        // Nothing trusted by default.
+        assert_eq!(client_ip(ip("10.0.0.2"), &spoofed, &[]), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn through_trusted_proxies_the_nearest_untrusted_hop_is_the_client() {
+        // The client wrote a fake first hop; our proxies appended the rest.
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("198.51.100.7"));
+        // Several headers are one list, in order.
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("198.51.100.7"));
+        // RFC 7239, with ports, quotes and IPv6; it wins over X-Forwarded-For.
+        let h = headers(&[
+            (
+                "forwarded",
+                "for=\"[2001:db8::7]:4711\";proto=https, for=10.0.0.3",
+            ),
+            ("x-forwarded-for", "9.9.9.9"),
+        ]);
+        assert_eq!(client_ip(ip("::1"), &h, &proxies()), ip("2001:db8::7"));
+        let h = headers(&[("forwarded", "for=\"192.0.2.60:8080\"")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("192.0.2.60"));
+        // Only proxies in the chain: the farthest one.
+        let h = headers(&[("x-forwarded-for", "10.0.0.9, 10.0.0.5")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("10.0.0.9"));
+        // An unreadable hop ends the walk at the last trusted address.
+        let h = headers(&[("forwarded", "for=unknown, for=10.0.0.5")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("10.0.0.5"));
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, garbage")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("10.0.0.2"));
+        // No header: the proxy itself.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &HeaderMap::new(), &proxies()),
+            ip("10.0.0.2")
+        );
+    }
+}
