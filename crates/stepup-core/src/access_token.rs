@@ -147,6 +147,13 @@ pub struct AccessTokenClaims {
     /// Key confirmation (sender-constrained tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The country where the user authenticated (ISO 3166-1 alpha-2), as
+    /// the authorization server saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_country: Option<String>,
+    /// The device the token was issued to, when it is not bound by `cnf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 /// RFC 7519 §2 allows non-integer NumericDates; whole seconds are all the

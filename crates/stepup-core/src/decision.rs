@@ -190,6 +190,24 @@ impl Policy {
             .unwrap_or(&self.default))
     }
 
+    /// The index of the route a request matches (`None`: the default rule).
+    pub fn route_index(&self, method: &str, path: &str) -> Result<Option<usize>, RequestPathError> {
+        let segments = request_segments(path)?;
+        Ok(self
+            .table
+            .lookup(method, &segments)
+            .filter(|i| *i < self.routes.len()))
+    }
+
+    /// The signals the risk rules of a route read, as a set of
+    /// [`crate::risk::Signal::bit`]s.
+    pub fn signals_read(&self, route: Option<usize>) -> u16 {
+        self.risk
+            .iter()
+            .filter(|r| r.applies_to(route))
+            .fold(0, |set, r| set | r.condition.reads())
+    }
+
     /// Decides a request with a verified token's facts at time `now`, with
     /// no risk signal known (risk rules do not fire).
     pub fn decide(

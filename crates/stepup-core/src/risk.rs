@@ -187,6 +187,12 @@ impl Signal {
         }
     }
 
+    /// This signal's bit in a [`Condition::reads`] set.
+    pub fn bit(self) -> u16 {
+        let index = Signal::ALL.iter().position(|s| *s == self).unwrap_or(15);
+        1u16 << index
+    }
+
     fn kind(self) -> Kind {
         match self {
             Signal::Currency | Signal::Country | Signal::AuthCountry => Kind::Str,
@@ -387,6 +393,7 @@ impl Node {
 pub struct Condition {
     root: Node,
     text: String,
+    reads: u16,
 }
 
 /// Why a condition does not compile, with the character offset (from 0)
@@ -418,9 +425,13 @@ impl Condition {
                 format!("a condition must be true or false, this is {kind}"),
             ));
         }
+        let mut signals = Vec::new();
+        root.signals(&mut signals);
+        let reads = signals.iter().fold(0, |set, s| set | s.bit());
         Ok(Condition {
             root,
             text: text.to_owned(),
+            reads,
         })
     }
 
@@ -433,6 +444,12 @@ impl Condition {
     /// The condition as written.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The signals the condition reads, as a set of [`Signal::bit`]s (the
+    /// guard reads a request body only for rules that need it).
+    pub fn reads(&self) -> u16 {
+        self.reads
     }
 
     /// The signals the condition reads, in order of appearance.

@@ -1,12 +1,17 @@
 //! The guard: token → verified claims → policy decision → pass or challenge.
 //! The one place where outcomes become HTTP responses is [`Rejection`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use stepup_core::challenge::{BearerChallenge, ErrorCode};
+use stepup_core::risk::{Signal, Signals};
 use stepup_core::{Clock, Policy, SystemClock, UnixTime};
+
+use crate::amount::{AmountError, Transaction, read_transaction};
+use crate::risk::{self, Observed, RiskOptions};
 
 use crate::authorization::{AuthorizationError, bearer_token};
 use crate::cache::TokenCache;
@@ -49,6 +54,20 @@ impl Rejection {
         }
     }
 
+    /// A refusal without a challenge (the request, not the token, is at
+    /// fault).
+    pub(crate) fn plain(status: StatusCode, description: &str) -> Self {
+        Self {
+            status,
+            challenge: Some(Box::new(BearerChallenge {
+                error: Some(ErrorCode::InvalidRequest),
+                error_description: Some(description.to_owned()),
+                ..BearerChallenge::default()
+            })),
+            rule: None,
+        }
+    }
+
     /// The `WWW-Authenticate` header value, if any.
     pub fn www_authenticate(&self) -> Option<String> {
         self.challenge.as_ref().map(|c| c.to_challenge().to_string())
@@ -79,8 +98,12 @@ impl IntoResponse for Rejection {
             body.insert("error".into(), "temporarily_unavailable".into());
         }
         let mut response = (self.status, axum::Json(serde_json::Value::Object(body))).into_response();
+        // A body too large to check is the request's fault, not a
+        // credential's: no challenge.
+        let challenges = self.status != StatusCode::PAYLOAD_TOO_LARGE;
         if let Some(value) = self
             .www_authenticate()
+            .filter(|_| challenges)
             .and_then(|v| HeaderValue::from_str(&v).ok())
         {
             response
@@ -97,6 +120,7 @@ pub(crate) struct GuardInner {
     pub(crate) cache: TokenCache,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) realm: Option<String>,
+    pub(crate) risk: RiskOptions,
 }
 
 /// A configured guard: cheap to clone, shared by every request.
@@ -129,6 +153,7 @@ impl Guard {
             cache_capacity: 10_000,
             clock: Arc::new(SystemClock),
             realm: None,
+            risk: RiskOptions::default(),
         }
     }
 
@@ -138,14 +163,71 @@ impl Guard {
     }
 
     /// Checks a request: returns the verified token to hand to the
-    /// application, or the rejection to send.
+    /// application, or the rejection to send. Risk rules see only the
+    /// token's claims; see [`Guard::check_observed`].
     pub async fn check(
         &self,
         method: &str,
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Arc<VerifiedToken>, Rejection> {
-        let token = match self.check_without_io(method, path, headers) {
+        self.check_observed(method, path, headers, &Observed::default())
+            .await
+    }
+
+    /// What the guard observes of a request from `peer` (client address
+    /// and location, device), per its [`RiskOptions`].
+    pub fn observe<'h>(&self, peer: Option<IpAddr>, headers: &'h HeaderMap) -> Observed<'h> {
+        self.inner.risk.observe(peer, headers)
+    }
+
+    /// Whether deciding this request needs the transaction in its body
+    /// (an amount source is configured and a risk rule of the route reads
+    /// the amount or currency).
+    pub fn needs_transaction(&self, method: &str, path: &str) -> bool {
+        let inner = &self.inner;
+        let amount_bits = Signal::Amount.bit() | Signal::Currency.bit();
+        inner.risk.amount.is_some()
+            && inner
+                .policy
+                .route_index(method, path)
+                .is_ok_and(|route| inner.policy.signals_read(route) & amount_bits != 0)
+    }
+
+    /// Reads the transaction of a body for [`Observed::transaction`]; a
+    /// body that cannot be read is a rejection (413 or 400).
+    pub fn read_transaction(&self, body: &[u8]) -> Result<Option<Transaction>, Rejection> {
+        let Some(source) = &self.inner.risk.amount else {
+            return Ok(None);
+        };
+        match read_transaction(body, source) {
+            Ok(t) => Ok(Some(t)),
+            Err(e @ AmountError::TooLarge(_)) => {
+                Err(Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()))
+            }
+            Err(e) => Err(Rejection::bearer(
+                self.inner.realm.as_deref(),
+                Some(ErrorCode::InvalidRequest),
+                Some(e.to_string()),
+            )),
+        }
+    }
+
+    /// The most body bytes [`Guard::read_transaction`] accepts.
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.risk.amount.as_ref().map_or(0, |a| a.max_body_bytes)
+    }
+
+    /// [`Guard::check`] with what was observed of the request, for the
+    /// policy's risk rules.
+    pub async fn check_observed(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+        observed: &Observed<'_>,
+    ) -> Result<Arc<VerifiedToken>, Rejection> {
+        let token = match self.check_without_io(method, path, headers, observed) {
             Precheck::Done(result) => return result,
             Precheck::NeedsVerification(token) => token,
         };
@@ -160,7 +242,7 @@ impl Guard {
         );
         let until = inner.verifier.cache_until(&verified, now);
         inner.cache.insert(token, Arc::clone(&verified), until, now);
-        self.decide(method, path, verified, now)
+        self.decide(method, path, verified, now, observed)
     }
 
     /// Everything that can be settled without I/O: the header, and for a
@@ -171,6 +253,7 @@ impl Guard {
         method: &str,
         path: &str,
         headers: &'h HeaderMap,
+        observed: &Observed<'_>,
     ) -> Precheck<'h> {
         let inner = &self.inner;
         let realm = inner.realm.as_deref();
@@ -191,7 +274,7 @@ impl Guard {
         };
         let now = inner.clock.now();
         match inner.cache.get(token, now) {
-            Some(verified) => Precheck::Done(self.decide(method, path, verified, now)),
+            Some(verified) => Precheck::Done(self.decide(method, path, verified, now, observed)),
             None => Precheck::NeedsVerification(token),
         }
     }
@@ -202,11 +285,13 @@ impl Guard {
         path: &str,
         verified: Arc<VerifiedToken>,
         now: UnixTime,
+        observed: &Observed<'_>,
     ) -> Result<Arc<VerifiedToken>, Rejection> {
         let inner = &self.inner;
+        let signals = risk::signals(observed, &verified);
         let decision = inner
             .policy
-            .decide(method, path, &verified.facts(), now)
+            .decide_with(method, path, &verified.facts(), &signals, now)
             .map_err(|e| {
                 Rejection::bearer(
                     inner.realm.as_deref(),
@@ -214,7 +299,11 @@ impl Guard {
                     Some(e.to_string()),
                 )
             })?;
-        let Some(mut challenge) = decision.challenge() else {
+        let challenge = decision.challenge();
+        if !decision.fired.is_empty() {
+            audit(&decision, &signals, &verified, observed, challenge.is_none());
+        }
+        let Some(mut challenge) = challenge else {
             return Ok(verified);
         };
         challenge.realm = inner.realm.clone();
@@ -250,6 +339,32 @@ impl Guard {
     }
 }
 
+/// The audit event of a decision where risk rules fired: who, from where,
+/// which rules, and the outcome (JSON with a JSON tracing subscriber).
+fn audit(
+    decision: &stepup_core::Decision<'_>,
+    signals: &Signals<'_>,
+    token: &VerifiedToken,
+    observed: &Observed<'_>,
+    allowed: bool,
+) {
+    let fired: Vec<&str> = decision.fired.iter().map(|r| r.name.as_str()).collect();
+    tracing::info!(
+        target: "stepup::audit",
+        subject = token.subject.as_deref().unwrap_or(""),
+        route = %decision.rule.name,
+        fired = ?fired,
+        outcome = if allowed { "allowed" } else { "step-up" },
+        client_ip = ?observed.client_ip,
+        country = signals.country.unwrap_or(""),
+        auth_country = signals.auth_country.unwrap_or(""),
+        amount = ?signals.amount,
+        currency = signals.currency.unwrap_or(""),
+        device_changed = ?signals.text(Signal::DeviceChanged),
+        "risk rules fired"
+    );
+}
+
 /// Options for a [`Guard`].
 pub struct GuardBuilder {
     policy: Arc<Policy>,
@@ -257,6 +372,7 @@ pub struct GuardBuilder {
     cache_capacity: usize,
     clock: Arc<dyn Clock>,
     realm: Option<String>,
+    risk: RiskOptions,
 }
 
 impl GuardBuilder {
@@ -278,6 +394,12 @@ impl GuardBuilder {
         self
     }
 
+    /// What to observe of requests for the policy's risk rules.
+    pub fn risk(mut self, risk: RiskOptions) -> Self {
+        self.risk = risk;
+        self
+    }
+
     /// The guard.
     pub fn build(self) -> Guard {
         Guard {
@@ -287,6 +409,7 @@ impl GuardBuilder {
                 cache: TokenCache::new(self.cache_capacity),
                 clock: self.clock,
                 realm: self.realm,
+                risk: self.risk,
             }),
         }
     }

@@ -2,19 +2,20 @@
 //! service, and the axum extractor handlers use to read the verified token.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Request, StatusCode};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::guard::{Guard, Precheck};
+use crate::guard::{Guard, Precheck, Rejection};
 use crate::verify::VerifiedToken;
 
 /// Applies a [`Guard`] to every request of the wrapped service.
@@ -63,10 +64,25 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The peer, when the server was started with connect info.
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if self
+            .guard
+            .needs_transaction(request.method().as_str(), request.uri().path())
+        {
+            return self.call_with_body(request, peer);
+        }
         // Trusted repeat calls and malformed headers are settled here, without I/O.
-        let precheck =
-            self.guard
-                .check_without_io(request.method().as_str(), request.uri().path(), request.headers());
+        let observed = self.guard.observe(peer, request.headers());
+        let precheck = self.guard.check_without_io(
+            request.method().as_str(),
+            request.uri().path(),
+            request.headers(),
+            &observed,
+        );
         match precheck {
             Precheck::Done(Ok(verified)) => {
                 request.extensions_mut().insert(VerifiedClaims(verified));
@@ -79,8 +95,14 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let guard = self.guard.clone();
                 ResponseFuture::verifying(Box::pin(async move {
+                    let observed = guard.observe(peer, request.headers());
                     let checked = guard
-                        .check(request.method().as_str(), request.uri().path(), request.headers())
+                        .check_observed(
+                            request.method().as_str(),
+                            request.uri().path(),
+                            request.headers(),
+                            &observed,
+                        )
                         .await;
                     match checked {
                         Ok(verified) => {
@@ -92,6 +114,50 @@ where
                 }))
             }
         }
+    }
+}
+
+impl<S> StepUpService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// A route whose risk rules read the transaction: the body is read
+    /// (bounded) and handed on unchanged after the decision.
+    fn call_with_body(
+        &mut self,
+        request: Request<Body>,
+        peer: Option<std::net::IpAddr>,
+    ) -> ResponseFuture<S::Future, S::Error> {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let guard = self.guard.clone();
+        ResponseFuture::verifying(Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let limit = guard.max_body_bytes();
+            let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+                let message = format!("the request body is longer than {limit} bytes");
+                return Ok(Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &message).into_response());
+            };
+            let transaction = match guard.read_transaction(&bytes) {
+                Ok(t) => t,
+                Err(rejection) => return Ok(rejection.into_response()),
+            };
+            let mut observed = guard.observe(peer, &parts.headers);
+            observed.transaction = transaction;
+            let checked = guard
+                .check_observed(parts.method.as_str(), parts.uri.path(), &parts.headers, &observed)
+                .await;
+            drop(observed);
+            match checked {
+                Ok(verified) => {
+                    let mut request = Request::from_parts(parts, Body::from(bytes));
+                    request.extensions_mut().insert(VerifiedClaims(verified));
+                    inner.call(request).await
+                }
+                Err(rejection) => Ok(rejection.into_response()),
+            }
+        }))
     }
 }
 

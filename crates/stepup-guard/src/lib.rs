@@ -38,6 +38,7 @@ mod fetch;
 mod guard;
 mod jwks;
 mod layer;
+pub mod risk;
 mod verify;
 
 pub use cache::TokenCache;

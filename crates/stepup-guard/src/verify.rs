@@ -37,6 +37,10 @@ pub struct VerifiedToken {
     pub token_id: Option<String>,
     /// `cnf`.
     pub confirmation: Option<Confirmation>,
+    /// `auth_country`: where the user authenticated.
+    pub auth_country: Option<String>,
+    /// `device_id`: the device the token was issued to.
+    pub device_id: Option<String>,
 }
 
 impl VerifiedToken {
@@ -63,6 +67,8 @@ impl From<AccessTokenClaims> for VerifiedToken {
             expires_at: Some(c.exp),
             token_id: Some(c.jti),
             confirmation: c.cnf,
+            auth_country: c.auth_country,
+            device_id: c.device_id,
         }
     }
 }
@@ -226,6 +232,10 @@ struct IntrospectionResponse {
     auth_time: Option<i64>,
     #[serde(default)]
     cnf: Option<Confirmation>,
+    #[serde(default)]
+    auth_country: Option<String>,
+    #[serde(default)]
+    device_id: Option<String>,
 }
 
 /// Verifies opaque tokens at an RFC 7662 introspection endpoint.
@@ -339,6 +349,8 @@ impl Introspector {
             expires_at: Some(exp),
             token_id: r.jti,
             confirmation: r.cnf,
+            auth_country: r.auth_country,
+            device_id: r.device_id,
         })
     }
 }

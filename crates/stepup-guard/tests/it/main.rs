@@ -11,3 +11,4 @@
 mod fixtures;
 mod layer;
 mod remote;
+mod risk;

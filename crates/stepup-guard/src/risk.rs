@@ -1,0 +1,180 @@
+//! What the guard observes about a request for the policy's risk rules:
+//! where it comes from (client IP through trusted proxies, then a
+//! geolocation lookup), which device presents it, and the transaction it
+//! carries. Together with the token's claims these become the request's
+//! [`Signals`].
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName};
+use stepup_core::risk::Signals;
+
+use crate::amount::{AmountSource, Transaction};
+use crate::client_ip::{IpNet, client_ip};
+use crate::verify::VerifiedToken;
+
+/// An ISO 3166-1 alpha-2 country code, upper-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    /// Two ASCII letters, in either case.
+    pub fn new(code: &str) -> Option<Self> {
+        match code.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        // Two ASCII letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an address is.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GeoPoint {
+    /// The country.
+    pub country: Option<CountryCode>,
+    /// The autonomous system.
+    pub asn: Option<u32>,
+    /// Latitude and longitude, degrees.
+    pub coordinates: Option<(f64, f64)>,
+}
+
+/// Looks addresses up (a MaxMind database, or anything else).
+pub trait GeoLookup: Send + Sync {
+    /// Where `ip` is, as far as known.
+    fn lookup(&self, ip: IpAddr) -> GeoPoint;
+}
+
+/// How the guard observes requests for risk rules. Nothing is observed by
+/// default: risk rules then see only the token's claims.
+#[derive(Clone, Default)]
+pub struct RiskOptions {
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) geo: Option<Arc<dyn GeoLookup>>,
+    pub(crate) amount: Option<AmountSource>,
+    pub(crate) device_header: Option<HeaderName>,
+}
+
+impl fmt::Debug for RiskOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RiskOptions")
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("geo", &self.geo.is_some())
+            .field("amount", &self.amount)
+            .field("device_header", &self.device_header)
+            .finish()
+    }
+}
+
+impl RiskOptions {
+    /// No observation.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    pub fn trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// Where client addresses are looked up.
+    pub fn geo(mut self, geo: Arc<dyn GeoLookup>) -> Self {
+        self.geo = Some(geo);
+        self
+    }
+
+    /// Where the amount of a JSON body is.
+    pub fn amount(mut self, source: AmountSource) -> Self {
+        self.amount = Some(source);
+        self
+    }
+
+    /// The header carrying the device identifier of the request, compared
+    /// with the token's `device_id`.
+    pub fn device_header(mut self, header: HeaderName) -> Self {
+        self.device_header = Some(header);
+        self
+    }
+}
+
+/// What the guard saw of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Observed<'h> {
+    /// The client address, if the connection's peer is known.
+    pub client_ip: Option<IpAddr>,
+    /// Its location.
+    pub geo: GeoPoint,
+    /// The device identifier the request presents.
+    pub device: Option<&'h str>,
+    /// The transaction in its body, when read.
+    pub transaction: Option<Transaction>,
+}
+
+impl RiskOptions {
+    /// Observes a request that came from `peer`.
+    pub(crate) fn observe<'h>(&self, peer: Option<IpAddr>, headers: &'h HeaderMap) -> Observed<'h> {
+        let client = peer.map(|p| client_ip(p, headers, &self.trusted_proxies));
+        let geo = match (&self.geo, client) {
+            (Some(geo), Some(ip)) => geo.lookup(ip),
+            _ => GeoPoint::default(),
+        };
+        let device = self
+            .device_header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        Observed {
+            client_ip: client,
+            geo,
+            device,
+            transaction: None,
+        }
+    }
+}
+
+/// The risk signals of a request with its verified token.
+pub(crate) fn signals<'a>(observed: &'a Observed<'_>, token: &'a VerifiedToken) -> Signals<'a> {
+    let transaction = observed.transaction.as_ref();
+    Signals {
+        amount: transaction.and_then(|t| t.amount),
+        currency: transaction.and_then(|t| t.currency.as_deref()),
+        country: observed.geo.country.as_ref().map(CountryCode::as_str),
+        auth_country: token.auth_country.as_deref(),
+        asn: observed.geo.asn,
+        device: observed.device,
+        // A `cnf`-bound token's device is its DPoP key, proven per request
+        // by the DPoP proof; here the device a bearer token was issued to.
+        bound_device: token.device_id.as_deref(),
+        ..Signals::NONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn country_codes() {
+        assert_eq!(CountryCode::new("fr").unwrap().as_str(), "FR");
+        for bad in ["", "F", "FRA", "F1", "é"] {
+            assert!(CountryCode::new(bad).is_none(), "{bad}");
+        }
+    }
+}
