@@ -35,6 +35,7 @@ mod authorization;
 mod cache;
 pub mod client_ip;
 mod fetch;
+pub mod geoip;
 mod guard;
 mod jwks;
 mod layer;

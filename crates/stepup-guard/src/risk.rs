@@ -122,6 +122,9 @@ pub struct Observed<'h> {
     pub geo: GeoPoint,
     /// The device identifier the request presents.
     pub device: Option<&'h str>,
+    /// Whether devices are observed at all (a device header is
+    /// configured): if not, a token's device binding cannot be compared.
+    pub devices_observed: bool,
     /// The transaction in its body, when read.
     pub transaction: Option<Transaction>,
 }
@@ -144,6 +147,7 @@ impl RiskOptions {
             client_ip: client,
             geo,
             device,
+            devices_observed: self.device_header.is_some(),
             transaction: None,
         }
     }
@@ -161,7 +165,7 @@ pub(crate) fn signals<'a>(observed: &'a Observed<'_>, token: &'a VerifiedToken) 
         device: observed.device,
         // A `cnf`-bound token's device is its DPoP key, proven per request
         // by the DPoP proof; here the device a bearer token was issued to.
-        bound_device: token.device_id.as_deref(),
+        bound_device: token.device_id.as_deref().filter(|_| observed.devices_observed),
         ..Signals::NONE
     }
 }

@@ -10,5 +10,6 @@
 
 mod fixtures;
 mod layer;
+mod mmdb;
 mod remote;
 mod risk;

@@ -380,3 +380,28 @@ async fn without_risk_options_rules_see_only_the_token() {
     assert_eq!(sent.status, 200, "{}", sent.body);
     assert_eq!(sent.body, format!("{MFA} {large}"));
 }
+
+#[tokio::test]
+async fn countries_come_from_a_maxmind_database() {
+    let (city, asn) = crate::mmdb::databases();
+    let geo = stepup_guard::geoip::MaxMindGeo::open(&city, Some(&asn)).unwrap();
+    let issuer = Issuer::es256("k1");
+    let app = app_with(
+        &issuer,
+        RiskOptions::new()
+            .trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()])
+            .geo(Arc::new(geo)),
+    );
+    let t = token_at(&issuer, PWD);
+    let paris = [("x-forwarded-for", "203.0.113.8")];
+    let sent = send(&app, "GET", "/accounts/1/balance", &t, "10.1.2.3", &paris, "").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let sao_paulo = [("x-forwarded-for", "198.51.100.8")];
+    let sent = send(&app, "GET", "/accounts/1/balance", &t, "10.1.2.3", &sao_paulo, "").await;
+    assert_eq!(sent.status, 401, "{}", sent.body);
+    // An address the database does not know: the country is unknown and
+    // the rule does not fire (write `missing(country)` to refuse those).
+    let nowhere = [("x-forwarded-for", "192.0.2.44")];
+    let sent = send(&app, "GET", "/accounts/1/balance", &t, "10.1.2.3", &nowhere, "").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+}
