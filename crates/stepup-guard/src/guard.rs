@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use stepup_core::challenge::{BearerChallenge, ErrorCode};
 use stepup_core::risk::{Signal, Signals};
-use stepup_core::{Clock, Policy, SystemClock, UnixTime};
+use stepup_core::{Clock, Policy, SystemClock, UnixTime, Verdict};
 
+use crate::activity::Sighting;
 use crate::amount::{AmountError, Transaction, read_transaction};
 use crate::risk::{self, Observed, RiskOptions};
 
@@ -288,7 +289,18 @@ impl Guard {
         observed: &Observed<'_>,
     ) -> Result<Arc<VerifiedToken>, Rejection> {
         let inner = &self.inner;
-        let signals = risk::signals(observed, &verified);
+        let activity = inner.risk.activity.as_deref();
+        let subject = verified.subject.as_deref();
+        let seen = activity.zip(subject).map(|(store, subject)| {
+            let sighting = Sighting {
+                subject,
+                ip: observed.client_ip,
+                coordinates: observed.geo.coordinates,
+                at: now.seconds(),
+            };
+            (store.record(&sighting), store.options())
+        });
+        let signals = risk::signals(observed, &verified, seen);
         let decision = inner
             .policy
             .decide_with(method, path, &verified.facts(), &signals, now)
@@ -306,6 +318,9 @@ impl Guard {
         let Some(mut challenge) = challenge else {
             return Ok(verified);
         };
+        if let (Some(store), Some(subject), Verdict::StepUp { .. }) = (activity, subject, &decision.verdict) {
+            store.record_failed_step_up(subject, now.seconds());
+        }
         challenge.realm = inner.realm.clone();
         let status = challenge
             .error

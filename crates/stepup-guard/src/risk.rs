@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 use stepup_core::risk::Signals;
 
+use crate::activity::{Activity, ActivityStore};
 use crate::amount::{AmountSource, Transaction};
 use crate::client_ip::{IpNet, client_ip};
 use crate::verify::VerifiedToken;
@@ -68,6 +69,7 @@ pub struct RiskOptions {
     pub(crate) geo: Option<Arc<dyn GeoLookup>>,
     pub(crate) amount: Option<AmountSource>,
     pub(crate) device_header: Option<HeaderName>,
+    pub(crate) activity: Option<Arc<dyn ActivityStore>>,
 }
 
 impl fmt::Debug for RiskOptions {
@@ -77,6 +79,7 @@ impl fmt::Debug for RiskOptions {
             .field("geo", &self.geo.is_some())
             .field("amount", &self.amount)
             .field("device_header", &self.device_header)
+            .field("activity", &self.activity.as_ref().map(|a| *a.options()))
             .finish()
     }
 }
@@ -102,6 +105,13 @@ impl RiskOptions {
     /// Where the amount of a JSON body is.
     pub fn amount(mut self, source: AmountSource) -> Self {
         self.amount = Some(source);
+        self
+    }
+
+    /// Where subjects' recent activity is kept (request rate, addresses,
+    /// refused step-ups, travel).
+    pub fn activity(mut self, store: Arc<dyn ActivityStore>) -> Self {
+        self.activity = Some(store);
         self
     }
 
@@ -153,10 +163,25 @@ impl RiskOptions {
     }
 }
 
-/// The risk signals of a request with its verified token.
-pub(crate) fn signals<'a>(observed: &'a Observed<'_>, token: &'a VerifiedToken) -> Signals<'a> {
+/// The risk signals of a request with its verified token and the
+/// subject's activity.
+pub(crate) fn signals<'a>(
+    observed: &'a Observed<'_>,
+    token: &'a VerifiedToken,
+    activity: Option<(Activity, &crate::activity::ActivityOptions)>,
+) -> Signals<'a> {
     let transaction = observed.transaction.as_ref();
+    let (a, options) = match activity {
+        Some((a, o)) => (Some(a), Some(o)),
+        None => (None, None),
+    };
     Signals {
+        request_rate: a.map(|a| a.requests),
+        distinct_ips: a.map(|a| a.distinct_ips),
+        failed_step_ups: a.map(|a| a.failed_step_ups),
+        anomaly_score: a.zip(options).map(|(a, o)| a.anomaly_score(o)),
+        travel_speed_kmh: a.and_then(|a| a.travel_speed_kmh),
+        impossible_travel: a.zip(options).and_then(|(a, o)| a.impossible_travel(o)),
         amount: transaction.and_then(|t| t.amount),
         currency: transaction.and_then(|t| t.currency.as_deref()),
         country: observed.geo.country.as_ref().map(CountryCode::as_str),
@@ -166,7 +191,6 @@ pub(crate) fn signals<'a>(observed: &'a Observed<'_>, token: &'a VerifiedToken) 
         // A `cnf`-bound token's device is its DPoP key, proven per request
         // by the DPoP proof; here the device a bearer token was issued to.
         bound_device: token.device_id.as_deref().filter(|_| observed.devices_observed),
-        ..Signals::NONE
     }
 }
 

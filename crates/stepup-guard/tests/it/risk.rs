@@ -60,25 +60,42 @@ name = "another device"
 when = "device_changed"
 require = { acr = ["mfa"], max_age = 300 }
 reason = "This is not the device you signed in on."
+
+[[risk]]
+name = "burst"
+when = "request_rate > 20"
+require = { acr = ["mfa"], max_age = 300 }
+reason = "Unusual activity on your account: confirm it is you."
+
+[[risk]]
+name = "travel"
+when = "impossible_travel"
+require = { acr = ["mfa"], max_age = 300 }
+reason = "You could not have travelled that fast: confirm it is you."
 "#;
 
 /// A fixed table of addresses.
-struct Table(HashMap<IpAddr, &'static str>);
+struct Table(HashMap<IpAddr, (&'static str, (f64, f64))>);
 
 impl GeoLookup for Table {
     fn lookup(&self, ip: IpAddr) -> GeoPoint {
+        let found = self.0.get(&ip);
         GeoPoint {
-            country: self.0.get(&ip).and_then(|c| CountryCode::new(c)),
+            country: found.and_then(|(c, _)| CountryCode::new(c)),
+            coordinates: found.map(|(_, at)| *at),
             ..GeoPoint::default()
         }
     }
 }
 
+const PARIS: (f64, f64) = (48.8566, 2.3522);
+const SAO_PAULO: (f64, f64) = (-23.5505, -46.6333);
+
 fn geo() -> Arc<dyn GeoLookup> {
     let mut table = HashMap::new();
-    table.insert("127.0.0.1".parse().unwrap(), "FR");
-    table.insert("203.0.113.5".parse().unwrap(), "FR");
-    table.insert("198.51.100.7".parse().unwrap(), "BR");
+    table.insert("127.0.0.1".parse().unwrap(), ("FR", PARIS));
+    table.insert("203.0.113.5".parse().unwrap(), ("FR", PARIS));
+    table.insert("198.51.100.7".parse().unwrap(), ("BR", SAO_PAULO));
     Arc::new(Table(table))
 }
 
@@ -91,9 +108,13 @@ async fn echo(claims: VerifiedClaims, body: Bytes) -> String {
 }
 
 fn app_with(issuer: &Issuer, risk: RiskOptions) -> Router {
+    app_at(issuer, risk, clock())
+}
+
+fn app_at(issuer: &Issuer, risk: RiskOptions, clock: Arc<TestClock>) -> Router {
     let policy = Arc::new(Policy::from_toml("risk.toml", RISK_POLICY).unwrap());
     let guard = Guard::builder(policy, jwt_verifier(KeySource::fixed(issuer.jwks())))
-        .clock(clock())
+        .clock(clock)
         .risk(risk)
         .build();
     Router::new()
@@ -404,4 +425,76 @@ async fn countries_come_from_a_maxmind_database() {
     let nowhere = [("x-forwarded-for", "192.0.2.44")];
     let sent = send(&app, "GET", "/accounts/1/balance", &t, "10.1.2.3", &nowhere, "").await;
     assert_eq!(sent.status, 200, "{}", sent.body);
+}
+
+fn with_activity() -> RiskOptions {
+    options().activity(Arc::new(stepup_guard::activity::MemoryActivity::new(
+        stepup_guard::activity::ActivityOptions::default(),
+    )))
+}
+
+#[tokio::test]
+async fn a_burst_of_requests_is_challenged() {
+    let issuer = Issuer::es256("k1");
+    let app = app_with(&issuer, with_activity());
+    let t = token_at(&issuer, PWD);
+    let dev = [("x-device-id", "dev-1")];
+    for i in 0..20 {
+        let sent = send(&app, "GET", "/accounts/1/balance", &t, "127.0.0.1", &dev, "").await;
+        assert_eq!(sent.status, 200, "request {i}");
+    }
+    // The 21st request within the minute.
+    let sent = send(&app, "GET", "/accounts/1/balance", &t, "127.0.0.1", &dev, "").await;
+    assert_eq!(sent.status, 401, "{}", sent.body);
+    assert!(sent.www_authenticate.unwrap().contains("Unusual activity"));
+    // Another subject is not affected.
+    let mut other = claims(PWD, 120, "");
+    other["sub"] = Value::from("bob");
+    let sent = send(
+        &app,
+        "GET",
+        "/accounts/1/balance",
+        &issuer.mint(&other),
+        "127.0.0.1",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+}
+
+#[tokio::test]
+async fn impossible_travel_is_challenged() {
+    let issuer = Issuer::es256("k1");
+    let clock = clock();
+    let app = app_at(&issuer, with_activity(), clock.clone());
+    // No auth_country in this token: only travel can tell.
+    let mut c = claims(PWD, 120, "");
+    c["device_id"] = Value::from("dev-1");
+    let t = issuer.mint(&c);
+    let from = |ip: &'static str| [("x-device-id", "dev-1"), ("x-forwarded-for", ip)];
+    let sent = send(
+        &app,
+        "GET",
+        "/accounts/1/balance",
+        &t,
+        "10.0.0.2",
+        &from("203.0.113.5"),
+        "",
+    )
+    .await;
+    assert_eq!(sent.status, 200, "Paris");
+    clock.0.fetch_add(300, std::sync::atomic::Ordering::SeqCst);
+    let sent = send(
+        &app,
+        "GET",
+        "/accounts/1/balance",
+        &t,
+        "10.0.0.2",
+        &from("198.51.100.7"),
+        "",
+    )
+    .await;
+    assert_eq!(sent.status, 401, "São Paulo five minutes later: {}", sent.body);
+    assert!(sent.www_authenticate.unwrap().contains("travelled that fast"));
 }
