@@ -9,7 +9,7 @@
 //! through Redis without making any decision wait for it.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -193,11 +193,7 @@ impl MemoryActivity {
     }
 
     pub(crate) fn ip_hash(&self, ip: Option<IpAddr>) -> u64 {
-        ip.map_or(0, |ip| {
-            let mut h = self.hasher.build_hasher();
-            ip.hash(&mut h);
-            h.finish().max(1)
-        })
+        ip.map_or(0, |ip| self.hasher.hash_one(ip).max(1))
     }
 
     fn with_subject<T>(&self, subject: &str, at: i64, f: impl FnOnce(&mut SubjectWindow) -> T) -> T {
