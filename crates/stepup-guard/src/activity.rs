@@ -111,6 +111,8 @@ pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
 pub(crate) struct SubjectWindow {
     /// Request times and address hashes, oldest first, within the window.
     requests: VecDeque<(i64, u64)>,
+    /// How many of those requests came from each address.
+    addresses: HashMap<u64, u32>,
     failed: VecDeque<i64>,
     last_located: Option<((f64, f64), i64)>,
     last_seen: i64,
@@ -120,9 +122,20 @@ pub(crate) struct SubjectWindow {
 const MAX_KEPT: usize = 4096;
 
 impl SubjectWindow {
+    fn forget_oldest(&mut self) {
+        if let Some((_, hash)) = self.requests.pop_front() {
+            if let Some(n) = self.addresses.get_mut(&hash) {
+                *n -= 1;
+                if *n == 0 {
+                    self.addresses.remove(&hash);
+                }
+            }
+        }
+    }
+
     fn expire(&mut self, now: i64, window: i64) {
         while self.requests.front().is_some_and(|(t, _)| *t <= now - window) {
-            self.requests.pop_front();
+            self.forget_oldest();
         }
         while self.failed.front().is_some_and(|t| *t <= now - window) {
             self.failed.pop_front();
@@ -132,9 +145,12 @@ impl SubjectWindow {
     pub(crate) fn record(&mut self, s: &Sighting<'_>, ip_hash: u64, options: &ActivityOptions) -> Activity {
         self.expire(s.at, options.window_seconds);
         if self.requests.len() == MAX_KEPT {
-            self.requests.pop_front();
+            self.forget_oldest();
         }
         self.requests.push_back((s.at, ip_hash));
+        if ip_hash != 0 {
+            *self.addresses.entry(ip_hash).or_default() += 1;
+        }
         self.last_seen = s.at;
         let mut travel = None;
         if let Some(here) = s.coordinates {
@@ -150,17 +166,9 @@ impl SubjectWindow {
             }
             self.last_located = Some((here, s.at));
         }
-        let mut addresses: Vec<u64> = self
-            .requests
-            .iter()
-            .map(|(_, h)| *h)
-            .filter(|h| *h != 0)
-            .collect();
-        addresses.sort_unstable();
-        addresses.dedup();
         Activity {
             requests: self.requests.len() as f64,
-            distinct_ips: addresses.len() as f64,
+            distinct_ips: self.addresses.len() as f64,
             failed_step_ups: self.failed.len() as f64,
             travel_speed_kmh: travel,
         }

@@ -40,6 +40,7 @@ pub mod geoip;
 mod guard;
 mod jwks;
 mod layer;
+pub mod redis_activity;
 pub mod risk;
 mod verify;
 

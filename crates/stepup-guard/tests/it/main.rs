@@ -11,5 +11,6 @@
 mod fixtures;
 mod layer;
 mod mmdb;
+mod redis;
 mod remote;
 mod risk;
