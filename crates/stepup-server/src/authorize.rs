@@ -77,6 +77,10 @@ pub(crate) struct Grant {
     /// refresh token, never moved by rotation.
     #[serde(default)]
     pub(crate) family_expires_at: Option<i64>,
+    /// Where the user was when the code was issued (the client address's
+    /// country), for the guard's geography rules.
+    #[serde(default)]
+    pub(crate) auth_country: Option<String>,
 }
 
 /// Why a request is refused: on a page when the client or redirect URI is
@@ -836,6 +840,7 @@ async fn finish(
         amr: amr.iter().map(|f| f.amr().to_owned()).collect(),
         auth_time,
         family_expires_at: None,
+        auth_country: crate::geo::client_country(),
     };
     let (Some(code), Ok(family), Ok(grant_json)) = (
         session::new_secret(&state.rng),

@@ -132,6 +132,23 @@ struct RawConfig {
     scopes: BTreeMap<String, ScopeBinding>,
     #[serde(default)]
     login: LoginConfig,
+    #[serde(default)]
+    risk: RiskConfig,
+}
+
+/// Where the server looks client addresses up, to record in tokens the
+/// country the user authenticated from (`auth_country`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskConfig {
+    /// A MaxMind Country or City database.
+    pub geoip_database: Option<std::path::PathBuf>,
+    /// A MaxMind ASN database (optional).
+    pub geoip_asn_database: Option<std::path::PathBuf>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed (CIDR);
+    /// none by default.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -174,6 +191,10 @@ pub struct Config {
     pub auth_levels: Vec<Level>,
     /// Login behaviour.
     pub login: LoginConfig,
+    /// Geolocation of clients.
+    pub risk: RiskConfig,
+    /// The trusted proxies, parsed.
+    pub trusted_proxies: Vec<stepup_guard::client_ip::IpNet>,
 }
 
 impl Config {
@@ -290,7 +311,19 @@ impl Config {
             let acr = Acr::new(level.acr.as_str()).map_err(|e| invalid(e.to_string()))?;
             scope_bindings.insert(scope, (acr, binding.max_age));
         }
+        let trusted_proxies = raw
+            .risk
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse().map_err(|e: stepup_guard::client_ip::IpNetError| {
+                    invalid(format!("risk.trusted_proxies: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            trusted_proxies,
+            risk: raw.risk,
             issuer: raw.issuer,
             listen: raw.listen,
             database_url: raw.database_url,

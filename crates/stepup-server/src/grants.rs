@@ -77,6 +77,7 @@ async fn issue(
             audience: audience(state, form)?,
             lifetime,
             authentication: Some((&grant.acr, &grant.amr, grant.auth_time)),
+            auth_country: grant.auth_country.as_deref(),
         },
     )?;
     let mut body = json!({

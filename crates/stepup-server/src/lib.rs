@@ -20,6 +20,7 @@ pub mod config;
 mod discovery;
 pub mod error;
 mod form;
+mod geo;
 mod grants;
 pub mod keys;
 mod pages;

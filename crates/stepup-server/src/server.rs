@@ -7,10 +7,24 @@ use axum::routing::{get, post};
 use ring::rand::SystemRandom;
 use stepup_core::Clock;
 
+use stepup_guard::geoip::MaxMindGeo;
+use stepup_guard::risk::GeoLookup;
+
 use crate::config::Config;
 use crate::keys::{KeyError, KeyRing};
 use crate::store::Store;
 use crate::{authorize, discovery, passkey, token};
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The signing keys.
+    #[error("cannot load or create the signing keys: {0}")]
+    Keys(#[from] KeyError),
+    /// A geolocation database.
+    #[error(transparent)]
+    Geo(#[from] stepup_guard::geoip::GeoIpError),
+}
 
 /// What every handler shares.
 pub struct ServerState {
@@ -28,6 +42,8 @@ pub struct ServerState {
     /// The WebAuthn relying party; `None` when passkeys cannot be used
     /// (an issuer reached by IP address).
     pub(crate) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
+    /// Where client addresses are looked up, if configured.
+    pub(crate) geo: Option<Arc<dyn GeoLookup>>,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -39,8 +55,26 @@ impl std::fmt::Debug for ServerState {
 }
 
 impl ServerState {
-    /// Loads (or on first start creates) the signing keys.
-    pub async fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Result<Arc<Self>, KeyError> {
+    /// Loads (or on first start creates) the signing keys, and opens the
+    /// geolocation databases the configuration names.
+    pub async fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
+        let geo: Option<Arc<dyn GeoLookup>> = match &config.risk.geoip_database {
+            Some(path) => Some(Arc::new(MaxMindGeo::open(
+                path,
+                config.risk.geoip_asn_database.as_deref(),
+            )?)),
+            None => None,
+        };
+        Ok(Self::with_geo(config, store, clock, geo).await?)
+    }
+
+    /// As [`ServerState::new`], with the given geolocation.
+    pub async fn with_geo(
+        config: Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        geo: Option<Arc<dyn GeoLookup>>,
+    ) -> Result<Arc<Self>, KeyError> {
         let rng = SystemRandom::new();
         let keys =
             KeyRing::load_or_create(&store, clock.now().seconds(), keep_retired_for(&config), &rng).await?;
@@ -54,6 +88,7 @@ impl ServerState {
             decoy_hash,
             clients: crate::client::ClientCache::default(),
             webauthn: crate::passkey::relying_party(&config.issuer).map(Arc::new),
+            geo,
             config,
         }))
     }
@@ -125,5 +160,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/token", post(token::token))
         .route("/introspect", post(token::introspect))
         .route("/revoke", post(token::revoke))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::geo::locate_client,
+        ))
         .with_state(state)
 }

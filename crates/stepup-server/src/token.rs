@@ -30,6 +30,8 @@ pub(crate) struct AccessGrant<'a> {
     pub(crate) lifetime: i64,
     /// How the user authenticated, for user tokens.
     pub(crate) authentication: Option<(&'a str, &'a [String], i64)>,
+    /// Where the user authenticated (ISO 3166-1 alpha-2), if known.
+    pub(crate) auth_country: Option<&'a str>,
 }
 
 /// A signed access token and what the server must remember of it.
@@ -68,6 +70,9 @@ pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) ->
         claims["acr"] = Value::from(acr);
         claims["amr"] = Value::from(amr.to_vec());
         claims["auth_time"] = Value::from(auth_time);
+    }
+    if let Some(country) = grant.auth_country {
+        claims["auth_country"] = Value::from(country);
     }
     let token = state
         .keys()
@@ -174,6 +179,7 @@ fn client_credentials(state: &ServerState, client: &Client, form: &Form) -> Resu
             audience,
             lifetime,
             authentication: None,
+            auth_country: None,
         },
     )?;
     let scope: Vec<&str> = scopes.iter().map(Scope::as_str).collect();

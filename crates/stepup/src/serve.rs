@@ -80,9 +80,7 @@ pub(crate) fn serve(config_file: &Path) -> Result<ExitCode> {
         }
         let issuer = config.issuer.clone();
         let store = open_store(&config.database_url).await?;
-        let state = ServerState::new(config, store, Arc::new(SystemClock))
-            .await
-            .context("cannot load or create the signing keys")?;
+        let state = ServerState::new(config, store, Arc::new(SystemClock)).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -109,7 +107,9 @@ pub(crate) fn serve(config_file: &Path) -> Result<ExitCode> {
             }
         });
         println!("stepup-server listening on http://{addr} (issuer {issuer})");
-        axum::serve(listener, stepup_server::router(state))
+        // With the peer address: geolocation and trusted proxies need it.
+        let app = stepup_server::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server stopped with an error")?;

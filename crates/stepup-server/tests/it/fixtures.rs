@@ -152,11 +152,38 @@ async fn serve(
     base: String,
     issuer: String,
 ) -> TestServer {
-    let config = Config::from_toml("test.toml", &config_toml(&issuer, database_url)).unwrap();
+    serve_with(listener, database_url, base, issuer, "", None).await
+}
+
+/// A server whose configuration gets `extra` TOML, with `geo` to look
+/// client addresses up.
+pub async fn start_with(
+    backend: Backend,
+    extra: &str,
+    geo: Option<Arc<dyn stepup_guard::risk::GeoLookup>>,
+) -> TestServer {
+    let database_url = database_url(backend).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    serve_with(listener, &database_url, base.clone(), base, extra, geo).await
+}
+
+async fn serve_with(
+    listener: tokio::net::TcpListener,
+    database_url: &str,
+    base: String,
+    issuer: String,
+    extra: &str,
+    geo: Option<Arc<dyn stepup_guard::risk::GeoLookup>>,
+) -> TestServer {
+    let source = format!("{}{extra}", config_toml(&issuer, database_url));
+    let config = Config::from_toml("test.toml", &source).unwrap();
     let store = Store::connect(&config.database_url).await.unwrap();
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
-    let state = ServerState::new(config, store, clock.clone()).await.unwrap();
-    let app = router(state.clone());
+    let state = ServerState::with_geo(config, store, clock.clone(), geo)
+        .await
+        .unwrap();
+    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     TestServer {
         issuer,

@@ -12,6 +12,7 @@
 mod browser;
 mod fixtures;
 mod flow;
+mod geo;
 mod interop;
 mod par;
 mod passkey;

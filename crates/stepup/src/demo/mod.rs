@@ -117,9 +117,7 @@ demo_show_totp_code = true
         )
         .map_err(|e| anyhow!("{e}"))?;
         let store = open_store(&config.database_url).await?;
-        let state = ServerState::new(config, store, Arc::new(SystemClock))
-            .await
-            .context("cannot load or create the signing keys")?;
+        let state = ServerState::new(config, store, Arc::new(SystemClock)).await?;
         let totp = provision(&state, &app_url).await?;
 
         tokio::spawn(serve(as_listener, stepup_server::router(state)));
@@ -149,7 +147,8 @@ demo_show_totp_code = true
 }
 
 async fn serve(listener: TcpListener, router: axum::Router) {
-    if let Err(e) = axum::serve(listener, router).await {
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "a demo server stopped");
     }
 }

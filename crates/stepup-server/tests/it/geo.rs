@@ -1,0 +1,107 @@
+//! The country of the authentication in access tokens (`auth_country`):
+//! from the client's address, through trusted proxies only.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use stepup_guard::risk::{CountryCode, GeoLookup, GeoPoint};
+
+use crate::fixtures::*;
+use crate::flow::{Browser, PASSWORD, exchange, jwt_claims};
+
+struct Table(HashMap<IpAddr, &'static str>);
+
+impl GeoLookup for Table {
+    fn lookup(&self, ip: IpAddr) -> GeoPoint {
+        GeoPoint {
+            country: self.0.get(&ip).and_then(|c| CountryCode::new(c)),
+            ..GeoPoint::default()
+        }
+    }
+}
+
+fn geo() -> Arc<dyn GeoLookup> {
+    let mut table = HashMap::new();
+    table.insert("127.0.0.1".parse().unwrap(), "FR");
+    table.insert("198.51.100.7".parse().unwrap(), "BR");
+    Arc::new(Table(table))
+}
+
+async fn sign_in(s: &TestServer, forwarded_for: Option<&str>) -> serde_json::Value {
+    let b = Browser::new();
+    let mut page = b.authorize(s, &[]).await;
+    assert!(page.is_password_page(), "{}", page.body);
+    let form = vec![
+        ("request".to_owned(), page.hidden("request")),
+        ("csrf".to_owned(), page.hidden("csrf")),
+        ("username".to_owned(), "alice".to_owned()),
+        ("password".to_owned(), PASSWORD.to_owned()),
+    ];
+    let mut request = b.http.post(s.url("/login/password")).form(&form);
+    if let Some(ip) = forwarded_for {
+        request = request.header("x-forwarded-for", ip);
+    }
+    page = Browser::page(request.send().await.unwrap()).await;
+    let (status, tokens) = exchange(s, &page.redirect_param("code").unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
+    jwt_claims(tokens["access_token"].as_str().unwrap())
+}
+
+async fn server(trusted: &str) -> TestServer {
+    let s = start_with(
+        Backend::Sqlite,
+        &format!("\n[risk]\ntrusted_proxies = [{trusted}]\n"),
+        Some(geo()),
+    )
+    .await;
+    s.register(
+        "web",
+        stepup_server::client::AuthMethod::None,
+        &["authorization_code"],
+        &["profile"],
+    )
+    .await;
+    stepup_server::users::add_user(
+        &s.state.store,
+        "alice",
+        PASSWORD,
+        NOW,
+        &ring::rand::SystemRandom::new(),
+    )
+    .await
+    .unwrap();
+    s
+}
+
+#[tokio::test]
+async fn tokens_say_where_the_user_authenticated() {
+    let s = server("").await;
+    assert_eq!(sign_in(&s, None).await["auth_country"], "FR");
+    // Not through a trusted proxy: the header is the client's own words.
+    assert_eq!(sign_in(&s, Some("198.51.100.7")).await["auth_country"], "FR");
+
+    let behind_proxy = server("\"127.0.0.1\"").await;
+    assert_eq!(
+        sign_in(&behind_proxy, Some("198.51.100.7")).await["auth_country"],
+        "BR"
+    );
+    // An address the database does not know: no claim.
+    let claims = sign_in(&behind_proxy, Some("192.0.2.1")).await;
+    assert!(claims.get("auth_country").is_none(), "{claims}");
+}
+
+#[test]
+fn trusted_proxies_are_checked_at_load() {
+    let source = format!(
+        "{}\n[risk]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+        config_toml("https://as.example", "sqlite::memory:")
+    );
+    let e = stepup_server::Config::from_toml("t.toml", &source)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("risk.trusted_proxies: \"10.0.0.0/33\" is not an IP network"),
+        "{e}"
+    );
+}
