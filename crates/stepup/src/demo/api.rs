@@ -8,18 +8,13 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stepup_guard::{Guard, VerifiedClaims};
 
-/// Above this, a transfer is a large transfer (the policy's rule of that
-/// name: a passkey, or a second factor proven in the last minute).
-const LARGE_TRANSFER_EUR: f64 = 1000.0;
-
 #[derive(Clone)]
 struct Bank {
-    guard: Guard,
     accounts: Arc<Mutex<HashMap<String, Account>>>,
 }
 
@@ -61,7 +56,6 @@ impl Bank {
 pub(crate) fn router(guard: Guard) -> Router {
     let layer = guard.layer();
     let bank = Bank {
-        guard,
         accounts: Arc::default(),
     };
     Router::new()
@@ -168,17 +162,24 @@ async fn payment_details(
     Json(json!({"account": id, "iban": details.iban, "acr": claims.acr})).into_response()
 }
 
+/// A transfer. Its amount is read by the guard too: the policy's "large
+/// amount" risk rule asks for a recent second factor above 1000 EUR.
 #[derive(Deserialize)]
 struct Transfer {
     amount: f64,
+    #[serde(default = "euro")]
+    currency: String,
     to: String,
+}
+
+fn euro() -> String {
+    "EUR".to_owned()
 }
 
 async fn transfer(
     State(bank): State<Bank>,
     claims: VerifiedClaims,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Result<Json<Transfer>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(transfer)) = body else {
@@ -186,16 +187,9 @@ async fn transfer(
     };
     if !(transfer.amount.is_finite() && transfer.amount > 0.0 && transfer.amount < 1e9)
         || transfer.to.trim().is_empty()
+        || transfer.currency != "EUR"
     {
-        return bad_request("a transfer needs a positive amount and a recipient");
-    }
-    // A large amount is decided by the policy's "large transfer" rule, as
-    // if the call had been made to that route.
-    if transfer.amount > LARGE_TRANSFER_EUR {
-        let large = format!("/accounts/{id}/transfers/large");
-        if let Err(rejection) = bank.guard.check("POST", &large, &headers).await {
-            return rejection.into_response();
-        }
+        return bad_request("a transfer needs a positive amount in EUR and a recipient");
     }
     #[allow(clippy::cast_possible_truncation)]
     let cents = (transfer.amount * 100.0).round() as i64;
@@ -246,10 +240,12 @@ mod tests {
             HttpFetcher::new().unwrap(),
         );
         let policy = stepup_core::Policy::from_toml("bank.toml", super::super::POLICY).unwrap();
-        let guard = Guard::new(
+        let guard = Guard::builder(
             Arc::new(policy),
             TokenVerifier::Introspection(Arc::new(introspector)),
-        );
+        )
+        .risk(super::super::risk_options())
+        .build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router(guard)).await.unwrap() });
@@ -260,7 +256,7 @@ mod tests {
         reqwest::Client::new()
             .post(format!("{api}/accounts/42/transfers"))
             .bearer_auth("opaque-token")
-            .json(&json!({"amount": amount, "to": "Ada"}))
+            .json(&json!({"amount": amount, "currency": "EUR", "to": "Ada"}))
             .send()
             .await
             .unwrap()
@@ -284,6 +280,10 @@ mod tests {
             "{challenge}"
         );
         assert!(challenge.contains("max_age=\"60\""), "{challenge}");
+        assert!(
+            challenge.contains("Large transfers need you to confirm it is you, just now."),
+            "the risk rule's reason: {challenge}"
+        );
         // Nothing was sent: the balance only lost the small transfer.
         let body: Value = large.json().await.unwrap();
         assert_eq!(body["error"], "insufficient_user_authentication");

@@ -74,7 +74,7 @@
     payee: () => ({ method: "POST", path: "/accounts/" + ACCOUNT + "/payees",
                     body: { name: $("payee-name").value, iban: $("payee-iban").value }, label: "payee" }),
     transfer: () => ({ method: "POST", path: "/accounts/" + ACCOUNT + "/transfers",
-                       body: { amount: Number($("amount").value), to: $("to").value }, label: "transfer" }),
+                       body: { amount: Number($("amount").value), currency: "EUR", to: $("to").value }, label: "transfer" }),
   };
 
   function render(action, data) {

@@ -19,6 +19,9 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use ring::rand::SystemRandom;
 use stepup_core::{Clock, Policy, Scope, SystemClock};
+use stepup_guard::activity::{ActivityOptions, MemoryActivity};
+use stepup_guard::amount::AmountSource;
+use stepup_guard::risk::RiskOptions;
 use stepup_guard::{Guard, HttpFetcher, JwtVerifier, TokenVerifier};
 use stepup_server::client::{AuthMethod, Registration, register};
 use stepup_server::{Config, ServerState, users};
@@ -125,7 +128,9 @@ demo_show_totp_code = true
             .await
             .context("the guard cannot read the server's keys")?;
         let policy = Policy::from_toml("policies/bank.toml", POLICY).map_err(|e| anyhow!("{e}"))?;
-        let guard = Guard::new(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)));
+        let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
+            .risk(risk_options())
+            .build();
         tokio::spawn(serve(api_listener, api::router(guard)));
         let app = app::App::new(&issuer, &api_url, &app_url).await?;
         tokio::spawn(serve(app_listener, app::router(app)));
@@ -144,6 +149,16 @@ demo_show_totp_code = true
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What the demo's guard observes: the amount of transfers (for the
+/// policy's "large amount" rule) and each user's activity in memory
+/// (bursts, travel). Geolocation needs a MaxMind database, which the demo
+/// does not ship.
+pub(crate) fn risk_options() -> RiskOptions {
+    RiskOptions::new()
+        .amount(AmountSource::new("/amount", Some("/currency".to_owned())))
+        .activity(Arc::new(MemoryActivity::new(ActivityOptions::default())))
 }
 
 async fn serve(listener: TcpListener, router: axum::Router) {
