@@ -39,7 +39,8 @@ impl Figure {
         for i in 0..calls {
             let start = Instant::now();
             f(i);
-            self.samples.push(u64::try_from(start.elapsed().as_nanos()).unwrap());
+            self.samples
+                .push(u64::try_from(start.elapsed().as_nanos()).unwrap());
         }
     }
 
@@ -94,7 +95,12 @@ fn main() {
     let url = std::env::var("STEPUP_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("stepup-bench:{}", std::process::id());
     let redis = runtime
-        .block_on(RedisActivity::connect(&url, &prefix, ActivityOptions::default(), Duration::from_secs(3600)))
+        .block_on(RedisActivity::connect(
+            &url,
+            &prefix,
+            ActivityOptions::default(),
+            Duration::from_secs(3600),
+        ))
         .expect("Redis for the benchmark");
     let memory = MemoryActivity::new(ActivityOptions::default());
     let policy = common::policy_with_risk(true);
@@ -126,7 +132,8 @@ fn main() {
         }
         let start = Instant::now();
         runtime.block_on(redis.sync()).unwrap();
-        sync.samples.push(u64::try_from(start.elapsed().as_nanos()).unwrap());
+        sync.samples
+            .push(u64::try_from(start.elapsed().as_nanos()).unwrap());
         offset += CALLS + 1000;
         eprintln!("  round {}/{ROUNDS}", round + 1);
     }
@@ -136,8 +143,19 @@ fn main() {
     println!("|---|---|---|---|");
     for f in [&mut bare, &mut local, &mut shared] {
         let (median, p99) = (f.percentile(0.5), f.percentile(0.99));
-        println!("| {} | {} | {} | {:.2} |", f.name, human(median), human(p99), median as f64 / base);
+        println!(
+            "| {} | {} | {} | {:.2} |",
+            f.name,
+            human(median),
+            human(p99),
+            median as f64 / base
+        );
     }
     let (median, max) = (sync.percentile(0.5), sync.percentile(1.0));
-    println!("| {} (off the decision path) | {} | max {} | — |", sync.name, human(median), human(max));
+    println!(
+        "| {} (off the decision path) | {} | max {} | — |",
+        sync.name,
+        human(median),
+        human(max)
+    );
 }

@@ -87,6 +87,12 @@ enum PolicyCommand {
 #[derive(clap::Args, Default)]
 #[command(next_help_heading = "Risk signals")]
 struct SignalArgs {
+    /// Client address, looked up in --geoip for country and ASN.
+    #[arg(long, requires = "geoip")]
+    ip: Option<std::net::IpAddr>,
+    /// A MaxMind database (Country or City) for --ip.
+    #[arg(long)]
+    geoip: Option<PathBuf>,
     /// Transaction amount.
     #[arg(long)]
     amount: Option<f64>,
@@ -129,6 +135,22 @@ struct SignalArgs {
 }
 
 impl SignalArgs {
+    /// Fills country and ASN from --ip and --geoip, unless given.
+    fn locate(&mut self) -> Result<()> {
+        let (Some(ip), Some(path)) = (self.ip, &self.geoip) else {
+            return Ok(());
+        };
+        let geo = stepup_guard::geoip::MaxMindGeo::open(path, None)?;
+        let point = stepup_guard::risk::GeoLookup::lookup(&geo, ip);
+        if self.country.is_none() {
+            self.country = point.country.map(|c| c.as_str().to_owned());
+        }
+        if self.asn.is_none() {
+            self.asn = point.asn;
+        }
+        Ok(())
+    }
+
     fn signals(&self) -> Signals<'_> {
         Signals {
             amount: self.amount,
@@ -170,8 +192,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             auth_age,
             scope,
             now,
-            signals,
+            mut signals,
         }) => {
+            signals.locate()?;
             let Some(policy) = load(&policy)? else {
                 return Ok(ExitCode::FAILURE);
             };

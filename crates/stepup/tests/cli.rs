@@ -197,3 +197,33 @@ fn explain_shows_signals_and_risk_rules() {
     assert!(stdout.contains("decision: allow (200)"), "{stdout}");
     assert!(stdout.contains("does not fire"), "{stdout}");
 }
+
+#[test]
+fn explain_looks_addresses_up_in_a_geoip_database() {
+    let base = [
+        "policy",
+        "explain",
+        "--policy",
+        "policies/bank.toml",
+        "GET",
+        "/accounts/1/balance",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--ip", "192.0.2.1"]);
+    let out = stepup(&args);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--geoip"),
+        "--ip needs a database: {}",
+        text(&out.stderr)
+    );
+    let mut args = base.to_vec();
+    args.extend(["--ip", "192.0.2.1", "--geoip", "/nonexistent/City.mmdb"]);
+    let out = stepup(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot use the geolocation database /nonexistent/City.mmdb"),
+        "{}",
+        text(&out.stderr)
+    );
+}
