@@ -48,6 +48,11 @@ pub(crate) struct AuthorizationRequest {
     pub(crate) fresh_since: Option<i64>,
     pub(crate) prompt_none: bool,
     pub(crate) login_hint: Option<String>,
+    /// The client's identifier of the device it runs on, put in the
+    /// access token (`device_id`) so resource servers can tell when the
+    /// token is presented from another device.
+    #[serde(default)]
+    pub(crate) device_id: Option<String>,
     /// Why a step-up is asked, for the page.
     pub(crate) reason: Option<String>,
     /// Factors proven while this request was pending: with `prompt=login`
@@ -81,6 +86,9 @@ pub(crate) struct Grant {
     /// country), for the guard's geography rules.
     #[serde(default)]
     pub(crate) auth_country: Option<String>,
+    /// The device the client said it runs on.
+    #[serde(default)]
+    pub(crate) device_id: Option<String>,
 }
 
 /// Why a request is refused: on a page when the client or redirect URI is
@@ -281,6 +289,7 @@ async fn validate(
         fresh_since: None,
         prompt_none: false,
         login_hint: get("login_hint").map(str::to_owned),
+        device_id: None,
         reason: None,
         proven: Vec::new(),
         account: false,
@@ -288,6 +297,19 @@ async fn validate(
     let fail = |req: AuthorizationRequest, code: &'static str, m: String| {
         Err(Invalid::Redirect(Box::new(req), code, m))
     };
+    match get("device_id") {
+        None => {}
+        Some(d) if (1..=128).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_graphic()) => {
+            req.device_id = Some(d.to_owned());
+        }
+        Some(_) => {
+            return fail(
+                req,
+                "invalid_request",
+                "device_id must be 1 to 128 visible ASCII characters".into(),
+            );
+        }
+    }
     if get("request").is_some() || get("request_uri").is_some() {
         return fail(
             req,
@@ -841,6 +863,7 @@ async fn finish(
         auth_time,
         family_expires_at: None,
         auth_country: crate::geo::client_country(),
+        device_id: req.device_id.clone(),
     };
     let (Some(code), Ok(family), Ok(grant_json)) = (
         session::new_secret(&state.rng),

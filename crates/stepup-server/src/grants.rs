@@ -78,6 +78,7 @@ async fn issue(
             lifetime,
             authentication: Some((&grant.acr, &grant.amr, grant.auth_time)),
             auth_country: grant.auth_country.as_deref(),
+            device_id: grant.device_id.as_deref(),
         },
     )?;
     let mut body = json!({

@@ -426,6 +426,7 @@ async fn account_sign_in(
         fresh_since: Some(now),
         prompt_none: false,
         login_hint: None,
+        device_id: None,
         reason: Some("Confirm it is you to manage your passkeys.".to_owned()),
         proven: Vec::new(),
         account: true,

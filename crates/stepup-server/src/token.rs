@@ -32,6 +32,8 @@ pub(crate) struct AccessGrant<'a> {
     pub(crate) authentication: Option<(&'a str, &'a [String], i64)>,
     /// Where the user authenticated (ISO 3166-1 alpha-2), if known.
     pub(crate) auth_country: Option<&'a str>,
+    /// The device the client said it runs on.
+    pub(crate) device_id: Option<&'a str>,
 }
 
 /// A signed access token and what the server must remember of it.
@@ -70,6 +72,9 @@ pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) ->
         claims["acr"] = Value::from(acr);
         claims["amr"] = Value::from(amr.to_vec());
         claims["auth_time"] = Value::from(auth_time);
+    }
+    if let Some(device) = grant.device_id {
+        claims["device_id"] = Value::from(device);
     }
     if let Some(country) = grant.auth_country {
         claims["auth_country"] = Value::from(country);
@@ -180,6 +185,7 @@ fn client_credentials(state: &ServerState, client: &Client, form: &Form) -> Resu
             lifetime,
             authentication: None,
             auth_country: None,
+            device_id: None,
         },
     )?;
     let scope: Vec<&str> = scopes.iter().map(Scope::as_str).collect();

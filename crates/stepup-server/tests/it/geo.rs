@@ -105,3 +105,42 @@ fn trusted_proxies_are_checked_at_load() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn tokens_carry_the_device_the_client_named() {
+    let s = server("").await;
+    let b = Browser::new();
+    let page = b.authorize(&s, &[("device_id", "laptop-7f3a")]).await;
+    let done = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    let (_, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    assert_eq!(
+        jwt_claims(tokens["access_token"].as_str().unwrap())["device_id"],
+        "laptop-7f3a"
+    );
+    // Without one, no claim; a malformed one is refused at the client.
+    let long = "x".repeat(129);
+    for bad in ["two words", "", long.as_str()] {
+        let page = b.authorize(&s, &[("device_id", bad)]).await;
+        if bad.is_empty() {
+            // An empty parameter is left out by the test client.
+            continue;
+        }
+        assert_eq!(
+            page.redirect_param("error").as_deref(),
+            Some("invalid_request"),
+            "{bad:?}"
+        );
+        assert!(
+            page.redirect_param("error_description")
+                .unwrap()
+                .contains("device_id")
+        );
+    }
+}
