@@ -13,6 +13,7 @@ pub mod acr;
 pub mod authentication;
 pub mod challenge;
 pub mod decision;
+pub mod dpop;
 pub mod jwk;
 pub mod jws;
 pub mod pkce;
