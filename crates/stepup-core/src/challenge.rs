@@ -745,6 +745,9 @@ pub struct BearerChallenge {
     /// `max_age`: the allowable elapsed time, in seconds, since the last
     /// active user authentication (RFC 9470 §3).
     pub max_age: Option<u64>,
+    /// `algs`: space-separated JWS algorithms the server accepts in DPoP
+    /// proofs (RFC 9449 §7.1), for `DPoP` challenges.
+    pub algs: Option<String>,
 }
 
 /// Why a challenge is not a valid bearer challenge.
@@ -814,6 +817,9 @@ impl BearerChallenge {
         if let Some(max_age) = self.max_age {
             push("max_age", max_age.to_string());
         }
+        if let Some(algs) = &self.algs {
+            push("algs", sanitize(algs, is_error_text_char));
+        }
         Challenge {
             scheme: self.scheme.as_str().to_owned(),
             token68: None,
@@ -855,6 +861,7 @@ impl BearerChallenge {
             scope: text("scope"),
             acr_values,
             max_age,
+            algs: text("algs"),
         })
     }
 }
@@ -1323,6 +1330,16 @@ mod tests {
             ..BearerChallenge::default()
         };
         assert_eq!(dpop.to_string(), r#"DPoP error="invalid_token""#);
+        let dpop = BearerChallenge {
+            scheme: TokenScheme::DPoP,
+            error: Some(ErrorCode::Other("invalid_dpop_proof".into())),
+            algs: Some("ES256 EdDSA".into()),
+            ..BearerChallenge::default()
+        };
+        assert_eq!(
+            dpop.to_string(),
+            r#"DPoP error="invalid_dpop_proof", algs="ES256 EdDSA""#
+        );
     }
 
     #[test]
@@ -1526,6 +1543,7 @@ mod tests {
                 scope,
                 acr_values,
                 max_age,
+                algs: None,
             };
             let header = b.to_string();
             let parsed = parse(&header).unwrap();

@@ -324,6 +324,47 @@ pub fn normalize_uri(uri: &str) -> Option<String> {
     Some(out)
 }
 
+/// What a client puts in a proof.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofClaims<'a> {
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The request URI (query and fragment are dropped).
+    pub uri: &'a str,
+    /// The access token sent with it, for `ath`.
+    pub access_token: Option<&'a str>,
+    /// The server's nonce, if it asked for one.
+    pub nonce: Option<&'a str>,
+    /// A unique identifier.
+    pub jti: &'a str,
+    /// When it is made.
+    pub iat: i64,
+}
+
+/// Makes a DPoP proof with `key` (RFC 9449 §4.2).
+pub fn sign_proof(
+    key: &crate::jws::SigningKey,
+    claims: &ProofClaims<'_>,
+    rng: &dyn ring::rand::SecureRandom,
+) -> Result<String, crate::jws::JwsError> {
+    let jwk = key.public_jwk(None);
+    let header = crate::jws::SigningHeader::new().typ("dpop+jwt").jwk(&jwk);
+    let htu = claims.uri.split(['?', '#']).next().unwrap_or(claims.uri);
+    let mut payload = serde_json::json!({
+        "jti": claims.jti,
+        "htm": claims.method,
+        "htu": htu,
+        "iat": claims.iat,
+    });
+    if let Some(token) = claims.access_token {
+        payload["ath"] = Value::from(access_token_hash(token));
+    }
+    if let Some(nonce) = claims.nonce {
+        payload["nonce"] = Value::from(nonce);
+    }
+    crate::jws::sign_compact(&header, payload.to_string().as_bytes(), key, rng)
+}
+
 impl fmt::Display for VerifiedProof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DPoP proof {} by key {}", self.jti, self.jkt)
@@ -545,6 +586,38 @@ mod tests {
             check(&forge(&critical, &payload, s)),
             Err(ProofError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn signed_proofs_round_trip() {
+        let rng = ring::rand::SystemRandom::new();
+        for key in [
+            crate::jws::SigningKey::generate_es256(&rng).unwrap(),
+            crate::jws::SigningKey::generate_ed25519(&rng).unwrap(),
+        ] {
+            let claims = ProofClaims {
+                method: "POST",
+                uri: "https://api.example/transfers?x=1",
+                access_token: Some("tok"),
+                nonce: Some("n-1"),
+                jti: "j-1",
+                iat: 1_800_000_000,
+            };
+            let proof = sign_proof(&key, &claims, &rng).unwrap();
+            let jkt = Jwk::from_json_value(&key.public_jwk(None))
+                .unwrap()
+                .thumbprint_sha256();
+            let request = ProofContext {
+                method: "POST",
+                uri: "https://api.example/transfers",
+                access_token: Some("tok"),
+                bound_jkt: Some(&jkt),
+                nonce: Some("n-1"),
+            };
+            let verified =
+                verify_proof(&proof, &request, &ProofPolicy::default(), UnixTime(1_800_000_010)).unwrap();
+            assert_eq!((verified.jkt, verified.jti.as_str()), (jkt, "j-1"));
+        }
     }
 
     #[test]

@@ -778,6 +778,7 @@ pub struct SigningHeader<'a> {
     typ: Option<&'a str>,
     kid: Option<&'a str>,
     cty: Option<&'a str>,
+    jwk: Option<&'a serde_json::Value>,
 }
 
 impl<'a> SigningHeader<'a> {
@@ -787,7 +788,14 @@ impl<'a> SigningHeader<'a> {
             typ: None,
             kid: None,
             cty: None,
+            jwk: None,
         }
+    }
+
+    /// Sets `jwk`: the public key itself, as DPoP proofs carry it.
+    pub const fn jwk(mut self, jwk: &'a serde_json::Value) -> Self {
+        self.jwk = Some(jwk);
+        self
     }
 
     /// Sets `typ` (for an RFC 9068 access token: `at+jwt`).
@@ -819,6 +827,8 @@ struct HeaderOut<'a> {
     kid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cty: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwk: Option<&'a serde_json::Value>,
 }
 
 /// Signs `payload` with `key` and returns the compact JWS. The header is
@@ -835,6 +845,7 @@ pub fn sign_compact(
         typ: header.typ,
         kid: header.kid,
         cty: header.cty,
+        jwk: header.jwk,
     })
     .map_err(|_| JwsError::SigningFailed)?;
     let mut token =

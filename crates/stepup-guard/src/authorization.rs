@@ -26,17 +26,36 @@ impl AuthorizationError {
         match self {
             AuthorizationError::Missing => "no access token",
             AuthorizationError::Multiple => "more than one Authorization header",
-            AuthorizationError::OtherScheme => "the Authorization scheme must be Bearer",
-            AuthorizationError::Malformed => "malformed Bearer credentials",
+            AuthorizationError::OtherScheme => "the Authorization scheme must be Bearer or DPoP",
+            AuthorizationError::Malformed => "malformed credentials",
         }
     }
 }
 
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1): with a proof in the `DPoP` header.
+    Dpop,
+}
+
 /// The token of the single `Authorization: Bearer <token>` header.
+#[cfg(test)]
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthorizationError> {
+    match access_token(headers)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(AuthorizationError::OtherScheme),
+    }
+}
+
+/// The scheme and token of the single `Authorization` header, `Bearer` or
+/// `DPoP`.
 ///
 /// Works on bytes: a token that passes the token68 check is ASCII, so the
 /// one UTF-8 conversion at the end cannot fail and no separate pass is needed.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthorizationError> {
+pub(crate) fn access_token(headers: &HeaderMap) -> Result<(Scheme, &str), AuthorizationError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthorizationError::Missing)?;
     if values.next().is_some() {
@@ -47,16 +66,21 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthorizationErr
         Some(space) => (&value[..space], &value[space..]),
         None => (value, &[][..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         return Err(AuthorizationError::OtherScheme);
-    }
+    };
     // credentials = auth-scheme [ 1*SP token68 ]
     let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
     let token = &rest[start..];
     if !is_token68(token) {
         return Err(AuthorizationError::Malformed);
     }
-    std::str::from_utf8(token).map_err(|_| AuthorizationError::Malformed)
+    let token = std::str::from_utf8(token).map_err(|_| AuthorizationError::Malformed)?;
+    Ok((scheme, token))
 }
 
 /// token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="

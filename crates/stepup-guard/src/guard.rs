@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use stepup_core::challenge::{BearerChallenge, ErrorCode};
+use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme};
+use stepup_core::dpop::{ProofContext, verify_proof};
 use stepup_core::risk::{Signal, Signals};
 use stepup_core::{Clock, Policy, SystemClock, UnixTime, Verdict};
 
@@ -14,8 +15,9 @@ use crate::activity::Sighting;
 use crate::amount::{AmountError, Transaction, read_transaction};
 use crate::risk::{self, Observed, RiskOptions};
 
-use crate::authorization::{AuthorizationError, bearer_token};
+use crate::authorization::{AuthorizationError, Scheme, access_token};
 use crate::cache::TokenCache;
+use crate::dpop::DpopOptions;
 use crate::verify::{TokenVerifier, VerifiedToken, VerifyError};
 
 /// The outcome of the I/O-free part of a check.
@@ -36,6 +38,8 @@ pub struct Rejection {
     pub challenge: Option<Box<BearerChallenge>>,
     /// The rule that produced the rejection, when a policy rule did.
     pub rule: Option<String>,
+    /// A `DPoP-Nonce` to send (RFC 9449 §9), with `use_dpop_nonce`.
+    pub dpop_nonce: Option<String>,
 }
 
 impl Rejection {
@@ -52,6 +56,31 @@ impl Rejection {
                 ..BearerChallenge::default()
             })),
             rule: None,
+            dpop_nonce: None,
+        }
+    }
+
+    /// A refusal of a DPoP request (RFC 9449 §7.1): `DPoP` challenge with
+    /// the accepted algorithms.
+    fn dpop(
+        realm: Option<&str>,
+        algs: String,
+        error: &str,
+        description: String,
+        nonce: Option<String>,
+    ) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            challenge: Some(Box::new(BearerChallenge {
+                scheme: TokenScheme::DPoP,
+                realm: realm.map(str::to_owned),
+                error: Some(ErrorCode::from(error)),
+                error_description: Some(description),
+                algs: Some(algs),
+                ..BearerChallenge::default()
+            })),
+            rule: None,
+            dpop_nonce: nonce,
         }
     }
 
@@ -66,6 +95,7 @@ impl Rejection {
                 ..BearerChallenge::default()
             })),
             rule: None,
+            dpop_nonce: None,
         }
     }
 
@@ -111,6 +141,13 @@ impl IntoResponse for Rejection {
                 .headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, value);
         }
+        if let Some(nonce) = self
+            .dpop_nonce
+            .as_deref()
+            .and_then(|n| HeaderValue::from_str(n).ok())
+        {
+            response.headers_mut().insert("dpop-nonce", nonce);
+        }
         response
     }
 }
@@ -122,6 +159,7 @@ pub(crate) struct GuardInner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) realm: Option<String>,
     pub(crate) risk: RiskOptions,
+    pub(crate) dpop: Option<DpopOptions>,
 }
 
 /// A configured guard: cheap to clone, shared by every request.
@@ -155,6 +193,7 @@ impl Guard {
             clock: Arc::new(SystemClock),
             realm: None,
             risk: RiskOptions::default(),
+            dpop: None,
         }
     }
 
@@ -234,16 +273,141 @@ impl Guard {
         };
         let inner = &self.inner;
         let now = inner.clock.now();
-        let verified = Arc::new(
-            inner
-                .verifier
-                .verify(token, now)
-                .await
-                .map_err(|e| self.verify_rejection(&e))?,
-        );
-        let until = inner.verifier.cache_until(&verified, now);
-        inner.cache.insert(token, Arc::clone(&verified), until, now);
-        self.decide(method, path, verified, now, observed)
+        let verified = match inner.cache.get(token, now) {
+            Some(v) => v,
+            None => {
+                let verified = Arc::new(
+                    inner
+                        .verifier
+                        .verify(token, now)
+                        .await
+                        .map_err(|e| self.verify_rejection(&e))?,
+                );
+                let until = inner.verifier.cache_until(&verified, now);
+                inner.cache.insert(token, Arc::clone(&verified), until, now);
+                verified
+            }
+        };
+        let scheme = match access_token(headers) {
+            Ok((scheme, _)) => scheme,
+            Err(_) => Scheme::Bearer,
+        };
+        match (scheme, verified.bound_jkt()) {
+            // Any key binding (`jkt`, or one this guard cannot check, such
+            // as mTLS's `x5t#S256`) rules out the Bearer scheme.
+            (Scheme::Bearer, _) if verified.confirmation.is_some() => {
+                return Err(self.verify_rejection(&VerifyError::SenderConstrained));
+            }
+            (Scheme::Dpop, None) => {
+                return Err(Rejection::bearer(
+                    inner.realm.as_deref(),
+                    Some(ErrorCode::InvalidToken),
+                    Some("the token is not bound to a key: present it with the Bearer scheme".into()),
+                ));
+            }
+            (Scheme::Dpop, Some(jkt)) => self.check_proof(method, path, headers, token, jkt, now).await?,
+            (Scheme::Bearer, _) => {}
+        }
+        let mut observed = observed.clone();
+        if let Some(jkt) = verified.bound_jkt() {
+            // The proof was made with the bound key: that key is the device.
+            observed.devices_observed = true;
+            observed.device = None;
+            observed.proof_key = Some(jkt.to_owned());
+        }
+        self.decide_as(method, path, Arc::clone(&verified), now, &observed, scheme)
+    }
+
+    /// The DPoP proof of a request with a token bound to `jkt`: the
+    /// stateless checks, the server nonce if required, and first use.
+    async fn check_proof(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+        token: &str,
+        jkt: &str,
+        now: UnixTime,
+    ) -> Result<(), Rejection> {
+        let inner = &self.inner;
+        let realm = inner.realm.as_deref();
+        let Some(options) = &inner.dpop else {
+            return Err(Rejection::bearer(
+                realm,
+                Some(ErrorCode::InvalidRequest),
+                Some("DPoP is not accepted here".into()),
+            ));
+        };
+        let refuse = |error: &str, description: String, nonce: Option<String>| {
+            Rejection::dpop(realm, options.algs(), error, description, nonce)
+        };
+        let mut proofs = headers.get_all("dpop").iter();
+        let (Some(proof), None) = (proofs.next(), proofs.next()) else {
+            return Err(refuse(
+                "invalid_dpop_proof",
+                "exactly one DPoP header is required".into(),
+                None,
+            ));
+        };
+        let Ok(proof) = proof.to_str() else {
+            return Err(refuse(
+                "invalid_dpop_proof",
+                "the DPoP header is not ASCII".into(),
+                None,
+            ));
+        };
+        let uri = format!("{}{path}", options.origin);
+        let accepted = options.nonces.as_ref().map(|n| n.accepted(now.seconds()));
+        let nonces: Vec<Option<&str>> = match &accepted {
+            Some(list) => list.iter().map(|n| Some(n.as_str())).collect(),
+            None => vec![None],
+        };
+        let mut result = Err(stepup_core::dpop::ProofError::NonceRequired);
+        for nonce in nonces {
+            let context = ProofContext {
+                method,
+                uri: &uri,
+                access_token: Some(token),
+                bound_jkt: Some(jkt),
+                nonce,
+            };
+            result = verify_proof(proof, &context, &options.policy, now);
+            if !matches!(result, Err(stepup_core::dpop::ProofError::NonceRequired)) {
+                break;
+            }
+        }
+        let verified = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let nonce = (e == stepup_core::dpop::ProofError::NonceRequired)
+                    .then(|| options.nonces.as_ref().map(|n| n.current(now.seconds())))
+                    .flatten();
+                tracing::debug!(error = %e, "DPoP proof refused");
+                return Err(refuse(e.code(), e.to_string(), nonce));
+            }
+        };
+        let key = format!("{}:{}", verified.jkt, verified.jti);
+        match options
+            .replay
+            .first_use(&key, options.replay_ttl(), now.seconds())
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refuse(
+                "invalid_dpop_proof",
+                "this DPoP proof was already used".into(),
+                None,
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "DPoP replay cache unavailable");
+                Err(Rejection {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    challenge: None,
+                    rule: None,
+                    dpop_nonce: None,
+                })
+            }
+        }
     }
 
     /// Everything that can be settled without I/O: the header, and for a
@@ -258,8 +422,10 @@ impl Guard {
     ) -> Precheck<'h> {
         let inner = &self.inner;
         let realm = inner.realm.as_deref();
-        let token = match bearer_token(headers) {
-            Ok(token) => token,
+        let token = match access_token(headers) {
+            // Every DPoP request carries a new proof to check.
+            Ok((Scheme::Dpop, token)) => return Precheck::NeedsVerification(token),
+            Ok((Scheme::Bearer, token)) => token,
             // RFC 6750 §3.1: no error code when the request has no (bearer) credentials.
             Err(AuthorizationError::Missing | AuthorizationError::OtherScheme) => {
                 return Precheck::Done(Err(Rejection::bearer(realm, None, None)));
@@ -275,18 +441,24 @@ impl Guard {
         };
         let now = inner.clock.now();
         match inner.cache.get(token, now) {
-            Some(verified) => Precheck::Done(self.decide(method, path, verified, now, observed)),
+            Some(verified) if verified.confirmation.is_some() => {
+                Precheck::Done(Err(self.verify_rejection(&VerifyError::SenderConstrained)))
+            }
+            Some(verified) => {
+                Precheck::Done(self.decide_as(method, path, verified, now, observed, Scheme::Bearer))
+            }
             None => Precheck::NeedsVerification(token),
         }
     }
 
-    fn decide(
+    fn decide_as(
         &self,
         method: &str,
         path: &str,
         verified: Arc<VerifiedToken>,
         now: UnixTime,
         observed: &Observed<'_>,
+        scheme: Scheme,
     ) -> Result<Arc<VerifiedToken>, Rejection> {
         let inner = &self.inner;
         let activity = inner.risk.activity.as_deref();
@@ -322,6 +494,10 @@ impl Guard {
             store.record_failed_step_up(subject, now.seconds());
         }
         challenge.realm = inner.realm.clone();
+        if scheme == Scheme::Dpop {
+            challenge.scheme = TokenScheme::DPoP;
+            challenge.algs = inner.dpop.as_ref().map(DpopOptions::algs);
+        }
         let status = challenge
             .error
             .as_ref()
@@ -332,6 +508,7 @@ impl Guard {
             status,
             challenge: Some(Box::new(challenge)),
             rule: Some(decision.rule.name.clone()),
+            dpop_nonce: None,
         })
     }
 
@@ -349,6 +526,7 @@ impl Guard {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 challenge: None,
                 rule: None,
+                dpop_nonce: None,
             }
         }
     }
@@ -388,6 +566,7 @@ pub struct GuardBuilder {
     clock: Arc<dyn Clock>,
     realm: Option<String>,
     risk: RiskOptions,
+    dpop: Option<DpopOptions>,
 }
 
 impl GuardBuilder {
@@ -409,6 +588,12 @@ impl GuardBuilder {
         self
     }
 
+    /// Accept DPoP-bound tokens with proofs (RFC 9449).
+    pub fn dpop(mut self, dpop: DpopOptions) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// What to observe of requests for the policy's risk rules.
     pub fn risk(mut self, risk: RiskOptions) -> Self {
         self.risk = risk;
@@ -425,6 +610,7 @@ impl GuardBuilder {
                 clock: self.clock,
                 realm: self.realm,
                 risk: self.risk,
+                dpop: self.dpop,
             }),
         }
     }

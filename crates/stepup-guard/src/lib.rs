@@ -35,6 +35,7 @@ pub mod amount;
 mod authorization;
 mod cache;
 pub mod client_ip;
+pub mod dpop;
 mod fetch;
 pub mod geoip;
 mod guard;

@@ -135,6 +135,8 @@ pub struct Observed<'h> {
     /// Whether devices are observed at all (a device header is
     /// configured): if not, a token's device binding cannot be compared.
     pub devices_observed: bool,
+    /// The key a valid DPoP proof was made with (RFC 7638 thumbprint).
+    pub proof_key: Option<String>,
     /// The transaction in its body, when read.
     pub transaction: Option<Transaction>,
 }
@@ -158,6 +160,7 @@ impl RiskOptions {
             geo,
             device,
             devices_observed: self.device_header.is_some(),
+            proof_key: None,
             transaction: None,
         }
     }
@@ -187,10 +190,13 @@ pub(crate) fn signals<'a>(
         country: observed.geo.country.as_ref().map(CountryCode::as_str),
         auth_country: token.auth_country.as_deref(),
         asn: observed.geo.asn,
-        device: observed.device,
-        // A `cnf`-bound token's device is its DPoP key, proven per request
-        // by the DPoP proof; here the device a bearer token was issued to.
-        bound_device: token.device_id.as_deref().filter(|_| observed.devices_observed),
+        // A DPoP-bound token's device is its key, proven by the request's
+        // proof; a bearer token's, the device it was issued to.
+        device: observed.proof_key.as_deref().or(observed.device),
+        bound_device: token
+            .bound_jkt()
+            .filter(|_| observed.proof_key.is_some())
+            .or(token.device_id.as_deref().filter(|_| observed.devices_observed)),
     }
 }
 

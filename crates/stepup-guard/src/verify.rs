@@ -44,6 +44,11 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// The thumbprint of the key the token is bound to (`cnf.jkt`).
+    pub fn bound_jkt(&self) -> Option<&str> {
+        self.confirmation.as_ref().and_then(|c| c.jkt.as_deref())
+    }
+
     /// The facts the policy decides on.
     pub fn facts(&self) -> TokenFacts<'_> {
         TokenFacts {
@@ -371,11 +376,8 @@ impl TokenVerifier {
             TokenVerifier::Jwt(v) => v.verify(token, now).await?,
             TokenVerifier::Introspection(v) => v.verify(token, now).await?,
         };
-        // Until proof-of-possession is checked here, a key-bound token is
-        // refused rather than accepted as a bearer token.
-        if verified.confirmation.is_some() {
-            return Err(VerifyError::SenderConstrained);
-        }
+        // A key-bound token is checked with its DPoP proof by the guard,
+        // which refuses it as a bearer token (RFC 9449 §7.2).
         Ok(verified)
     }
 

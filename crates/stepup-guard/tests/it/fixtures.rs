@@ -182,6 +182,7 @@ pub fn app(guard: &Guard) -> Router {
 pub struct Answer {
     pub status: u16,
     pub www_authenticate: Option<String>,
+    pub dpop_nonce: Option<String>,
     pub body: String,
 }
 
@@ -192,9 +193,24 @@ impl Answer {
 }
 
 pub async fn call(app: &Router, method: &str, path: &str, authorization: &[&str]) -> Answer {
+    let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("authorization", *a)).collect();
+    call_with(app, method, path, &headers, &[]).await
+}
+
+/// A request with these headers and `DPoP` proof headers.
+pub async fn call_with(
+    app: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    proofs: &[&str],
+) -> Answer {
     let mut request = Request::builder().method(method).uri(path);
-    for a in authorization {
-        request = request.header("authorization", *a);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    for p in proofs {
+        request = request.header("dpop", *p);
     }
     let response: Response<Body> = app
         .clone()
@@ -206,10 +222,15 @@ pub async fn call(app: &Router, method: &str, path: &str, authorization: &[&str]
         .headers()
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
+    let dpop_nonce = response
+        .headers()
+        .get("dpop-nonce")
+        .map(|v| v.to_str().unwrap().to_owned());
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Answer {
         status,
         www_authenticate,
+        dpop_nonce,
         body: String::from_utf8(body.to_vec()).unwrap(),
     }
 }

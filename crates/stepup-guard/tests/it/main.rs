@@ -8,6 +8,7 @@
     clippy::panic
 )]
 
+mod dpop;
 mod fixtures;
 mod layer;
 mod mmdb;

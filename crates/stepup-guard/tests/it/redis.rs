@@ -132,3 +132,22 @@ async fn decisions_do_not_wait_for_redis() {
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_dpop_proof_used_at_one_instance_is_refused_at_another() {
+    use stepup_guard::dpop::{RedisReplayCache, ReplayCache};
+    let prefix = prefix("replay");
+    let a = RedisReplayCache::connect(&url(), &prefix).await.unwrap();
+    let b = RedisReplayCache::connect(&url(), &prefix).await.unwrap();
+    assert!(a.first_use("jkt:jti-1", 60, NOW).await.unwrap());
+    assert!(
+        !b.first_use("jkt:jti-1", 60, NOW).await.unwrap(),
+        "replayed at the other instance"
+    );
+    assert!(!a.first_use("jkt:jti-1", 60, NOW).await.unwrap());
+    assert!(b.first_use("jkt:jti-2", 60, NOW).await.unwrap());
+    let err = RedisReplayCache::connect("redis://127.0.0.1:1", "x")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("replay cache is unavailable"), "{err}");
+}
