@@ -131,6 +131,7 @@ factors = [["pwd", "otp"]]
                 Scope::new("accounts:close").unwrap(),
             ],
             require_par: false,
+            require_dpop: false,
             jwks: None,
         },
         NOW,

@@ -244,6 +244,7 @@ async fn start_server(dir: &Path) -> Result<Server> {
         grant_types: grants.iter().map(|g| g.to_string()).collect(),
         scopes: scopes(scope_names),
         require_par: false,
+        require_dpop: false,
         jwks: None,
     };
     let (_, secret) = register(

@@ -53,6 +53,9 @@ pub(crate) struct AuthorizationRequest {
     /// token is presented from another device.
     #[serde(default)]
     pub(crate) device_id: Option<String>,
+    /// The DPoP key the code must be exchanged with (RFC 9449 §10).
+    #[serde(default)]
+    pub(crate) dpop_jkt: Option<String>,
     /// Why a step-up is asked, for the page.
     pub(crate) reason: Option<String>,
     /// Factors proven while this request was pending: with `prompt=login`
@@ -89,6 +92,13 @@ pub(crate) struct Grant {
     /// The device the client said it runs on.
     #[serde(default)]
     pub(crate) device_id: Option<String>,
+    /// The DPoP key the authorization request named (`dpop_jkt`): the code
+    /// is exchanged only with a proof by that key (RFC 9449 §10).
+    #[serde(default)]
+    pub(crate) dpop_jkt: Option<String>,
+    /// The DPoP key a public client's refresh tokens are bound to.
+    #[serde(default)]
+    pub(crate) bound_jkt: Option<String>,
 }
 
 /// Why a request is refused: on a page when the client or redirect URI is
@@ -290,6 +300,7 @@ async fn validate(
         prompt_none: false,
         login_hint: get("login_hint").map(str::to_owned),
         device_id: None,
+        dpop_jkt: None,
         reason: None,
         proven: Vec::new(),
         account: false,
@@ -297,6 +308,24 @@ async fn validate(
     let fail = |req: AuthorizationRequest, code: &'static str, m: String| {
         Err(Invalid::Redirect(Box::new(req), code, m))
     };
+    match get("dpop_jkt") {
+        None => {}
+        // A SHA-256 thumbprint, base64url: 43 characters.
+        Some(j)
+            if j.len() == 43
+                && j.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            req.dpop_jkt = Some(j.to_owned());
+        }
+        Some(_) => {
+            return fail(
+                req,
+                "invalid_request",
+                "dpop_jkt must be a base64url SHA-256 JWK thumbprint".into(),
+            );
+        }
+    }
     match get("device_id") {
         None => {}
         Some(d) if (1..=128).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -864,6 +893,8 @@ async fn finish(
         family_expires_at: None,
         auth_country: crate::geo::client_country(),
         device_id: req.device_id.clone(),
+        dpop_jkt: req.dpop_jkt.clone(),
+        bound_jkt: None,
     };
     let (Some(code), Ok(family), Ok(grant_json)) = (
         session::new_secret(&state.rng),

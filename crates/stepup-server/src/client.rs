@@ -76,6 +76,8 @@ pub struct Client {
     pub scopes: Vec<Scope>,
     /// Whether its authorization requests must be pushed (RFC 9126).
     pub require_par: bool,
+    /// Whether its tokens must be bound to a key with DPoP (RFC 9449).
+    pub require_dpop: bool,
     /// Its public keys, for `private_key_jwt`.
     pub jwks: Option<Jwks>,
 }
@@ -95,6 +97,8 @@ pub struct Registration {
     pub scopes: Vec<Scope>,
     /// Whether authorization requests must be pushed.
     pub require_par: bool,
+    /// Whether tokens must be bound to a key with DPoP.
+    pub require_dpop: bool,
     /// The client's public keys (a JWK Set, JSON), for `private_key_jwt`.
     pub jwks: Option<String>,
 }
@@ -139,6 +143,7 @@ impl Client {
             grant_types: serde_json::from_str(&s.grant_types).map_err(|_| corrupt("grant_types"))?,
             scopes,
             require_par: s.require_par,
+            require_dpop: s.require_dpop,
             jwks: match s.jwks {
                 Some(json) => Some(Jwks::from_json(json.as_bytes()).map_err(|_| corrupt("jwks"))?),
                 None => None,
@@ -240,6 +245,7 @@ pub async fn register(
         grant_types: serde_json::to_string(&r.grant_types).map_err(|e| invalid(e.to_string()))?,
         scopes: scopes.join(" "),
         require_par: r.require_par,
+        require_dpop: r.require_dpop,
         created_at: now,
         jwks: r.jwks.clone(),
     };

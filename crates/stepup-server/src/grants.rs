@@ -60,6 +60,7 @@ async fn issue(
     kept: &Grant,
     family_id: &str,
     form: &Form,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let now = state.clock.now().seconds();
     let scopes = scopes_of(grant);
@@ -79,11 +80,12 @@ async fn issue(
             authentication: Some((&grant.acr, &grant.amr, grant.auth_time)),
             auth_country: grant.auth_country.as_deref(),
             device_id: grant.device_id.as_deref(),
+            cnf_jkt: jkt,
         },
     )?;
     let mut body = json!({
         "access_token": access.token,
-        "token_type": "Bearer",
+        "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": lifetime,
     });
     if !grant.scopes.is_empty() {
@@ -111,6 +113,11 @@ async fn issue(
     let refresh = if client.may_use_grant("refresh_token") {
         let secret = session::new_secret(&state.rng).ok_or_else(OAuthError::server_error)?;
         let mut kept = kept.clone();
+        // A public client's refresh token is bound to its DPoP key (RFC
+        // 9449 §5): stolen, it cannot be used without the key.
+        if client.auth_method == crate::client::AuthMethod::None && kept.bound_jkt.is_none() {
+            kept.bound_jkt = jkt.map(str::to_owned);
+        }
         // The family ends at a fixed time: rotation does not extend it.
         let family_end = *kept
             .family_expires_at
@@ -184,6 +191,7 @@ pub(crate) async fn authorization_code(
     state: &ServerState,
     client: &Client,
     form: &Form,
+    jkt: Option<&str>,
 ) -> Result<axum::response::Response, OAuthError> {
     if !client.may_use_grant("authorization_code") {
         return Err(OAuthError::unauthorized_client(
@@ -205,7 +213,15 @@ pub(crate) async fn authorization_code(
     CodeChallenge::parse(&grant.code_challenge, Some("S256"))
         .and_then(|c| c.verify(verifier))
         .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
-    let body = issue(state, client, &grant, &grant, &family_id, form).await?;
+    if let Some(expected) = grant.dpop_jkt.as_deref() {
+        if jkt != Some(expected) {
+            return Err(OAuthError::with_code(
+                "invalid_dpop_proof",
+                "the authorization request named another DPoP key (dpop_jkt)",
+            ));
+        }
+    }
+    let body = issue(state, client, &grant, &grant, &family_id, form, jkt).await?;
     Ok(token_response(body))
 }
 
@@ -213,6 +229,7 @@ pub(crate) async fn refresh_token(
     state: &ServerState,
     client: &Client,
     form: &Form,
+    jkt: Option<&str>,
 ) -> Result<axum::response::Response, OAuthError> {
     if !client.may_use_grant("refresh_token") {
         return Err(OAuthError::unauthorized_client(
@@ -220,6 +237,24 @@ pub(crate) async fn refresh_token(
         ));
     }
     let token = form.require("refresh_token")?;
+    // A bound refresh token is checked before it is used up: someone who
+    // stole it but lacks the key must not be able to burn it (and with it
+    // the user's sign-in).
+    if let Some((_, data)) = state
+        .store
+        .one_time_family(OneTime::Refresh, &session::secret_id(token))
+        .await?
+    {
+        let peek: Grant = serde_json::from_str(&data).map_err(|_| OAuthError::server_error())?;
+        if let Some(bound) = peek.bound_jkt.as_deref() {
+            if jkt != Some(bound) {
+                return Err(OAuthError::with_code(
+                    "invalid_dpop_proof",
+                    "the refresh token is bound to a DPoP key: send a proof made with it",
+                ));
+            }
+        }
+    }
     let (mut grant, family_id) = consume(state, OneTime::Refresh, token, "refresh token").await?;
     if grant.client_id != client.id {
         state
@@ -229,6 +264,14 @@ pub(crate) async fn refresh_token(
         return Err(OAuthError::invalid_grant(
             "the refresh token was issued to another client",
         ));
+    }
+    if let Some(bound) = grant.bound_jkt.as_deref() {
+        if jkt != Some(bound) {
+            return Err(OAuthError::with_code(
+                "invalid_dpop_proof",
+                "the refresh token is bound to a DPoP key: send a proof made with it",
+            ));
+        }
     }
     if let Some(requested) = form.get("scope") {
         let requested: Vec<String> = requested
@@ -244,11 +287,11 @@ pub(crate) async fn refresh_token(
         decay(state, &mut grant);
         let mut narrowed = grant.clone();
         narrowed.scopes.retain(|s| requested.contains(s));
-        let body = issue(state, client, &narrowed, &grant, &family_id, form).await?;
+        let body = issue(state, client, &narrowed, &grant, &family_id, form, jkt).await?;
         return Ok(token_response(body));
     }
     decay(state, &mut grant);
-    let body = issue(state, client, &grant, &grant, &family_id, form).await?;
+    let body = issue(state, client, &grant, &grant, &family_id, form, jkt).await?;
     Ok(token_response(body))
 }
 

@@ -18,6 +18,7 @@ mod authorize;
 pub mod client;
 pub mod config;
 mod discovery;
+mod dpop;
 pub mod error;
 mod form;
 mod geo;

@@ -427,6 +427,7 @@ async fn account_sign_in(
         prompt_none: false,
         login_hint: None,
         device_id: None,
+        dpop_jkt: None,
         reason: Some("Confirm it is you to manage your passkeys.".to_owned()),
         proven: Vec::new(),
         account: true,

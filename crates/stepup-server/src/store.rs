@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_otp_attempts.sql")),
     (6, include_str!("../migrations/0006_family_users.sql")),
     (7, include_str!("../migrations/0007_passkeys.sql")),
+    (8, include_str!("../migrations/0008_dpop.sql")),
 ];
 
 /// The server's database.
@@ -87,6 +88,8 @@ pub struct StoredClient {
     pub scopes: String,
     /// Whether authorization requests must be pushed (RFC 9126).
     pub require_par: bool,
+    /// Whether tokens must be bound to a key with DPoP (RFC 9449).
+    pub require_dpop: bool,
     /// When it was registered.
     pub created_at: i64,
     /// Public keys (a JWK Set) for `private_key_jwt`.
@@ -246,7 +249,7 @@ impl Store {
     /// Registers a client.
     pub async fn insert_client(&self, c: &StoredClient) -> Result<(), StoreError> {
         sqlx::query(self.sql(
-            "INSERT INTO clients (client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at, jwks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO clients (client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&c.client_id)
         .bind(&c.secret_sha256)
@@ -255,6 +258,7 @@ impl Store {
         .bind(&c.grant_types)
         .bind(&c.scopes)
         .bind(i64::from(c.require_par))
+        .bind(i64::from(c.require_dpop))
         .bind(c.created_at)
         .bind(&c.jwks)
         .execute(&self.pool)
@@ -298,7 +302,7 @@ impl Store {
     /// Looks a client up.
     pub async fn client(&self, client_id: &str) -> Result<Option<StoredClient>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at, jwks FROM clients WHERE client_id = ?",
+            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks FROM clients WHERE client_id = ?",
         ))
         .bind(client_id)
         .fetch_optional(&self.pool)
@@ -309,7 +313,7 @@ impl Store {
     /// All clients, by id.
     pub async fn clients(&self) -> Result<Vec<StoredClient>, StoreError> {
         let rows = sqlx::query(
-            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, created_at, jwks FROM clients ORDER BY client_id",
+            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks FROM clients ORDER BY client_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -350,6 +354,7 @@ fn client_from_row(r: &AnyRow) -> Result<StoredClient, StoreError> {
         grant_types: r.try_get("grant_types")?,
         scopes: r.try_get("scopes")?,
         require_par: r.try_get::<i64, _>("require_par")? != 0,
+        require_dpop: r.try_get::<i64, _>("require_dpop")? != 0,
         created_at: r.try_get("created_at")?,
         jwks: r.try_get("jwks")?,
     })

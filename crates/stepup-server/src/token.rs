@@ -34,6 +34,8 @@ pub(crate) struct AccessGrant<'a> {
     pub(crate) auth_country: Option<&'a str>,
     /// The device the client said it runs on.
     pub(crate) device_id: Option<&'a str>,
+    /// The thumbprint of the DPoP key the token is bound to.
+    pub(crate) cnf_jkt: Option<&'a str>,
 }
 
 /// A signed access token and what the server must remember of it.
@@ -72,6 +74,9 @@ pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) ->
         claims["acr"] = Value::from(acr);
         claims["amr"] = Value::from(amr.to_vec());
         claims["auth_time"] = Value::from(auth_time);
+    }
+    if let Some(jkt) = grant.cnf_jkt {
+        claims["cnf"] = json!({ "jkt": jkt });
     }
     if let Some(device) = grant.device_id {
         claims["device_id"] = Value::from(device);
@@ -142,10 +147,12 @@ async fn token_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> R
     let form = Form::parse(headers, body)?;
     let grant_type = form.require("grant_type")?;
     let client = client::authenticate_at(state, "/token", headers, &form, true).await?;
+    let jkt = crate::dpop::token_proof(state, headers, &client).await?;
+    let jkt = jkt.as_deref();
     match grant_type {
-        "client_credentials" => client_credentials(state, &client, &form),
-        "authorization_code" => crate::grants::authorization_code(state, &client, &form).await,
-        "refresh_token" => crate::grants::refresh_token(state, &client, &form).await,
+        "client_credentials" => client_credentials(state, &client, &form, jkt),
+        "authorization_code" => crate::grants::authorization_code(state, &client, &form, jkt).await,
+        "refresh_token" => crate::grants::refresh_token(state, &client, &form, jkt).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
             "unknown grant_type {other:?}"
         ))),
@@ -153,7 +160,12 @@ async fn token_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> R
 }
 
 /// RFC 6749 §4.4: a confidential client acting on its own behalf.
-fn client_credentials(state: &ServerState, client: &Client, form: &Form) -> Result<Response, OAuthError> {
+fn client_credentials(
+    state: &ServerState,
+    client: &Client,
+    form: &Form,
+    jkt: Option<&str>,
+) -> Result<Response, OAuthError> {
     if !client.may_use_grant("client_credentials") {
         return Err(OAuthError::unauthorized_client(
             "this client may not use client_credentials",
@@ -186,10 +198,12 @@ fn client_credentials(state: &ServerState, client: &Client, form: &Form) -> Resu
             authentication: None,
             auth_country: None,
             device_id: None,
+            cnf_jkt: jkt,
         },
     )?;
     let scope: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
-    let mut body = json!({ "access_token": token.token, "token_type": "Bearer", "expires_in": lifetime });
+    let token_type = if jkt.is_some() { "DPoP" } else { "Bearer" };
+    let mut body = json!({ "access_token": token.token, "token_type": token_type, "expires_in": lifetime });
     if !scope.is_empty() {
         body["scope"] = Value::from(scope.join(" "));
     }
@@ -242,9 +256,10 @@ async fn introspect_inner(
     let Some(c) = active_access_token(state, token).await? else {
         return Ok(token_response(json!({ "active": false })));
     };
+    let bound = c.cnf.as_ref().and_then(|cnf| cnf.jkt.clone());
     let mut body = json!({
         "active": true,
-        "token_type": "Bearer",
+        "token_type": if bound.is_some() { "DPoP" } else { "Bearer" },
         "iss": c.iss,
         "sub": c.sub,
         "aud": c.aud,
@@ -258,6 +273,10 @@ async fn introspect_inner(
         ("acr", c.acr.map(Value::from)),
         ("amr", c.amr.map(Value::from)),
         ("auth_time", c.auth_time.map(Value::from)),
+        // RFC 9449 §6.2: the key the token is bound to.
+        ("cnf", bound.map(|jkt| json!({ "jkt": jkt }))),
+        ("auth_country", c.auth_country.map(Value::from)),
+        ("device_id", c.device_id.map(Value::from)),
     ] {
         if let Some(v) = value {
             body[name] = v;

@@ -120,6 +120,9 @@ enum ClientCommand {
         /// Require pushed authorization requests (RFC 9126).
         #[arg(long)]
         require_par: bool,
+        /// Require DPoP-bound tokens (RFC 9449).
+        #[arg(long)]
+        require_dpop: bool,
         /// The client's public keys (a JWK Set file), for private_key_jwt.
         #[arg(long, value_name = "FILE")]
         jwks_file: Option<std::path::PathBuf>,
@@ -172,6 +175,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                 public,
                 auth_method,
                 require_par,
+                require_dpop,
                 jwks_file,
             }) => {
                 let jwks = match jwks_file {
@@ -198,6 +202,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                     grant_types: grants,
                     scopes,
                     require_par,
+                    require_dpop,
                     jwks,
                 };
                 client_add(&store, registration, now, &rng).await

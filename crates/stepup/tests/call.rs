@@ -83,6 +83,7 @@ factors = [["pwd", "otp"]]
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             scopes: vec![Scope::new("accounts:read").unwrap()],
             require_par: false,
+            require_dpop: false,
             jwks: None,
         },
         now,

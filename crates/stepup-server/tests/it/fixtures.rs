@@ -220,6 +220,7 @@ impl TestServer {
                 grant_types: grants.iter().map(|g| g.to_string()).collect(),
                 scopes: scopes.iter().map(|s| Scope::new(*s).unwrap()).collect(),
                 require_par: false,
+                require_dpop: false,
                 jwks: None,
             },
             NOW,

@@ -10,6 +10,7 @@
 )]
 
 mod browser;
+mod dpop;
 mod fixtures;
 mod flow;
 mod geo;

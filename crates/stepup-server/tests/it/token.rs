@@ -479,6 +479,7 @@ async fn private_key_jwt_client_authentication(backend: Backend) {
         grant_types: vec!["client_credentials".into()],
         scopes: vec![],
         require_par: false,
+        require_dpop: false,
         jwks,
     };
     let err = stepup_server::client::register(&s.state.store, registration("nokeys", None), NOW, &rng)

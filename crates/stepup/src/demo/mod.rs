@@ -216,6 +216,7 @@ async fn provision(state: &ServerState, app_url: &str) -> Result<String> {
                 grant_types: vec!["authorization_code".into(), "refresh_token".into()],
                 scopes: scopes(&["openid", "accounts:read", "payments:write"])?,
                 require_par: false,
+                require_dpop: false,
                 jwks: None,
             },
             now,
