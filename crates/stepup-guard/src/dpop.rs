@@ -181,9 +181,9 @@ impl NonceSource {
         self.at_window(now.div_euclid(self.period))
     }
 
-    /// The nonce a proof at `now` may carry: the current one, or the
+    /// The nonces a proof at `now` may carry: the current one, or the
     /// previous period's.
-    pub(crate) fn accepted(&self, now: i64) -> [String; 2] {
+    pub fn accepted_at(&self, now: i64) -> [String; 2] {
         let window = now.div_euclid(self.period);
         [self.at_window(window), self.at_window(window - 1)]
     }
@@ -282,11 +282,11 @@ mod tests {
         let now = 1_800_000_000;
         let n = source.current(now);
         assert_eq!(n.len(), 24);
-        assert!(source.accepted(now + 59 - now % 60).contains(&n) || source.accepted(now).contains(&n));
+        assert!(source.accepted_at(now + 59 - now % 60).contains(&n) || source.accepted_at(now).contains(&n));
         let later = now + 60;
         assert_ne!(source.current(later), n);
-        assert!(source.accepted(later).contains(&n), "one period of grace");
-        assert!(!source.accepted(later + 60).contains(&n));
+        assert!(source.accepted_at(later).contains(&n), "one period of grace");
+        assert!(!source.accepted_at(later + 60).contains(&n));
         assert!(
             NonceSource::new(&[1u8; 16], 60).is_none(),
             "short secrets refused"

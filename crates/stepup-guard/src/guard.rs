@@ -357,7 +357,7 @@ impl Guard {
             ));
         };
         let uri = format!("{}{path}", options.origin);
-        let accepted = options.nonces.as_ref().map(|n| n.accepted(now.seconds()));
+        let accepted = options.nonces.as_ref().map(|n| n.accepted_at(now.seconds()));
         let nonces: Vec<Option<&str>> = match &accepted {
             Some(list) => list.iter().map(|n| Some(n.as_str())).collect(),
             None => vec![None],

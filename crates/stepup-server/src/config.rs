@@ -134,6 +134,26 @@ struct RawConfig {
     login: LoginConfig,
     #[serde(default)]
     risk: RiskConfig,
+    #[serde(default)]
+    dpop: DpopConfig,
+}
+
+/// DPoP at the token endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopConfig {
+    /// Require server nonces in proofs (RFC 9449 §8), derived from this
+    /// secret (at least 32 characters; the same at every instance), new
+    /// every `nonce_seconds`.
+    pub nonce_secret: Option<String>,
+    /// How long a nonce lasts (60 s by default; the previous one is still
+    /// accepted).
+    #[serde(default = "default_nonce_seconds")]
+    pub nonce_seconds: i64,
+}
+
+fn default_nonce_seconds() -> i64 {
+    60
 }
 
 /// Where the server looks client addresses up, to record in tokens the
@@ -195,6 +215,8 @@ pub struct Config {
     pub risk: RiskConfig,
     /// The trusted proxies, parsed.
     pub trusted_proxies: Vec<stepup_guard::client_ip::IpNet>,
+    /// DPoP settings.
+    pub dpop: DpopConfig,
 }
 
 impl Config {
@@ -321,7 +343,15 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(secret) = &raw.dpop.nonce_secret {
+            if secret.len() < 32 || raw.dpop.nonce_seconds <= 0 {
+                return Err(invalid(
+                    "dpop.nonce_secret must be at least 32 characters and dpop.nonce_seconds positive".into(),
+                ));
+            }
+        }
         Ok(Self {
+            dpop: raw.dpop,
             trusted_proxies,
             risk: raw.risk,
             issuer: raw.issuer,

@@ -4,7 +4,8 @@
 //! used once.
 
 use http::HeaderMap;
-use stepup_core::dpop::{ProofContext, ProofPolicy, verify_proof};
+use stepup_core::dpop::{ProofContext, ProofError, ProofPolicy, verify_proof};
+use stepup_guard::dpop::NonceSource;
 
 use crate::client::Client;
 use crate::error::OAuthError;
@@ -31,15 +32,42 @@ pub(crate) async fn token_proof(
     };
     let now = state.clock.now();
     let uri = format!("{}/token", state.config.issuer);
-    let context = ProofContext {
-        method: "POST",
-        uri: &uri,
-        access_token: None,
-        bound_jkt: None,
-        nonce: None,
+    let nonces = state
+        .config
+        .dpop
+        .nonce_secret
+        .as_deref()
+        .and_then(|secret| NonceSource::new(secret.as_bytes(), state.config.dpop.nonce_seconds));
+    let accepted = nonces.as_ref().map(|n| n.accepted_at(now.seconds()));
+    let candidates: Vec<Option<&str>> = match &accepted {
+        Some(list) => list.iter().map(|n| Some(n.as_str())).collect(),
+        None => vec![None],
     };
     let policy = ProofPolicy::default();
-    let verified = verify_proof(proof, &context, &policy, now).map_err(|e| refuse(e.to_string()))?;
+    let mut result = Err(ProofError::NonceRequired);
+    for nonce in candidates {
+        let context = ProofContext {
+            method: "POST",
+            uri: &uri,
+            access_token: None,
+            bound_jkt: None,
+            nonce,
+        };
+        result = verify_proof(proof, &context, &policy, now);
+        if result != Err(ProofError::NonceRequired) {
+            break;
+        }
+    }
+    let verified = match result {
+        Ok(v) => v,
+        Err(ProofError::NonceRequired) => {
+            let mut e =
+                OAuthError::with_code("use_dpop_nonce", "send the proof again with the server's nonce");
+            e.dpop_nonce = nonces.map(|n| n.current(now.seconds()));
+            return Err(e);
+        }
+        Err(e) => return Err(refuse(e.to_string())),
+    };
     // Each proof once, across instances (the store is shared).
     let id = format!("dpop:{}:{}", verified.jkt, verified.jti);
     let until = now.seconds() + policy.max_age_seconds + policy.max_skew_seconds;

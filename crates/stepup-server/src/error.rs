@@ -20,6 +20,8 @@ pub struct OAuthError {
     /// Whether the client tried HTTP Basic authentication (RFC 6749 §5.2:
     /// a failed Basic authentication is answered 401 with a challenge).
     pub basic_attempted: bool,
+    /// A `DPoP-Nonce` to send with `use_dpop_nonce` (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -28,6 +30,7 @@ impl OAuthError {
             code,
             description: description.into(),
             basic_attempted: false,
+            dpop_nonce: None,
         }
     }
 
@@ -107,6 +110,13 @@ impl IntoResponse for OAuthError {
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         no_store(headers);
+        if let Some(nonce) = self
+            .dpop_nonce
+            .as_deref()
+            .and_then(|n| HeaderValue::from_str(n).ok())
+        {
+            headers.insert("dpop-nonce", nonce);
+        }
         if status == StatusCode::UNAUTHORIZED && self.basic_attempted {
             headers.insert(
                 header::WWW_AUTHENTICATE,

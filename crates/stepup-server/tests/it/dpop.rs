@@ -229,3 +229,49 @@ async fn clients_can_be_required_to_use_dpop_and_discovery_says_which_algs() {
     let (_, _, meta) = s.get_json("/.well-known/oauth-authorization-server").await;
     assert_eq!(meta["dpop_signing_alg_values_supported"][0], "ES256");
 }
+
+#[tokio::test]
+async fn nonces_are_asked_for_when_configured() {
+    let extra = "\n[dpop]\nnonce_secret = \"0123456789abcdef0123456789abcdef\"\nnonce_seconds = 60\n";
+    let s = start_with(Backend::Sqlite, extra, None).await;
+    s.register(
+        "web",
+        stepup_server::client::AuthMethod::None,
+        &["authorization_code", "refresh_token"],
+        &["profile"],
+    )
+    .await;
+    stepup_server::users::add_user(&s.state.store, "alice", PASSWORD, NOW, &SystemRandom::new())
+        .await
+        .unwrap();
+    let key = Key::new();
+    let code = code(&s, &[]).await;
+    let form = exchange_form(&code);
+    // Without the nonce: 400 use_dpop_nonce with a DPoP-Nonce header.
+    let response = s
+        .http
+        .post(s.url("/token"))
+        .header("dpop", key.proof(&s, "n1"))
+        .form(&pairs(&form))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let nonce = response.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "use_dpop_nonce");
+    // With it: the code was not used up by the first try.
+    let uri = format!("{}/token", s.issuer);
+    let claims = ProofClaims {
+        method: "POST",
+        uri: &uri,
+        access_token: None,
+        nonce: Some(&nonce),
+        jti: "n2",
+        iat: NOW,
+    };
+    let proof = sign_proof(&key.key, &claims, &key.rng).unwrap();
+    let (status, body) = token(&s, &pairs(&form), Some(&proof)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+}
