@@ -9,6 +9,8 @@ use http::{StatusCode, header};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme, parse_www_authenticate};
+use stepup_core::dpop::{ProofClaims, sign_proof};
+use stepup_core::jws::SigningKey;
 use stepup_core::pkce::CodeChallenge;
 use stepup_core::{ClientSecret, Clock, SystemClock};
 use tokio::sync::Mutex;
@@ -66,6 +68,9 @@ pub struct StepUpClient {
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     on_step_up: Option<StepUpNotice>,
+    dpop: Option<DpopKey>,
+    /// The last `DPoP-Nonce` each server gave, by origin.
+    nonces: std::sync::Mutex<HashMap<String, String>>,
     /// Held while tokens are obtained, so concurrent calls that need the
     /// same sign-in wait for one instead of each opening a browser.
     tokens: Mutex<Tokens>,
@@ -83,6 +88,12 @@ impl std::fmt::Debug for StepUpClient {
 /// Called when an API asks for a step-up, before the user agent runs.
 pub type StepUpNotice = Arc<dyn Fn(&Requirement) + Send + Sync>;
 
+/// The client's DPoP key and its thumbprint.
+struct DpopKey {
+    key: SigningKey,
+    jkt: String,
+}
+
 /// Which token a call was made with.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Held {
@@ -96,6 +107,8 @@ enum Refusal {
     StepUp(BearerChallenge),
     /// The token is not accepted (expired, revoked): get a new one.
     InvalidToken,
+    /// The server wants its nonce in the DPoP proof: send again with it.
+    UseNonce,
 }
 
 impl StepUpClient {
@@ -114,8 +127,65 @@ impl StepUpClient {
             clock: Arc::new(SystemClock),
             rng: SystemRandom::new(),
             on_step_up: None,
+            dpop: None,
+            nonces: std::sync::Mutex::default(),
             tokens: Mutex::new(Tokens::default()),
         }
+    }
+
+    /// Binds tokens to `key` with DPoP (RFC 9449): the authorization
+    /// request names it (`dpop_jkt`), token requests and API calls carry
+    /// proofs made with it, and server nonces are followed. Tokens bound
+    /// to a key are useless without it, so keep the key with them.
+    pub fn with_dpop(mut self, key: SigningKey) -> Self {
+        let jwk = key.public_jwk(None);
+        let jkt = stepup_core::jwk::Jwk::from_json_value(&jwk)
+            .map(|k| k.thumbprint_sha256())
+            .unwrap_or_default();
+        self.dpop = Some(DpopKey { key, jkt });
+        self
+    }
+
+    fn origin_of(url: &Url) -> String {
+        url.origin().ascii_serialization()
+    }
+
+    fn remember_nonce(&self, url: &Url, headers: &http::HeaderMap) {
+        if let Some(nonce) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+            let mut nonces = match self.nonces.lock() {
+                Ok(n) => n,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            nonces.insert(Self::origin_of(url), nonce.to_owned());
+        }
+    }
+
+    /// A proof for a request to `url`, with the server's last nonce.
+    fn proof(
+        &self,
+        method: &str,
+        url: &Url,
+        access_token: Option<&str>,
+    ) -> Result<Option<String>, ClientError> {
+        let Some(dpop) = &self.dpop else {
+            return Ok(None);
+        };
+        let nonce = match self.nonces.lock() {
+            Ok(n) => n.get(&Self::origin_of(url)).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(&Self::origin_of(url)).cloned(),
+        };
+        let jti = self.random()?;
+        let claims = ProofClaims {
+            method,
+            uri: url.as_str(),
+            access_token,
+            nonce: nonce.as_deref(),
+            jti: &jti,
+            iat: self.now(),
+        };
+        sign_proof(&dpop.key, &claims, &self.rng)
+            .map(Some)
+            .map_err(|e| ClientError::BadAuthorizationResponse(format!("cannot sign a DPoP proof: {e}")))
     }
 
     /// Calls `notice` when an API asks for a step-up (a CLI tells its user
@@ -160,15 +230,23 @@ impl StepUpClient {
         // Kept before the first send: a streaming body cannot be cloned.
         let replay = request.try_clone();
         let (token, held) = self.token_for(&route).await?;
-        let response = self.send(request, &token).await?;
+        let mut response = self.send(request, &token).await?;
+        let mut replay = replay;
+        // A server nonce is not a refusal: the same call again, with it.
+        if matches!(refusal(&response)?, Some(Refusal::UseNonce)) {
+            if let Some(again) = replay.as_ref().and_then(reqwest::Request::try_clone) {
+                response = self.send(again, &token).await?;
+            }
+        }
         let first = match refusal(&response)? {
-            None => return Ok(response),
+            None | Some(Refusal::UseNonce) => return Ok(response),
             Some(r) => r,
         };
+        let replay = replay.take();
         let Some(replay) = replay else {
             return match first {
                 Refusal::StepUp(challenge) => Err(ClientError::BodyNotReplayable(Box::new(challenge))),
-                Refusal::InvalidToken => Ok(response),
+                Refusal::InvalidToken | Refusal::UseNonce => Ok(response),
             };
         };
         let token = match first {
@@ -184,6 +262,7 @@ impl StepUpClient {
                 drop(tokens);
                 self.token_for(&route).await?.0
             }
+            Refusal::UseNonce => return Ok(response),
         };
         let response = self.send(replay, &token).await?;
         match refusal(&response)? {
@@ -202,36 +281,48 @@ impl StepUpClient {
     async fn send(
         &self,
         mut request: reqwest::Request,
-        token: &Secret,
+        token: &(Secret, bool),
     ) -> Result<reqwest::Response, ClientError> {
-        let value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-            ClientError::Token {
-                status: 200,
-                error: "invalid_token".to_owned(),
-                description: Some("the access token has characters a header cannot carry".to_owned()),
-            }
-        })?;
+        let (token, bound) = token;
+        let bad_header = || ClientError::Token {
+            status: 200,
+            error: "invalid_token".to_owned(),
+            description: Some("the access token has characters a header cannot carry".to_owned()),
+        };
+        let scheme = if *bound { "DPoP" } else { "Bearer" };
+        let value =
+            http::HeaderValue::from_str(&format!("{scheme} {}", token.expose())).map_err(|_| bad_header())?;
         request.headers_mut().insert(header::AUTHORIZATION, value);
-        Ok(self.http.execute(request).await?)
+        if *bound {
+            let url = request.url().clone();
+            if let Some(proof) = self.proof(request.method().as_str(), &url, Some(token.expose()))? {
+                let value = http::HeaderValue::from_str(&proof).map_err(|_| bad_header())?;
+                request.headers_mut().insert("dpop", value);
+            }
+        }
+        let url = request.url().clone();
+        let response = self.http.execute(request).await?;
+        self.remember_nonce(&url, response.headers());
+        Ok(response)
     }
 
     /// The token for a call to `route`: its elevated token if one is held,
     /// else the base token (refreshed or obtained as needed).
-    async fn token_for(&self, route: &str) -> Result<(Secret, Held), ClientError> {
+    async fn token_for(&self, route: &str) -> Result<((Secret, bool), Held), ClientError> {
         let mut tokens = self.tokens.lock().await;
         let now = self.now();
         tokens.prune(now);
         if let Some(elevated) = tokens.elevated_for(route, now) {
-            return Ok((elevated.access_token.clone(), Held::Elevated));
+            return Ok(((elevated.access_token.clone(), elevated.dpop), Held::Elevated));
         }
         if let Some(base) = tokens.base() {
             if base.is_fresh(now) {
-                return Ok((base.access_token.clone(), Held::Base));
+                return Ok(((base.access_token.clone(), base.dpop), Held::Base));
             }
             if let Some(refresh) = base.refresh_token.clone() {
                 match self.refresh(&refresh, base).await {
                     Ok(renewed) => {
-                        let token = renewed.access_token.clone();
+                        let token = (renewed.access_token.clone(), renewed.dpop);
                         tokens.set_base(renewed);
                         return Ok((token, Held::Base));
                     }
@@ -240,13 +331,13 @@ impl StepUpClient {
             }
         }
         let base = self.authorize(&Requirement::default()).await?;
-        let token = base.access_token.clone();
+        let token = (base.access_token.clone(), base.dpop);
         tokens.set_base(base);
         Ok((token, Held::Base))
     }
 
     /// Gets a token meeting `challenge` and keeps it for `route`.
-    async fn step_up(&self, route: &str, challenge: &BearerChallenge) -> Result<Secret, ClientError> {
+    async fn step_up(&self, route: &str, challenge: &BearerChallenge) -> Result<(Secret, bool), ClientError> {
         let requirement = Requirement {
             acr_values: challenge
                 .acr_values
@@ -270,7 +361,7 @@ impl StepUpClient {
         }
         let mut tokens = self.tokens.lock().await;
         let elevated = self.authorize(&requirement).await?;
-        let token = elevated.access_token.clone();
+        let token = (elevated.access_token.clone(), elevated.dpop);
         tokens.set_elevated(route.to_owned(), requirement, elevated);
         Ok(token)
     }
@@ -307,6 +398,10 @@ impl StepUpClient {
                 }
                 if let Some(max_age) = requirement.max_age {
                     q.append_pair("max_age", &max_age.to_string());
+                }
+                if let Some(dpop) = &self.dpop {
+                    // The code can then be exchanged only with this key.
+                    q.append_pair("dpop_jkt", &dpop.jkt);
                 }
             }
             url
@@ -384,7 +479,12 @@ impl StepUpClient {
             }
             None => form.push(("client_id", self.config.client_id.clone())),
         }
-        let response = request.form(&form).send().await?;
+        let endpoint = self.provider.token_endpoint.clone();
+        let mut response = self.send_token_request(&request, &form, &endpoint).await?;
+        // A server nonce: once more with it (nothing was used up).
+        if response.status() == StatusCode::BAD_REQUEST && response.headers().contains_key("dpop-nonce") {
+            response = self.send_token_request(&request, &form, &endpoint).await?;
+        }
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {
@@ -417,11 +517,18 @@ impl StepUpClient {
         };
         let parsed: TokenResponse =
             serde_json::from_slice(&body).map_err(|e| bad(format!("not a token response: {e}")))?;
-        if !parsed.token_type.eq_ignore_ascii_case("Bearer") {
+        let dpop = parsed.token_type.eq_ignore_ascii_case("DPoP");
+        if !(parsed.token_type.eq_ignore_ascii_case("Bearer") || (dpop && self.dpop.is_some())) {
             return Err(bad(format!(
-                "token type {:?}, expected Bearer",
-                parsed.token_type
+                "token type {:?}, expected Bearer{}",
+                parsed.token_type,
+                if self.dpop.is_some() { " or DPoP" } else { "" }
             )));
+        }
+        if self.dpop.is_some() && !dpop {
+            // The server ignored the proof: the token would be a bearer
+            // token after all. Accepted, but said.
+            tracing::warn!("the authorization server issued a bearer token despite the DPoP proof");
         }
         let now = self.now();
         Ok(TokenSet {
@@ -443,7 +550,27 @@ impl StepUpClient {
                 .or_else(|| previous.map(|p| p.scope.clone()))
                 .unwrap_or_default(),
             obtained_at: now,
+            dpop,
         })
+    }
+
+    /// One token request, with a fresh DPoP proof when the client has a key.
+    async fn send_token_request(
+        &self,
+        request: &reqwest::RequestBuilder,
+        form: &[(&'static str, String)],
+        endpoint: &Url,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut request = request
+            .try_clone()
+            .ok_or_else(|| ClientError::BadAuthorizationResponse("token request cannot be repeated".into()))?
+            .form(form);
+        if let Some(proof) = self.proof("POST", endpoint, None)? {
+            request = request.header("dpop", proof);
+        }
+        let response = request.send().await?;
+        self.remember_nonce(endpoint, response.headers());
+        Ok(response)
     }
 
     /// 256 random bits, base64url (PKCE verifiers and `state`).
@@ -493,11 +620,18 @@ fn refusal(response: &reqwest::Response) -> Result<Option<Refusal>, ClientError>
     let challenges =
         parse_www_authenticate(values).map_err(|e| ClientError::MalformedChallenge(e.to_string()))?;
     for challenge in &challenges {
-        if TokenScheme::from_name(challenge.scheme()) != Some(TokenScheme::Bearer) {
+        if TokenScheme::from_name(challenge.scheme()).is_none() {
             continue;
         }
         let bearer = BearerChallenge::from_challenge(challenge)
             .map_err(|e| ClientError::MalformedChallenge(e.to_string()))?;
+        if bearer
+            .error
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "use_dpop_nonce")
+        {
+            return Ok(Some(Refusal::UseNonce));
+        }
         match bearer.error {
             Some(ErrorCode::InsufficientUserAuthentication | ErrorCode::InsufficientScope) => {
                 return Ok(Some(Refusal::StepUp(bearer)));

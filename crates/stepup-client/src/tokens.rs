@@ -50,6 +50,10 @@ pub struct TokenSet {
     /// When the tokens were obtained: about when the user authenticated
     /// for a step-up, which `max_age` counts from.
     pub obtained_at: i64,
+    /// Whether the access token is bound to the client's DPoP key (sent
+    /// with the `DPoP` scheme and a proof).
+    #[serde(default)]
+    pub dpop: bool,
 }
 
 /// Tokens are taken as expired a little early, so a call does not reach
@@ -160,6 +164,7 @@ mod tests {
             expires_at,
             scope: vec![],
             obtained_at,
+            dpop: false,
         }
     }
 

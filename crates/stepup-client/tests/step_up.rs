@@ -85,6 +85,11 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(false).await
+}
+
+/// With `dpop`, the server and the API both ask for DPoP nonces.
+async fn world_with(dpop: bool) -> World {
     let dir = std::env::temp_dir().join(format!(
         "stepup-client-test-{}-{}",
         std::process::id(),
@@ -111,8 +116,13 @@ factors = [["pwd"]]
 name = "mfa"
 acr = "urn:stepup:acr:mfa"
 factors = [["pwd", "otp"]]
-"#,
-        dir.display()
+{}"#,
+        dir.display(),
+        if dpop {
+            "\n[dpop]\nnonce_secret = \"an-authorization-server-nonce-secret\"\n"
+        } else {
+            ""
+        }
     );
     let config = Config::from_toml("test.toml", &config).unwrap();
     let store = Store::connect(&config.database_url).await.unwrap();
@@ -152,9 +162,15 @@ factors = [["pwd", "otp"]]
         .await
         .unwrap();
     let policy = Policy::from_toml("policy.toml", POLICY).unwrap();
-    let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
-        .clock(clock.clone())
-        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}", listener.local_addr().unwrap());
+    let mut guard =
+        Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier))).clock(clock.clone());
+    if dpop {
+        let nonces = stepup_guard::dpop::NonceSource::new(&[3u8; 32], 60).unwrap();
+        guard = guard.dpop(stepup_guard::dpop::DpopOptions::new(api_url.clone()).nonces(nonces));
+    }
+    let guard = guard.build();
     async fn echo(claims: VerifiedClaims, body: String) -> String {
         format!("{} {body}", claims.0.acr.as_deref().unwrap_or("-"))
     }
@@ -164,8 +180,6 @@ factors = [["pwd", "otp"]]
         .route("/accounts/{id}", axum::routing::delete(echo))
         .route("/vault", post(echo))
         .layer(guard.layer());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
     World {
         issuer,
@@ -526,4 +540,47 @@ async fn a_refusal_by_the_user_is_a_typed_error() {
         err.to_string(),
         "authorization refused: access_denied (the user said no)"
     );
+}
+
+#[tokio::test]
+async fn dpop_bound_tokens_step_up_and_follow_nonces() {
+    let w = world_with(true).await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let http = reqwest::Client::new();
+    let provider = Provider::discover(&http, &w.issuer).await.unwrap();
+    let key = stepup_core::jws::SigningKey::generate_es256(&SystemRandom::new()).unwrap();
+    let c = StepUpClient::new(
+        http,
+        provider,
+        ClientConfig::public("cli", ["accounts:read"]),
+        user.clone(),
+    )
+    .with_clock(w.clock.clone())
+    .with_dpop(key);
+    // Both servers ask for their nonce first; the client follows.
+    let got = call(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/accounts/42/balance", w.api),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, (200, "urn:stepup:acr:pwd ".to_owned()));
+    assert!(
+        c.tokens().await.base().unwrap().dpop,
+        "the token is bound to the key"
+    );
+    // The step-up works the same with bound tokens.
+    w.clock.0.fetch_add(30, Ordering::SeqCst);
+    let got = call(
+        &c,
+        reqwest::Method::POST,
+        format!("{}/accounts/42/payees", w.api),
+        "p",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, (200, "urn:stepup:acr:mfa p".to_owned()));
+    assert_eq!(user.asked(), ["password", "code"]);
 }
