@@ -56,6 +56,10 @@ pub(crate) struct AuthorizationRequest {
     /// The DPoP key the code must be exchanged with (RFC 9449 §10).
     #[serde(default)]
     pub(crate) dpop_jkt: Option<String>,
+    /// The transaction being approved (RFC 9396), checked against the
+    /// configured types.
+    #[serde(default)]
+    pub(crate) authorization_details: Option<Value>,
     /// Why a step-up is asked, for the page.
     pub(crate) reason: Option<String>,
     /// Factors proven while this request was pending: with `prompt=login`
@@ -99,6 +103,9 @@ pub(crate) struct Grant {
     /// The DPoP key a public client's refresh tokens are bound to.
     #[serde(default)]
     pub(crate) bound_jkt: Option<String>,
+    /// The transaction approved (RFC 9396).
+    #[serde(default)]
+    pub(crate) authorization_details: Option<Value>,
 }
 
 /// Why a request is refused: on a page when the client or redirect URI is
@@ -301,6 +308,7 @@ async fn validate(
         login_hint: get("login_hint").map(str::to_owned),
         device_id: None,
         dpop_jkt: None,
+        authorization_details: None,
         reason: None,
         proven: Vec::new(),
         account: false,
@@ -471,8 +479,92 @@ async fn validate(
         }
         req.reason = Some(format!("{s} needs a stronger sign-in"));
     }
+    // A transaction (RFC 9396) is approved at the level its type needs.
+    if let Some(raw) = get("authorization_details") {
+        let (details, description, bindings) = match read_details(state, raw) {
+            Ok(found) => found,
+            Err(m) => return fail(req, "invalid_authorization_details", m),
+        };
+        for (bound, bound_max_age) in bindings {
+            if let Some(bound) = bound {
+                let floor = levels.rank(Some(bound.as_str()));
+                acr_values.retain(|a| levels.rank(Some(a)) >= floor);
+                if acr_values.is_empty() {
+                    acr_values = levels
+                        .levels()
+                        .iter()
+                        .filter(|l| levels.rank(Some(l.as_str())) >= floor)
+                        .map(|l| l.as_str().to_owned())
+                        .collect();
+                }
+            }
+            if let Some(m) = bound_max_age {
+                req.max_age = Some(req.max_age.map_or(m, |r| r.min(m)));
+            }
+        }
+        req.authorization_details = Some(details);
+        req.reason = Some(format!("Approve: {description}."));
+    }
     req.acr_values = acr_values;
     Ok((client, req))
+}
+
+/// The most `authorization_details` entries, and bytes, a request may carry.
+const MAX_DETAILS: usize = 5;
+const MAX_DETAILS_BYTES: usize = 4096;
+
+/// Checks `authorization_details` against the configured types: a JSON
+/// array of objects, each of a known `type` with exactly its fields, as
+/// strings or numbers. Returns the details, words for the page, and the
+/// level and max_age each entry's type needs.
+#[allow(clippy::type_complexity)]
+fn read_details(
+    state: &ServerState,
+    raw: &str,
+) -> Result<(Value, String, Vec<(Option<Acr>, Option<u64>)>), String> {
+    if raw.len() > MAX_DETAILS_BYTES {
+        return Err(format!(
+            "authorization_details is longer than {MAX_DETAILS_BYTES} bytes"
+        ));
+    }
+    let value: Value =
+        serde_json::from_str(raw).map_err(|_| "authorization_details is not JSON".to_owned())?;
+    let entries = value
+        .as_array()
+        .filter(|a| !a.is_empty() && a.len() <= MAX_DETAILS)
+        .ok_or_else(|| format!("authorization_details must be an array of 1 to {MAX_DETAILS} objects"))?;
+    let mut words = Vec::new();
+    let mut bindings = Vec::new();
+    for entry in entries {
+        let object = entry
+            .as_object()
+            .ok_or_else(|| "each authorization_details entry must be an object".to_owned())?;
+        let kind = object
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| "each authorization_details entry needs a type".to_owned())?;
+        let (spec, acr) = state
+            .config
+            .details_types
+            .get(kind)
+            .ok_or_else(|| format!("unknown authorization_details type {kind:?}"))?;
+        let mut parts = Vec::new();
+        for field in &spec.fields {
+            match object.get(field) {
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => {
+                    parts.push(format!("{field} {s}"))
+                }
+                Some(Value::Number(n)) => parts.push(format!("{field} {n}")),
+                _ => return Err(format!("{kind}: {field} must be a string or a number")),
+            }
+        }
+        if let Some(extra) = object.keys().find(|k| *k != "type" && !spec.fields.contains(k)) {
+            return Err(format!("{kind}: unknown field {extra:?}"));
+        }
+        words.push(format!("{kind} ({})", parts.join(", ")));
+        bindings.push((acr.clone(), spec.max_age));
+    }
+    Ok((value, words.join("; "), bindings))
 }
 
 /// The factors a user can prove here.
@@ -895,6 +987,7 @@ async fn finish(
         device_id: req.device_id.clone(),
         dpop_jkt: req.dpop_jkt.clone(),
         bound_jkt: None,
+        authorization_details: req.authorization_details.clone(),
     };
     let (Some(code), Ok(family), Ok(grant_json)) = (
         session::new_secret(&state.rng),

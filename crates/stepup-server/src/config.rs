@@ -136,6 +136,30 @@ struct RawConfig {
     risk: RiskConfig,
     #[serde(default)]
     dpop: DpopConfig,
+    #[serde(default)]
+    authorization_details: BTreeMap<String, DetailsType>,
+}
+
+/// A type of `authorization_details` (RFC 9396) clients may ask for:
+/// which fields an entry must carry, the level approving it needs, and
+/// how long the token for it lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailsType {
+    /// Fields every entry must carry (strings or numbers); no others.
+    pub fields: Vec<String>,
+    /// The level approving it needs (a level name).
+    pub level: Option<String>,
+    /// How recent that authentication must be, in seconds.
+    pub max_age: Option<u64>,
+    /// Lifetime of the access token for it (120 s by default). No refresh
+    /// token is issued: the token is for this transaction only.
+    #[serde(default = "default_transaction_seconds")]
+    pub token_seconds: i64,
+}
+
+fn default_transaction_seconds() -> i64 {
+    120
 }
 
 /// DPoP at the token endpoint.
@@ -217,6 +241,8 @@ pub struct Config {
     pub trusted_proxies: Vec<stepup_guard::client_ip::IpNet>,
     /// DPoP settings.
     pub dpop: DpopConfig,
+    /// `authorization_details` types, with the level each needs (as acr).
+    pub details_types: BTreeMap<String, (DetailsType, Option<Acr>)>,
 }
 
 impl Config {
@@ -350,7 +376,34 @@ impl Config {
                 ));
             }
         }
+        let mut details_types = BTreeMap::new();
+        for (name, t) in raw.authorization_details {
+            if t.fields.is_empty() || t.fields.iter().any(|f| f == "type" || f.is_empty()) {
+                return Err(invalid(format!(
+                    "authorization_details.{name}: list the fields an entry carries (not \"type\")"
+                )));
+            }
+            if t.token_seconds <= 0 {
+                return Err(invalid(format!(
+                    "authorization_details.{name}.token_seconds must be positive"
+                )));
+            }
+            let acr = match &t.level {
+                None => None,
+                Some(level) => Some(
+                    raw.levels
+                        .iter()
+                        .find(|l| &l.name == level)
+                        .ok_or_else(|| {
+                            invalid(format!("authorization_details.{name}: unknown level {level:?}"))
+                        })
+                        .and_then(|l| Acr::new(l.acr.as_str()).map_err(|e| invalid(e.to_string())))?,
+                ),
+            };
+            details_types.insert(name, (t, acr));
+        }
         Ok(Self {
+            details_types,
             dpop: raw.dpop,
             trusted_proxies,
             risk: raw.risk,

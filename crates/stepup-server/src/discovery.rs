@@ -51,6 +51,7 @@ pub(crate) fn document(state: &ServerState) -> Value {
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "code_challenge_methods_supported": ["S256"],
         "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "RS256", "PS256"],
+        "authorization_details_types_supported": state.config.details_types.keys().collect::<Vec<_>>(),
         "acr_values_supported": acr_values,
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "preferred_username"],
         "claims_parameter_supported": true,

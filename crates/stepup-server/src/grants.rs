@@ -64,11 +64,19 @@ async fn issue(
 ) -> Result<Value, OAuthError> {
     let now = state.clock.now().seconds();
     let scopes = scopes_of(grant);
-    let lifetime = if elevated(state, &grant.acr) {
+    let mut lifetime = if elevated(state, &grant.acr) {
         state.config.tokens.elevated_access_token_seconds
     } else {
         state.config.tokens.access_token_seconds
     };
+    // A transaction's token lives only as long as its type allows.
+    let transaction = grant.authorization_details.as_ref();
+    for entry in transaction.and_then(Value::as_array).into_iter().flatten() {
+        let kind = entry.get("type").and_then(Value::as_str).unwrap_or_default();
+        if let Some((spec, _)) = state.config.details_types.get(kind) {
+            lifetime = lifetime.min(spec.token_seconds);
+        }
+    }
     let access = mint_access_token(
         state,
         &AccessGrant {
@@ -81,6 +89,7 @@ async fn issue(
             auth_country: grant.auth_country.as_deref(),
             device_id: grant.device_id.as_deref(),
             cnf_jkt: jkt,
+            authorization_details: transaction,
         },
     )?;
     let mut body = json!({
@@ -90,6 +99,9 @@ async fn issue(
     });
     if !grant.scopes.is_empty() {
         body["scope"] = Value::from(grant.scopes.join(" "));
+    }
+    if let Some(details) = transaction {
+        body["authorization_details"] = details.clone();
     }
     if grant.scopes.iter().any(|s| s == "openid") {
         let alg = state.config.signing_alg;
@@ -110,7 +122,8 @@ async fn issue(
         }
         body["id_token"] = Value::from(state.keys().sign(alg, "JWT", &claims, &state.rng)?);
     }
-    let refresh = if client.may_use_grant("refresh_token") {
+    // A transaction token is for that transaction: no refresh token.
+    let refresh = if client.may_use_grant("refresh_token") && transaction.is_none() {
         let secret = session::new_secret(&state.rng).ok_or_else(OAuthError::server_error)?;
         let mut kept = kept.clone();
         // A public client's refresh token is bound to its DPoP key (RFC

@@ -428,6 +428,7 @@ async fn account_sign_in(
         login_hint: None,
         device_id: None,
         dpop_jkt: None,
+        authorization_details: None,
         reason: Some("Confirm it is you to manage your passkeys.".to_owned()),
         proven: Vec::new(),
         account: true,

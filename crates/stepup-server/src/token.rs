@@ -36,6 +36,8 @@ pub(crate) struct AccessGrant<'a> {
     pub(crate) device_id: Option<&'a str>,
     /// The thumbprint of the DPoP key the token is bound to.
     pub(crate) cnf_jkt: Option<&'a str>,
+    /// The transaction it is for (RFC 9396).
+    pub(crate) authorization_details: Option<&'a Value>,
 }
 
 /// A signed access token and what the server must remember of it.
@@ -77,6 +79,9 @@ pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) ->
     }
     if let Some(jkt) = grant.cnf_jkt {
         claims["cnf"] = json!({ "jkt": jkt });
+    }
+    if let Some(details) = grant.authorization_details {
+        claims["authorization_details"] = details.clone();
     }
     if let Some(device) = grant.device_id {
         claims["device_id"] = Value::from(device);
@@ -199,6 +204,7 @@ fn client_credentials(
             auth_country: None,
             device_id: None,
             cnf_jkt: jkt,
+            authorization_details: None,
         },
     )?;
     let scope: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
@@ -277,6 +283,7 @@ async fn introspect_inner(
         ("cnf", bound.map(|jkt| json!({ "jkt": jkt }))),
         ("auth_country", c.auth_country.map(Value::from)),
         ("device_id", c.device_id.map(Value::from)),
+        ("authorization_details", c.authorization_details),
     ] {
         if let Some(v) = value {
             body[name] = v;

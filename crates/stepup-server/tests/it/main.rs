@@ -17,4 +17,5 @@ mod geo;
 mod interop;
 mod par;
 mod passkey;
+mod rar;
 mod token;
