@@ -61,15 +61,29 @@ pub struct Transaction {
     pub currency: Option<String>,
 }
 
-/// Reads the amount and currency of a JSON body. An empty body has none.
-pub fn read_transaction(body: &[u8], source: &AmountSource) -> Result<Transaction, AmountError> {
-    if body.len() > source.max_body_bytes {
-        return Err(AmountError::TooLarge(source.max_body_bytes));
+/// A JSON body read strictly (no key twice in an object), at most
+/// `max_bytes` long; `None` for an empty body.
+pub fn read_json_body(body: &[u8], max_bytes: usize) -> Result<Option<Value>, AmountError> {
+    if body.len() > max_bytes {
+        return Err(AmountError::TooLarge(max_bytes));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Transaction::default());
+        return Ok(None);
     }
     let Strict(value) = serde_json::from_slice(body).map_err(|e| AmountError::Malformed(e.to_string()))?;
+    Ok(Some(value))
+}
+
+/// Reads the amount and currency of a JSON body. An empty body has none.
+pub fn read_transaction(body: &[u8], source: &AmountSource) -> Result<Transaction, AmountError> {
+    let Some(value) = read_json_body(body, source.max_body_bytes)? else {
+        return Ok(Transaction::default());
+    };
+    transaction_of(&value, source)
+}
+
+/// The amount and currency of a JSON value read by [`read_json_body`].
+pub fn transaction_of(value: &Value, source: &AmountSource) -> Result<Transaction, AmountError> {
     let amount = match value.pointer(&source.amount_pointer) {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_f64(),
@@ -91,7 +105,7 @@ pub fn read_transaction(body: &[u8], source: &AmountSource) -> Result<Transactio
 }
 
 /// A plain decimal (`1234.50`, `-3`): no exponent, no `NaN`, no spaces.
-fn decimal(s: &str) -> Option<f64> {
+pub(crate) fn decimal(s: &str) -> Option<f64> {
     let digits = s.strip_prefix('-').unwrap_or(s);
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
     let ok = !int.is_empty()

@@ -12,8 +12,9 @@ use stepup_core::risk::{Signal, Signals};
 use stepup_core::{Clock, Policy, SystemClock, UnixTime, Verdict};
 
 use crate::activity::Sighting;
-use crate::amount::{AmountError, Transaction, read_transaction};
+use crate::amount::{AmountError, Transaction, read_json_body, transaction_of};
 use crate::risk::{self, Observed, RiskOptions};
+use crate::transaction::{Mismatch, TransactionOptions, TransactionRule};
 
 use crate::authorization::{AuthorizationError, Scheme, access_token};
 use crate::cache::TokenCache;
@@ -160,6 +161,7 @@ pub(crate) struct GuardInner {
     pub(crate) realm: Option<String>,
     pub(crate) risk: RiskOptions,
     pub(crate) dpop: Option<DpopOptions>,
+    pub(crate) transactions: Option<TransactionOptions>,
 }
 
 /// A configured guard: cheap to clone, shared by every request.
@@ -194,6 +196,7 @@ impl Guard {
             realm: None,
             risk: RiskOptions::default(),
             dpop: None,
+            transactions: None,
         }
     }
 
@@ -227,35 +230,131 @@ impl Guard {
     pub fn needs_transaction(&self, method: &str, path: &str) -> bool {
         let inner = &self.inner;
         let amount_bits = Signal::Amount.bit() | Signal::Currency.bit();
-        inner.risk.amount.is_some()
-            && inner
-                .policy
-                .route_index(method, path)
-                .is_ok_and(|route| inner.policy.signals_read(route) & amount_bits != 0)
+        let Ok(route) = inner.policy.route_index(method, path) else {
+            return false;
+        };
+        (inner.risk.amount.is_some() && inner.policy.signals_read(route) & amount_bits != 0)
+            || self.transaction_rule(route).is_some()
     }
 
-    /// Reads the transaction of a body for [`Observed::transaction`]; a
-    /// body that cannot be read is a rejection (413 or 400).
-    pub fn read_transaction(&self, body: &[u8]) -> Result<Option<Transaction>, Rejection> {
-        let Some(source) = &self.inner.risk.amount else {
-            return Ok(None);
-        };
-        match read_transaction(body, source) {
-            Ok(t) => Ok(Some(t)),
-            Err(e @ AmountError::TooLarge(_)) => {
-                Err(Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()))
-            }
-            Err(e) => Err(Rejection::bearer(
+    /// The transaction rule of a route, if any.
+    fn transaction_rule(&self, route: Option<usize>) -> Option<&TransactionRule> {
+        let name = &self.inner.policy.routes().get(route?)?.name;
+        self.inner.transactions.as_ref()?.rule_for(name)
+    }
+
+    /// Reads a request body for [`Observed::transaction`] and
+    /// [`Observed::body`]; a body that cannot be read is a rejection (413
+    /// or 400).
+    pub fn read_body(
+        &self,
+        body: &[u8],
+    ) -> Result<(Option<Transaction>, Option<serde_json::Value>), Rejection> {
+        let refuse = |e: AmountError| match e {
+            AmountError::TooLarge(_) => Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+            e => Rejection::bearer(
                 self.inner.realm.as_deref(),
                 Some(ErrorCode::InvalidRequest),
                 Some(e.to_string()),
-            )),
-        }
+            ),
+        };
+        let json = read_json_body(body, self.max_body_bytes()).map_err(refuse)?;
+        let transaction = match (&self.inner.risk.amount, &json) {
+            (Some(source), Some(value)) => Some(transaction_of(value, source).map_err(refuse)?),
+            (Some(_), None) => Some(Transaction::default()),
+            (None, _) => None,
+        };
+        Ok((transaction, json))
     }
 
-    /// The most body bytes [`Guard::read_transaction`] accepts.
+    /// The most body bytes [`Guard::read_body`] accepts.
     pub fn max_body_bytes(&self) -> usize {
-        self.inner.risk.amount.as_ref().map_or(0, |a| a.max_body_bytes)
+        self.inner
+            .risk
+            .amount
+            .as_ref()
+            .map_or(64 * 1024, |a| a.max_body_bytes)
+    }
+
+    /// A transaction-bound route: the token must be approved for this very
+    /// call, short-lived, and is used up by it.
+    async fn check_transaction(
+        &self,
+        method: &str,
+        path: &str,
+        verified: &VerifiedToken,
+        observed: &Observed<'_>,
+        now: UnixTime,
+    ) -> Result<(), Rejection> {
+        let inner = &self.inner;
+        let Ok(route) = inner.policy.route_index(method, path) else {
+            return Ok(());
+        };
+        let (Some(rule), Some(options)) = (self.transaction_rule(route), inner.transactions.as_ref()) else {
+            return Ok(());
+        };
+        let realm = inner.realm.as_deref();
+        let step_up = |description: String| {
+            Rejection::bearer(
+                realm,
+                Some(ErrorCode::InsufficientUserAuthentication),
+                Some(description),
+            )
+        };
+        match crate::transaction::matches(
+            rule,
+            verified.authorization_details.as_ref(),
+            observed.body.as_ref(),
+        ) {
+            Ok(()) => {}
+            Err(Mismatch::NoDetails) => {
+                return Err(step_up(format!(
+                    "this call needs a token approved for this transaction ({} authorization_details)",
+                    rule.details_type
+                )));
+            }
+            Err(Mismatch::Field(field)) => {
+                return Err(step_up(format!(
+                    "the token was approved for another transaction ({field} differs)"
+                )));
+            }
+        }
+        let remaining = verified
+            .expires_at
+            .unwrap_or(i64::MAX)
+            .saturating_sub(now.seconds());
+        if remaining > rule.max_token_seconds {
+            return Err(step_up("a transaction token must be short-lived".into()));
+        }
+        let Some(jti) = verified.token_id.as_deref() else {
+            return Err(Rejection::bearer(
+                realm,
+                Some(ErrorCode::InvalidToken),
+                Some("a transaction token needs a jti".into()),
+            ));
+        };
+        let ttl = u64::try_from(remaining.max(1)).unwrap_or(1);
+        match options
+            .used
+            .first_use(&format!("txn:{jti}"), ttl, now.seconds())
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Rejection::bearer(
+                realm,
+                Some(ErrorCode::InvalidToken),
+                Some("this transaction token was already used".into()),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "transaction token store unavailable");
+                Err(Rejection {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    challenge: None,
+                    rule: None,
+                    dpop_nonce: None,
+                })
+            }
+        }
     }
 
     /// [`Guard::check`] with what was observed of the request, for the
@@ -315,7 +414,11 @@ impl Guard {
             observed.device = None;
             observed.proof_key = Some(jkt.to_owned());
         }
-        self.decide_as(method, path, Arc::clone(&verified), now, &observed, scheme)
+        let allowed = self.decide_as(method, path, Arc::clone(&verified), now, &observed, scheme)?;
+        // Only a call that passes uses its transaction token up.
+        self.check_transaction(method, path, &verified, &observed, now)
+            .await?;
+        Ok(allowed)
     }
 
     /// The DPoP proof of a request with a token bound to `jkt`: the
@@ -440,6 +543,15 @@ impl Guard {
             }
         };
         let now = inner.clock.now();
+        // A transaction-bound route is settled by check_observed (the token
+        // is used up there).
+        if inner
+            .policy
+            .route_index(method, path)
+            .is_ok_and(|r| self.transaction_rule(r).is_some())
+        {
+            return Precheck::NeedsVerification(token);
+        }
         match inner.cache.get(token, now) {
             Some(verified) if verified.confirmation.is_some() => {
                 Precheck::Done(Err(self.verify_rejection(&VerifyError::SenderConstrained)))
@@ -567,6 +679,7 @@ pub struct GuardBuilder {
     realm: Option<String>,
     risk: RiskOptions,
     dpop: Option<DpopOptions>,
+    transactions: Option<TransactionOptions>,
 }
 
 impl GuardBuilder {
@@ -585,6 +698,13 @@ impl GuardBuilder {
     /// The `realm` to put in challenges.
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
         self.realm = Some(realm.into());
+        self
+    }
+
+    /// Routes whose calls need a token approved for exactly that
+    /// transaction (RFC 9396), used once.
+    pub fn transactions(mut self, transactions: TransactionOptions) -> Self {
+        self.transactions = Some(transactions);
         self
     }
 
@@ -611,6 +731,7 @@ impl GuardBuilder {
                 realm: self.realm,
                 risk: self.risk,
                 dpop: self.dpop,
+                transactions: self.transactions,
             }),
         }
     }

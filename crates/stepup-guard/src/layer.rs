@@ -139,12 +139,13 @@ where
                 let message = format!("the request body is longer than {limit} bytes");
                 return Ok(Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &message).into_response());
             };
-            let transaction = match guard.read_transaction(&bytes) {
-                Ok(t) => t,
+            let (transaction, json) = match guard.read_body(&bytes) {
+                Ok(read) => read,
                 Err(rejection) => return Ok(rejection.into_response()),
             };
             let mut observed = guard.observe(peer, &parts.headers);
             observed.transaction = transaction;
+            observed.body = json;
             let checked = guard
                 .check_observed(parts.method.as_str(), parts.uri.path(), &parts.headers, &observed)
                 .await;

@@ -43,6 +43,7 @@ mod jwks;
 mod layer;
 pub mod redis_activity;
 pub mod risk;
+pub mod transaction;
 mod verify;
 
 pub use cache::TokenCache;

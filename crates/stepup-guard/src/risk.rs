@@ -139,6 +139,8 @@ pub struct Observed<'h> {
     pub proof_key: Option<String>,
     /// The transaction in its body, when read.
     pub transaction: Option<Transaction>,
+    /// The JSON body, when read (for transaction-bound routes).
+    pub body: Option<serde_json::Value>,
 }
 
 impl RiskOptions {
@@ -162,6 +164,7 @@ impl RiskOptions {
             devices_observed: self.device_header.is_some(),
             proof_key: None,
             transaction: None,
+            body: None,
         }
     }
 }
@@ -178,6 +181,20 @@ pub(crate) fn signals<'a>(
         Some((a, o)) => (Some(a), Some(o)),
         None => (None, None),
     };
+    // Without an amount in the body, the one the token was approved for.
+    let approved = token
+        .authorization_details
+        .as_ref()
+        .and_then(serde_json::Value::as_array)
+        .and_then(|entries| entries.first());
+    let approved_amount = approved.and_then(|e| match e.get("amount") {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => crate::amount::decimal(s),
+        _ => None,
+    });
+    let approved_currency = approved
+        .and_then(|e| e.get("currency"))
+        .and_then(serde_json::Value::as_str);
     Signals {
         request_rate: a.map(|a| a.requests),
         distinct_ips: a.map(|a| a.distinct_ips),
@@ -185,8 +202,10 @@ pub(crate) fn signals<'a>(
         anomaly_score: a.zip(options).map(|(a, o)| a.anomaly_score(o)),
         travel_speed_kmh: a.and_then(|a| a.travel_speed_kmh),
         impossible_travel: a.zip(options).and_then(|(a, o)| a.impossible_travel(o)),
-        amount: transaction.and_then(|t| t.amount),
-        currency: transaction.and_then(|t| t.currency.as_deref()),
+        amount: transaction.and_then(|t| t.amount).or(approved_amount),
+        currency: transaction
+            .and_then(|t| t.currency.as_deref())
+            .or(approved_currency),
         country: observed.geo.country.as_ref().map(CountryCode::as_str),
         auth_country: token.auth_country.as_deref(),
         asn: observed.geo.asn,

@@ -41,6 +41,8 @@ pub struct VerifiedToken {
     pub auth_country: Option<String>,
     /// `device_id`: the device the token was issued to.
     pub device_id: Option<String>,
+    /// `authorization_details`: the transaction the token was approved for.
+    pub authorization_details: Option<serde_json::Value>,
 }
 
 impl VerifiedToken {
@@ -74,6 +76,7 @@ impl From<AccessTokenClaims> for VerifiedToken {
             confirmation: c.cnf,
             auth_country: c.auth_country,
             device_id: c.device_id,
+            authorization_details: c.authorization_details,
         }
     }
 }
@@ -241,6 +244,8 @@ struct IntrospectionResponse {
     auth_country: Option<String>,
     #[serde(default)]
     device_id: Option<String>,
+    #[serde(default)]
+    authorization_details: Option<serde_json::Value>,
 }
 
 /// Verifies opaque tokens at an RFC 7662 introspection endpoint.
@@ -356,6 +361,7 @@ impl Introspector {
             confirmation: r.cnf,
             auth_country: r.auth_country,
             device_id: r.device_id,
+            authorization_details: r.authorization_details,
         })
     }
 }

@@ -15,3 +15,4 @@ mod mmdb;
 mod redis;
 mod remote;
 mod risk;
+mod transaction;

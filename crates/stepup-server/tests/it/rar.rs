@@ -48,7 +48,9 @@ async fn a_transaction_is_shown_approved_at_its_level_and_its_token_is_short() {
     let (s, totp) = server().await;
     let b = Browser::new();
     let details = payment();
-    let page = b.authorize(&s, &[("authorization_details", &details), ("scope", "openid")]).await;
+    let page = b
+        .authorize(&s, &[("authorization_details", &details), ("scope", "openid")])
+        .await;
     assert!(page.is_password_page(), "{}", page.body);
     assert!(
         page.body
@@ -112,7 +114,9 @@ async fn malformed_or_unknown_details_are_refused() {
             "amount must be",
         ),
     ] {
-        let page = b.authorize(&s, &[("authorization_details", details), ("scope", "openid")]).await;
+        let page = b
+            .authorize(&s, &[("authorization_details", details), ("scope", "openid")])
+            .await;
         assert_eq!(
             page.redirect_param("error").as_deref(),
             Some("invalid_authorization_details"),
