@@ -208,6 +208,28 @@ async fn sign_in_read_then_step_up_to_change_payment_details() {
     // Reading goes on without asking anything.
     click(&c, "#read-balance").await;
     wait_for_text(&c, "#log", "GET /accounts/42/balance → 200").await;
+
+    // A large transfer is approved for itself (RFC 9396): the API refuses
+    // the session's token, the app asks for a token for this transfer
+    // (the second factor is recent enough: no page), and the transfer
+    // goes through with it, once.
+    fill(&c, "#amount", "5000").await;
+    fill(&c, "#to", "Ada Lovelace").await;
+    click(&c, "#transfer button[type=submit]").await;
+    let panel = wait_for_text(&c, "#step-up-detail", "approving this transaction only").await;
+    click(&c, "#step-up-continue").await;
+    let done = wait_for_text(&c, "#result", "Sent 5000.00 EUR").await;
+    assert!(
+        done.contains("Ada Lovelace") && done.contains("urn:stepup:acr:mfa"),
+        "{done} ({panel})"
+    );
+    // (The log restarts with the page the sign-in came back to.)
+    wait_for_text(
+        &c,
+        "#log",
+        "POST /accounts/42/transfers/large → 200 (retry after step-up)",
+    )
+    .await;
     c.close().await.unwrap();
 }
 

@@ -59,6 +59,7 @@
     if (s.acr_values && s.acr_values.length) parts.push("level " + s.acr_values.join(" or "));
     if (s.max_age !== null && s.max_age !== undefined) parts.push("signed in within " + s.max_age + " s");
     if (s.scope) parts.push("scope " + s.scope);
+    if (s.transaction) parts.push("approving this transaction only");
     $("step-up-detail").textContent = (s.error || "") + (parts.length ? ": " + parts.join(", ") : "");
     log("step-up asked: " + $("step-up-detail").textContent);
     sessionStorage.setItem(PENDING, JSON.stringify(action));
@@ -73,7 +74,8 @@
                              body: { iban: $("iban").value }, label: "payment details" }),
     payee: () => ({ method: "POST", path: "/accounts/" + ACCOUNT + "/payees",
                     body: { name: $("payee-name").value, iban: $("payee-iban").value }, label: "payee" }),
-    transfer: () => ({ method: "POST", path: "/accounts/" + ACCOUNT + "/transfers",
+    // Above 1000 EUR a transfer is approved for itself (amount, creditor).
+    transfer: () => ({ method: "POST", path: "/accounts/" + ACCOUNT + (Number($("amount").value) > 1000 ? "/transfers/large" : "/transfers"),
                        body: { amount: Number($("amount").value), currency: "EUR", to: $("to").value }, label: "transfer" }),
   };
 

@@ -178,6 +178,7 @@ struct LoginQuery {
     max_age: Option<u64>,
     scope: Option<String>,
     route: Option<String>,
+    authorization_details: Option<String>,
 }
 
 /// `GET /login`: starts an authorization request (PKCE, state); with
@@ -218,6 +219,9 @@ async fn login(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<
         }
         if let Some(max_age) = q.max_age {
             pairs.append_pair("max_age", &max_age.to_string());
+        }
+        if let Some(details) = q.authorization_details.as_deref().filter(|d| !d.is_empty()) {
+            pairs.append_pair("authorization_details", details);
         }
     }
     app.with_session(&id, |s| {
@@ -336,10 +340,13 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 }
 
 /// What the page is told when the API refuses for want of assurance.
-fn step_up_answer(route: &str, challenge: &BearerChallenge) -> Value {
+fn step_up_answer(route: &str, challenge: &BearerChallenge, details: Option<&Value>) -> Value {
     let acr_values: Vec<&str> = challenge.acr_values.iter().map(|a| a.as_str()).collect();
     let mut login = url::form_urlencoded::Serializer::new(String::new());
     login.append_pair("route", route);
+    if let Some(d) = details {
+        login.append_pair("authorization_details", &d.to_string());
+    }
     if !acr_values.is_empty() {
         login.append_pair("acr_values", &acr_values.join(" "));
     }
@@ -356,9 +363,27 @@ fn step_up_answer(route: &str, challenge: &BearerChallenge) -> Value {
             "acr_values": acr_values,
             "max_age": challenge.max_age,
             "scope": challenge.scope,
+            "transaction": details,
         },
         "login": format!("/login?{}", login.finish()),
     })
+}
+
+/// The transaction a call is, for the routes the API binds to one (RFC
+/// 9396): a large transfer is approved for its amount and creditor only.
+fn transaction_of(route: &str, body: &[u8]) -> Option<Value> {
+    let large_transfer = route.starts_with("POST /accounts/") && route.ends_with("/transfers/large");
+    if !large_transfer {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(body).ok()?;
+    let amount = body.get("amount")?.as_f64()?;
+    Some(json!([{
+        "type": "payment_initiation",
+        "amount": format!("{amount:.2}"),
+        "currency": body.get("currency").and_then(Value::as_str).unwrap_or("EUR"),
+        "creditor": body.get("to")?.as_str()?,
+    }]))
 }
 
 /// `/api/{path}`: calls the banking API with the session's token for
@@ -386,6 +411,7 @@ async fn api(
     let Some(token) = token else {
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"sign_in": "/login"}))).into_response();
     };
+    let transaction = transaction_of(&route, &body);
     let mut request = app
         .http
         .request(method.clone(), format!("{}/{path}", app.api_url))
@@ -394,6 +420,11 @@ async fn api(
         request = request
             .header(header::CONTENT_TYPE, "application/json")
             .body(body);
+    }
+    if transaction.is_some() {
+        // A transaction token is good for one call: whatever the answer,
+        // the next transaction is approved anew.
+        app.with_session(&id, |s| s.elevated.remove(&route));
     }
     let response = match request.send().await {
         Ok(r) => r,
@@ -420,7 +451,7 @@ async fn api(
             Some(ErrorCode::InsufficientUserAuthentication | ErrorCode::InsufficientScope) => {
                 return (
                     StatusCode::UNAUTHORIZED,
-                    axum::Json(step_up_answer(&route, &challenge)),
+                    axum::Json(step_up_answer(&route, &challenge, transaction.as_ref())),
                 )
                     .into_response();
             }

@@ -21,7 +21,9 @@ use ring::rand::SystemRandom;
 use stepup_core::{Clock, Policy, Scope, SystemClock};
 use stepup_guard::activity::{ActivityOptions, MemoryActivity};
 use stepup_guard::amount::AmountSource;
+use stepup_guard::dpop::MemoryReplayCache;
 use stepup_guard::risk::RiskOptions;
+use stepup_guard::transaction::{TransactionOptions, TransactionRule};
 use stepup_guard::{Guard, HttpFetcher, JwtVerifier, TokenVerifier};
 use stepup_server::client::{AuthMethod, Registration, register};
 use stepup_server::{Config, ServerState, users};
@@ -112,6 +114,13 @@ lifetime_seconds = 900
 [scopes]
 "payments:write" = {{ level = "mfa", max_age = 300 }}
 
+# A large transfer is approved for itself (RFC 9396): amount and creditor.
+[authorization_details.payment_initiation]
+fields = ["amount", "currency", "creditor"]
+level = "mfa"
+max_age = 60
+token_seconds = 120
+
 [login]
 demo_show_totp_code = true
 "#,
@@ -130,6 +139,7 @@ demo_show_totp_code = true
         let policy = Policy::from_toml("policies/bank.toml", POLICY).map_err(|e| anyhow!("{e}"))?;
         let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
             .risk(risk_options())
+            .transactions(transaction_options())
             .build();
         tokio::spawn(serve(api_listener, api::router(guard)));
         let app = app::App::new(&issuer, &api_url, &app_url).await?;
@@ -159,6 +169,22 @@ pub(crate) fn risk_options() -> RiskOptions {
     RiskOptions::new()
         .amount(AmountSource::new("/amount", Some("/currency".to_owned())))
         .activity(Arc::new(MemoryActivity::new(ActivityOptions::default())))
+}
+
+/// Large transfers need a token approved for that very transfer (amount,
+/// currency, creditor), used once.
+pub(crate) fn transaction_options() -> TransactionOptions {
+    let rule = TransactionRule {
+        route: "large transfer".into(),
+        details_type: "payment_initiation".into(),
+        fields: vec![
+            ("amount".into(), "/amount".into()),
+            ("currency".into(), "/currency".into()),
+            ("creditor".into(), "/to".into()),
+        ],
+        max_token_seconds: 300,
+    };
+    TransactionOptions::new(vec![rule], Arc::new(MemoryReplayCache::new(100_000)))
 }
 
 async fn serve(listener: TcpListener, router: axum::Router) {
