@@ -163,6 +163,8 @@ async fn sign_in_read_then_step_up_to_change_payment_details() {
     // Back at the app: the balance is read with the password-level token.
     let balance = wait_for_text(&c, "#balance", "EUR").await;
     assert!(balance.contains("urn:stepup:acr:pwd"), "{balance}");
+    // The app's tokens are bound to its key (DPoP).
+    assert!(balance.contains("bound to the app's key by DPoP"), "{balance}");
 
     // Changing payment details: the API asks for more (scope and mfa);
     // the app says so.

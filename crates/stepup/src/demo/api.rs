@@ -81,7 +81,10 @@ fn euros(cents: i64) -> String {
 
 async fn balance(State(bank): State<Bank>, claims: VerifiedClaims, Path(id): Path<String>) -> Json<Value> {
     let cents = bank.with_account(&claims, |a| a.balance_cents);
-    Json(json!({"account": id, "balance": euros(cents), "currency": "EUR", "acr": claims.acr}))
+    Json(json!({
+        "account": id, "balance": euros(cents), "currency": "EUR", "acr": claims.acr,
+        "dpop_bound": claims.bound_jkt().is_some(),
+    }))
 }
 
 async fn transactions(

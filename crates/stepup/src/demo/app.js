@@ -82,7 +82,8 @@
   function render(action, data) {
     if (!data) return;
     if (action.label === "balance") {
-      $("balance").textContent = data.balance + " " + data.currency + " (token acr " + data.acr + ")";
+      $("balance").textContent = data.balance + " " + data.currency + " (token acr " + data.acr +
+        (data.dpop_bound ? ", bound to the app's key by DPoP" : ", bearer") + ")";
     } else if (action.label === "transactions") {
       const list = $("transactions");
       list.textContent = "";

@@ -21,6 +21,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use stepup_client::Provider;
 use stepup_core::challenge::{BearerChallenge, ErrorCode, parse_www_authenticate};
+use stepup_core::dpop::{ProofClaims, sign_proof};
+use stepup_core::jwk::Jwk;
+use stepup_core::jws::SigningKey;
 use stepup_core::pkce::CodeChallenge;
 use stepup_core::{Clock, SystemClock};
 
@@ -39,6 +42,10 @@ pub(crate) struct App {
     redirect_uri: String,
     rng: SystemRandom,
     sessions: Mutex<HashMap<String, Session>>,
+    /// The key the app's tokens are bound to (DPoP, RFC 9449): a token
+    /// that leaks from the app is useless without it.
+    dpop_key: SigningKey,
+    dpop_jkt: String,
 }
 
 #[derive(Default)]
@@ -74,14 +81,35 @@ impl App {
         let provider = Provider::discover(&http, issuer)
             .await
             .context("the web app cannot read the server's metadata")?;
+        let rng = SystemRandom::new();
+        let dpop_key = SigningKey::generate_es256(&rng).map_err(|e| anyhow::anyhow!("DPoP key: {e}"))?;
+        let dpop_jkt = Jwk::from_json_value(&dpop_key.public_jwk(None))
+            .map_err(|e| anyhow::anyhow!("DPoP key: {e}"))?
+            .thumbprint_sha256();
         Ok(Arc::new(Self {
             http,
             provider,
             api_url: api_url.to_owned(),
             redirect_uri: format!("{app_url}/callback"),
-            rng: SystemRandom::new(),
+            rng,
             sessions: Mutex::default(),
+            dpop_key,
+            dpop_jkt,
         }))
+    }
+
+    /// A DPoP proof for a request (a fresh `jti` each time).
+    fn proof(&self, method: &str, uri: &str, access_token: Option<&str>) -> Option<String> {
+        let jti = self.random()?;
+        let claims = ProofClaims {
+            method,
+            uri,
+            access_token,
+            nonce: None,
+            jti: &jti,
+            iat: now(),
+        };
+        sign_proof(&self.dpop_key, &claims, &self.rng).ok()
     }
 
     fn random(&self) -> Option<String> {
@@ -213,7 +241,8 @@ async fn login(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<
             .append_pair("scope", &scope.join(" "))
             .append_pair("state", &state)
             .append_pair("code_challenge", challenge.as_str())
-            .append_pair("code_challenge_method", "S256");
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("dpop_jkt", &app.dpop_jkt);
         if let Some(acr) = q.acr_values.as_deref().filter(|a| !a.is_empty()) {
             pairs.append_pair("acr_values", acr);
         }
@@ -275,9 +304,13 @@ async fn callback(
     let Some(code) = q.get("code") else {
         return (StatusCode::BAD_REQUEST, "The answer carries no code.").into_response();
     };
+    let Some(proof) = app.proof("POST", app.provider.token_endpoint.as_str(), None) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     let exchanged = app
         .http
         .post(app.provider.token_endpoint.clone())
+        .header("dpop", proof)
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -412,10 +445,15 @@ async fn api(
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"sign_in": "/login"}))).into_response();
     };
     let transaction = transaction_of(&route, &body);
+    let url = format!("{}/{path}", app.api_url);
+    let Some(proof) = app.proof(method.as_str(), &url, Some(&token)) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     let mut request = app
         .http
-        .request(method.clone(), format!("{}/{path}", app.api_url))
-        .bearer_auth(token);
+        .request(method.clone(), &url)
+        .header(header::AUTHORIZATION, format!("DPoP {token}"))
+        .header("dpop", proof);
     if !body.is_empty() {
         request = request
             .header(header::CONTENT_TYPE, "application/json")

@@ -21,7 +21,7 @@ use ring::rand::SystemRandom;
 use stepup_core::{Clock, Policy, Scope, SystemClock};
 use stepup_guard::activity::{ActivityOptions, MemoryActivity};
 use stepup_guard::amount::AmountSource;
-use stepup_guard::dpop::MemoryReplayCache;
+use stepup_guard::dpop::{DpopOptions, MemoryReplayCache};
 use stepup_guard::risk::RiskOptions;
 use stepup_guard::transaction::{TransactionOptions, TransactionRule};
 use stepup_guard::{Guard, HttpFetcher, JwtVerifier, TokenVerifier};
@@ -140,6 +140,9 @@ demo_show_totp_code = true
         let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
             .risk(risk_options())
             .transactions(transaction_options())
+            // The web app's tokens are bound to its key (DPoP); other
+            // clients (stepup call, third parties) may use bearer tokens.
+            .dpop(DpopOptions::new(api_url.clone()))
             .build();
         tokio::spawn(serve(api_listener, api::router(guard)));
         let app = app::App::new(&issuer, &api_url, &app_url).await?;
