@@ -271,6 +271,40 @@ impl StepUpClient {
         }
     }
 
+    /// Sends `request`, a transaction the API binds to its token (RFC
+    /// 9396): when the API asks for more, gets a token approved for
+    /// `details` (at the level the challenge names) and sends the request
+    /// again with it, once. That token serves this call only and is not
+    /// kept: the next transaction is approved anew.
+    pub async fn execute_transaction(
+        &self,
+        request: reqwest::Request,
+        details: serde_json::Value,
+    ) -> Result<reqwest::Response, ClientError> {
+        let route = route_of(&request);
+        let replay = request.try_clone();
+        let (token, _) = self.token_for(&route).await?;
+        let response = self.send(request, &token).await?;
+        let challenge = match refusal(&response)? {
+            Some(Refusal::StepUp(c)) => c,
+            _ => return Ok(response),
+        };
+        let Some(replay) = replay else {
+            return Err(ClientError::BodyNotReplayable(Box::new(challenge)));
+        };
+        let mut requirement = requirement_of(&challenge);
+        requirement.authorization_details = Some(details);
+        if let Some(notice) = &self.on_step_up {
+            notice(&requirement);
+        }
+        let approved = self.authorize(&requirement).await?;
+        let response = self.send(replay, &(approved.access_token, approved.dpop)).await?;
+        match refusal(&response)? {
+            Some(Refusal::StepUp(challenge)) => Err(ClientError::StillChallenged(Box::new(challenge))),
+            _ => Ok(response),
+        }
+    }
+
     /// Signs in for the base token now (before any call needs it).
     pub async fn sign_in(&self) -> Result<(), ClientError> {
         let tokens = self.authorize(&Requirement::default()).await?;
@@ -338,22 +372,7 @@ impl StepUpClient {
 
     /// Gets a token meeting `challenge` and keeps it for `route`.
     async fn step_up(&self, route: &str, challenge: &BearerChallenge) -> Result<(Secret, bool), ClientError> {
-        let requirement = Requirement {
-            acr_values: challenge
-                .acr_values
-                .iter()
-                .map(|a| a.as_str().to_owned())
-                .collect(),
-            max_age: challenge.max_age,
-            scope: challenge
-                .scope
-                .as_deref()
-                .unwrap_or_default()
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        };
+        let requirement = requirement_of(challenge);
         tracing::info!(route, acr_values = ?requirement.acr_values, max_age = ?requirement.max_age,
             scope = ?requirement.scope, "the API asks for a step-up");
         if let Some(notice) = &self.on_step_up {
@@ -402,6 +421,9 @@ impl StepUpClient {
                 if let Some(dpop) = &self.dpop {
                     // The code can then be exchanged only with this key.
                     q.append_pair("dpop_jkt", &dpop.jkt);
+                }
+                if let Some(details) = &requirement.authorization_details {
+                    q.append_pair("authorization_details", &details.to_string());
                 }
             }
             url
@@ -580,6 +602,27 @@ impl StepUpClient {
             .fill(&mut bytes)
             .map_err(|_| ClientError::BadAuthorizationResponse("no randomness available".to_owned()))?;
         Ok(URL_SAFE_NO_PAD.encode(bytes))
+    }
+}
+
+/// What a step-up challenge asks for.
+fn requirement_of(challenge: &BearerChallenge) -> Requirement {
+    Requirement {
+        acr_values: challenge
+            .acr_values
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect(),
+        max_age: challenge.max_age,
+        scope: challenge
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        authorization_details: None,
     }
 }
 

@@ -81,6 +81,9 @@ pub struct Requirement {
     pub max_age: Option<u64>,
     /// Scopes the API needs beyond the base ones.
     pub scope: Vec<String>,
+    /// The transaction to approve (RFC 9396 `authorization_details`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +178,7 @@ mod tests {
             acr_values: vec!["mfa".into()],
             max_age: Some(60),
             scope: vec![],
+            authorization_details: None,
         };
         tokens.set_elevated("POST https://api/p".into(), requirement, set(Some(1_300), 1_000));
         assert!(tokens.elevated_for("POST https://api/p", 1_000).is_some());

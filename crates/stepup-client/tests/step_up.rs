@@ -70,6 +70,12 @@ acr = ["mfa"]
 scope = ["accounts:close"]
 
 [[route]]
+name = "transfer"
+methods = ["POST"]
+path = "/accounts/{id}/transfers"
+acr = ["mfa"]
+
+[[route]]
 name = "unreachable"
 methods = ["POST"]
 path = "/vault"
@@ -116,6 +122,11 @@ factors = [["pwd"]]
 name = "mfa"
 acr = "urn:stepup:acr:mfa"
 factors = [["pwd", "otp"]]
+
+[authorization_details.payment_initiation]
+fields = ["amount", "creditor"]
+level = "mfa"
+token_seconds = 120
 {}"#,
         dir.display(),
         if dpop {
@@ -170,7 +181,21 @@ factors = [["pwd", "otp"]]
         let nonces = stepup_guard::dpop::NonceSource::new(&[3u8; 32], 60).unwrap();
         guard = guard.dpop(stepup_guard::dpop::DpopOptions::new(api_url.clone()).nonces(nonces));
     }
-    let guard = guard.build();
+    let rule = stepup_guard::transaction::TransactionRule {
+        route: "transfer".into(),
+        details_type: "payment_initiation".into(),
+        fields: vec![
+            ("amount".into(), "/amount".into()),
+            ("creditor".into(), "/to".into()),
+        ],
+        max_token_seconds: 300,
+    };
+    let guard = guard
+        .transactions(stepup_guard::transaction::TransactionOptions::new(
+            vec![rule],
+            Arc::new(stepup_guard::dpop::MemoryReplayCache::new(100)),
+        ))
+        .build();
     async fn echo(claims: VerifiedClaims, body: String) -> String {
         format!("{} {body}", claims.0.acr.as_deref().unwrap_or("-"))
     }
@@ -179,6 +204,7 @@ factors = [["pwd", "otp"]]
         .route("/accounts/{id}/payees", post(echo))
         .route("/accounts/{id}", axum::routing::delete(echo))
         .route("/vault", post(echo))
+        .route("/accounts/{id}/transfers", post(echo))
         .layer(guard.layer());
     tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
     World {
@@ -583,4 +609,48 @@ async fn dpop_bound_tokens_step_up_and_follow_nonces() {
     .unwrap();
     assert_eq!(got, (200, "urn:stepup:acr:mfa p".to_owned()));
     assert_eq!(user.asked(), ["password", "code"]);
+}
+
+#[tokio::test]
+async fn a_transaction_is_approved_for_itself_and_the_token_is_not_kept() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, user.clone()).await;
+    let url = format!("{}/accounts/42/transfers", w.api);
+    let body = r#"{"amount": 5000, "to": "Ada"}"#;
+    // A plain step-up gives mfa, but not for this transaction: refused.
+    let err = call(&c, reqwest::Method::POST, url.clone(), body)
+        .await
+        .unwrap_err();
+    let ClientError::StillChallenged(challenge) = err else {
+        panic!("{err}");
+    };
+    assert!(
+        challenge
+            .error_description
+            .as_deref()
+            .unwrap_or_default()
+            .contains("approved for this transaction"),
+        "{challenge:?}"
+    );
+    // Approved for the transaction: it goes through.
+    let details = serde_json::json!([{"type": "payment_initiation", "amount": "5000", "creditor": "Ada"}]);
+    let request = reqwest::Client::new()
+        .post(url.clone())
+        .body(body)
+        .build()
+        .unwrap();
+    let response = c.execute_transaction(request, details.clone()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!("urn:stepup:acr:mfa {body}")
+    );
+    // The next transaction is approved anew (the token was used up and
+    // not kept): the user is asked again (the session answers here).
+    let before = user.runs.load(Ordering::SeqCst);
+    let request = reqwest::Client::new().post(url).body(body).build().unwrap();
+    let response = c.execute_transaction(request, details).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(user.runs.load(Ordering::SeqCst), before + 1);
 }

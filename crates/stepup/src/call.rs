@@ -206,6 +206,7 @@ mod tests {
             acr_values: vec!["mfa".into(), "phr".into()],
             max_age: Some(300),
             scope: vec!["payments:write".into()],
+            authorization_details: None,
         };
         assert_eq!(
             step_up_notice(&r),
