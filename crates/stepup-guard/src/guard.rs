@@ -30,6 +30,8 @@ pub(crate) enum Precheck<'h> {
 }
 
 /// A request the guard turned away, with everything needed to answer it.
+/// Its response carries it as an extension, for the layers around the
+/// guard (metrics, access logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// The HTTP status.
@@ -149,6 +151,9 @@ impl IntoResponse for Rejection {
         {
             response.headers_mut().insert("dpop-nonce", nonce);
         }
+        // For layers outside the guard (metrics, access logs): which rule
+        // refused, and why.
+        response.extensions_mut().insert(self);
         response
     }
 }

@@ -1,0 +1,280 @@
+//! The gateway's configuration (TOML). Unknown keys are errors.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8443"
+//! policy = "policies/bank.toml"
+//! issuer = "https://login.example"      # JWT access tokens, keys by discovery
+//! audience = "https://api.example"      # this API's identifier (aud)
+//! forward_token = false                 # pass the Authorization header on
+//! max_body_bytes = 10485760             # longest request body streamed on (413 above)
+//! # trusted_proxies = ["10.0.0.0/8"]    # whose Forwarded / X-Forwarded-For count
+//! # geoip = "GeoLite2-City.mmdb"        # client IP -> country, for risk rules
+//! # dpop_origin = "https://api.example" # accept DPoP (RFC 9449); the public origin
+//!
+//! # [amount]                            # risk rules that read the body's amount
+//! # amount_pointer = "/amount"
+//! # currency_pointer = "/currency"
+//!
+//! [[upstream]]
+//! prefix = "/"                          # longest prefix wins
+//! url = "http://127.0.0.1:9000"
+//! timeout_seconds = 30
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// Not readable.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not valid TOML, or a wrong key or value.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// What is wrong, with its place when known.
+        message: String,
+    },
+}
+
+/// Where requests go.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Requests whose path starts with this go here (`/` for all).
+    pub prefix: String,
+    /// The upstream's base URL (`http://host:port`; no path).
+    pub url: String,
+    /// How long the upstream may take to answer (headers), seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+/// Where the amount of a request body is, for risk rules.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AmountConfig {
+    /// JSON pointer to the amount.
+    pub amount_pointer: String,
+    /// JSON pointer to the currency.
+    pub currency_pointer: Option<String>,
+    /// Longest body read (64 KiB by default); longer ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    64 * 1024
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The step-up policy (TOML), reloaded on change.
+    pub policy: PathBuf,
+    /// The authorization server (its metadata gives the JWKS).
+    pub issuer: String,
+    /// This API's identifier, which tokens' `aud` must contain.
+    pub audience: String,
+    /// Pass the client's `Authorization` header to the upstream.
+    #[serde(default)]
+    pub forward_token: bool,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The longest request body passed to an upstream (10 MiB by default);
+    /// a longer one gets 413. Bodies are streamed, not buffered, except on
+    /// routes whose risk rules read the amount (see `[amount]`).
+    #[serde(default = "default_max_request_body")]
+    pub max_body_bytes: u64,
+    /// A MaxMind-format database (client IP to country) for risk rules.
+    pub geoip: Option<PathBuf>,
+    /// The API's public origin (`https://api.example`) when DPoP-bound
+    /// tokens are accepted: proofs' `htu` are checked against it.
+    pub dpop_origin: Option<String>,
+    /// Where the gateway's own endpoints live (`/-/healthz`, `/-/readyz`,
+    /// `/-/metrics`).
+    #[serde(default = "default_admin_prefix")]
+    pub admin_prefix: String,
+    /// The upstreams.
+    #[serde(rename = "upstream")]
+    pub upstreams: Vec<Upstream>,
+    /// Body amounts for risk rules.
+    pub amount: Option<AmountConfig>,
+}
+
+fn default_max_request_body() -> u64 {
+    10 * 1024 * 1024
+}
+
+fn default_admin_prefix() -> String {
+    "/-/".to_owned()
+}
+
+impl GatewayConfig {
+    /// Parses and checks a configuration; `origin` names it in errors.
+    pub fn from_toml(origin: &str, source: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        let config: GatewayConfig =
+            toml::from_str(source).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        if config.upstreams.is_empty() {
+            return Err(invalid("expected at least one [[upstream]]".into()));
+        }
+        for u in &config.upstreams {
+            if !u.prefix.starts_with('/') {
+                return Err(invalid(format!(
+                    "upstream prefix {:?} must start with '/'",
+                    u.prefix
+                )));
+            }
+            let uri: http::Uri = u
+                .url
+                .parse()
+                .map_err(|e| invalid(format!("upstream url {:?}: {e}", u.url)))?;
+            if uri.scheme_str() != Some("http")
+                || uri.authority().is_none()
+                || !matches!(uri.path(), "" | "/")
+            {
+                return Err(invalid(format!(
+                    "upstream url {:?} must be http://host:port without a path (TLS to upstreams is not supported yet)",
+                    u.url
+                )));
+            }
+            if u.timeout_seconds == 0 {
+                return Err(invalid("upstream timeout_seconds must be at least 1".into()));
+            }
+        }
+        for proxy in &config.trusted_proxies {
+            proxy
+                .parse::<stepup_guard::client_ip::IpNet>()
+                .map_err(|e| invalid(format!("trusted_proxies: {e}")))?;
+        }
+        if let Some(origin) = &config.dpop_origin {
+            let uri: http::Uri = origin
+                .parse()
+                .map_err(|e| invalid(format!("dpop_origin {origin:?}: {e}")))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || !matches!(uri.path(), "" | "/") {
+                return Err(invalid(format!(
+                    "dpop_origin {origin:?} must be an origin such as https://api.example"
+                )));
+            }
+        }
+        if !(config.admin_prefix.starts_with('/') && config.admin_prefix.ends_with('/')) {
+            return Err(invalid("admin_prefix must start and end with '/'".into()));
+        }
+        Ok(config)
+    }
+
+    /// Reads a configuration file. Relative paths in it (`policy`,
+    /// `geoip`) are relative to the file's directory.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut config = Self::from_toml(&path.display().to_string(), &source)?;
+        if let Some(dir) = path.parent() {
+            config.policy = dir.join(&config.policy);
+            config.geoip = config.geoip.map(|g| dir.join(g));
+        }
+        Ok(config)
+    }
+
+    /// The upstream for a path: the longest matching prefix.
+    pub fn upstream_for(&self, path: &str) -> Option<&Upstream> {
+        self.upstreams
+            .iter()
+            .filter(|u| path.starts_with(&u.prefix))
+            .max_by_key(|u| u.prefix.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:8443"
+policy = "policies/bank.toml"
+issuer = "https://login.example"
+audience = "https://api.example"
+
+[[upstream]]
+prefix = "/"
+url = "http://127.0.0.1:9000"
+
+[[upstream]]
+prefix = "/reports/"
+url = "http://127.0.0.1:9100"
+timeout_seconds = 5
+"#;
+
+    #[test]
+    fn upstreams_by_longest_prefix() {
+        let c = GatewayConfig::from_toml("g.toml", GOOD).unwrap();
+        assert_eq!(c.upstream_for("/reports/1").unwrap().url, "http://127.0.0.1:9100");
+        assert_eq!(
+            c.upstream_for("/accounts/1").unwrap().url,
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(c.admin_prefix, "/-/");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let bad = |from: &str, to: &str| {
+            GatewayConfig::from_toml("g.toml", &GOOD.replace(from, to))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad("url = \"http://127.0.0.1:9000\"", "url = \"https://x\"")
+                .contains("must be http://host:port")
+        );
+        assert!(bad("prefix = \"/\"", "prefix = \"x\"").contains("must start with '/'"));
+        assert!(bad("listen", "lissen").contains("unknown field `lissen`"));
+        assert!(bad("timeout_seconds = 5", "timeout_seconds = 0").contains("at least 1"));
+        assert!(
+            bad(
+                "[[upstream]]\nprefix = \"/\"",
+                "trusted_proxies = [\"10.0.0.0/33\"]\n[[upstream]]\nprefix = \"/\""
+            )
+            .contains("trusted_proxies")
+        );
+        assert!(
+            bad(
+                "[[upstream]]\nprefix = \"/\"",
+                "dpop_origin = \"https://api.example/v1\"\n[[upstream]]\nprefix = \"/\""
+            )
+            .contains("must be an origin")
+        );
+        let no_upstream = GatewayConfig::from_toml("g.toml", GOOD.split("[[upstream]]").next().unwrap());
+        assert!(
+            no_upstream
+                .unwrap_err()
+                .to_string()
+                .contains("missing field `upstream`")
+        );
+    }
+}

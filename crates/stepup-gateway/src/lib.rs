@@ -1,0 +1,461 @@
+//! The stepup guard as a reverse proxy: step-up authentication (RFC 9470)
+//! in front of any HTTP API, whatever it is written in.
+//!
+//! Each request goes through the same [`Guard`] as in a Rust service: the
+//! token is verified, the policy and risk rules decide, and a request
+//! that needs more gets the RFC 9470 challenge without reaching the
+//! upstream. An allowed request is forwarded with the verified identity
+//! in `X-Stepup-Subject`, `X-Stepup-Acr`, `X-Stepup-Auth-Time` and
+//! `X-Stepup-Scope` (any such header from the client is dropped first).
+//!
+//! The policy file is reloaded when it changes (and on `SIGHUP` with
+//! [`Gateway::watch_policy`]); a file that does not load leaves the old
+//! policy serving. `/-/healthz`, `/-/readyz` and `/-/metrics`
+//! (Prometheus) are the gateway's own.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod config;
+pub mod metrics;
+mod proxy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{Request, StatusCode, header};
+use stepup_core::Policy;
+use stepup_core::challenge::ErrorCode;
+use stepup_guard::activity::{ActivityOptions, MemoryActivity};
+use stepup_guard::amount::AmountSource;
+use stepup_guard::client_ip::IpNet;
+use stepup_guard::dpop::{DpopOptions, MemoryReplayCache};
+use stepup_guard::geoip::MaxMindGeo;
+use stepup_guard::risk::RiskOptions;
+use stepup_guard::{Guard, HttpFetcher, JwtVerifier, Rejection, TokenVerifier};
+use thiserror::Error;
+use tower::{Layer, ServiceExt};
+
+pub use config::{AmountConfig, ConfigError, GatewayConfig, Upstream};
+pub use proxy::{ACR, AUTH_TIME, SCOPE, SUBJECT};
+
+use metrics::{Metrics, Outcome, RouteCounters};
+use proxy::{Arrived, ForwardService, Forwarded, Proxy};
+
+/// Why a gateway cannot start, or a policy cannot be (re)loaded.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The policy file cannot be read or does not load (the message
+    /// locates the mistake: file, line, column).
+    #[error("{0}")]
+    Policy(String),
+    /// The authorization server's keys cannot be fetched.
+    #[error("cannot reach the issuer {issuer}: {reason}")]
+    Issuer {
+        /// The configured issuer.
+        issuer: String,
+        /// Why.
+        reason: String,
+    },
+    /// An optional part (GeoIP database, upstream table) cannot be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The policy in force, its guard, and its per-route counters.
+struct Generation {
+    guard: Guard,
+    policy: Arc<Policy>,
+    routes: RouteCounters,
+}
+
+/// How the policy file last went.
+#[derive(Debug, Clone, Default)]
+struct PolicyStatus {
+    /// The text in force (reloads compare against it).
+    source: String,
+    loaded_at: u64,
+    last_error: Option<String>,
+}
+
+/// What every guard generation shares: only the policy changes on reload.
+#[derive(Clone)]
+struct GuardParts {
+    verifier: TokenVerifier,
+    risk: RiskOptions,
+    dpop: Option<DpopOptions>,
+}
+
+impl GuardParts {
+    fn build(&self, policy: Arc<Policy>) -> Guard {
+        let mut builder = Guard::builder(policy, self.verifier.clone()).risk(self.risk.clone());
+        if let Some(dpop) = &self.dpop {
+            builder = builder.dpop(dpop.clone());
+        }
+        builder.build()
+    }
+}
+
+pub(crate) struct Inner {
+    config: GatewayConfig,
+    parts: GuardParts,
+    current: RwLock<Arc<Generation>>,
+    status: Mutex<PolicyStatus>,
+    pub(crate) proxy: Proxy,
+    pub(crate) metrics: Metrics,
+    draining: AtomicBool,
+}
+
+/// A configured gateway: cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listen", &self.inner.config.listen)
+            .field("policy", &self.inner.config.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_policy(path: &std::path::Path) -> Result<(String, Policy), GatewayError> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| GatewayError::Policy(format!("cannot read {}: {e}", path.display())))?;
+    let policy = Policy::from_toml(&path.display().to_string(), &source)
+        .map_err(|e| GatewayError::Policy(e.to_string()))?;
+    Ok((source, policy))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Gateway {
+    /// A gateway for `config`: reads the policy, and the issuer's keys by
+    /// discovery (RFC 8414, then OpenID Connect Discovery).
+    pub async fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
+        let issuer_error = |reason: String| GatewayError::Issuer {
+            issuer: config.issuer.clone(),
+            reason,
+        };
+        let http = HttpFetcher::new().map_err(|e| issuer_error(e.to_string()))?;
+        let verifier = JwtVerifier::from_issuer(&config.issuer, &config.audience, http)
+            .await
+            .map_err(|e| issuer_error(e.to_string()))?;
+        Self::with_verifier(config, TokenVerifier::Jwt(Arc::new(verifier)))
+    }
+
+    /// A gateway that verifies tokens with `verifier` (tests, benchmarks,
+    /// introspection).
+    pub fn with_verifier(config: GatewayConfig, verifier: TokenVerifier) -> Result<Self, GatewayError> {
+        let (source, policy) = read_policy(&config.policy)?;
+        let mut risk = RiskOptions::new().activity(Arc::new(MemoryActivity::new(ActivityOptions::default())));
+        let proxies = config
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .map_err(|e| GatewayError::Setup(format!("trusted_proxies: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        risk = risk.trusted_proxies(proxies);
+        if let Some(path) = &config.geoip {
+            let geo = MaxMindGeo::open(path, None).map_err(|e| GatewayError::Setup(e.to_string()))?;
+            risk = risk.geo(Arc::new(geo));
+        }
+        if let Some(amount) = &config.amount {
+            let mut source =
+                AmountSource::new(amount.amount_pointer.clone(), amount.currency_pointer.clone());
+            source.max_body_bytes = amount.max_body_bytes;
+            risk = risk.amount(source);
+        }
+        let dpop = config.dpop_origin.as_ref().map(|origin| {
+            DpopOptions::new(origin.trim_end_matches('/'))
+                .replay_cache(Arc::new(MemoryReplayCache::new(100_000)))
+        });
+        let parts = GuardParts { verifier, risk, dpop };
+        let policy = Arc::new(policy);
+        let generation = Generation {
+            guard: parts.build(policy.clone()),
+            routes: RouteCounters::new(route_names(&policy), None),
+            policy,
+        };
+        let proxy = Proxy::new(&config).map_err(GatewayError::Setup)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                parts,
+                current: RwLock::new(Arc::new(generation)),
+                status: Mutex::new(PolicyStatus {
+                    source,
+                    loaded_at: unix_now(),
+                    last_error: None,
+                }),
+                proxy,
+                metrics: Metrics::default(),
+                draining: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    fn generation(&self) -> Arc<Generation> {
+        match self.inner.current.read() {
+            Ok(current) => current.clone(),
+            // A panic while swapping cannot leave a half-written Arc.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the policy file again and, if it changed and loads, puts it in
+    /// force for the next request (requests in flight finish under the old
+    /// one). Returns whether the policy changed; on error the old policy
+    /// keeps serving and the error (located) is returned and logged.
+    pub fn reload_policy(&self) -> Result<bool, GatewayError> {
+        let path = &self.inner.config.policy;
+        let loaded = std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Policy(format!("cannot read {}: {e}", path.display())))
+            .and_then(|source| {
+                let unchanged = self
+                    .inner
+                    .status
+                    .lock()
+                    .map(|s| s.source == source && s.last_error.is_none())
+                    .unwrap_or(false);
+                if unchanged {
+                    return Ok(None);
+                }
+                Policy::from_toml(&path.display().to_string(), &source)
+                    .map(|p| Some((source, p)))
+                    .map_err(|e| GatewayError::Policy(e.to_string()))
+            });
+        let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
+        match loaded {
+            Ok(None) => Ok(false),
+            Ok(Some((source, policy))) => {
+                let policy = Arc::new(policy);
+                let previous = self.generation();
+                let generation = Generation {
+                    guard: self.inner.parts.build(policy.clone()),
+                    routes: RouteCounters::new(route_names(&policy), Some(&previous.routes)),
+                    policy,
+                };
+                *self.inner.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(generation);
+                *status = PolicyStatus {
+                    source,
+                    loaded_at: unix_now(),
+                    last_error: None,
+                };
+                self.inner.metrics.reload(true);
+                tracing::info!(policy = %path.display(), "policy reloaded");
+                Ok(true)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                // Logged once per distinct mistake, not on every poll.
+                if status.last_error.as_deref() != Some(&message) {
+                    self.inner.metrics.reload(false);
+                    tracing::error!(error = %message, "policy not reloaded; the previous policy keeps serving");
+                }
+                status.last_error = Some(message);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads the policy when its file changes (checked every `every`)
+    /// and on `SIGHUP`, until the gateway is dropped.
+    pub fn watch_policy(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                #[cfg(unix)]
+                {
+                    let hangup_received = async {
+                        match hangup.as_mut() {
+                            Some(h) => h.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = hangup_received => tracing::info!("SIGHUP: reloading the policy"),
+                    }
+                }
+                #[cfg(not(unix))]
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                // Errors are logged and counted by reload_policy.
+                let _ = Gateway { inner }.reload_policy();
+            }
+        })
+    }
+
+    /// The router: the gateway's own endpoints under the admin prefix,
+    /// every other request guarded and forwarded.
+    pub fn router(&self) -> Router {
+        let prefix = &self.inner.config.admin_prefix;
+        Router::new()
+            .route(&format!("{prefix}healthz"), get(healthz))
+            .route(&format!("{prefix}readyz"), get(readyz))
+            .route(&format!("{prefix}metrics"), get(metrics_text))
+            .fallback(proxy_request)
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge)
+    /// until `shutdown` completes; then stops accepting, answers `503` on
+    /// readiness, and lets requests in flight finish.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let inner = self.inner.clone();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                inner.draining.store(true, Ordering::SeqCst);
+                tracing::info!("shutting down: finishing the requests in flight");
+            })
+            .await
+    }
+
+    /// The policy file.
+    pub fn policy_path(&self) -> &PathBuf {
+        &self.inner.config.policy
+    }
+}
+
+fn route_names(policy: &Policy) -> Vec<String> {
+    policy.routes().iter().map(|r| r.name.clone()).collect()
+}
+
+async fn healthz(State(gateway): State<Gateway>) -> Response {
+    let generation = gateway.generation();
+    let status = gateway.inner.status.lock().map(|s| s.clone()).unwrap_or_default();
+    let body = serde_json::json!({
+        "status": "ok",
+        "policy": {
+            "path": gateway.inner.config.policy.display().to_string(),
+            "routes": generation.policy.routes().len(),
+            "loaded_at": status.loaded_at,
+            "last_reload_error": status.last_error,
+        },
+    });
+    axum::Json(body).into_response()
+}
+
+async fn readyz(State(gateway): State<Gateway>) -> Response {
+    if gateway.inner.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn metrics_text(State(gateway): State<Gateway>) -> Response {
+    let generation = gateway.generation();
+    let text = gateway.inner.metrics.render(&generation.routes);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+async fn proxy_request(State(gateway): State<Gateway>, mut request: Request<Body>) -> Response {
+    let arrived = Instant::now();
+    request.extensions_mut().insert(Arrived(arrived));
+    let generation = gateway.generation();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let forward = ForwardService {
+        gateway: gateway.inner.clone(),
+    };
+    let response = match generation.guard.layer().layer(forward).oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let metrics = &gateway.inner.metrics;
+    let elapsed = arrived.elapsed();
+    metrics.request_latency.observe(elapsed);
+    let route = generation
+        .policy
+        .route_index(method.as_str(), uri.path())
+        .ok()
+        .flatten();
+    let status = response.status();
+    let (outcome, subject) = if let Some(forwarded) = response.extensions().get::<Forwarded>() {
+        let outcome = if forwarded.failed {
+            metrics.count(Outcome::UpstreamError, generation.routes.name(route));
+            Outcome::UpstreamError
+        } else {
+            metrics.count_outcome(Outcome::Allowed);
+            generation.routes.allowed(route);
+            Outcome::Allowed
+        };
+        (outcome, forwarded.subject.clone())
+    } else {
+        metrics.decision_latency.observe(elapsed);
+        let rejection = response.extensions().get::<Rejection>();
+        let outcome = classify(rejection);
+        metrics.count(outcome, generation.routes.name(route));
+        if outcome == Outcome::StepUp {
+            let rule = rejection
+                .and_then(|r| r.rule.as_deref())
+                .unwrap_or_else(|| generation.routes.name(route));
+            metrics.step_up(rule);
+        }
+        (outcome, None)
+    };
+    tracing::info!(
+        target: "stepup::access",
+        method = %method,
+        path = %uri.path(),
+        status = status.as_u16(),
+        outcome = outcome.as_str(),
+        route = generation.routes.name(route),
+        subject = subject.as_deref().unwrap_or("-"),
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    );
+    response
+}
+
+fn classify(rejection: Option<&Rejection>) -> Outcome {
+    let Some(rejection) = rejection else {
+        return Outcome::Denied;
+    };
+    if rejection.status.is_server_error() {
+        return Outcome::Unavailable;
+    }
+    match rejection.challenge.as_ref().and_then(|c| c.error.as_ref()) {
+        Some(ErrorCode::InsufficientUserAuthentication | ErrorCode::InsufficientScope) => Outcome::StepUp,
+        _ => Outcome::Denied,
+    }
+}
