@@ -1,0 +1,766 @@
+//! The gateway end to end on loopback: a real upstream, real sockets,
+//! tokens signed with real keys.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::any;
+use http::Request;
+use ring::rand::SystemRandom;
+use serde_json::{Value, json};
+use stepup_core::access_token::ClaimsRules;
+use stepup_core::jwk::{Algorithm, Jwks};
+use stepup_core::jws::{SigningHeader, SigningKey, VerificationPolicy, sign_compact};
+use stepup_gateway::{Gateway, GatewayConfig};
+use stepup_guard::{JwtVerifier, KeySource, TokenVerifier};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const ISSUER: &str = "https://as.example";
+const AUDIENCE: &str = "https://api.example";
+const PWD: &str = "urn:stepup:acr:pwd";
+const MFA: &str = "urn:stepup:acr:mfa";
+
+const POLICY: &str = r#"
+levels = [
+  { name = "pwd", acr = "urn:stepup:acr:pwd" },
+  { name = "mfa", acr = "urn:stepup:acr:mfa" },
+]
+[default]
+acr = ["pwd"]
+
+[[route]]
+name = "read balance"
+methods = ["GET"]
+path = "/accounts/{id}/balance"
+
+[[route]]
+name = "add payee"
+methods = ["POST"]
+path = "/accounts/{id}/payees"
+acr = ["mfa"]
+max_age = 300
+
+[[route]]
+name = "transfer"
+methods = ["POST"]
+path = "/accounts/{id}/transfers"
+
+[[risk]]
+name = "large amount"
+when = "amount > 1000"
+routes = ["transfer"]
+require = { acr = ["mfa"], max_age = 60 }
+reason = "Large transfers need you to confirm it is you, just now."
+"#;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+struct Issuer {
+    key: SigningKey,
+    rng: SystemRandom,
+}
+
+impl Issuer {
+    fn new() -> Self {
+        let rng = SystemRandom::new();
+        let key = SigningKey::generate_es256(&rng).unwrap();
+        Self { key, rng }
+    }
+
+    fn verifier(&self) -> TokenVerifier {
+        let jwks = json!({ "keys": [self.key.public_jwk(Some("k1"))] });
+        let jwks = Jwks::from_json(jwks.to_string().as_bytes()).unwrap();
+        TokenVerifier::Jwt(Arc::new(JwtVerifier::new(
+            KeySource::fixed(jwks),
+            ClaimsRules {
+                issuer: ISSUER.into(),
+                audience: AUDIENCE.into(),
+                leeway_seconds: 5,
+            },
+            VerificationPolicy::access_token([Algorithm::ES256]),
+        )))
+    }
+
+    /// An access token of alice at `acr`, signed in `auth_age` seconds ago.
+    fn token(&self, acr: &str, auth_age: i64) -> String {
+        let now = now();
+        let claims = json!({
+            "iss": ISSUER, "sub": "alice", "aud": AUDIENCE,
+            "exp": now + 600, "iat": now - 1, "jti": format!("{acr}-{auth_age}-{}", rand_suffix()),
+            "client_id": "bank-web", "scope": "accounts:read payments:write",
+            "acr": acr, "amr": ["pwd"], "auth_time": now - auth_age,
+        });
+        let header = SigningHeader::new().typ("at+jwt").kid("k1");
+        sign_compact(&header, claims.to_string().as_bytes(), &self.key, &self.rng).unwrap()
+    }
+}
+
+fn rand_suffix() -> u64 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::SeqCst) as u64
+}
+
+/// An upstream that answers with what it received, and counts calls.
+#[derive(Clone, Default)]
+struct Upstream {
+    calls: Arc<AtomicUsize>,
+}
+
+async fn echo(State(upstream): State<Upstream>, request: Request<Body>) -> axum::response::Response {
+    upstream.calls.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    if parts.uri.path() == "/slow" {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    if parts.uri.path() == "/drain" {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("?").into()))
+        .collect();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    axum::Json(json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body.len(),
+        "body": String::from_utf8_lossy(&body[..body.len().min(200)]),
+    }))
+    .into_response_with_header()
+}
+
+trait WithHeader {
+    fn into_response_with_header(self) -> axum::response::Response;
+}
+
+impl<T: axum::response::IntoResponse> WithHeader for T {
+    fn into_response_with_header(self) -> axum::response::Response {
+        let mut response = self.into_response();
+        // A hop-by-hop header the gateway must not pass back.
+        response
+            .headers_mut()
+            .insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
+        response
+    }
+}
+
+struct World {
+    issuer: Issuer,
+    upstream: Upstream,
+    gateway: Gateway,
+    url: String,
+    policy_path: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    http: reqwest::Client,
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepup-gateway-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn world(name: &str, extra_config: &str) -> World {
+    let upstream = Upstream::default();
+    let upstream_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream_listener.local_addr().unwrap();
+    let app = Router::new().fallback(any(echo)).with_state(upstream.clone());
+    tokio::spawn(async move { axum::serve(upstream_listener, app).await });
+
+    // A port with nothing listening: bound, then closed.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+
+    let dir = temp_dir(name);
+    let policy_path = dir.join("policy.toml");
+    std::fs::write(&policy_path, POLICY).unwrap();
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+policy = "policy.toml"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+max_body_bytes = 100000
+{extra_config}
+
+[amount]
+amount_pointer = "/amount"
+
+[[upstream]]
+prefix = "/"
+url = "http://{upstream_addr}"
+timeout_seconds = 1
+
+[[upstream]]
+prefix = "/down/"
+url = "http://{closed}"
+"#
+    );
+    let config_path = dir.join("gateway.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let config = GatewayConfig::load(&config_path).unwrap();
+    let issuer = Issuer::new();
+    let gateway = Gateway::with_verifier(config, issuer.verifier()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let serving = gateway.clone();
+    let served = tokio::spawn(async move {
+        serving
+            .serve(listener, async move {
+                let _ = stop.await;
+            })
+            .await
+    });
+    World {
+        issuer,
+        upstream,
+        gateway,
+        url,
+        policy_path,
+        shutdown: Some(shutdown),
+        served,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl World {
+    fn calls(&self) -> usize {
+        self.upstream.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn trusted_call_is_forwarded_with_verified_identity_and_spoofed_headers_stripped() {
+    let w = world("trusted", "").await;
+    let token = w.issuer.token(PWD, 30);
+    let response = w
+        .http
+        .get(format!("{}/accounts/42/balance?fields=all", w.url))
+        .bearer_auth(&token)
+        .header("X-Stepup-Subject", "mallory")
+        .header("X-Stepup-Acr", MFA)
+        .header("X-Stepup-Extra", "forged")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("Connection", "close, x-drop-me")
+        .header("X-Drop-Me", "hop-by-hop")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("keep-alive").is_none(),
+        "hop-by-hop header passed back"
+    );
+    let seen: Value = response.json().await.unwrap();
+    let headers = &seen["headers"];
+    assert_eq!(seen["uri"], "/accounts/42/balance?fields=all");
+    assert_eq!(headers["x-stepup-subject"], "alice");
+    assert_eq!(headers["x-stepup-acr"], PWD);
+    assert_eq!(headers["x-stepup-scope"], "accounts:read payments:write");
+    let auth_time: i64 = headers["x-stepup-auth-time"].as_str().unwrap().parse().unwrap();
+    assert!((now() - 30 - auth_time).abs() <= 2);
+    assert!(
+        headers.get("x-stepup-extra").is_none(),
+        "client x-stepup-* header reached the upstream"
+    );
+    assert!(
+        headers.get("authorization").is_none(),
+        "token forwarded without forward_token"
+    );
+    assert!(
+        headers.get("x-drop-me").is_none(),
+        "header named in Connection forwarded"
+    );
+    assert_eq!(
+        headers["x-forwarded-for"], "127.0.0.1",
+        "untrusted X-Forwarded-For passed on"
+    );
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], w.url.trim_start_matches("http://"));
+    assert_eq!(
+        headers["host"].as_str().unwrap().split(':').next(),
+        Some("127.0.0.1")
+    );
+}
+
+#[tokio::test]
+async fn token_is_forwarded_only_when_configured() {
+    let w = world("forward-token", "forward_token = true").await;
+    let token = w.issuer.token(PWD, 30);
+    let seen: Value = w
+        .http
+        .get(format!("{}/accounts/42/balance", w.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["headers"]["authorization"], format!("Bearer {token}"));
+}
+
+#[tokio::test]
+async fn step_up_is_asked_without_contacting_the_upstream() {
+    let w = world("step-up", "").await;
+    let response = w
+        .http
+        .post(format!("{}/accounts/42/payees", w.url))
+        .bearer_auth(w.issuer.token(PWD, 30))
+        .json(&json!({ "iban": "DE02 1203 0000 0000 2020 51" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!("acr_values=\"{MFA}\"")),
+        "{challenge}"
+    );
+    assert!(challenge.contains("max_age=\"300\""), "{challenge}");
+    assert_eq!(w.calls(), 0, "the upstream saw a call that needed a step-up");
+
+    // The stepped-up token passes.
+    let response = w
+        .http
+        .post(format!("{}/accounts/42/payees", w.url))
+        .bearer_auth(w.issuer.token(MFA, 10))
+        .json(&json!({ "iban": "DE02 1203 0000 0000 2020 51" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(w.calls(), 1);
+
+    // No token: the plain challenge.
+    let response = w
+        .http
+        .get(format!("{}/accounts/42/balance", w.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(w.calls(), 1);
+}
+
+#[tokio::test]
+async fn amount_rules_read_the_body_and_pass_it_on_intact() {
+    let w = world("amount", "").await;
+    let token = w.issuer.token(PWD, 30);
+    let small = json!({ "amount": 20, "to": "bob" });
+    let response = w
+        .http
+        .post(format!("{}/accounts/42/transfers", w.url))
+        .bearer_auth(&token)
+        .json(&small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(seen["body"], small.to_string());
+
+    let response = w
+        .http
+        .post(format!("{}/accounts/42/transfers", w.url))
+        .bearer_auth(&token)
+        .json(&json!({ "amount": 5000, "to": "bob" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("max_age=\"60\""), "{challenge}");
+    assert_eq!(w.calls(), 1);
+
+    // A body too long to read for the rule: 413, no challenge.
+    let response = w
+        .http
+        .post(format!("{}/accounts/42/transfers", w.url))
+        .bearer_auth(&token)
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(response.headers().get("www-authenticate").is_none());
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_504_with_a_clear_body() {
+    let w = world("failures", "").await;
+    let token = w.issuer.token(PWD, 30);
+    let response = w
+        .http
+        .get(format!("{}/down/status", w.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unavailable");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached")
+    );
+
+    let started = std::time::Instant::now();
+    let response = w
+        .http
+        .get(format!("{}/slow", w.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "the timeout was not applied"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_timeout");
+    assert!(body["error_description"].as_str().unwrap().contains("within 1 s"));
+}
+
+#[tokio::test]
+async fn huge_bodies_get_413_declared_or_streamed() {
+    let w = world("huge", "").await;
+    let token = w.issuer.token(PWD, 30);
+    let response = w
+        .http
+        .put(format!("{}/documents/1", w.url))
+        .bearer_auth(&token)
+        .body(vec![b'x'; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(w.calls(), 0);
+
+    // Chunked, without a length: cut off at the limit while streaming.
+    let addr = w.url.trim_start_matches("http://");
+    let (status, _) = chunked_put(addr, &token, 20, 10_000).await;
+    assert_eq!(status, 413);
+    // Within the limit, streamed through whole.
+    let (status, body) = chunked_put(addr, &token, 5, 10_000).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"body_len\":50000"), "{body}");
+}
+
+/// A PUT with a chunked body of `chunks` chunks of `size` bytes, over a raw
+/// connection: the status and the body of the answer.
+async fn chunked_put(addr: &str, token: &str, chunks: usize, size: usize) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /documents/1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{size:x}\r\n{}\r\n", "y".repeat(size));
+    for _ in 0..chunks {
+        // The gateway may answer and close before the whole body is sent.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    (status, answer)
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400() {
+    let w = world("malformed", "").await;
+    let addr = w.url.trim_start_matches("http://").to_owned();
+    for raw in [
+        "GET /accounts/42/balance HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        "NOT A REQUEST\r\n\r\n",
+        "GET /accounts/42/balance HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(raw.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{raw:?} -> {answer:?}");
+    }
+    // Malformed credentials and paths: the guard's 400s and 401s.
+    let response = w
+        .http
+        .get(format!("{}/accounts/42/balance", w.url))
+        .header("Authorization", "Bearer a b c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = w
+        .http
+        // An encoded unreserved character: a way around path rules.
+        .get(format!("{}/accounts/42/%62alance", w.url))
+        .bearer_auth(w.issuer.token(PWD, 30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(w.calls(), 0);
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let w = world("h2", "").await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/accounts/42/balance", w.url))
+        .bearer_auth(w.issuer.token(PWD, 30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(seen["version"], "HTTP/1.1", "upstreams are spoken to in HTTP/1.1");
+    assert_eq!(seen["headers"]["x-stepup-subject"], "alice");
+    assert_eq!(
+        seen["headers"]["x-forwarded-host"],
+        w.url.trim_start_matches("http://")
+    );
+
+    let response = client
+        .post(format!("{}/accounts/42/payees", w.url))
+        .bearer_auth(w.issuer.token(PWD, 30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_user_authentication")
+    );
+}
+
+#[tokio::test]
+async fn policy_reload_applies_a_good_file_and_keeps_serving_on_a_bad_one() {
+    let w = world("reload", "").await;
+    let balance = |token: String| {
+        let request = w
+            .http
+            .get(format!("{}/accounts/42/balance", w.url))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(balance(w.issuer.token(PWD, 30)).await, 200);
+    assert!(
+        !w.gateway.reload_policy().unwrap(),
+        "an unchanged file is not a reload"
+    );
+
+    // Good: reading the balance now needs mfa.
+    let stricter = POLICY.replace(
+        "path = \"/accounts/{id}/balance\"",
+        "path = \"/accounts/{id}/balance\"\nacr = [\"mfa\"]",
+    );
+    std::fs::write(&w.policy_path, &stricter).unwrap();
+    assert!(w.gateway.reload_policy().unwrap());
+    assert_eq!(balance(w.issuer.token(PWD, 30)).await, 401);
+    assert_eq!(balance(w.issuer.token(MFA, 30)).await, 200);
+
+    // Bad: a located error, and the stricter policy keeps serving.
+    let broken = stricter.replace("acr = [\"mfa\"]", "acr = [\"mfaa\"]");
+    std::fs::write(&w.policy_path, &broken).unwrap();
+    let error = w.gateway.reload_policy().unwrap_err().to_string();
+    assert!(error.contains("policy.toml:"), "{error}");
+    assert!(error.contains("mfaa"), "{error}");
+    assert!(
+        error
+            .split("policy.toml:")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .next()
+            .unwrap()
+            .is_ascii_digit(),
+        "no line number: {error}"
+    );
+    assert_eq!(balance(w.issuer.token(PWD, 30)).await, 401);
+    assert_eq!(balance(w.issuer.token(MFA, 30)).await, 200);
+    let health: Value = w
+        .http
+        .get(format!("{}/-/healthz", w.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        health["policy"]["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("mfaa")
+    );
+
+    // The watcher picks up a fixed file by itself.
+    let watcher = w.gateway.watch_policy(Duration::from_millis(50));
+    std::fs::write(&w.policy_path, POLICY).unwrap();
+    let mut reloaded = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if balance(w.issuer.token(PWD, 30)).await == 200 {
+            reloaded = true;
+            break;
+        }
+    }
+    watcher.abort();
+    assert!(reloaded, "the watcher did not reload the fixed policy");
+    let metrics = w
+        .http
+        .get(format!("{}/-/metrics", w.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stepup_gateway_policy_reloads_total{result=\"ok\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stepup_gateway_policy_reloads_total{result=\"error\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_outcomes_routes_and_step_ups() {
+    let w = world("metrics", "").await;
+    let token = w.issuer.token(PWD, 30);
+    for _ in 0..3 {
+        let r = w
+            .http
+            .get(format!("{}/accounts/42/balance", w.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = w
+        .http
+        .post(format!("{}/accounts/42/payees", w.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = w
+        .http
+        .get(format!("{}/down/x", w.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let r = w.http.get(format!("{}/anything", w.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let response = w.http.get(format!("{}/-/metrics", w.url)).send().await.unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    for expected in [
+        "stepup_gateway_requests_total{outcome=\"allowed\"} 3\n",
+        "stepup_gateway_requests_total{outcome=\"step_up\"} 1\n",
+        "stepup_gateway_requests_total{outcome=\"denied\"} 1\n",
+        "stepup_gateway_requests_total{outcome=\"upstream_error\"} 1\n",
+        "stepup_gateway_decisions_total{outcome=\"allowed\",route=\"read balance\"} 3\n",
+        "stepup_gateway_decisions_total{outcome=\"step_up\",route=\"add payee\"} 1\n",
+        "stepup_gateway_decisions_total{outcome=\"denied\",route=\"[default]\"} 1\n",
+        "stepup_gateway_step_ups_total{rule=\"add payee\"} 1\n",
+        "stepup_gateway_request_duration_seconds_count 6\n",
+        "stepup_gateway_upstream_duration_seconds_count 4\n",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let ready = w.http.get(format!("{}/-/readyz", w.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let mut w = world("shutdown", "").await;
+    let token = w.issuer.token(PWD, 30);
+    let in_flight = tokio::spawn(w.http.get(format!("{}/drain", w.url)).bearer_auth(&token).send());
+    // Let the request reach the upstream, then stop.
+    for _ in 0..100 {
+        if w.calls() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(w.calls(), 1);
+    w.shutdown.take().unwrap().send(()).unwrap();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200, "the request in flight was cut");
+    tokio::time::timeout(Duration::from_secs(5), &mut w.served)
+        .await
+        .expect("the gateway did not stop")
+        .unwrap()
+        .unwrap();
+    let refused = reqwest::Client::new()
+        .get(format!("{}/accounts/42/balance", w.url))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    assert!(refused.is_err(), "the gateway still accepts connections");
+}
