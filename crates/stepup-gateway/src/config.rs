@@ -11,6 +11,12 @@
 //! # geoip = "GeoLite2-City.mmdb"        # client IP -> country, for risk rules
 //! # dpop_origin = "https://api.example" # accept DPoP (RFC 9449); the public origin
 //!
+//! # [[transaction]]                     # calls bound to an approved transaction (RFC 9396)
+//! # route = "large transfer"            # a policy route, by name
+//! # type = "payment_initiation"         # the authorization_details type
+//! # fields = { amount = "/amount", creditor = "/to" }   # field -> body JSON pointer
+//! # max_token_seconds = 300
+//!
 //! # [amount]                            # risk rules that read the body's amount
 //! # amount_pointer = "/amount"
 //! # currency_pointer = "/currency"
@@ -82,6 +88,27 @@ fn default_max_body() -> usize {
     64 * 1024
 }
 
+/// A route whose calls must match the token's `authorization_details`
+/// (RFC 9396), used once.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionConfig {
+    /// The policy route, by name.
+    pub route: String,
+    /// The `authorization_details` type the token must carry.
+    #[serde(rename = "type")]
+    pub details_type: String,
+    /// Each field of the entry and the JSON pointer of the body holding it.
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// The longest a token for it may live, seconds (300 by default).
+    #[serde(default = "default_transaction_seconds")]
+    pub max_token_seconds: i64,
+}
+
+fn default_transaction_seconds() -> i64 {
+    300
+}
+
 /// The gateway's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +146,9 @@ pub struct GatewayConfig {
     pub upstreams: Vec<Upstream>,
     /// Body amounts for risk rules.
     pub amount: Option<AmountConfig>,
+    /// Transaction-bound routes.
+    #[serde(default, rename = "transaction")]
+    pub transactions: Vec<TransactionConfig>,
 }
 
 fn default_max_request_body() -> u64 {
@@ -177,6 +207,20 @@ impl GatewayConfig {
             if !matches!(uri.scheme_str(), Some("http" | "https")) || !matches!(uri.path(), "" | "/") {
                 return Err(invalid(format!(
                     "dpop_origin {origin:?} must be an origin such as https://api.example"
+                )));
+            }
+        }
+        for t in &config.transactions {
+            if t.fields.is_empty() || t.fields.values().any(|p| !p.is_empty() && !p.starts_with('/')) {
+                return Err(invalid(format!(
+                    "transaction {:?}: fields must map each field to a JSON pointer such as \"/amount\"",
+                    t.route
+                )));
+            }
+            if t.max_token_seconds < 1 {
+                return Err(invalid(format!(
+                    "transaction {:?}: max_token_seconds must be at least 1",
+                    t.route
                 )));
             }
         }

@@ -6,7 +6,8 @@
 //! that needs more gets the RFC 9470 challenge without reaching the
 //! upstream. An allowed request is forwarded with the verified identity
 //! in `X-Stepup-Subject`, `X-Stepup-Acr`, `X-Stepup-Auth-Time` and
-//! `X-Stepup-Scope` (any such header from the client is dropped first).
+//! `X-Stepup-Scope` (and `X-Stepup-Dpop-Jkt` for a DPoP-bound token); any
+//! `X-Stepup-*` header from the client is dropped first.
 //!
 //! The policy file is reloaded when it changes (and on `SIGHUP` with
 //! [`Gateway::watch_policy`]); a file that does not load leaves the old
@@ -41,12 +42,13 @@ use stepup_guard::client_ip::IpNet;
 use stepup_guard::dpop::{DpopOptions, MemoryReplayCache};
 use stepup_guard::geoip::MaxMindGeo;
 use stepup_guard::risk::RiskOptions;
+use stepup_guard::transaction::{TransactionOptions, TransactionRule};
 use stepup_guard::{Guard, HttpFetcher, JwtVerifier, Rejection, TokenVerifier};
 use thiserror::Error;
 use tower::{Layer, ServiceExt};
 
-pub use config::{AmountConfig, ConfigError, GatewayConfig, Upstream};
-pub use proxy::{ACR, AUTH_TIME, SCOPE, SUBJECT};
+pub use config::{AmountConfig, ConfigError, GatewayConfig, TransactionConfig, Upstream};
+pub use proxy::{ACR, AUTH_TIME, DPOP_JKT, SCOPE, SUBJECT};
 
 use metrics::{Metrics, Outcome, RouteCounters};
 use proxy::{Arrived, ForwardService, Forwarded, Proxy};
@@ -96,15 +98,30 @@ struct GuardParts {
     verifier: TokenVerifier,
     risk: RiskOptions,
     dpop: Option<DpopOptions>,
+    transactions: Option<TransactionOptions>,
+    /// The routes of the transaction rules, which every policy must have.
+    transaction_routes: Vec<String>,
 }
 
 impl GuardParts {
-    fn build(&self, policy: Arc<Policy>) -> Guard {
+    /// The guard for `policy`; a policy without a route that a transaction
+    /// rule names is refused: the rule would silently protect nothing.
+    fn build(&self, policy: Arc<Policy>) -> Result<Guard, GatewayError> {
+        for route in &self.transaction_routes {
+            if !policy.routes().iter().any(|r| &r.name == route) {
+                return Err(GatewayError::Policy(format!(
+                    "the policy has no route {route:?}, which a [[transaction]] of the gateway binds"
+                )));
+            }
+        }
         let mut builder = Guard::builder(policy, self.verifier.clone()).risk(self.risk.clone());
         if let Some(dpop) = &self.dpop {
             builder = builder.dpop(dpop.clone());
         }
-        builder.build()
+        if let Some(transactions) = &self.transactions {
+            builder = builder.transactions(transactions.clone());
+        }
+        Ok(builder.build())
     }
 }
 
@@ -190,10 +207,29 @@ impl Gateway {
             DpopOptions::new(origin.trim_end_matches('/'))
                 .replay_cache(Arc::new(MemoryReplayCache::new(100_000)))
         });
-        let parts = GuardParts { verifier, risk, dpop };
+        let rules: Vec<TransactionRule> = config
+            .transactions
+            .iter()
+            .map(|t| TransactionRule {
+                route: t.route.clone(),
+                details_type: t.details_type.clone(),
+                fields: t.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                max_token_seconds: t.max_token_seconds,
+            })
+            .collect();
+        let transaction_routes = rules.iter().map(|r| r.route.clone()).collect();
+        let transactions = (!rules.is_empty())
+            .then(|| TransactionOptions::new(rules, Arc::new(MemoryReplayCache::new(100_000))));
+        let parts = GuardParts {
+            verifier,
+            risk,
+            dpop,
+            transactions,
+            transaction_routes,
+        };
         let policy = Arc::new(policy);
         let generation = Generation {
-            guard: parts.build(policy.clone()),
+            guard: parts.build(policy.clone())?,
             routes: RouteCounters::new(route_names(&policy), None),
             policy,
         };
@@ -246,18 +282,19 @@ impl Gateway {
                 if unchanged {
                     return Ok(None);
                 }
-                Policy::from_toml(&path.display().to_string(), &source)
-                    .map(|p| Some((source, p)))
-                    .map_err(|e| GatewayError::Policy(e.to_string()))
+                let policy = Policy::from_toml(&path.display().to_string(), &source)
+                    .map_err(|e| GatewayError::Policy(e.to_string()))?;
+                let policy = Arc::new(policy);
+                let guard = self.inner.parts.build(policy.clone())?;
+                Ok(Some((source, policy, guard)))
             });
         let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
         match loaded {
             Ok(None) => Ok(false),
-            Ok(Some((source, policy))) => {
-                let policy = Arc::new(policy);
+            Ok(Some((source, policy, guard))) => {
                 let previous = self.generation();
                 let generation = Generation {
-                    guard: self.inner.parts.build(policy.clone()),
+                    guard,
                     routes: RouteCounters::new(route_names(&policy), Some(&previous.routes)),
                     policy,
                 };

@@ -37,6 +37,9 @@ pub const ACR: HeaderName = HeaderName::from_static("x-stepup-acr");
 pub const AUTH_TIME: HeaderName = HeaderName::from_static("x-stepup-auth-time");
 /// The `scope` of the token.
 pub const SCOPE: HeaderName = HeaderName::from_static("x-stepup-scope");
+/// The thumbprint of the key the token is bound to (`cnf.jkt`), sent only
+/// for DPoP-bound tokens, whose proof of possession the guard checked.
+pub const DPOP_JKT: HeaderName = HeaderName::from_static("x-stepup-dpop-jkt");
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -301,6 +304,7 @@ pub(crate) fn set_identity(
     set(SUBJECT, claims.subject.as_deref())?;
     set(ACR, claims.acr.as_deref())?;
     set(SCOPE, claims.scope.as_deref())?;
+    set(DPOP_JKT, claims.bound_jkt())?;
     if let Some(auth_time) = claims.auth_time {
         headers.insert(AUTH_TIME, HeaderValue::from(auth_time));
     }

@@ -96,13 +96,21 @@ impl Issuer {
 
     /// An access token of alice at `acr`, signed in `auth_age` seconds ago.
     fn token(&self, acr: &str, auth_age: i64) -> String {
+        self.token_with(acr, auth_age, json!({}))
+    }
+
+    /// The same with more claims.
+    fn token_with(&self, acr: &str, auth_age: i64, extra: Value) -> String {
         let now = now();
-        let claims = json!({
+        let mut claims = json!({
             "iss": ISSUER, "sub": "alice", "aud": AUDIENCE,
             "exp": now + 600, "iat": now - 1, "jti": format!("{acr}-{auth_age}-{}", rand_suffix()),
             "client_id": "bank-web", "scope": "accounts:read payments:write",
             "acr": acr, "amr": ["pwd"], "auth_time": now - auth_age,
         });
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
         let header = SigningHeader::new().typ("at+jwt").kid("k1");
         sign_compact(&header, claims.to_string().as_bytes(), &self.key, &self.rng).unwrap()
     }
@@ -178,6 +186,10 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 async fn world(name: &str, extra_config: &str) -> World {
+    world_with(name, extra_config, "").await
+}
+
+async fn world_with(name: &str, extra_config: &str, tables: &str) -> World {
     let upstream = Upstream::default();
     let upstream_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_addr = upstream_listener.local_addr().unwrap();
@@ -205,6 +217,7 @@ max_body_bytes = 100000
 
 [amount]
 amount_pointer = "/amount"
+{tables}
 
 [[upstream]]
 prefix = "/"
@@ -763,4 +776,108 @@ async fn shutdown_lets_requests_in_flight_finish() {
         .send()
         .await;
     assert!(refused.is_err(), "the gateway still accepts connections");
+}
+
+#[tokio::test]
+async fn dpop_bound_tokens_need_their_proof_and_the_upstream_learns_the_key() {
+    let w = world("dpop", "dpop_origin = \"http://gw.example\"").await;
+    let rng = SystemRandom::new();
+    let key = SigningKey::generate_es256(&rng).unwrap();
+    let jkt = stepup_core::jwk::Jwk::from_json_value(&key.public_jwk(None))
+        .unwrap()
+        .thumbprint_sha256();
+    let token = w.issuer.token_with(PWD, 30, json!({ "cnf": { "jkt": jkt } }));
+    let proof = |jti: &str| {
+        let claims = stepup_core::dpop::ProofClaims {
+            method: "GET",
+            uri: "http://gw.example/accounts/42/balance",
+            access_token: Some(&token),
+            nonce: None,
+            jti,
+            iat: now(),
+        };
+        stepup_core::dpop::sign_proof(&key, &claims, &rng).unwrap()
+    };
+    let call = |proof: Option<String>, scheme: &str| {
+        let mut request = w
+            .http
+            .get(format!("{}/accounts/42/balance", w.url))
+            .header("Authorization", format!("{scheme} {token}"));
+        if let Some(p) = proof {
+            request = request.header("DPoP", p);
+        }
+        request.send()
+    };
+    let response = call(Some(proof("p1")), "DPoP").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-stepup-dpop-jkt"], jkt.as_str());
+    assert!(seen["headers"].get("dpop").is_none(), "the proof was forwarded");
+
+    // Replayed proof, no proof, and the bound token used as a bearer token.
+    for (proof, scheme) in [(Some(proof("p1")), "DPoP"), (None, "DPoP"), (None, "Bearer")] {
+        let response = call(proof, scheme).await.unwrap();
+        assert_eq!(response.status(), 401, "{scheme}");
+    }
+    assert_eq!(w.calls(), 1);
+}
+
+const LARGE_TRANSFER: &str = r#"
+[[transaction]]
+route = "transfer"
+type = "payment_initiation"
+fields = { amount = "/amount", creditor = "/to" }
+max_token_seconds = 120
+"#;
+
+#[tokio::test]
+async fn transaction_bound_routes_take_an_approved_token_once() {
+    let w = world_with("transaction", "", LARGE_TRANSFER).await;
+    let details = json!([{ "type": "payment_initiation", "amount": "20.00", "creditor": "bob" }]);
+    let mut approved = w
+        .issuer
+        .token_with(MFA, 5, json!({ "authorization_details": details }));
+    // The approved token lives short: rewrite its exp within the 120 s.
+    let payload = {
+        let mut claims: Value =
+            serde_json::from_slice(&base64_url_decode(approved.split('.').nth(1).unwrap())).unwrap();
+        claims["exp"] = json!(now() + 60);
+        claims
+    };
+    approved = sign(&w.issuer, &payload);
+    let transfer = |token: &str, amount: u32, to: &str| {
+        w.http
+            .post(format!("{}/accounts/42/transfers", w.url))
+            .bearer_auth(token)
+            .json(&json!({ "amount": amount, "to": to }))
+            .send()
+    };
+    // Another creditor than approved: refused, a new approval asked.
+    assert_eq!(transfer(&approved, 20, "mallory").await.unwrap().status(), 401);
+    assert_eq!(transfer(&approved, 20, "bob").await.unwrap().status(), 200);
+    // Used once.
+    assert_ne!(transfer(&approved, 20, "bob").await.unwrap().status(), 200);
+    assert_eq!(w.calls(), 1);
+
+    // A policy that drops the bound route is refused: the binding would
+    // silently protect nothing.
+    std::fs::write(
+        &w.policy_path,
+        POLICY.replace("\"transfer\"", "\"payment\""),
+    )
+    .unwrap();
+    let error = w.gateway.reload_policy().unwrap_err().to_string();
+    assert!(error.contains("no route \"transfer\""), "{error}");
+}
+
+fn base64_url_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
+}
+
+fn sign(issuer: &Issuer, claims: &Value) -> String {
+    let header = SigningHeader::new().typ("at+jwt").kid("k1");
+    sign_compact(&header, claims.to_string().as_bytes(), &issuer.key, &issuer.rng).unwrap()
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod call;
 mod demo;
+mod gateway;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,15 @@ enum Command {
         /// The server configuration (TOML).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Put the guard in front of any HTTP API, as a reverse proxy.
+    Gateway {
+        /// The gateway configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// How to write logs, the access log among them.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: gateway::LogFormat,
     },
     /// Manage the authorization server's users, clients and signing keys.
     Admin(admin::AdminArgs),
@@ -208,6 +218,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             explain(&policy, &method, &path, &facts, &signals.signals(), now)
         }
         Command::Serve { config } => serve::serve(&config),
+        Command::Gateway { config, log_format } => gateway::run(&config, log_format),
         Command::Admin(args) => admin::run(args),
         Command::Call(args) => call::run(args),
         Command::Demo(args) => demo::run(args),

@@ -29,6 +29,8 @@ struct Demo {
     app: String,
     issuer: String,
     api: String,
+    /// The same API behind the gateway.
+    gateway: String,
 }
 
 fn start_demo(dir: &std::path::Path) -> Demo {
@@ -44,6 +46,7 @@ fn start_demo(dir: &std::path::Path) -> Demo {
     let mut app = None;
     let mut issuer = None;
     let mut api = None;
+    let mut gateway = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
         if let Some(url) = line.trim().strip_prefix("Web app:") {
@@ -55,6 +58,9 @@ fn start_demo(dir: &std::path::Path) -> Demo {
         if let Some(url) = line.trim().strip_prefix("Banking API:") {
             api = Some(url.trim().to_owned());
         }
+        if let Some(url) = line.trim().strip_prefix("The same API behind the gateway:") {
+            gateway = Some(url.trim().to_owned());
+        }
         if line.starts_with("Press Ctrl-C") {
             break;
         }
@@ -64,6 +70,7 @@ fn start_demo(dir: &std::path::Path) -> Demo {
         app: app.expect("the demo prints the web app's URL"),
         issuer: issuer.expect("the demo prints the issuer"),
         api: api.expect("the demo prints the API's URL"),
+        gateway: gateway.expect("the demo prints the gateway's URL"),
     }
 }
 
@@ -240,18 +247,29 @@ async fn sign_in_read_then_step_up_to_change_payment_details() {
 /// parses `WWW-Authenticate` itself, asks for the level, and retries.
 #[test]
 fn oauth4webapi_handles_the_step_up_challenge() {
+    oauth4webapi_steps_up("guard", |demo| demo.api.clone());
+}
+
+/// The same, through the gateway in front of the plain API: the challenge
+/// comes from the gateway, the API reads who is calling from its headers.
+#[test]
+fn oauth4webapi_steps_up_through_the_gateway() {
+    oauth4webapi_steps_up("gateway", |demo| demo.gateway.clone());
+}
+
+fn oauth4webapi_steps_up(name: &str, api: impl Fn(&Demo) -> String) {
     let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/js");
     assert!(
         js.join("node_modules/oauth4webapi").is_dir(),
         "run `npm ci` in interop/js first (scripts/test does it)"
     );
-    let dir = std::env::temp_dir().join(format!("stepup-demo-interop-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("stepup-demo-interop-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let demo = start_demo(&dir);
     let output = Command::new("node")
         .arg("step-up.mjs")
         .arg(&demo.issuer)
-        .arg(&demo.api)
+        .arg(api(&demo))
         .current_dir(&js)
         .output()
         .expect("node (scripts/system-deps installs it)");

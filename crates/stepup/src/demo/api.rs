@@ -1,10 +1,13 @@
-//! The demo's banking API: an ordinary JSON API behind the guard. Each
-//! user (token subject) has an account kept in memory.
+//! The demo's banking API: an ordinary JSON API, protected two ways: by
+//! the guard in the same process ([`router`]), and as a plain upstream
+//! behind the gateway ([`upstream_router`]), which reads who is calling
+//! from the gateway's `X-Stepup-*` headers. Both serve the same accounts,
+//! one per user (token subject), kept in memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -14,8 +17,55 @@ use serde_json::{Value, json};
 use stepup_guard::{Guard, VerifiedClaims};
 
 #[derive(Clone)]
-struct Bank {
+pub(crate) struct Bank {
     accounts: Arc<Mutex<HashMap<String, Account>>>,
+    /// Who is calling comes from the gateway's headers (upstream mode), not
+    /// from the in-process guard.
+    behind_gateway: bool,
+}
+
+/// Who is calling, as the guard verified it.
+pub(crate) struct Caller {
+    subject: String,
+    acr: Option<String>,
+    dpop_bound: bool,
+}
+
+impl FromRequestParts<Bank> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, bank: &Bank) -> Result<Self, Response> {
+        if !bank.behind_gateway {
+            let claims = VerifiedClaims::from_request_parts(parts, bank).await?;
+            return Ok(Caller {
+                subject: claims.subject.clone().unwrap_or_default(),
+                acr: claims.acr.clone(),
+                dpop_bound: claims.bound_jkt().is_some(),
+            });
+        }
+        // Only the gateway reaches this listener, and it drops any
+        // X-Stepup-* header a client sends before setting its own.
+        let header = |name: &http::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let Some(subject) = header(&stepup_gateway::SUBJECT) else {
+            let message = "no verified identity from the gateway";
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "unauthorized", "error_description": message})),
+            )
+                .into_response());
+        };
+        Ok(Caller {
+            subject,
+            acr: header(&stepup_gateway::ACR),
+            dpop_bound: header(&stepup_gateway::DPOP_JKT).is_some(),
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -42,8 +92,16 @@ impl Default for Account {
 }
 
 impl Bank {
-    fn with_account<T>(&self, claims: &VerifiedClaims, f: impl FnOnce(&mut Account) -> T) -> T {
-        let subject = claims.subject.clone().unwrap_or_default();
+    /// A bank with no accounts yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            accounts: Arc::default(),
+            behind_gateway: false,
+        }
+    }
+
+    fn with_account<T>(&self, caller: &Caller, f: impl FnOnce(&mut Account) -> T) -> T {
+        let subject = caller.subject.clone();
         let mut accounts = match self.accounts.lock() {
             Ok(a) => a,
             Err(poisoned) => poisoned.into_inner(),
@@ -53,11 +111,24 @@ impl Bank {
 }
 
 /// The API's routes, all behind `guard`.
-pub(crate) fn router(guard: Guard) -> Router {
-    let layer = guard.layer();
-    let bank = Bank {
-        accounts: Arc::default(),
-    };
+pub(crate) fn router(bank: Bank, guard: Guard) -> Router {
+    routes(Bank {
+        behind_gateway: false,
+        ..bank
+    })
+    .layer(guard.layer())
+}
+
+/// The same API as a plain upstream for the gateway: it trusts the
+/// gateway's identity headers, so it must be reachable only through it.
+pub(crate) fn upstream_router(bank: Bank) -> Router {
+    routes(Bank {
+        behind_gateway: true,
+        ..bank
+    })
+}
+
+fn routes(bank: Bank) -> Router {
     Router::new()
         .route("/accounts/{id}/balance", get(balance))
         .route("/accounts/{id}/transactions", get(transactions))
@@ -70,7 +141,6 @@ pub(crate) fn router(guard: Guard) -> Router {
         .route("/accounts/{id}/transfers", post(transfer))
         .route("/accounts/{id}/transfers/large", post(transfer))
         .with_state(bank)
-        .layer(layer)
 }
 
 fn euros(cents: i64) -> String {
@@ -79,26 +149,22 @@ fn euros(cents: i64) -> String {
     format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
-async fn balance(State(bank): State<Bank>, claims: VerifiedClaims, Path(id): Path<String>) -> Json<Value> {
-    let cents = bank.with_account(&claims, |a| a.balance_cents);
+async fn balance(State(bank): State<Bank>, caller: Caller, Path(id): Path<String>) -> Json<Value> {
+    let cents = bank.with_account(&caller, |a| a.balance_cents);
     Json(json!({
-        "account": id, "balance": euros(cents), "currency": "EUR", "acr": claims.acr,
-        "dpop_bound": claims.bound_jkt().is_some(),
+        "account": id, "balance": euros(cents), "currency": "EUR", "acr": caller.acr,
+        "dpop_bound": caller.dpop_bound,
     }))
 }
 
-async fn transactions(
-    State(bank): State<Bank>,
-    claims: VerifiedClaims,
-    Path(id): Path<String>,
-) -> Json<Value> {
-    let list = bank.with_account(&claims, |a| a.transactions.clone());
+async fn transactions(State(bank): State<Bank>, caller: Caller, Path(id): Path<String>) -> Json<Value> {
+    let list = bank.with_account(&caller, |a| a.transactions.clone());
     Json(json!({"account": id, "transactions": list}))
 }
 
-async fn statements(State(bank): State<Bank>, claims: VerifiedClaims, Path(id): Path<String>) -> Json<Value> {
-    let (iban, list) = bank.with_account(&claims, |a| (a.iban.clone(), a.transactions.clone()));
-    Json(json!({"account": id, "iban": iban, "statement": list, "acr": claims.acr}))
+async fn statements(State(bank): State<Bank>, caller: Caller, Path(id): Path<String>) -> Json<Value> {
+    let (iban, list) = bank.with_account(&caller, |a| (a.iban.clone(), a.transactions.clone()));
+    Json(json!({"account": id, "iban": iban, "statement": list, "acr": caller.acr}))
 }
 
 fn bad_request(message: &str) -> Response {
@@ -122,7 +188,7 @@ fn valid_iban(iban: &str) -> bool {
 
 async fn add_payee(
     State(bank): State<Bank>,
-    claims: VerifiedClaims,
+    caller: Caller,
     Path(id): Path<String>,
     body: Result<Json<Payee>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -133,13 +199,13 @@ async fn add_payee(
         return bad_request("a payee needs a name (at most 70 characters) and a valid IBAN");
     }
     let entry = json!({"name": payee.name.trim(), "iban": payee.iban});
-    let count = bank.with_account(&claims, |a| {
+    let count = bank.with_account(&caller, |a| {
         a.payees.push(entry.clone());
         a.payees.len()
     });
     (
         StatusCode::CREATED,
-        Json(json!({"account": id, "added": entry, "payees": count, "acr": claims.acr})),
+        Json(json!({"account": id, "added": entry, "payees": count, "acr": caller.acr})),
     )
         .into_response()
 }
@@ -151,7 +217,7 @@ struct PaymentDetails {
 
 async fn payment_details(
     State(bank): State<Bank>,
-    claims: VerifiedClaims,
+    caller: Caller,
     Path(id): Path<String>,
     body: Result<Json<PaymentDetails>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -161,8 +227,8 @@ async fn payment_details(
     if !valid_iban(&details.iban) {
         return bad_request("not a valid IBAN");
     }
-    bank.with_account(&claims, |a| a.iban = details.iban.clone());
-    Json(json!({"account": id, "iban": details.iban, "acr": claims.acr})).into_response()
+    bank.with_account(&caller, |a| a.iban = details.iban.clone());
+    Json(json!({"account": id, "iban": details.iban, "acr": caller.acr})).into_response()
 }
 
 /// A transfer. Its amount is read by the guard too: the policy's "large
@@ -181,7 +247,7 @@ fn euro() -> String {
 
 async fn transfer(
     State(bank): State<Bank>,
-    claims: VerifiedClaims,
+    caller: Caller,
     Path(id): Path<String>,
     body: Result<Json<Transfer>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -196,14 +262,14 @@ async fn transfer(
     }
     #[allow(clippy::cast_possible_truncation)]
     let cents = (transfer.amount * 100.0).round() as i64;
-    let balance = bank.with_account(&claims, |a| {
+    let balance = bank.with_account(&caller, |a| {
         a.balance_cents -= cents;
         a.transactions.push(json!({
             "date": "today", "description": format!("Transfer to {}", transfer.to.trim()), "amount": format!("-{}", euros(cents))
         }));
         a.balance_cents
     });
-    Json(json!({"account": id, "sent": euros(cents), "to": transfer.to.trim(), "balance": euros(balance), "acr": claims.acr}))
+    Json(json!({"account": id, "sent": euros(cents), "to": transfer.to.trim(), "balance": euros(balance), "acr": caller.acr}))
         .into_response()
 }
 
@@ -251,7 +317,7 @@ mod tests {
         .build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router(guard)).await.unwrap() });
+        tokio::spawn(async move { axum::serve(listener, router(Bank::new(), guard)).await.unwrap() });
         url
     }
 

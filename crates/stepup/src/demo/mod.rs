@@ -38,8 +38,8 @@ pub(crate) struct DemoArgs {
     /// Where the demo keeps its database.
     #[arg(long, default_value = "stepup-demo")]
     data_dir: PathBuf,
-    /// The first of three ports: authorization server, banking API, web
-    /// app (0: any free ports).
+    /// The first of four ports: authorization server, banking API, web
+    /// app, the banking API behind the gateway (0: any free ports).
     #[arg(long, default_value_t = 8080)]
     port: u16,
 }
@@ -78,6 +78,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         let (as_listener, as_addr) = listen(args.port).await?;
         let (api_listener, api_addr) = listen(next(args.port, 1)).await?;
         let (app_listener, app_addr) = listen(next(args.port, 2)).await?;
+        let (gateway_listener, gateway_addr) = listen(next(args.port, 3)).await?;
+        // The gateway's upstream: loopback, any port, reached only through it.
+        let (upstream_listener, upstream_addr) = listen(0).await?;
         // localhost, not 127.0.0.1: passkeys need a domain name.
         let issuer = format!("http://localhost:{}", as_addr.port());
         let api_url = format!("http://localhost:{}", api_addr.port());
@@ -144,7 +147,19 @@ demo_show_totp_code = true
             // clients (stepup call, third parties) may use bearer tokens.
             .dpop(DpopOptions::new(api_url.clone()))
             .build();
-        tokio::spawn(serve(api_listener, api::router(guard)));
+        let bank = api::Bank::new();
+        tokio::spawn(serve(api_listener, api::router(bank.clone(), guard)));
+
+        // The same API, a second way: a plain upstream behind the gateway.
+        let gateway_url = format!("http://localhost:{}", gateway_addr.port());
+        // One API, two doors: the tokens' audience is the API's identifier.
+        let gateway = start_gateway(&args.data_dir, &issuer, &api_url, &gateway_url, upstream_addr).await?;
+        tokio::spawn(serve(upstream_listener, api::upstream_router(bank)));
+        tokio::spawn(async move {
+            if let Err(e) = gateway.serve(gateway_listener, std::future::pending()).await {
+                tracing::error!(error = %e, "the demo gateway stopped");
+            }
+        });
         let app = app::App::new(&issuer, &api_url, &app_url).await?;
         tokio::spawn(serve(app_listener, app::router(app)));
 
@@ -153,6 +168,7 @@ demo_show_totp_code = true
         println!("  Web app:              {app_url}/");
         println!("  Authorization server: {issuer}");
         println!("  Banking API:          {api_url}");
+        println!("  The same API behind the gateway: {gateway_url}");
         println!();
         println!("  Sign in as {USER} / {PASSWORD}; TOTP secret {totp} (the code page shows the current code: demo only).");
         println!("  Passkeys: add one at {issuer}/account/passkeys.");
@@ -162,6 +178,51 @@ demo_show_totp_code = true
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The gateway in front of the plain banking API: the same policy (a file
+/// in the data directory, reloaded when edited), keys by discovery, DPoP,
+/// amounts and the large-transfer binding, as configured in TOML.
+async fn start_gateway(
+    data_dir: &std::path::Path,
+    issuer: &str,
+    audience: &str,
+    gateway_url: &str,
+    upstream: SocketAddr,
+) -> Result<stepup_gateway::Gateway> {
+    let policy = data_dir.join("gateway-policy.toml");
+    std::fs::write(&policy, POLICY).with_context(|| format!("cannot write {}", policy.display()))?;
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+policy = "gateway-policy.toml"
+issuer = "{issuer}"
+audience = "{audience}"
+dpop_origin = "{gateway_url}"
+
+[amount]
+amount_pointer = "/amount"
+currency_pointer = "/currency"
+
+[[transaction]]
+route = "large transfer"
+type = "payment_initiation"
+fields = {{ amount = "/amount", currency = "/currency", creditor = "/to" }}
+
+[[upstream]]
+prefix = "/"
+url = "http://{upstream}"
+"#
+    );
+    let config_path = data_dir.join("gateway.toml");
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let config = stepup_gateway::GatewayConfig::load(&config_path).map_err(|e| anyhow!("{e}"))?;
+    let gateway = stepup_gateway::Gateway::start(config)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let _watcher = gateway.watch_policy(std::time::Duration::from_secs(1));
+    Ok(gateway)
 }
 
 /// What the demo's guard observes: the amount of transfers (for the
