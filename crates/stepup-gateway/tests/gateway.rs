@@ -861,11 +861,7 @@ async fn transaction_bound_routes_take_an_approved_token_once() {
 
     // A policy that drops the bound route is refused: the binding would
     // silently protect nothing.
-    std::fs::write(
-        &w.policy_path,
-        POLICY.replace("\"transfer\"", "\"payment\""),
-    )
-    .unwrap();
+    std::fs::write(&w.policy_path, POLICY.replace("\"transfer\"", "\"payment\"")).unwrap();
     let error = w.gateway.reload_policy().unwrap_err().to_string();
     assert!(error.contains("no route \"transfer\""), "{error}");
 }

@@ -1,0 +1,270 @@
+//! What the gateway costs: requests per second and latency of one upstream
+//! endpoint over loopback, called directly and through the gateway, by the
+//! same in-process load generator, in HTTP/1.1 and in HTTP/2.
+//!
+//! - `upstream` is an axum server answering `GET /accounts/{id}/balance`
+//!   with a small JSON body naming the `X-Stepup-Subject` it was given;
+//! - `gateway` is a [`Gateway`] in front of it with the 100-route policy of
+//!   the HTTP benchmarks, fixed ES256 keys and a pooled keep-alive client.
+//!
+//! The load is a trusted call: a token that meets the route, sent again and
+//! again, so the guard takes its cached path (no signature check after the
+//! first). Every response must be 200 (and through the gateway, the
+//! preflight checks that the upstream received the verified subject), or
+//! the run aborts. Rounds alternate direct and gateway to cancel drift.
+//!
+//! Run with `cargo bench -p stepup-gateway --bench proxy`. Settings:
+//! `STEPUP_BENCH_CONNECTIONS` (default 32), `STEPUP_BENCH_SECONDS`
+//! (measured seconds per round, default 2), `STEPUP_BENCH_ROUNDS` (default
+//! 5). The table goes to stdout, progress to stderr, the figures to
+//! `$CARGO_TARGET_DIR/stepup-bench/gateway.json`.
+//!
+//! Load generator, gateway and upstream share the machine's cores: the
+//! gateway's own work (parsing, guarding, a second hop) competes with the
+//! upstream for CPU, so on a small machine throughput falls by about the
+//! share of CPU the gateway takes.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::get;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use ring::rand::SystemRandom;
+use serde_json::{Value, json};
+use stepup_benchkit::{
+    BALANCE_PATH, BALANCE_ROUTE, Connection, Load, Protocol, Result, Series, env_setting, policy_100, round,
+    round_to, serve, thousands, write_figures,
+};
+use stepup_core::access_token::ClaimsRules;
+use stepup_core::jwk::{Algorithm, Jwks};
+use stepup_core::jws::{SigningHeader, SigningKey, VerificationPolicy, sign_compact};
+use stepup_gateway::{Gateway, GatewayConfig};
+use stepup_guard::{JwtVerifier, KeySource, TokenVerifier};
+
+const WARM_UP: Duration = Duration::from_secs(1);
+const ISSUER: &str = "https://as.example";
+const AUDIENCE: &str = "https://api.example";
+
+struct Settings {
+    connections: usize,
+    seconds: u64,
+    rounds: usize,
+}
+
+async fn balance(Path(account): Path<String>, headers: HeaderMap) -> Json<Value> {
+    let subject = headers
+        .get("x-stepup-subject")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    Json(json!({ "account": account, "currency": "EUR", "available": "1250.00", "subject": subject }))
+}
+
+/// Keys, a verifier of them, and a token for the balance route.
+fn verifier_and_token() -> (TokenVerifier, String) {
+    let rng = SystemRandom::new();
+    let key = SigningKey::generate_es256(&rng).unwrap();
+    let jwks = Jwks::from_json(
+        json!({ "keys": [key.public_jwk(Some("k1"))] })
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({
+        "iss": ISSUER, "sub": "alice", "aud": AUDIENCE,
+        "exp": now + 3600, "iat": now - 10, "jti": "b3f1c9", "client_id": "bank-web",
+        "scope": "openid accounts:read", "acr": "urn:stepup:acr:mfa", "amr": ["pwd", "otp"],
+        "auth_time": now - 30,
+    });
+    let token = sign_compact(
+        &SigningHeader::new().typ("at+jwt").kid("k1"),
+        claims.to_string().as_bytes(),
+        &key,
+        &rng,
+    )
+    .unwrap();
+    let verifier = JwtVerifier::new(
+        KeySource::fixed(jwks),
+        ClaimsRules {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway_seconds: 30,
+        },
+        VerificationPolicy::access_token([Algorithm::ES256]),
+    );
+    (TokenVerifier::Jwt(Arc::new(verifier)), token)
+}
+
+/// A gateway in front of `upstream`, its policy in a temporary file.
+async fn start_gateway(upstream: SocketAddr, verifier: TokenVerifier) -> Result<SocketAddr> {
+    let dir = std::env::temp_dir().join(format!("stepup-gateway-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, policy_100()).map_err(|e| format!("{}: {e}", policy.display()))?;
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\npolicy = {policy:?}\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\n[[upstream]]\nprefix = \"/\"\nurl = \"http://{upstream}\"\n"
+    );
+    let config = GatewayConfig::from_toml("bench gateway", &config).map_err(|e| e.to_string())?;
+    let gateway = Gateway::with_verifier(config, verifier).map_err(|e| e.to_string())?;
+    let app = gateway
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// Before loading: the gateway refuses a call without a token and passes the
+/// token's subject to the upstream; the upstream answers directly.
+async fn preflight(upstream: SocketAddr, gateway: SocketAddr, authorization: &HeaderValue) -> Result<()> {
+    let path = Uri::from_static(BALANCE_PATH);
+    let with_token = [(AUTHORIZATION, authorization.clone())];
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let (status, _) = Connection::open(upstream, protocol)
+            .await?
+            .get(&path, &with_token)
+            .await?;
+        if status != StatusCode::OK {
+            return Err(format!("upstream answered {status} in {}", protocol.as_str()));
+        }
+        let mut connection = Connection::open(gateway, protocol).await?;
+        let (status, _) = connection.get(&path, &[]).await?;
+        if status != StatusCode::UNAUTHORIZED {
+            return Err(format!("gateway answered {status} to a call without a token"));
+        }
+        let (status, body) = connection.get(&path, &with_token).await?;
+        let body: Value = serde_json::from_slice(&body).map_err(|e| format!("gateway's body: {e}"))?;
+        if status != StatusCode::OK || body["subject"] != "alice" {
+            return Err(format!("gateway answered {status}: {body}"));
+        }
+    }
+    Ok(())
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    let (verifier, token) = verifier_and_token();
+    let upstream = serve(Router::new().route(BALANCE_ROUTE, get(balance))).await?;
+    let gateway = start_gateway(upstream, verifier).await?;
+    let authorization =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| format!("header: {e}"))?;
+    preflight(upstream, gateway, &authorization).await?;
+
+    let measured = Duration::from_secs(settings.seconds);
+    let load = |target: &str, addr: SocketAddr, protocol: Protocol| Load {
+        target: target.to_owned(),
+        addr,
+        protocol,
+        path: Uri::from_static(BALANCE_PATH),
+        headers: vec![(AUTHORIZATION, authorization.clone())],
+        expect: StatusCode::OK,
+        connections: settings.connections,
+        warm_up: WARM_UP,
+        measured,
+    };
+    let loads = [
+        load("direct HTTP/1.1", upstream, Protocol::Http1),
+        load("gateway HTTP/1.1", gateway, Protocol::Http1),
+        load("direct HTTP/2", upstream, Protocol::Http2),
+        load("gateway HTTP/2", gateway, Protocol::Http2),
+    ];
+    let mut series: Vec<Series> = loads.iter().map(|l| Series::new(l.target.clone())).collect();
+    for r in 1..=settings.rounds {
+        for (s, load) in series.iter_mut().zip(&loads) {
+            let latencies = round(load).await?;
+            s.push_round(&format!("round {r}/{}", settings.rounds), latencies, measured);
+        }
+    }
+    for s in &mut series {
+        s.finish();
+    }
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "Gateway vs direct, trusted call, loopback, {} connections, {} s x {} rounds each, same load generator, {cores} cores shared by all",
+        settings.connections, settings.seconds, settings.rounds
+    );
+    println!(
+        "{:<18} {:>15} {:>8} {:>8}",
+        "target", "req/s (median)", "p50 µs", "p99 µs"
+    );
+    for s in &series {
+        println!(
+            "{:<18} {:>15} {:>8} {:>8}",
+            s.name,
+            thousands(s.median_rate()),
+            thousands(f64::from(s.percentile(0.50))),
+            thousands(f64::from(s.percentile(0.99))),
+        );
+    }
+    let mut comparisons = Vec::new();
+    for (direct, through) in [(&series[0], &series[1]), (&series[2], &series[3])] {
+        let ratio = through.median_rate() / direct.median_rate();
+        let paired = through.paired_ratio(direct);
+        let added_p50 = i64::from(through.percentile(0.50)) - i64::from(direct.percentile(0.50));
+        let added_p99 = i64::from(through.percentile(0.99)) - i64::from(direct.percentile(0.99));
+        println!(
+            "{} / {} = {ratio:.2} (ratio of medians), {paired:.2} (median of round pairs); added latency p50 {added_p50} µs, p99 {added_p99} µs",
+            through.name, direct.name
+        );
+        comparisons.push(json!({
+            "gateway": through.name,
+            "direct": direct.name,
+            "throughput_ratio": round_to(ratio, 3),
+            "throughput_ratio_paired_median": round_to(paired, 3),
+            "added_p50_us": added_p50,
+            "added_p99_us": added_p99,
+        }));
+    }
+    let figures = json!({
+        "bench": "gateway",
+        "request": format!("GET {BALANCE_PATH}"),
+        "connections": settings.connections,
+        "warm_up_s": WARM_UP.as_secs(),
+        "measured_s_per_round": settings.seconds,
+        "rounds_each": settings.rounds,
+        "cores": cores,
+        "policy_routes": 100,
+        "series": series.iter().map(Series::json).collect::<Vec<_>>(),
+        "names": series.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "comparisons": comparisons,
+    });
+    let path = write_figures("gateway.json", &figures)?;
+    eprintln!("figures written to {}", path.display());
+    Ok(())
+}
+
+fn main() {
+    // Command-line arguments (cargo bench passes `--bench`) are ignored.
+    let outcome = (|| {
+        let settings = Settings {
+            connections: env_setting("STEPUP_BENCH_CONNECTIONS", 32)?,
+            seconds: env_setting("STEPUP_BENCH_SECONDS", 2)?,
+            rounds: env_setting("STEPUP_BENCH_ROUNDS", 5)?,
+        };
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?
+            .block_on(run(settings))
+    })();
+    if let Err(message) = outcome {
+        eprintln!("gateway bench aborted: {message}");
+        std::process::exit(1);
+    }
+}
