@@ -20,9 +20,12 @@
 //! `$CARGO_TARGET_DIR/stepup-bench/gateway.json`.
 //!
 //! Load generator, gateway and upstream share the machine's cores: the
-//! gateway's own work (parsing, guarding, a second hop) competes with the
-//! upstream for CPU, so on a small machine throughput falls by about the
-//! share of CPU the gateway takes.
+//! gateway's own work (a second TCP hop, parsing, guarding) competes with
+//! the upstream for CPU, so on a small machine throughput falls by about the
+//! share of CPU the proxy takes. To tell the cost of any proxy from the
+//! cost of this one, the run also measures nginx (`proxy_pass` with
+//! upstream keep-alive, no authentication) in front of the same upstream
+//! when an `nginx` binary is installed (Debian: `nginx-light`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -157,6 +160,69 @@ async fn preflight(upstream: SocketAddr, gateway: SocketAddr, authorization: &He
     Ok(())
 }
 
+/// A running nginx, stopped when dropped.
+struct Nginx {
+    child: std::process::Child,
+    http1: SocketAddr,
+    http2: SocketAddr,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    listener.local_addr().map_err(|e| e.to_string())
+}
+
+/// nginx as a plain reverse proxy in front of `upstream`, if installed.
+async fn start_nginx(upstream: SocketAddr) -> Result<Option<Nginx>> {
+    let Some(binary) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("nginx not installed (apt-get install nginx-light): no plain-proxy baseline in this run");
+        return Ok(None);
+    };
+    let dir = std::env::temp_dir().join(format!("stepup-gateway-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (http1, http2) = (free_port()?, free_port()?);
+    let d = dir.display();
+    let config = format!(
+        "worker_processes auto;\ndaemon off;\nmaster_process on;\nuser root;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         upstream api {{ server {upstream}; keepalive 256; keepalive_requests 100000000; }}\n\
+         server {{\n    listen {http1};\n    listen {http2} http2;\n\
+         location / {{ proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header X-Stepup-Subject alice; }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+    let child = std::process::Command::new(binary)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting nginx: {e}"))?;
+    let nginx = Nginx { child, http1, http2 };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(http2).await.is_ok()
+            && tokio::net::TcpStream::connect(http1).await.is_ok()
+        {
+            return Ok(Some(nginx));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("nginx did not start; see {d}/error.log"))
+}
+
 async fn run(settings: Settings) -> Result<()> {
     let (verifier, token) = verifier_and_token();
     let upstream = serve(Router::new().route(BALANCE_ROUTE, get(balance))).await?;
@@ -177,12 +243,17 @@ async fn run(settings: Settings) -> Result<()> {
         warm_up: WARM_UP,
         measured,
     };
-    let loads = [
+    let nginx = start_nginx(upstream).await?;
+    let mut loads = vec![
         load("direct HTTP/1.1", upstream, Protocol::Http1),
         load("gateway HTTP/1.1", gateway, Protocol::Http1),
         load("direct HTTP/2", upstream, Protocol::Http2),
         load("gateway HTTP/2", gateway, Protocol::Http2),
     ];
+    if let Some(nginx) = &nginx {
+        loads.push(load("nginx HTTP/1.1", nginx.http1, Protocol::Http1));
+        loads.push(load("nginx HTTP/2", nginx.http2, Protocol::Http2));
+    }
     let mut series: Vec<Series> = loads.iter().map(|l| Series::new(l.target.clone())).collect();
     for r in 1..=settings.rounds {
         for (s, load) in series.iter_mut().zip(&loads) {
@@ -213,21 +284,30 @@ async fn run(settings: Settings) -> Result<()> {
         );
     }
     let mut comparisons = Vec::new();
-    for (direct, through) in [(&series[0], &series[1]), (&series[2], &series[3])] {
+    let mut pairs = vec![(&series[0], &series[1]), (&series[2], &series[3])];
+    if series.len() == 6 {
+        pairs.extend([
+            (&series[0], &series[4]),
+            (&series[2], &series[5]),
+            (&series[4], &series[1]),
+            (&series[5], &series[3]),
+        ]);
+    }
+    for (direct, through) in pairs {
         let ratio = through.median_rate() / direct.median_rate();
         let paired = through.paired_ratio(direct);
         let added_p50 = i64::from(through.percentile(0.50)) - i64::from(direct.percentile(0.50));
         let added_p99 = i64::from(through.percentile(0.99)) - i64::from(direct.percentile(0.99));
         println!(
-            "{} / {} = {ratio:.2} (ratio of medians), {paired:.2} (median of round pairs); added latency p50 {added_p50} µs, p99 {added_p99} µs",
+            "{} / {} = {ratio:.2} (ratio of medians), {paired:.2} (median of round pairs); latency p50 {added_p50:+} µs, p99 {added_p99:+} µs",
             through.name, direct.name
         );
         comparisons.push(json!({
-            "gateway": through.name,
-            "direct": direct.name,
+            "target": through.name,
+            "baseline": direct.name,
             "throughput_ratio": round_to(ratio, 3),
             "throughput_ratio_paired_median": round_to(paired, 3),
-            "added_p50_us": added_p50,
+                "added_p50_us": added_p50,
             "added_p99_us": added_p99,
         }));
     }
