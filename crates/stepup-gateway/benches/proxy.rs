@@ -19,10 +19,14 @@
 //! 5). The table goes to stdout, progress to stderr, the figures to
 //! `$CARGO_TARGET_DIR/stepup-bench/gateway.json`.
 //!
-//! Load generator, gateway and upstream share the machine's cores: the
-//! gateway's own work (a second TCP hop, parsing, guarding) competes with
-//! the upstream for CPU, so on a small machine throughput falls by about the
-//! share of CPU the proxy takes. To tell the cost of any proxy from the
+//! Two placements, one after the other in the same run. *Shared cores*:
+//! load generator, upstream and proxy on one multi-thread runtime over every
+//! core, so the proxy's own work (a second TCP hop, parsing, guarding)
+//! competes with the upstream for CPU and a saturated machine serves about
+//! as many fewer calls as the proxy takes CPU. *Own core*: load generator
+//! and upstream on a current-thread runtime bound to core 0, the gateway on
+//! another bound to core 1 (nginx: one worker bound to core 1), as when a
+//! gateway runs on cores of its own. To tell the cost of any proxy from the
 //! cost of this one, the run also measures nginx (`proxy_pass` with
 //! upstream keep-alive, no authentication) in front of the same upstream
 //! when an `nginx` binary is installed (Debian: `nginx-light`).
@@ -180,7 +184,7 @@ fn free_port() -> Result<SocketAddr> {
 }
 
 /// nginx as a plain reverse proxy in front of `upstream`, if installed.
-async fn start_nginx(upstream: SocketAddr) -> Result<Option<Nginx>> {
+async fn start_nginx(upstream: SocketAddr, placement: Placement) -> Result<Option<Nginx>> {
     let Some(binary) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -188,12 +192,20 @@ async fn start_nginx(upstream: SocketAddr) -> Result<Option<Nginx>> {
         eprintln!("nginx not installed (apt-get install nginx-light): no plain-proxy baseline in this run");
         return Ok(None);
     };
-    let dir = std::env::temp_dir().join(format!("stepup-gateway-bench-nginx-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "stepup-gateway-bench-nginx-{}-{}",
+        placement.key(),
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let (http1, http2) = (free_port()?, free_port()?);
     let d = dir.display();
+    let workers = match placement {
+        Placement::Shared => "worker_processes auto;",
+        Placement::OwnCore => "worker_processes 1;\nworker_cpu_affinity 10;",
+    };
     let config = format!(
-        "worker_processes auto;\ndaemon off;\nmaster_process on;\nuser root;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
+        "{workers}\ndaemon off;\nmaster_process on;\nuser root;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          upstream api {{ server {upstream}; keepalive 256; keepalive_requests 100000000; }}\n\
@@ -223,15 +235,44 @@ async fn start_nginx(upstream: SocketAddr) -> Result<Option<Nginx>> {
     Err(format!("nginx did not start; see {d}/error.log"))
 }
 
-async fn run(settings: Settings) -> Result<()> {
-    let (verifier, token) = verifier_and_token();
-    let upstream = serve(Router::new().route(BALANCE_ROUTE, get(balance))).await?;
-    let gateway = start_gateway(upstream, verifier).await?;
-    let authorization =
-        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| format!("header: {e}"))?;
-    preflight(upstream, gateway, &authorization).await?;
+/// Where the processes run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Load generator, upstream and proxy on one multi-thread runtime over
+    /// every core (nginx: one worker per core).
+    Shared,
+    /// Load generator and upstream on core 0, the proxy alone on core 1
+    /// (nginx: one worker, bound to core 1).
+    OwnCore,
+}
 
-    let measured = Duration::from_secs(settings.seconds);
+impl Placement {
+    fn describe(self, cores: usize) -> String {
+        match self {
+            Placement::Shared => format!("{cores} cores shared by all"),
+            Placement::OwnCore => {
+                "load generator and upstream on core 0, the proxy alone on core 1".to_owned()
+            }
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Placement::Shared => "shared_cores",
+            Placement::OwnCore => "own_core",
+        }
+    }
+}
+
+/// The loads of a run: direct and through the gateway, both protocols,
+/// and through nginx when there is one.
+fn loads(
+    settings: &Settings,
+    authorization: &HeaderValue,
+    upstream: SocketAddr,
+    gateway: SocketAddr,
+    nginx: Option<&Nginx>,
+) -> Vec<Load> {
     let load = |target: &str, addr: SocketAddr, protocol: Protocol| Load {
         target: target.to_owned(),
         addr,
@@ -241,40 +282,54 @@ async fn run(settings: Settings) -> Result<()> {
         expect: StatusCode::OK,
         connections: settings.connections,
         warm_up: WARM_UP,
-        measured,
+        measured: Duration::from_secs(settings.seconds),
     };
-    let nginx = start_nginx(upstream).await?;
     let mut loads = vec![
         load("direct HTTP/1.1", upstream, Protocol::Http1),
         load("gateway HTTP/1.1", gateway, Protocol::Http1),
         load("direct HTTP/2", upstream, Protocol::Http2),
         load("gateway HTTP/2", gateway, Protocol::Http2),
     ];
-    if let Some(nginx) = &nginx {
+    if let Some(nginx) = nginx {
         loads.push(load("nginx HTTP/1.1", nginx.http1, Protocol::Http1));
         loads.push(load("nginx HTTP/2", nginx.http2, Protocol::Http2));
     }
+    loads
+}
+
+/// Alternating rounds of every load.
+async fn measure(settings: &Settings, placement: Placement, loads: &[Load]) -> Result<Vec<Series>> {
+    let measured = Duration::from_secs(settings.seconds);
     let mut series: Vec<Series> = loads.iter().map(|l| Series::new(l.target.clone())).collect();
     for r in 1..=settings.rounds {
-        for (s, load) in series.iter_mut().zip(&loads) {
+        for (s, load) in series.iter_mut().zip(loads) {
             let latencies = round(load).await?;
-            s.push_round(&format!("round {r}/{}", settings.rounds), latencies, measured);
+            let label = format!("[{}] round {r}/{}", placement.key(), settings.rounds);
+            s.push_round(&label, latencies, measured);
         }
     }
     for s in &mut series {
         s.finish();
     }
+    Ok(series)
+}
 
+/// Prints the table and the ratios; returns the figures.
+fn report(settings: &Settings, placement: Placement, series: &[Series]) -> Value {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
     println!(
-        "Gateway vs direct, trusted call, loopback, {} connections, {} s x {} rounds each, same load generator, {cores} cores shared by all",
-        settings.connections, settings.seconds, settings.rounds
+        "Gateway vs direct, trusted call, loopback, {} connections, {} s x {} rounds each, same load generator; {}",
+        settings.connections,
+        settings.seconds,
+        settings.rounds,
+        placement.describe(cores)
     );
     println!(
         "{:<18} {:>15} {:>8} {:>8}",
         "target", "req/s (median)", "p50 µs", "p99 µs"
     );
-    for s in &series {
+    for s in series {
         println!(
             "{:<18} {:>15} {:>8} {:>8}",
             s.name,
@@ -293,55 +348,144 @@ async fn run(settings: Settings) -> Result<()> {
             (&series[5], &series[3]),
         ]);
     }
-    for (direct, through) in pairs {
-        let ratio = through.median_rate() / direct.median_rate();
-        let paired = through.paired_ratio(direct);
-        let added_p50 = i64::from(through.percentile(0.50)) - i64::from(direct.percentile(0.50));
-        let added_p99 = i64::from(through.percentile(0.99)) - i64::from(direct.percentile(0.99));
+    for (baseline, target) in pairs {
+        let ratio = target.median_rate() / baseline.median_rate();
+        let paired = target.paired_ratio(baseline);
+        let added_p50 = i64::from(target.percentile(0.50)) - i64::from(baseline.percentile(0.50));
+        let added_p99 = i64::from(target.percentile(0.99)) - i64::from(baseline.percentile(0.99));
         println!(
             "{} / {} = {ratio:.2} (ratio of medians), {paired:.2} (median of round pairs); latency p50 {added_p50:+} µs, p99 {added_p99:+} µs",
-            through.name, direct.name
+            target.name, baseline.name
         );
         comparisons.push(json!({
-            "target": through.name,
-            "baseline": direct.name,
+            "target": target.name,
+            "baseline": baseline.name,
             "throughput_ratio": round_to(ratio, 3),
             "throughput_ratio_paired_median": round_to(paired, 3),
-                "added_p50_us": added_p50,
+            "added_p50_us": added_p50,
             "added_p99_us": added_p99,
         }));
     }
-    let figures = json!({
-        "bench": "gateway",
-        "request": format!("GET {BALANCE_PATH}"),
-        "connections": settings.connections,
-        "warm_up_s": WARM_UP.as_secs(),
-        "measured_s_per_round": settings.seconds,
-        "rounds_each": settings.rounds,
+    json!({
+        "placement": placement.describe(cores),
         "cores": cores,
-        "policy_routes": 100,
-        "series": series.iter().map(Series::json).collect::<Vec<_>>(),
         "names": series.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "series": series.iter().map(Series::json).collect::<Vec<_>>(),
         "comparisons": comparisons,
+    })
+}
+
+/// Everything on one multi-thread runtime.
+async fn run_shared(settings: &Settings) -> Result<Value> {
+    let (verifier, token) = verifier_and_token();
+    let upstream = serve(Router::new().route(BALANCE_ROUTE, get(balance))).await?;
+    let gateway = start_gateway(upstream, verifier).await?;
+    let authorization =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| format!("header: {e}"))?;
+    preflight(upstream, gateway, &authorization).await?;
+    let nginx = start_nginx(upstream, Placement::Shared).await?;
+    let loads = loads(settings, &authorization, upstream, gateway, nginx.as_ref());
+    let series = measure(settings, Placement::Shared, &loads).await?;
+    Ok(report(settings, Placement::Shared, &series))
+}
+
+/// Runs `task` on a current-thread runtime of a new thread bound to `core`.
+fn on_core<T: Send + 'static>(
+    name: &str,
+    core: usize,
+    task: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
+    let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            return Err(format!("cannot bind a thread to core {core}"));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        Ok(runtime.block_on(task()))
     });
-    let path = write_figures("gateway.json", &figures)?;
-    eprintln!("figures written to {}", path.display());
-    Ok(())
+    spawned.unwrap_or_else(|e| std::thread::spawn(move || Err(format!("spawning a thread: {e}"))))
+}
+
+/// Load generator and upstream on core 0, the proxy on core 1.
+fn run_own_core(settings: Settings) -> Result<Value> {
+    let (verifier, token) = verifier_and_token();
+    let (upstream_tx, upstream_rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let (gateway_tx, gateway_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let client = on_core("load+upstream", 0, move || {
+        Box::pin(async move {
+            let upstream = serve(Router::new().route(BALANCE_ROUTE, get(balance))).await?;
+            upstream_tx.send(upstream).map_err(|e| e.to_string())?;
+            let gateway = gateway_rx
+                .await
+                .map_err(|_| "the gateway did not start".to_owned())?;
+            let authorization =
+                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| format!("header: {e}"))?;
+            preflight(upstream, gateway, &authorization).await?;
+            let nginx = start_nginx(upstream, Placement::OwnCore).await?;
+            let loads = loads(&settings, &authorization, upstream, gateway, nginx.as_ref());
+            let series = measure(&settings, Placement::OwnCore, &loads).await?;
+            Ok::<_, String>(report(&settings, Placement::OwnCore, &series))
+        })
+    });
+    let upstream = upstream_rx
+        .recv()
+        .map_err(|_| "the upstream did not start".to_owned())?;
+    // The gateway's thread serves until the process exits.
+    let _gateway = on_core("gateway", 1, move || {
+        Box::pin(async move {
+            match start_gateway(upstream, verifier).await {
+                Ok(addr) => {
+                    let _ = gateway_tx.send(addr);
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => eprintln!("gateway: {e}"),
+            }
+        })
+    });
+    client
+        .join()
+        .map_err(|_| "the load generator's thread panicked".to_owned())??
 }
 
 fn main() {
     // Command-line arguments (cargo bench passes `--bench`) are ignored.
     let outcome = (|| {
-        let settings = Settings {
-            connections: env_setting("STEPUP_BENCH_CONNECTIONS", 32)?,
-            seconds: env_setting("STEPUP_BENCH_SECONDS", 2)?,
-            rounds: env_setting("STEPUP_BENCH_ROUNDS", 5)?,
+        let settings = || -> Result<Settings> {
+            Ok(Settings {
+                connections: env_setting("STEPUP_BENCH_CONNECTIONS", 32)?,
+                seconds: env_setting("STEPUP_BENCH_SECONDS", 2)?,
+                rounds: env_setting("STEPUP_BENCH_ROUNDS", 5)?,
+            })
         };
-        tokio::runtime::Builder::new_multi_thread()
+        let shared = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?
-            .block_on(run(settings))
+            .block_on(run_shared(&settings()?))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let own_core = if cores >= 2 {
+            Some(run_own_core(settings()?)?)
+        } else {
+            eprintln!("one core only: no run with the proxy on a core of its own");
+            None
+        };
+        let s = settings()?;
+        let figures = json!({
+            "bench": "gateway",
+            "request": format!("GET {BALANCE_PATH}"),
+            "connections": s.connections,
+            "warm_up_s": WARM_UP.as_secs(),
+            "measured_s_per_round": s.seconds,
+            "rounds_each": s.rounds,
+            "policy_routes": 100,
+            "shared_cores": shared,
+            "own_core": own_core,
+        });
+        let path = write_figures("gateway.json", &figures)?;
+        eprintln!("figures written to {}", path.display());
+        Ok::<_, String>(())
     })();
     if let Err(message) = outcome {
         eprintln!("gateway bench aborted: {message}");
