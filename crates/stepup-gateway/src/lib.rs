@@ -33,7 +33,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{Request, StatusCode, header};
+use http::{Method, Request, StatusCode, header};
 use stepup_core::Policy;
 use stepup_core::challenge::ErrorCode;
 use stepup_guard::activity::{ActivityOptions, MemoryActivity};
@@ -428,6 +428,14 @@ async fn metrics_text(State(gateway): State<Gateway>) -> Response {
 
 async fn proxy_request(State(gateway): State<Gateway>, mut request: Request<Body>) -> Response {
     let arrived = Instant::now();
+    if request.method() == Method::CONNECT {
+        // A tunnel would carry anything past the guard.
+        return proxy::failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "CONNECT is not proxied",
+        );
+    }
     request.extensions_mut().insert(Arrived(arrived));
     let generation = gateway.generation();
     let method = request.method().clone();

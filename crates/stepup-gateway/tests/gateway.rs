@@ -538,6 +538,19 @@ async fn malformed_requests_get_400() {
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 400"), "{raw:?} -> {answer:?}");
     }
+    // A tunnel is never opened.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"CONNECT internal.example:22 HTTP/1.1\r\nHost: internal.example:22\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer:?}");
     // Malformed credentials and paths: the guard's 400s and 401s.
     let response = w
         .http
@@ -876,4 +889,69 @@ fn base64_url_decode(text: &str) -> Vec<u8> {
 fn sign(issuer: &Issuer, claims: &Value) -> String {
     let header = SigningHeader::new().typ("at+jwt").kid("k1");
     sign_compact(&header, claims.to_string().as_bytes(), &issuer.key, &issuer.rng).unwrap()
+}
+
+/// Where a test's log lines go.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn each_request_gets_a_structured_access_log_line() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The test's runtime is current-thread: the gateway's tasks log here.
+    let _default = tracing::subscriber::set_default(subscriber);
+    let w = world("access-log", "").await;
+    let token = w.issuer.token(PWD, 30);
+    let ok = w
+        .http
+        .get(format!("{}/accounts/42/balance", w.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let asked = w
+        .http
+        .post(format!("{}/accounts/42/payees", w.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 401);
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "stepup::access")
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let fields = |i: usize| lines[i]["fields"].clone();
+    assert_eq!(fields(0)["method"], "GET");
+    assert_eq!(fields(0)["path"], "/accounts/42/balance");
+    assert_eq!(fields(0)["status"], 200);
+    assert_eq!(fields(0)["outcome"], "allowed");
+    assert_eq!(fields(0)["route"], "read balance");
+    assert_eq!(fields(0)["subject"], "alice");
+    assert!(fields(0)["micros"].as_u64().is_some());
+    assert_eq!(fields(1)["status"], 401);
+    assert_eq!(fields(1)["outcome"], "step_up");
+    assert_eq!(fields(1)["route"], "add payee");
+    assert!(!text.contains(&token), "the token was logged");
 }
