@@ -23,6 +23,7 @@
 //!
 //! [[upstream]]
 //! prefix = "/"                          # longest prefix wins
+//! # host = "api.example"                # only for this Host (preferred over host-less upstreams)
 //! url = "http://127.0.0.1:9000"
 //! timeout_seconds = 30
 //! ```
@@ -60,6 +61,9 @@ pub enum ConfigError {
 pub struct Upstream {
     /// Requests whose path starts with this go here (`/` for all).
     pub prefix: String,
+    /// Only requests for this host (the `Host` header or HTTP/2
+    /// `:authority`, port ignored, case-insensitive) go here.
+    pub host: Option<String>,
     /// The upstream's base URL (`http://host:port`; no path).
     pub url: String,
     /// How long the upstream may take to answer (headers), seconds.
@@ -151,6 +155,14 @@ pub struct GatewayConfig {
     pub transactions: Vec<TransactionConfig>,
 }
 
+/// `example.com:8443` → `example.com`; `[::1]:80` → `[::1]`.
+fn host_without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
 fn default_max_request_body() -> u64 {
     10 * 1024 * 1024
 }
@@ -172,6 +184,13 @@ impl GatewayConfig {
             return Err(invalid("expected at least one [[upstream]]".into()));
         }
         for u in &config.upstreams {
+            if let Some(host) = &u.host
+                && (host.is_empty() || host.contains(['/', ':', ' ']))
+            {
+                return Err(invalid(format!(
+                    "upstream host {host:?} must be a host name without port"
+                )));
+            }
             if !u.prefix.starts_with('/') {
                 return Err(invalid(format!(
                     "upstream prefix {:?} must start with '/'",
@@ -245,13 +264,28 @@ impl GatewayConfig {
         Ok(config)
     }
 
-    /// The upstream for a path: the longest matching prefix.
-    pub fn upstream_for(&self, path: &str) -> Option<&Upstream> {
-        self.upstreams
-            .iter()
-            .filter(|u| path.starts_with(&u.prefix))
-            .max_by_key(|u| u.prefix.len())
+    /// The upstream for a request (its index): among those whose host is
+    /// the request's or unset, the longest matching prefix, an upstream
+    /// naming the host winning a tie.
+    pub fn upstream_for(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        select_upstream(&self.upstreams, host, path)
     }
+}
+
+/// See [`GatewayConfig::upstream_for`].
+pub(crate) fn select_upstream(upstreams: &[Upstream], host: Option<&str>, path: &str) -> Option<usize> {
+    let host = host.map(host_without_port);
+    upstreams
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| path.starts_with(&u.prefix))
+        .filter(|(_, u)| match (&u.host, host) {
+            (None, _) => true,
+            (Some(wanted), Some(host)) => wanted.eq_ignore_ascii_case(host),
+            (Some(_), None) => false,
+        })
+        .max_by_key(|(_, u)| (u.prefix.len(), u.host.is_some()))
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -272,16 +306,32 @@ url = "http://127.0.0.1:9000"
 prefix = "/reports/"
 url = "http://127.0.0.1:9100"
 timeout_seconds = 5
+
+[[upstream]]
+prefix = "/reports/"
+host = "api.example"
+url = "http://127.0.0.1:9200"
 "#;
 
     #[test]
     fn upstreams_by_longest_prefix() {
         let c = GatewayConfig::from_toml("g.toml", GOOD).unwrap();
-        assert_eq!(c.upstream_for("/reports/1").unwrap().url, "http://127.0.0.1:9100");
+        let url =
+            |host: Option<&str>, path: &str| c.upstream_for(host, path).map(|i| c.upstreams[i].url.as_str());
+        assert_eq!(url(None, "/reports/1"), Some("http://127.0.0.1:9100"));
         assert_eq!(
-            c.upstream_for("/accounts/1").unwrap().url,
-            "http://127.0.0.1:9000"
+            url(Some("API.example:8443"), "/reports/1"),
+            Some("http://127.0.0.1:9200")
         );
+        assert_eq!(
+            url(Some("api.example"), "/accounts/1"),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            url(Some("other.example"), "/reports/1"),
+            Some("http://127.0.0.1:9100")
+        );
+        assert_eq!(url(None, "/accounts/1").unwrap(), "http://127.0.0.1:9000");
         assert_eq!(c.admin_prefix, "/-/");
     }
 

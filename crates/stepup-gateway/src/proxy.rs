@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use stepup_guard::VerifiedClaims;
 use stepup_guard::client_ip::IpNet;
 
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, Upstream, select_upstream};
 use crate::metrics::Metrics;
 
 /// The identity headers the gateway sets; any header of the client whose
@@ -62,7 +62,6 @@ pub(crate) struct Forwarded {
 type UpstreamBody = Limited<Body>;
 
 struct Target {
-    prefix: String,
     scheme: Scheme,
     authority: Authority,
     timeout: Duration,
@@ -70,6 +69,8 @@ struct Target {
 
 /// What forwards allowed requests: the upstream table and a pooled client.
 pub(crate) struct Proxy {
+    /// In the configuration's order, for [`select_upstream`].
+    upstreams: Vec<Upstream>,
     targets: Vec<Target>,
     client: Client<HttpConnector, UpstreamBody>,
     forward_token: bool,
@@ -89,14 +90,11 @@ impl Proxy {
                 return Err(format!("upstream url {:?} has no scheme or host", u.url));
             };
             targets.push(Target {
-                prefix: u.prefix.clone(),
                 scheme,
                 authority,
                 timeout: Duration::from_secs(u.timeout_seconds),
             });
         }
-        // Longest prefix first: the first match is the most specific.
-        targets.sort_by_key(|t| std::cmp::Reverse(t.prefix.len()));
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -110,6 +108,7 @@ impl Proxy {
             .map(|p| p.parse::<IpNet>().map_err(|e| format!("trusted_proxies: {e}")))
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            upstreams: config.upstreams.clone(),
             targets,
             client,
             forward_token: config.forward_token,
@@ -133,8 +132,13 @@ impl Proxy {
             });
             response
         };
-        let path = parts.uri.path();
-        let Some(target) = self.targets.iter().find(|t| path.starts_with(&t.prefix)) else {
+        let host = original_host(&parts);
+        let chosen = select_upstream(
+            &self.upstreams,
+            host.as_ref().and_then(|h| h.to_str().ok()),
+            parts.uri.path(),
+        );
+        let Some(target) = chosen.and_then(|i| self.targets.get(i)) else {
             return forwarded(
                 true,
                 failure(StatusCode::NOT_FOUND, "not_found", "no upstream serves this path"),
@@ -169,7 +173,6 @@ impl Proxy {
                 ),
             );
         };
-        let host = original_host(&parts);
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

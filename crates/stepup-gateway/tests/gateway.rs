@@ -227,6 +227,11 @@ timeout_seconds = 1
 [[upstream]]
 prefix = "/down/"
 url = "http://{closed}"
+
+[[upstream]]
+prefix = "/"
+host = "down.example"
+url = "http://{closed}"
 "#
     );
     let config_path = dir.join("gateway.toml");
@@ -451,6 +456,18 @@ async fn upstream_failures_are_502_and_504_with_a_clear_body() {
             .unwrap()
             .contains("could not be reached")
     );
+
+    // Chosen by host: the same path for another host goes elsewhere.
+    let by_host = w
+        .http
+        .get(format!("{}/accounts/42/balance", w.url))
+        .header("Host", "DOWN.example:8080")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_host.status(), 502);
+    assert_eq!(w.calls(), 0);
 
     let started = std::time::Instant::now();
     let response = w
