@@ -64,6 +64,52 @@ pub fn policy_100() -> String {
     src
 }
 
+/// The issuer of [`verifier_and_token`]'s token.
+pub const ISSUER: &str = "https://as.example";
+/// Its audience.
+pub const AUDIENCE: &str = "https://api.example";
+
+/// A verifier of fresh ES256 keys (fixed JWKS) and an RFC 9068 access token
+/// it accepts, issued at `now - 10`, valid for 10 minutes after `now`, of
+/// alice at `mfa` authenticated 30 s before `now`, with scope
+/// `accounts:read` (what the balance route of [`policy_100`] asks).
+pub fn verifier_and_token(now: i64) -> Result<(stepup_guard::TokenVerifier, String)> {
+    use stepup_core::access_token::ClaimsRules;
+    use stepup_core::jwk::{Algorithm, Jwks};
+    use stepup_core::jws::{SigningHeader, SigningKey, VerificationPolicy, sign_compact};
+
+    let rng = ring::rand::SystemRandom::new();
+    let key = SigningKey::generate_es256(&rng).map_err(|e| format!("ES256 key: {e}"))?;
+    let jwks = Jwks::from_json(
+        json!({ "keys": [key.public_jwk(Some("k1"))] })
+            .to_string()
+            .as_bytes(),
+    )
+    .map_err(|e| format!("JWK Set: {e}"))?;
+    let claims = json!({
+        "iss": ISSUER, "sub": "alice", "aud": AUDIENCE,
+        "exp": now + 600, "iat": now - 10, "jti": "b3f1c9", "client_id": "bank-web",
+        "scope": "openid accounts:read", "acr": "urn:stepup:acr:mfa", "amr": ["pwd", "otp"],
+        "auth_time": now - 30,
+    });
+    let header = SigningHeader::new().typ("at+jwt").kid("k1");
+    let token = sign_compact(&header, claims.to_string().as_bytes(), &key, &rng)
+        .map_err(|e| format!("signing: {e}"))?;
+    let verifier = stepup_guard::JwtVerifier::new(
+        stepup_guard::KeySource::fixed(jwks),
+        ClaimsRules {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway_seconds: 30,
+        },
+        VerificationPolicy::access_token([Algorithm::ES256]),
+    );
+    Ok((
+        stepup_guard::TokenVerifier::Jwt(std::sync::Arc::new(verifier)),
+        token,
+    ))
+}
+
 /// Errors of a benchmark run, as messages: a run either completes or says why not.
 pub type Result<T> = std::result::Result<T, String>;
 

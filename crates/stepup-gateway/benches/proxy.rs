@@ -34,7 +34,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -43,21 +42,16 @@ use axum::extract::Path;
 use axum::routing::get;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
-use ring::rand::SystemRandom;
 use serde_json::{Value, json};
 use stepup_benchkit::{
     BALANCE_PATH, BALANCE_ROUTE, Connection, Load, Protocol, Result, Series, env_setting, policy_100, round,
     round_to, serve, thousands, write_figures,
 };
-use stepup_core::access_token::ClaimsRules;
-use stepup_core::jwk::{Algorithm, Jwks};
-use stepup_core::jws::{SigningHeader, SigningKey, VerificationPolicy, sign_compact};
 use stepup_gateway::{Gateway, GatewayConfig};
-use stepup_guard::{JwtVerifier, KeySource, TokenVerifier};
+use stepup_guard::TokenVerifier;
 
 const WARM_UP: Duration = Duration::from_secs(1);
-const ISSUER: &str = "https://as.example";
-const AUDIENCE: &str = "https://api.example";
+use stepup_benchkit::{AUDIENCE, ISSUER};
 
 struct Settings {
     connections: usize,
@@ -75,41 +69,13 @@ async fn balance(Path(account): Path<String>, headers: HeaderMap) -> Json<Value>
 
 /// Keys, a verifier of them, and a token for the balance route.
 fn verifier_and_token() -> (TokenVerifier, String) {
-    let rng = SystemRandom::new();
-    let key = SigningKey::generate_es256(&rng).unwrap();
-    let jwks = Jwks::from_json(
-        json!({ "keys": [key.public_jwk(Some("k1"))] })
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let claims = json!({
-        "iss": ISSUER, "sub": "alice", "aud": AUDIENCE,
-        "exp": now + 3600, "iat": now - 10, "jti": "b3f1c9", "client_id": "bank-web",
-        "scope": "openid accounts:read", "acr": "urn:stepup:acr:mfa", "amr": ["pwd", "otp"],
-        "auth_time": now - 30,
-    });
-    let token = sign_compact(
-        &SigningHeader::new().typ("at+jwt").kid("k1"),
-        claims.to_string().as_bytes(),
-        &key,
-        &rng,
-    )
-    .unwrap();
-    let verifier = JwtVerifier::new(
-        KeySource::fixed(jwks),
-        ClaimsRules {
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            leeway_seconds: 30,
-        },
-        VerificationPolicy::access_token([Algorithm::ES256]),
-    );
-    (TokenVerifier::Jwt(Arc::new(verifier)), token)
+    // The gateway uses the system clock: the token must outlive the run.
+    let (verifier, token) = stepup_benchkit::verifier_and_token(now + 3000).unwrap();
+    (verifier, token)
 }
 
 /// A gateway in front of `upstream`, its policy in a temporary file.

@@ -266,6 +266,21 @@ impl World {
     fn calls(&self) -> usize {
         self.upstream.calls.load(Ordering::SeqCst)
     }
+
+    /// A request to the gateway.
+    fn at(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// A request without a body, with a bearer token if given.
+    async fn call(&self, method: &str, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.at(method, path);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
 }
 
 #[tokio::test]
@@ -273,8 +288,7 @@ async fn trusted_call_is_forwarded_with_verified_identity_and_spoofed_headers_st
     let w = world("trusted", "").await;
     let token = w.issuer.token(PWD, 30);
     let response = w
-        .http
-        .get(format!("{}/accounts/42/balance?fields=all", w.url))
+        .at("GET", "/accounts/42/balance?fields=all")
         .bearer_auth(&token)
         .header("X-Stepup-Subject", "mallory")
         .header("X-Stepup-Acr", MFA)
@@ -327,12 +341,8 @@ async fn token_is_forwarded_only_when_configured() {
     let w = world("forward-token", "forward_token = true").await;
     let token = w.issuer.token(PWD, 30);
     let seen: Value = w
-        .http
-        .get(format!("{}/accounts/42/balance", w.url))
-        .bearer_auth(&token)
-        .send()
+        .call("GET", "/accounts/42/balance", Some(&token))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -343,8 +353,7 @@ async fn token_is_forwarded_only_when_configured() {
 async fn step_up_is_asked_without_contacting_the_upstream() {
     let w = world("step-up", "").await;
     let response = w
-        .http
-        .post(format!("{}/accounts/42/payees", w.url))
+        .at("POST", "/accounts/42/payees")
         .bearer_auth(w.issuer.token(PWD, 30))
         .json(&json!({ "iban": "DE02 1203 0000 0000 2020 51" }))
         .send()
@@ -369,8 +378,7 @@ async fn step_up_is_asked_without_contacting_the_upstream() {
 
     // The stepped-up token passes.
     let response = w
-        .http
-        .post(format!("{}/accounts/42/payees", w.url))
+        .at("POST", "/accounts/42/payees")
         .bearer_auth(w.issuer.token(MFA, 10))
         .json(&json!({ "iban": "DE02 1203 0000 0000 2020 51" }))
         .send()
@@ -380,12 +388,7 @@ async fn step_up_is_asked_without_contacting_the_upstream() {
     assert_eq!(w.calls(), 1);
 
     // No token: the plain challenge.
-    let response = w
-        .http
-        .get(format!("{}/accounts/42/balance", w.url))
-        .send()
-        .await
-        .unwrap();
+    let response = w.at("GET", "/accounts/42/balance").send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(w.calls(), 1);
 }
@@ -396,8 +399,7 @@ async fn amount_rules_read_the_body_and_pass_it_on_intact() {
     let token = w.issuer.token(PWD, 30);
     let small = json!({ "amount": 20, "to": "bob" });
     let response = w
-        .http
-        .post(format!("{}/accounts/42/transfers", w.url))
+        .at("POST", "/accounts/42/transfers")
         .bearer_auth(&token)
         .json(&small)
         .send()
@@ -408,8 +410,7 @@ async fn amount_rules_read_the_body_and_pass_it_on_intact() {
     assert_eq!(seen["body"], small.to_string());
 
     let response = w
-        .http
-        .post(format!("{}/accounts/42/transfers", w.url))
+        .at("POST", "/accounts/42/transfers")
         .bearer_auth(&token)
         .json(&json!({ "amount": 5000, "to": "bob" }))
         .send()
@@ -425,8 +426,7 @@ async fn amount_rules_read_the_body_and_pass_it_on_intact() {
 
     // A body too long to read for the rule: 413, no challenge.
     let response = w
-        .http
-        .post(format!("{}/accounts/42/transfers", w.url))
+        .at("POST", "/accounts/42/transfers")
         .bearer_auth(&token)
         .body(vec![b' '; 70_000])
         .send()
@@ -440,13 +440,7 @@ async fn amount_rules_read_the_body_and_pass_it_on_intact() {
 async fn upstream_failures_are_502_and_504_with_a_clear_body() {
     let w = world("failures", "").await;
     let token = w.issuer.token(PWD, 30);
-    let response = w
-        .http
-        .get(format!("{}/down/status", w.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = w.call("GET", "/down/status", Some(&token)).await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "upstream_unavailable");
@@ -459,8 +453,7 @@ async fn upstream_failures_are_502_and_504_with_a_clear_body() {
 
     // Chosen by host: the same path for another host goes elsewhere.
     let by_host = w
-        .http
-        .get(format!("{}/accounts/42/balance", w.url))
+        .at("GET", "/accounts/42/balance")
         .header("Host", "DOWN.example:8080")
         .bearer_auth(&token)
         .send()
@@ -470,13 +463,7 @@ async fn upstream_failures_are_502_and_504_with_a_clear_body() {
     assert_eq!(w.calls(), 0);
 
     let started = std::time::Instant::now();
-    let response = w
-        .http
-        .get(format!("{}/slow", w.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = w.call("GET", "/slow", Some(&token)).await;
     assert_eq!(response.status(), 504);
     assert!(
         started.elapsed() < Duration::from_millis(1400),
@@ -492,8 +479,7 @@ async fn huge_bodies_get_413_declared_or_streamed() {
     let w = world("huge", "").await;
     let token = w.issuer.token(PWD, 30);
     let response = w
-        .http
-        .put(format!("{}/documents/1", w.url))
+        .at("PUT", "/documents/1")
         .bearer_auth(&token)
         .body(vec![b'x'; 200_000])
         .send()
@@ -570,8 +556,7 @@ async fn malformed_requests_get_400() {
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer:?}");
     // Malformed credentials and paths: the guard's 400s and 401s.
     let response = w
-        .http
-        .get(format!("{}/accounts/42/balance", w.url))
+        .at("GET", "/accounts/42/balance")
         .header("Authorization", "Bearer a b c")
         .send()
         .await
@@ -631,10 +616,7 @@ async fn http2_clients_are_served() {
 async fn policy_reload_applies_a_good_file_and_keeps_serving_on_a_bad_one() {
     let w = world("reload", "").await;
     let balance = |token: String| {
-        let request = w
-            .http
-            .get(format!("{}/accounts/42/balance", w.url))
-            .bearer_auth(token);
+        let request = w.at("GET", "/accounts/42/balance").bearer_auth(token);
         async move { request.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(balance(w.issuer.token(PWD, 30)).await, 200);
@@ -673,8 +655,7 @@ async fn policy_reload_applies_a_good_file_and_keeps_serving_on_a_bad_one() {
     assert_eq!(balance(w.issuer.token(PWD, 30)).await, 401);
     assert_eq!(balance(w.issuer.token(MFA, 30)).await, 200);
     let health: Value = w
-        .http
-        .get(format!("{}/-/healthz", w.url))
+        .at("GET", "/-/healthz")
         .send()
         .await
         .unwrap()
@@ -702,8 +683,7 @@ async fn policy_reload_applies_a_good_file_and_keeps_serving_on_a_bad_one() {
     watcher.abort();
     assert!(reloaded, "the watcher did not reload the fixed policy");
     let metrics = w
-        .http
-        .get(format!("{}/-/metrics", w.url))
+        .at("GET", "/-/metrics")
         .send()
         .await
         .unwrap()
@@ -725,35 +705,17 @@ async fn metrics_count_outcomes_routes_and_step_ups() {
     let w = world("metrics", "").await;
     let token = w.issuer.token(PWD, 30);
     for _ in 0..3 {
-        let r = w
-            .http
-            .get(format!("{}/accounts/42/balance", w.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let r = w.call("GET", "/accounts/42/balance", Some(&token)).await;
         assert_eq!(r.status(), 200);
     }
-    let r = w
-        .http
-        .post(format!("{}/accounts/42/payees", w.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = w.call("POST", "/accounts/42/payees", Some(&token)).await;
     assert_eq!(r.status(), 401);
-    let r = w
-        .http
-        .get(format!("{}/down/x", w.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = w.call("GET", "/down/x", Some(&token)).await;
     assert_eq!(r.status(), 502);
-    let r = w.http.get(format!("{}/anything", w.url)).send().await.unwrap();
+    let r = w.at("GET", "/anything").send().await.unwrap();
     assert_eq!(r.status(), 401);
 
-    let response = w.http.get(format!("{}/-/metrics", w.url)).send().await.unwrap();
+    let response = w.at("GET", "/-/metrics").send().await.unwrap();
     assert!(
         response.headers()["content-type"]
             .to_str()
@@ -775,7 +737,7 @@ async fn metrics_count_outcomes_routes_and_step_ups() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
-    let ready = w.http.get(format!("{}/-/readyz", w.url)).send().await.unwrap();
+    let ready = w.at("GET", "/-/readyz").send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
 
@@ -783,7 +745,7 @@ async fn metrics_count_outcomes_routes_and_step_ups() {
 async fn shutdown_lets_requests_in_flight_finish() {
     let mut w = world("shutdown", "").await;
     let token = w.issuer.token(PWD, 30);
-    let in_flight = tokio::spawn(w.http.get(format!("{}/drain", w.url)).bearer_auth(&token).send());
+    let in_flight = tokio::spawn(w.at("GET", "/drain").bearer_auth(&token).send());
     // Let the request reach the upstream, then stop.
     for _ in 0..100 {
         if w.calls() == 1 {
@@ -830,8 +792,7 @@ async fn dpop_bound_tokens_need_their_proof_and_the_upstream_learns_the_key() {
     };
     let call = |proof: Option<String>, scheme: &str| {
         let mut request = w
-            .http
-            .get(format!("{}/accounts/42/balance", w.url))
+            .at("GET", "/accounts/42/balance")
             .header("Authorization", format!("{scheme} {token}"));
         if let Some(p) = proof {
             request = request.header("DPoP", p);
@@ -876,8 +837,7 @@ async fn transaction_bound_routes_take_an_approved_token_once() {
     };
     approved = sign(&w.issuer, &payload);
     let transfer = |token: &str, amount: u32, to: &str| {
-        w.http
-            .post(format!("{}/accounts/42/transfers", w.url))
+        w.at("POST", "/accounts/42/transfers")
             .bearer_auth(token)
             .json(&json!({ "amount": amount, "to": to }))
             .send()
@@ -935,21 +895,9 @@ async fn each_request_gets_a_structured_access_log_line() {
     let _default = tracing::subscriber::set_default(subscriber);
     let w = world("access-log", "").await;
     let token = w.issuer.token(PWD, 30);
-    let ok = w
-        .http
-        .get(format!("{}/accounts/42/balance", w.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let ok = w.call("GET", "/accounts/42/balance", Some(&token)).await;
     assert_eq!(ok.status(), 200);
-    let asked = w
-        .http
-        .post(format!("{}/accounts/42/payees", w.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let asked = w.call("POST", "/accounts/42/payees", Some(&token)).await;
     assert_eq!(asked.status(), 401);
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

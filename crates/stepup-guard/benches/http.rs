@@ -41,16 +41,12 @@ use axum::extract::Path;
 use axum::routing::get;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, StatusCode, Uri};
-use ring::rand::SystemRandom;
 use serde_json::{Value, json};
 use stepup_benchkit::{
     Connection, Load, Protocol, Result, Series, env_setting, round, round_to, serve, thousands, write_figures,
 };
-use stepup_core::access_token::ClaimsRules;
-use stepup_core::jwk::{Algorithm, Jwks};
-use stepup_core::jws::{SigningHeader, SigningKey, VerificationPolicy, sign_compact};
 use stepup_core::{Policy, UnixTime};
-use stepup_guard::{Clock, Guard, JwtVerifier, KeySource, TokenVerifier, VerifiedClaims};
+use stepup_guard::{Clock, Guard, VerifiedClaims};
 
 const NOW: i64 = 1_800_000_000;
 use stepup_benchkit::{BALANCE_PATH as REQUEST_PATH, BALANCE_ROUTE as ROUTE};
@@ -103,37 +99,8 @@ fn policy_100() -> Policy {
 /// A guard with fixed keys, a fixed clock and the default token cache, and
 /// an access token it accepts on the benchmarked route.
 fn guard_and_token() -> (Guard, String) {
-    let rng = SystemRandom::new();
-    let key = SigningKey::generate_es256(&rng).unwrap();
-    let jwks = Jwks::from_json(
-        json!({ "keys": [key.public_jwk(Some("k1"))] })
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap();
-    let claims = json!({
-        "iss": "https://as.example", "sub": "alice", "aud": "https://api.example",
-        "exp": NOW + 600, "iat": NOW - 10, "jti": "b3f1c9", "client_id": "bank-web",
-        "scope": "openid accounts:read", "acr": "urn:stepup:acr:mfa", "amr": ["pwd", "otp"],
-        "auth_time": NOW - 30,
-    });
-    let token = sign_compact(
-        &SigningHeader::new().typ("at+jwt").kid("k1"),
-        claims.to_string().as_bytes(),
-        &key,
-        &rng,
-    )
-    .unwrap();
-    let verifier = JwtVerifier::new(
-        KeySource::fixed(jwks),
-        ClaimsRules {
-            issuer: "https://as.example".into(),
-            audience: "https://api.example".into(),
-            leeway_seconds: 30,
-        },
-        VerificationPolicy::access_token([Algorithm::ES256]),
-    );
-    let guard = Guard::builder(Arc::new(policy_100()), TokenVerifier::Jwt(Arc::new(verifier)))
+    let (verifier, token) = stepup_benchkit::verifier_and_token(NOW).unwrap();
+    let guard = Guard::builder(Arc::new(policy_100()), verifier)
         .clock(Arc::new(FixedClock))
         .build();
     (guard, token)
