@@ -70,10 +70,10 @@ pub const ISSUER: &str = "https://as.example";
 pub const AUDIENCE: &str = "https://api.example";
 
 /// A verifier of fresh ES256 keys (fixed JWKS) and an RFC 9068 access token
-/// it accepts, issued at `now - 10`, valid for 10 minutes after `now`, of
+/// it accepts, issued at `now - 10`, valid for `lifetime` seconds after `now`, of
 /// alice at `mfa` authenticated 30 s before `now`, with scope
 /// `accounts:read` (what the balance route of [`policy_100`] asks).
-pub fn verifier_and_token(now: i64) -> Result<(stepup_guard::TokenVerifier, String)> {
+pub fn verifier_and_token(now: i64, lifetime: i64) -> Result<(stepup_guard::TokenVerifier, String)> {
     use stepup_core::access_token::ClaimsRules;
     use stepup_core::jwk::{Algorithm, Jwks};
     use stepup_core::jws::{SigningHeader, SigningKey, VerificationPolicy, sign_compact};
@@ -88,7 +88,7 @@ pub fn verifier_and_token(now: i64) -> Result<(stepup_guard::TokenVerifier, Stri
     .map_err(|e| format!("JWK Set: {e}"))?;
     let claims = json!({
         "iss": ISSUER, "sub": "alice", "aud": AUDIENCE,
-        "exp": now + 600, "iat": now - 10, "jti": "b3f1c9", "client_id": "bank-web",
+        "exp": now + lifetime, "iat": now - 10, "jti": "b3f1c9", "client_id": "bank-web",
         "scope": "openid accounts:read", "acr": "urn:stepup:acr:mfa", "amr": ["pwd", "otp"],
         "auth_time": now - 30,
     });

@@ -99,7 +99,7 @@ fn policy_100() -> Policy {
 /// A guard with fixed keys, a fixed clock and the default token cache, and
 /// an access token it accepts on the benchmarked route.
 fn guard_and_token() -> (Guard, String) {
-    let (verifier, token) = stepup_benchkit::verifier_and_token(NOW).unwrap();
+    let (verifier, token) = stepup_benchkit::verifier_and_token(NOW, 600).unwrap();
     let guard = Guard::builder(Arc::new(policy_100()), verifier)
         .clock(Arc::new(FixedClock))
         .build();
