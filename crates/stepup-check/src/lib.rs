@@ -482,7 +482,7 @@ fn check_body_fields(inputs: &Inputs<'_>, api: &ApiSpec, file: &str, out: &mut V
                     ),
                     place: Place {
                         file: file.to_owned(),
-                        at: schema.at,
+                        at: op.body_at.unwrap_or(schema.at),
                     },
                     hint: format!(
                         "point the guard's {field} pointer at the field the body has, or add {pointer} to the schema"

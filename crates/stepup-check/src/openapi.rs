@@ -26,6 +26,9 @@ pub struct Operation {
     pub sensitivity: Option<String>,
     /// The `application/json` request body schema (a `$ref` resolved).
     pub body_schema: Option<Node>,
+    /// Where the operation names its body schema (the `$ref`, or the
+    /// schema written in place).
+    pub body_at: Option<Position>,
 }
 
 impl Operation {
@@ -122,9 +125,9 @@ impl ApiSpec {
                     .get(SENSITIVITY)
                     .and_then(Node::as_str)
                     .map(str::to_owned);
-                let body_schema = operation
-                    .pointer("/requestBody/content/application~1json/schema")
-                    .map(|schema| resolve(&document, schema).clone());
+                let schema = operation.pointer("/requestBody/content/application~1json/schema");
+                let body_schema = schema.map(|schema| resolve(&document, schema).clone());
+                let body_at = schema.map(|schema| schema.at);
                 operations.push(Operation {
                     method: method.to_ascii_uppercase(),
                     path: path.to_owned(),
@@ -135,6 +138,7 @@ impl ApiSpec {
                         .map(str::to_owned),
                     sensitivity,
                     body_schema,
+                    body_at,
                 });
             }
         }

@@ -227,3 +227,97 @@ fn explain_looks_addresses_up_in_a_geoip_database() {
         text(&out.stderr)
     );
 }
+
+/// The check README's CI example runs: the demo's policy against its API
+/// description and the example server configuration.
+const DEMO_CHECK: [&str; 11] = [
+    "policy",
+    "check",
+    "policies/bank.toml",
+    "--openapi",
+    "policies/bank-openapi.json",
+    "--server-config",
+    "config/stepup.example.toml",
+    "--amount-pointer",
+    "/amount",
+    "--currency-pointer",
+    "/currency",
+];
+
+#[test]
+fn the_demo_policy_is_clean_against_its_api_and_server() {
+    let out = stepup(&DEMO_CHECK);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("8 operations, the server (config/stepup.example.toml): no findings"));
+}
+
+#[test]
+fn findings_exit_1_in_text_json_and_sarif() {
+    let mut args = DEMO_CHECK.to_vec();
+    args[8] = "/sum";
+    let out = stepup(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let spec = std::fs::read_to_string(workspace_root().join("policies/bank-openapi.json")).unwrap();
+    // The operation's body schema reference, where the finding points.
+    let line = spec
+        .lines()
+        .position(|l| l.contains("\"#/components/schemas/Transfer\""))
+        .unwrap()
+        + 1;
+    assert!(
+        stdout.starts_with(&format!("policies/bank-openapi.json:{line}:")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("error[SU010]"), "{stdout}");
+
+    args.extend(["--format", "sarif"]);
+    let out = stepup(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["ruleId"], "SU010");
+    let region = &results[0]["locations"][0]["physicalLocation"];
+    assert_eq!(region["artifactLocation"]["uri"], "policies/bank-openapi.json");
+    assert_eq!(region["region"]["startLine"], line);
+
+    let n = args.len();
+    args[n - 1] = "json";
+    let out = stepup(&args);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["findings"][1]["related"][0]["location"]["file"],
+        "policies/bank.toml"
+    );
+}
+
+#[test]
+fn unreadable_inputs_exit_2() {
+    let out = stepup(&["policy", "check", "policies/bank.toml", "--openapi", "Cargo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("Cargo.toml:"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("OpenAPI 3.x"));
+    let out = stepup(&[
+        "policy",
+        "check",
+        "policies/bank.toml",
+        "--openapi",
+        "missing.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = stepup(&[
+        "policy",
+        "check",
+        "policies/bank.toml",
+        "--server-config",
+        "missing.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

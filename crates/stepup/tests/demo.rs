@@ -295,3 +295,55 @@ fn oauth4webapi_steps_up(name: &str, api: impl Fn(&Demo) -> String) {
     // The user typed the password once and one code: the session was reused.
     assert_eq!(out["asked"], json!(["password", "code"]));
 }
+
+/// `stepup policy check --issuer` reads the running server's discovery:
+/// the demo policy asks only for levels it offers.
+#[test]
+fn the_policy_check_reads_the_running_server() {
+    let dir = std::env::temp_dir().join(format!("stepup-demo-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let demo = start_demo(&dir);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args([
+            "policy",
+            "check",
+            "policies/bank.toml",
+            "--openapi",
+            "policies/bank-openapi.json",
+            "--issuer",
+        ])
+        .arg(&demo.issuer)
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("the server ({}): no findings", demo.issuer)),
+        "{stdout}"
+    );
+
+    // A policy asking for a level the server does not offer.
+    let policy = std::fs::read_to_string(root.join("policies/bank.toml"))
+        .unwrap()
+        .replace("urn:stepup:acr:phr", "urn:stepup:acr:gold");
+    let file = dir.join("gold.toml");
+    std::fs::write(&file, policy).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["policy", "check"])
+        .arg(&file)
+        .arg("--issuer")
+        .arg(&demo.issuer)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("error[SU005]"), "{stdout}");
+    assert!(stdout.contains("urn:stepup:acr:gold"), "{stdout}");
+}

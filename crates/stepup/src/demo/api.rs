@@ -110,13 +110,24 @@ impl Bank {
     }
 }
 
-/// The API's routes, all behind `guard`.
+/// The API's OpenAPI description, checked against the policy by
+/// `stepup policy check` (in CI).
+pub(crate) const OPENAPI: &str = include_str!("../../../../policies/bank-openapi.json");
+
+async fn openapi() -> Response {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// The API's routes, all behind `guard`; its description, `/openapi.json`,
+/// for anyone.
 pub(crate) fn router(bank: Bank, guard: Guard) -> Router {
-    routes(Bank {
-        behind_gateway: false,
-        ..bank
-    })
-    .layer(guard.layer())
+    Router::new().route("/openapi.json", get(openapi)).merge(
+        routes(Bank {
+            behind_gateway: false,
+            ..bank
+        })
+        .layer(guard.layer()),
+    )
 }
 
 /// The same API as a plain upstream for the gateway: it trusts the
@@ -319,6 +330,33 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router(Bank::new(), guard)).await.unwrap() });
         url
+    }
+
+    #[tokio::test]
+    async fn the_description_is_served_to_anyone_and_describes_every_route() {
+        let api = api_with_mfa_proven(30).await;
+        let response = reqwest::get(format!("{api}/openapi.json")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let served = response.text().await.unwrap();
+        let spec = stepup_check::ApiSpec::parse(&served).unwrap();
+        let mut described: Vec<String> = spec.operations.iter().map(|o| o.label()).collect();
+        described.sort();
+        assert_eq!(
+            described,
+            [
+                "GET /accounts/{id}/balance",
+                "GET /accounts/{id}/statements",
+                "GET /accounts/{id}/transactions",
+                "PATCH /accounts/{id}/payment-details",
+                "POST /accounts/{id}/payees",
+                "POST /accounts/{id}/transfers",
+                "POST /accounts/{id}/transfers/large",
+                "PUT /accounts/{id}/payment-details",
+            ]
+        );
+        // Everything else still needs a token.
+        let response = reqwest::get(format!("{api}/accounts/42/balance")).await.unwrap();
+        assert_eq!(response.status(), 401);
     }
 
     async fn transfer(api: &str, amount: f64) -> reqwest::Response {

@@ -117,6 +117,10 @@ lifetime_seconds = 900
 [scopes]
 "payments:write" = {{ level = "mfa", max_age = 300 }}
 
+# Elevated tokens live no longer than the strictest max_age they serve (60 s).
+[tokens]
+elevated_access_token_seconds = 60
+
 # A large transfer is approved for itself (RFC 9396): amount and creditor.
 [authorization_details.payment_initiation]
 fields = ["amount", "currency", "creditor"]
