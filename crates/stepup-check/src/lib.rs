@@ -382,9 +382,16 @@ fn check_server(inputs: &Inputs<'_>, server: &ServerCaps, out: &mut Vec<Finding>
             .filter(|a| !server.acr_offered.iter().any(|o| o == a))
             .collect();
         if !unknown.is_empty() {
+            // Only when no acceptable value is offered can the rule never
+            // pass; an unoffered alternative is a warning.
+            let severity = if unknown.len() == requirement.acr_values.len() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
             out.push(Finding {
                 code: "SU005",
-                severity: Severity::Error,
+                severity,
                 message: format!(
                     "rule \"{name}\" requires {}, which {} does not offer (offered: {})",
                     unknown.join(", "),

@@ -224,6 +224,21 @@ fn su005_an_acr_the_server_does_not_offer() {
     let f = only(&case.run(), "SU005", "policy.toml", risk_line(&case.policy));
     assert!(f.message.contains("urn:stepup:acr:phr"), "{}", f.message);
     assert!(f.message.contains("server.toml does not offer"), "{}", f.message);
+    assert_eq!(
+        f.severity,
+        stepup_check::Severity::Error,
+        "no acceptable value is offered"
+    );
+
+    // One acceptable value of several not offered: a warning.
+    let mut case = Case::clean();
+    case.policy = POLICY.replace(
+        "require = { acr = [\"phr\"]",
+        "require = { acr = [\"phr\", \"mfa\"]",
+    );
+    case.caps.acr_offered.retain(|a| !a.ends_with("phr"));
+    let f = only(&case.run(), "SU005", "policy.toml", risk_line(&case.policy));
+    assert_eq!(f.severity, stepup_check::Severity::Warning);
 }
 
 /// Where route `index` is written, as the policy loader locates it.
