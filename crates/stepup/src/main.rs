@@ -8,6 +8,7 @@ mod demo;
 mod gateway;
 mod policy_check;
 mod serve;
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: gateway::LogFormat,
     },
+    /// Simulate normal and hostile traffic against the demo; report
+    /// friction, re-authentication latency and attacks blocked.
+    Sim(sim::SimArgs),
     /// Manage the authorization server's users, clients and signing keys.
     Admin(admin::AdminArgs),
     /// Call a protected API; sign in, and step up when it asks, in the
@@ -223,6 +227,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Admin(args) => admin::run(args),
         Command::Call(args) => call::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Sim(args) => sim::run(args),
     }
 }
 

@@ -68,6 +68,32 @@ fn next(port: u16, n: u16) -> u16 {
     if port == 0 { 0 } else { port.saturating_add(n) }
 }
 
+/// A running demo: its addresses, and the server's state (to add users).
+pub(crate) struct Deployment {
+    /// The authorization server.
+    pub(crate) issuer: String,
+    /// The banking API behind the in-process guard.
+    pub(crate) api_url: String,
+    /// The same API behind the gateway.
+    pub(crate) gateway_url: String,
+    /// The web app.
+    pub(crate) app_url: String,
+    /// The demo user's TOTP secret (base32).
+    pub(crate) totp: String,
+    /// The authorization server's state.
+    pub(crate) state: Arc<ServerState>,
+}
+
+impl Deployment {
+    /// Adds a user with a password and an enrolled TOTP secret.
+    pub(crate) async fn add_user(&self, username: &str, password: &str) -> Result<stepup_core::totp::TotpSecret> {
+        let rng = SystemRandom::new();
+        let now = SystemClock.now().seconds();
+        users::add_user(&self.state.store, username, password, now, &rng).await?;
+        Ok(users::enroll_totp(&self.state.store, username, &rng).await?)
+    }
+}
+
 pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,stepup=info"));
     tracing_subscriber::fmt()
@@ -75,24 +101,46 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     runtime()?.block_on(async move {
-        let (as_listener, as_addr) = listen(args.port).await?;
-        let (api_listener, api_addr) = listen(next(args.port, 1)).await?;
-        let (app_listener, app_addr) = listen(next(args.port, 2)).await?;
-        let (gateway_listener, gateway_addr) = listen(next(args.port, 3)).await?;
-        // The gateway's upstream: loopback, any port, reached only through it.
-        let (upstream_listener, upstream_addr) = listen(0).await?;
-        // localhost, not 127.0.0.1: passkeys need a domain name.
-        let issuer = format!("http://localhost:{}", as_addr.port());
-        let api_url = format!("http://localhost:{}", api_addr.port());
-        let app_url = format!("http://localhost:{}", app_addr.port());
+        let d = start(&args.data_dir, args.port).await?;
+        let (issuer, api_url, gateway_url, app_url, totp) = (&d.issuer, &d.api_url, &d.gateway_url, &d.app_url, &d.totp);
+        println!("stepup demo is running (data in {}).", args.data_dir.display());
+        println!();
+        println!("  Web app:              {app_url}/");
+        println!("  Authorization server: {issuer}");
+        println!("  Banking API:          {api_url}");
+        println!("  The same API behind the gateway: {gateway_url}");
+        println!();
+        println!("  Sign in as {USER} / {PASSWORD}; TOTP secret {totp} (the code page shows the current code: demo only).");
+        println!("  Passkeys: add one at {issuer}/account/passkeys.");
+        println!("  From a terminal: stepup call --issuer {issuer} --scope accounts:read {api_url}/accounts/42/balance");
+        println!();
+        println!("Press Ctrl-C to stop.");
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
 
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-        let database = args.data_dir.join("stepup.db");
-        let config = Config::from_toml(
-            "demo configuration",
-            &format!(
-                r#"
+/// Starts the demo on `port` and the three after it (0: any free ports),
+/// with its data in `data_dir`.
+pub(crate) async fn start(data_dir: &std::path::Path, port: u16) -> Result<Deployment> {
+    let (as_listener, as_addr) = listen(port).await?;
+    let (api_listener, api_addr) = listen(next(port, 1)).await?;
+    let (app_listener, app_addr) = listen(next(port, 2)).await?;
+    let (gateway_listener, gateway_addr) = listen(next(port, 3)).await?;
+    // The gateway's upstream: loopback, any port, reached only through it.
+    let (upstream_listener, upstream_addr) = listen(0).await?;
+    // localhost, not 127.0.0.1: passkeys need a domain name.
+    let issuer = format!("http://localhost:{}", as_addr.port());
+    let api_url = format!("http://localhost:{}", api_addr.port());
+    let app_url = format!("http://localhost:{}", app_addr.port());
+
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let database = data_dir.join("stepup.db");
+    let config = Config::from_toml(
+        "demo configuration",
+        &format!(
+            r#"
 issuer = "{issuer}"
 database_url = "sqlite://{database}"
 audiences = ["{api_url}"]
@@ -131,56 +179,49 @@ token_seconds = 120
 [login]
 demo_show_totp_code = true
 "#,
-                database = database.display()
-            ),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-        let store = open_store(&config.database_url).await?;
-        let state = ServerState::new(config, store, Arc::new(SystemClock)).await?;
-        let totp = provision(&state, &app_url).await?;
+            database = database.display()
+        ),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let store = open_store(&config.database_url).await?;
+    let state = ServerState::new(config, store, Arc::new(SystemClock)).await?;
+    let totp = provision(&state, &app_url).await?;
 
-        tokio::spawn(serve(as_listener, stepup_server::router(state)));
-        let verifier = JwtVerifier::from_issuer(&issuer, &api_url, HttpFetcher::new()?)
-            .await
-            .context("the guard cannot read the server's keys")?;
-        let policy = Policy::from_toml("policies/bank.toml", POLICY).map_err(|e| anyhow!("{e}"))?;
-        let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
-            .risk(risk_options())
-            .transactions(transaction_options())
-            // The web app's tokens are bound to its key (DPoP); other
-            // clients (stepup call, third parties) may use bearer tokens.
-            .dpop(DpopOptions::new(api_url.clone()))
-            .build();
-        let bank = api::Bank::new();
-        tokio::spawn(serve(api_listener, api::router(bank.clone(), guard)));
+    tokio::spawn(serve(as_listener, stepup_server::router(Arc::clone(&state))));
+    let verifier = JwtVerifier::from_issuer(&issuer, &api_url, HttpFetcher::new()?)
+        .await
+        .context("the guard cannot read the server's keys")?;
+    let policy = Policy::from_toml("policies/bank.toml", POLICY).map_err(|e| anyhow!("{e}"))?;
+    let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
+        .risk(risk_options())
+        .transactions(transaction_options())
+        // The web app's tokens are bound to its key (DPoP); other
+        // clients (stepup call, third parties) may use bearer tokens.
+        .dpop(DpopOptions::new(api_url.clone()))
+        .build();
+    let bank = api::Bank::new();
+    tokio::spawn(serve(api_listener, api::router(bank.clone(), guard)));
 
-        // The same API, a second way: a plain upstream behind the gateway.
-        let gateway_url = format!("http://localhost:{}", gateway_addr.port());
-        // One API, two doors: the tokens' audience is the API's identifier.
-        let gateway = start_gateway(&args.data_dir, &issuer, &api_url, &gateway_url, upstream_addr).await?;
-        tokio::spawn(serve(upstream_listener, api::upstream_router(bank)));
-        tokio::spawn(async move {
-            if let Err(e) = gateway.serve(gateway_listener, std::future::pending()).await {
-                tracing::error!(error = %e, "the demo gateway stopped");
-            }
-        });
-        let app = app::App::new(&issuer, &api_url, &app_url).await?;
-        tokio::spawn(serve(app_listener, app::router(app)));
+    // The same API, a second way: a plain upstream behind the gateway.
+    let gateway_url = format!("http://localhost:{}", gateway_addr.port());
+    // One API, two doors: the tokens' audience is the API's identifier.
+    let gateway = start_gateway(data_dir, &issuer, &api_url, &gateway_url, upstream_addr).await?;
+    tokio::spawn(serve(upstream_listener, api::upstream_router(bank)));
+    tokio::spawn(async move {
+        if let Err(e) = gateway.serve(gateway_listener, std::future::pending()).await {
+            tracing::error!(error = %e, "the demo gateway stopped");
+        }
+    });
+    let app = app::App::new(&issuer, &api_url, &app_url).await?;
+    tokio::spawn(serve(app_listener, app::router(app)));
 
-        println!("stepup demo is running (data in {}).", args.data_dir.display());
-        println!();
-        println!("  Web app:              {app_url}/");
-        println!("  Authorization server: {issuer}");
-        println!("  Banking API:          {api_url}");
-        println!("  The same API behind the gateway: {gateway_url}");
-        println!();
-        println!("  Sign in as {USER} / {PASSWORD}; TOTP secret {totp} (the code page shows the current code: demo only).");
-        println!("  Passkeys: add one at {issuer}/account/passkeys.");
-        println!("  From a terminal: stepup call --issuer {issuer} --scope accounts:read {api_url}/accounts/42/balance");
-        println!();
-        println!("Press Ctrl-C to stop.");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        Ok(ExitCode::SUCCESS)
+    Ok(Deployment {
+        issuer,
+        api_url,
+        gateway_url,
+        app_url,
+        totp,
+        state,
     })
 }
 

@@ -1,0 +1,374 @@
+//! `stepup sim`: normal and hostile traffic against the demo, with what it
+//! costs users (friction, re-authentication latency) and what it stops
+//! (attacks by kind).
+//!
+//! The simulation starts its own demo deployment (authorization server on
+//! SQLite, the bank API behind the guard and behind the gateway), enrols
+//! virtual users with a password and TOTP, and runs them for the given
+//! duration: reads, payees, statements, transfers, large transfers approved
+//! for themselves (RFC 9396), each user through the guard or the gateway.
+//! Step-ups are answered by the user (the code computed from its secret; a
+//! code already used is waited out, as a person would). In the same run,
+//! hostile actors try more than 30 ways in. The run fails when an attack
+//! gets through or a trusted call is refused.
+
+mod attacks;
+mod report;
+mod user;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use serde_json::{Value, json};
+use stepup_client::{ClientConfig, Provider, StepUpClient};
+
+use crate::demo;
+use user::VirtualUser;
+
+/// `stepup sim` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    /// How long the virtual users run (`30s`, `2m`).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How many virtual users.
+    #[arg(long, default_value_t = 4)]
+    users: usize,
+    /// The seed of the users' choices (the same seed, the same mix).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the report goes (`report.json`, `report.html`) and the
+    /// deployment keeps its data.
+    #[arg(long, default_value = "stepup-sim")]
+    out: PathBuf,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a duration such as 30s or 2m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "ms" => Ok(Duration::from_millis(n)),
+        _ => Err(format!("{text:?}: expected a duration such as 30s or 2m")),
+    }
+}
+
+/// What a user does, how often (weights out of 1000), and what it expects.
+#[derive(Debug, Clone, Copy)]
+struct Action {
+    name: &'static str,
+    weight: u32,
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    /// Needs a token approved for the transaction.
+    transaction: bool,
+}
+
+const ACTIONS: [Action; 6] = [
+    Action { name: "read balance", weight: 550, method: "GET", path: "/accounts/42/balance", body: None, transaction: false },
+    Action { name: "list transactions", weight: 250, method: "GET", path: "/accounts/42/transactions", body: None, transaction: false },
+    Action { name: "download statements", weight: 60, method: "GET", path: "/accounts/42/statements", body: None, transaction: false },
+    Action { name: "add payee", weight: 60, method: "POST", path: "/accounts/42/payees", body: Some(r#"{"name":"Ada","iban":"DE02120300000000202051"}"#), transaction: false },
+    Action { name: "transfer", weight: 60, method: "POST", path: "/accounts/42/transfers", body: Some(r#"{"amount":25,"currency":"EUR","to":"Ada"}"#), transaction: false },
+    Action { name: "large transfer", weight: 20, method: "POST", path: "/accounts/42/transfers/large", body: Some(r#"{"amount":2500,"currency":"EUR","to":"Bob"}"#), transaction: true },
+];
+
+/// A small deterministic generator (SplitMix64): the same seed, the same mix.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn pick(&mut self) -> Action {
+        let total: u32 = ACTIONS.iter().map(|a| a.weight).sum();
+        let mut roll = (self.next() % u64::from(total)) as u32;
+        for a in ACTIONS {
+            if roll < a.weight {
+                return a;
+            }
+            roll -= a.weight;
+        }
+        ACTIONS[0]
+    }
+}
+
+/// One call of a virtual user.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) action: &'static str,
+    pub(crate) door: &'static str,
+    pub(crate) status: u16,
+    pub(crate) ok: bool,
+    pub(crate) micros: u64,
+    /// The factors asked during it (empty: no step-up).
+    pub(crate) asked: Vec<String>,
+    pub(crate) waited_for_code_ms: u64,
+    pub(crate) error: Option<String>,
+}
+
+/// Progress, shared by the users, the attackers and the progress line.
+#[derive(Default)]
+struct Progress {
+    calls: usize,
+    step_ups: usize,
+    refused: usize,
+    attacks: usize,
+    attacks_through: usize,
+}
+
+pub(crate) fn run(args: SimArgs) -> Result<ExitCode> {
+    crate::serve::runtime()?.block_on(simulate(args))
+}
+
+async fn simulate(args: SimArgs) -> Result<ExitCode> {
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let data = args.out.join("data");
+    // A fresh deployment each run: users, sessions and counters start clean.
+    let _ = std::fs::remove_dir_all(&data);
+    eprintln!("starting the demo deployment in {} ...", data.display());
+    let d = demo::start(&data, 0).await?;
+    let http = reqwest::Client::new();
+    let provider = Provider::discover(&http, &d.issuer)
+        .await
+        .map_err(|e| anyhow!("discovery of {}: {e}", d.issuer))?;
+
+    let mut users = Vec::new();
+    for i in 0..args.users.max(1) {
+        let name = format!("sim-user-{i}");
+        let password = format!("sim-password-{i}-{}", args.seed);
+        let totp = d.add_user(&name, &password).await?;
+        users.push(Arc::new(VirtualUser::new(&name, &password, totp)));
+    }
+    let mut victims = Vec::new();
+    for role in ["victim", "brute-force-target", "code-reuse-target"] {
+        let password = format!("sim-{role}-password");
+        let totp = d.add_user(&format!("sim-{role}"), &password).await?;
+        victims.push(VirtualUser::new(&format!("sim-{role}"), &password, totp));
+    }
+
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let started = Instant::now();
+    let deadline = started + args.duration;
+
+    // Virtual users.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, user) in users.iter().enumerate() {
+        let door = if i % 2 == 0 { ("guard", d.api_url.clone()) } else { ("gateway", d.gateway_url.clone()) };
+        let client = StepUpClient::new(
+            http.clone(),
+            provider.clone(),
+            ClientConfig::public("stepup-cli", ["openid", "accounts:read"]),
+            Arc::clone(user) as Arc<dyn stepup_client::UserAgent>,
+        );
+        let user = Arc::clone(user);
+        let progress = Arc::clone(&progress);
+        let seed = args.seed.wrapping_mul(1000).wrapping_add(i as u64);
+        tasks.spawn(async move { virtual_user(client, user, door, seed, deadline, progress).await });
+    }
+
+    // Hostile actors, in the same run.
+    let jwks = discover_jwks(&http, &d.issuer).await?;
+    let [victim, brute, reuse]: [VirtualUser; 3] = victims.try_into().map_err(|_| anyhow!("victims"))?;
+    let target = attacks::Target {
+        issuer: d.issuer.clone(),
+        api: d.api_url.clone(),
+        gateway: d.gateway_url.clone(),
+        authorization_endpoint: provider.authorization_endpoint.to_string(),
+        token_endpoint: provider.token_endpoint.to_string(),
+        jwks,
+        victim,
+        brute_force_target: brute,
+        code_reuse_target: reuse,
+        client_id: "stepup-cli".into(),
+        other_client_id: demo::APP_CLIENT.into(),
+    };
+    let attack_progress = Arc::clone(&progress);
+    let attackers = tokio::spawn(async move {
+        let note = move |a: &attacks::Attempt| {
+            if let Ok(mut p) = attack_progress.lock() {
+                p.attacks += 1;
+                if !a.blocked {
+                    p.attacks_through += 1;
+                }
+            }
+        };
+        attacks::run_all(&target, &note).await
+    });
+
+    // The progress line.
+    let ticker = {
+        let progress = Arc::clone(&progress);
+        let total = args.duration;
+        tokio::spawn(async move {
+            let terminal = std::io::stderr().is_terminal();
+            let mut last_line = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let elapsed = started.elapsed().min(total);
+                let p = progress.lock().map(|p| (p.calls, p.step_ups, p.refused, p.attacks, p.attacks_through));
+                let Ok((calls, step_ups, refused, attacks, through)) = p else { continue };
+                let filled = (elapsed.as_secs_f64() / total.as_secs_f64().max(0.001) * 30.0) as usize;
+                let line = format!(
+                    "[{}{}] {:>5.1}/{} s  calls {calls}  step-ups {step_ups}  refused {refused}  attacks {attacks} ({through} through)",
+                    "#".repeat(filled.min(30)),
+                    ".".repeat(30 - filled.min(30)),
+                    elapsed.as_secs_f64(),
+                    total.as_secs()
+                );
+                if terminal {
+                    eprint!("\r{line}");
+                } else if last_line.elapsed() >= Duration::from_secs(5) {
+                    eprintln!("{line}");
+                    last_line = Instant::now();
+                }
+            }
+        })
+    };
+
+    let mut calls = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        calls.extend(joined.map_err(|e| anyhow!("a virtual user stopped: {e}"))?);
+    }
+    let attempts = attackers.await.map_err(|e| anyhow!("the attackers stopped: {e}"))?;
+    ticker.abort();
+    eprintln!();
+
+    let mut report = report::build(&args, started.elapsed(), &calls, &attempts);
+    if let Some(guard) = gateway_decisions(&http, &d.gateway_url).await {
+        report["guard_decision"] = guard;
+    }
+    let json_path = args.out.join("report.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    let html_path = args.out.join("report.html");
+    std::fs::write(&html_path, report::html(&report)).with_context(|| format!("cannot write {}", html_path.display()))?;
+    print!("{}", report::summary(&report));
+    println!("report: {} and {}", json_path.display(), html_path.display());
+
+    let through = attempts.iter().filter(|a| !a.blocked).count();
+    let refused = calls.iter().filter(|c| !c.ok).count();
+    Ok(if through == 0 && refused == 0 && !calls.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn discover_jwks(http: &reqwest::Client, issuer: &str) -> Result<Value> {
+    let metadata: Value = http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let uri = metadata["jwks_uri"].as_str().ok_or_else(|| anyhow!("no jwks_uri"))?;
+    Ok(http.get(uri).send().await?.json().await?)
+}
+
+/// The gateway's decision-latency histogram (Prometheus text): how many
+/// decisions, and their mean.
+async fn gateway_decisions(http: &reqwest::Client, gateway: &str) -> Option<Value> {
+    let text = http.get(format!("{gateway}/-/metrics")).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let count = value("stepup_gateway_decision_duration_seconds_count ")?;
+    let sum = value("stepup_gateway_decision_duration_seconds_sum ")?;
+    let mean_us = if count > 0.0 { (sum / count * 1e6 * 10.0).round() / 10.0 } else { 0.0 };
+    Some(json!({"source": "gateway /-/metrics", "count": count, "mean_us": mean_us}))
+}
+
+/// One virtual user until `deadline`: an action, a pause, again.
+async fn virtual_user(
+    client: StepUpClient,
+    user: Arc<VirtualUser>,
+    (door, base): (&'static str, String),
+    seed: u64,
+    deadline: Instant,
+    progress: Arc<Mutex<Progress>>,
+) -> Vec<Call> {
+    let mut rng = Rng(seed);
+    let mut calls = Vec::new();
+    let http = reqwest::Client::new();
+    while Instant::now() < deadline {
+        let action = rng.pick();
+        let mut request = http.request(
+            reqwest::Method::from_bytes(action.method.as_bytes()).unwrap_or(reqwest::Method::GET),
+            format!("{base}{}", action.path),
+        );
+        if let Some(body) = action.body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let Ok(request) = request.build() else { continue };
+        let started = Instant::now();
+        let outcome = if action.transaction {
+            let body: Value = serde_json::from_str(action.body.unwrap_or("{}")).unwrap_or(Value::Null);
+            let details = json!([{
+                "type": "payment_initiation",
+                "amount": format!("{:.2}", body["amount"].as_f64().unwrap_or(0.0)),
+                "currency": body["currency"],
+                "creditor": body["to"],
+            }]);
+            client.execute_transaction(request, details).await
+        } else {
+            client.execute(request).await
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let sign_ins = user.take_sign_ins();
+        let asked: Vec<String> = sign_ins.iter().flat_map(|s| s.asked.clone()).collect();
+        let waited: Duration = sign_ins.iter().map(|s| s.waited_for_code).sum();
+        // The very first sign-in is not a step-up: the user signs in once.
+        let step_up = asked.contains(&"code".to_owned());
+        let (status, error) = match outcome {
+            Ok(response) => (response.status().as_u16(), None),
+            Err(e) => (0, Some(e.to_string())),
+        };
+        let ok = (200..300).contains(&status);
+        if let Ok(mut p) = progress.lock() {
+            p.calls += 1;
+            p.step_ups += usize::from(step_up);
+            p.refused += usize::from(!ok);
+        }
+        calls.push(Call {
+            action: action.name,
+            door,
+            status,
+            ok,
+            micros,
+            asked,
+            waited_for_code_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            error,
+        });
+        // A person's pause between actions.
+        let pause = 20 + rng.next() % 80;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    calls
+}
+
+/// Counts by key, in key order.
+fn tally<'a>(items: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for i in items {
+        *counts.entry(i.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
