@@ -7,6 +7,7 @@
 //! audience = "https://api.example"      # this API's identifier (aud)
 //! forward_token = false                 # pass the Authorization header on
 //! max_body_bytes = 10485760             # longest request body streamed on (413 above)
+//! max_header_bytes = 16384              # largest header section (431 above)
 //! # trusted_proxies = ["10.0.0.0/8"]    # whose Forwarded / X-Forwarded-For count
 //! # geoip = "GeoLite2-City.mmdb"        # client IP -> country, for risk rules
 //! # dpop_origin = "https://api.example" # accept DPoP (RFC 9449); the public origin
@@ -136,6 +137,10 @@ pub struct GatewayConfig {
     /// routes whose risk rules read the amount (see `[amount]`).
     #[serde(default = "default_max_request_body")]
     pub max_body_bytes: u64,
+    /// The largest request header section accepted (16 KiB by default);
+    /// a larger one gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
     /// A MaxMind-format database (client IP to country) for risk rules.
     pub geoip: Option<PathBuf>,
     /// The API's public origin (`https://api.example`) when DPoP-bound
@@ -161,6 +166,10 @@ fn host_without_port(host: &str) -> &str {
         Some(i) if !host[i..].contains(']') => &host[..i],
         _ => host,
     }
+}
+
+fn default_max_header_bytes() -> usize {
+    stepup_guard::limits::DEFAULT_MAX_HEADER_BYTES
 }
 
 fn default_max_request_body() -> u64 {

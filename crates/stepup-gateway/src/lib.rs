@@ -363,6 +363,9 @@ impl Gateway {
             .route(&format!("{prefix}metrics"), get(metrics_text))
             .fallback(proxy_request)
             .with_state(self.clone())
+            .layer(stepup_guard::limits::HeaderLimitLayer::new(
+                self.inner.config.max_header_bytes,
+            ))
     }
 
     /// Serves on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge)

@@ -541,6 +541,16 @@ async fn malformed_requests_get_400() {
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 400"), "{raw:?} -> {answer:?}");
     }
+    // An oversized header section: 431 before anything reads it.
+    let response = w
+        .at("GET", "/accounts/42/balance")
+        .bearer_auth(w.issuer.token(PWD, 30))
+        .header("x-padding", "a".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+
     // A tunnel is never opened.
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     stream

@@ -41,6 +41,7 @@ pub mod geoip;
 mod guard;
 mod jwks;
 mod layer;
+pub mod limits;
 pub mod redis_activity;
 pub mod risk;
 pub mod transaction;

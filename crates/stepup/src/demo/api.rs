@@ -121,13 +121,16 @@ async fn openapi() -> Response {
 /// The API's routes, all behind `guard`; its description, `/openapi.json`,
 /// for anyone.
 pub(crate) fn router(bank: Bank, guard: Guard) -> Router {
-    Router::new().route("/openapi.json", get(openapi)).merge(
-        routes(Bank {
-            behind_gateway: false,
-            ..bank
-        })
-        .layer(guard.layer()),
-    )
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .merge(
+            routes(Bank {
+                behind_gateway: false,
+                ..bank
+            })
+            .layer(guard.layer()),
+        )
+        .layer(stepup_guard::limits::HeaderLimitLayer::default())
 }
 
 /// The same API as a plain upstream for the gateway: it trusts the

@@ -86,7 +86,11 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     /// Adds a user with a password and an enrolled TOTP secret.
-    pub(crate) async fn add_user(&self, username: &str, password: &str) -> Result<stepup_core::totp::TotpSecret> {
+    pub(crate) async fn add_user(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<stepup_core::totp::TotpSecret> {
         let rng = SystemRandom::new();
         let now = SystemClock.now().seconds();
         users::add_user(&self.state.store, username, password, now, &rng).await?;
@@ -134,8 +138,7 @@ pub(crate) async fn start(data_dir: &std::path::Path, port: u16) -> Result<Deplo
     let api_url = format!("http://localhost:{}", api_addr.port());
     let app_url = format!("http://localhost:{}", app_addr.port());
 
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let database = data_dir.join("stepup.db");
     let config = Config::from_toml(
         "demo configuration",

@@ -34,7 +34,7 @@ pub(crate) struct Target {
     pub(crate) issuer: String,
     pub(crate) api: String,
     pub(crate) gateway: String,
-    pub(crate) authorization_endpoint: String,
+    pub(crate) authorization_endpoint: Url,
     pub(crate) token_endpoint: String,
     pub(crate) jwks: Value,
     /// A victim whose tokens are stolen.
@@ -76,7 +76,8 @@ fn pkce() -> Pkce {
 impl Target {
     /// An authorization URL of the public CLI client.
     fn authorize_url(&self, scope: &str, pkce: Option<&Pkce>, extra: &[(&str, &str)]) -> Url {
-        let mut url = Url::parse(&self.authorization_endpoint).unwrap_or_else(|_| Url::parse("http://invalid").unwrap_or_else(|_| unreachable!()));
+        let mut url = Url::parse(&self.authorization_endpoint)
+            .unwrap_or_else(|_| Url::parse("http://invalid").unwrap_or_else(|_| unreachable!()));
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("response_type", "code")
@@ -97,9 +98,16 @@ impl Target {
 
     /// Signs `user` in for `scope` (and `extra` parameters): the code and
     /// its verifier.
-    async fn code(&self, user: &VirtualUser, scope: &str, extra: &[(&str, &str)]) -> Result<(String, Pkce), String> {
+    async fn code(
+        &self,
+        user: &VirtualUser,
+        scope: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(String, Pkce), String> {
         let pkce = pkce();
-        let back = user.sign_in(self.authorize_url(scope, Some(&pkce), extra)).await?;
+        let back = user
+            .sign_in(self.authorize_url(scope, Some(&pkce), extra))
+            .await?;
         let code = back
             .query_pairs()
             .find(|(k, _)| k == "code")
@@ -141,7 +149,12 @@ impl Target {
         Ok(body)
     }
 
-    async fn access_token(&self, user: &VirtualUser, scope: &str, extra: &[(&str, &str)]) -> Result<String, String> {
+    async fn access_token(
+        &self,
+        user: &VirtualUser,
+        scope: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<String, String> {
         let body = self.tokens(user, scope, extra).await?;
         body["access_token"]
             .as_str()
@@ -151,7 +164,12 @@ impl Target {
 }
 
 /// A call to the API with `authorization`; the status.
-async fn call(method: reqwest::Method, url: &str, headers: &[(&str, &str)], body: Option<Value>) -> Result<u16, String> {
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Result<u16, String> {
     let mut request = reqwest::Client::new().request(method, url);
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -200,10 +218,20 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         ($name:literal, $kind:literal, $body:expr) => {{
             let result: Result<(bool, String), String> = $body.await;
             let attempt = match result {
-                Ok((blocked, detail)) => Attempt { name: $name, kind: $kind, blocked, detail },
+                Ok((blocked, detail)) => Attempt {
+                    name: $name,
+                    kind: $kind,
+                    blocked,
+                    detail,
+                },
                 // The attack could not even be set up: count it as not
                 // blocked, so that a broken harness cannot look safe.
-                Err(e) => Attempt { name: $name, kind: $kind, blocked: false, detail: format!("could not run: {e}") },
+                Err(e) => Attempt {
+                    name: $name,
+                    kind: $kind,
+                    blocked: false,
+                    detail: format!("could not run: {e}"),
+                },
             };
             progress(&attempt);
             out.push(attempt);
@@ -217,7 +245,13 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     let payee_url = format!("{}{PAYEE}", t.api);
 
     attack!("stolen-base-token-critical-call", "token misuse", async {
-        let s = call(reqwest::Method::POST, &payee_url, &[("authorization", &bearer)], Some(payee())).await?;
+        let s = call(
+            reqwest::Method::POST,
+            &payee_url,
+            &[("authorization", &bearer)],
+            Some(payee()),
+        )
+        .await?;
         Ok((refused(s), format!("expected 401/403 step-up, got {s}")))
     });
     attack!("forged-acr-claim", "token forgery", async {
@@ -231,14 +265,30 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         }
         parts[1] = &forged_payload;
         let forged = parts.join(".");
-        let s = call(reqwest::Method::POST, &payee_url, &[("authorization", &format!("Bearer {forged}"))], Some(payee())).await?;
+        let s = call(
+            reqwest::Method::POST,
+            &payee_url,
+            &[("authorization", &format!("Bearer {forged}"))],
+            Some(payee()),
+        )
+        .await?;
         Ok((s == 401, format!("expected 401 invalid_token, got {s}")))
     });
     attack!("alg-none", "token forgery", async {
         let mut claims = claims_of(&stolen);
         claims["acr"] = json!(MFA);
-        let token = format!("{}.{}.", B64.encode(json!({"alg": "none", "typ": "at+jwt"}).to_string()), B64.encode(claims.to_string()));
-        let s = call(reqwest::Method::POST, &payee_url, &[("authorization", &format!("Bearer {token}"))], Some(payee())).await?;
+        let token = format!(
+            "{}.{}.",
+            B64.encode(json!({"alg": "none", "typ": "at+jwt"}).to_string()),
+            B64.encode(claims.to_string())
+        );
+        let s = call(
+            reqwest::Method::POST,
+            &payee_url,
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(payee()),
+        )
+        .await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     attack!("hs256-with-public-key", "token forgery", async {
@@ -247,11 +297,21 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let mut claims = claims_of(&stolen);
         claims["acr"] = json!(MFA);
         let header = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid});
-        let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let signing_input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, jwk.to_string().as_bytes());
         let tag = ring::hmac::sign(&key, signing_input.as_bytes());
         let token = format!("{signing_input}.{}", B64.encode(tag.as_ref()));
-        let s = call(reqwest::Method::POST, &payee_url, &[("authorization", &format!("Bearer {token}"))], Some(payee())).await?;
+        let s = call(
+            reqwest::Method::POST,
+            &payee_url,
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(payee()),
+        )
+        .await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     let attacker_key = SigningKey::generate_es256(&SystemRandom::new()).map_err(|e| e.to_string());
@@ -260,9 +320,20 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let kid = t.jwks["keys"][0]["kid"].as_str().unwrap_or("k").to_owned();
         let mut claims = claims_of(&stolen);
         claims["acr"] = json!(MFA);
-        let token = sign_compact(&SigningHeader::new().typ("at+jwt").kid(&kid), claims.to_string().as_bytes(), key, &SystemRandom::new())
-            .map_err(|e| e.to_string())?;
-        let s = call(reqwest::Method::POST, &payee_url, &[("authorization", &format!("Bearer {token}"))], Some(payee())).await?;
+        let token = sign_compact(
+            &SigningHeader::new().typ("at+jwt").kid(&kid),
+            claims.to_string().as_bytes(),
+            key,
+            &SystemRandom::new(),
+        )
+        .map_err(|e| e.to_string())?;
+        let s = call(
+            reqwest::Method::POST,
+            &payee_url,
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(payee()),
+        )
+        .await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     attack!("embedded-jwk-header", "token forgery", async {
@@ -270,9 +341,20 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let jwk = key.public_jwk(None);
         let mut claims = claims_of(&stolen);
         claims["acr"] = json!(MFA);
-        let token = sign_compact(&SigningHeader::new().typ("at+jwt").jwk(&jwk), claims.to_string().as_bytes(), key, &SystemRandom::new())
-            .map_err(|e| e.to_string())?;
-        let s = call(reqwest::Method::POST, &payee_url, &[("authorization", &format!("Bearer {token}"))], Some(payee())).await?;
+        let token = sign_compact(
+            &SigningHeader::new().typ("at+jwt").jwk(&jwk),
+            claims.to_string().as_bytes(),
+            key,
+            &SystemRandom::new(),
+        )
+        .map_err(|e| e.to_string())?;
+        let s = call(
+            reqwest::Method::POST,
+            &payee_url,
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(payee()),
+        )
+        .await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     attack!("jku-header-injection", "token forgery", async {
@@ -280,7 +362,13 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         claims["acr"] = json!(MFA);
         let header = json!({"alg": "ES256", "typ": "at+jwt", "jku": "https://attacker.example/jwks.json", "kid": "evil"});
         let token = jwt(&header, &claims, &random(64));
-        let s = call(reqwest::Method::POST, &payee_url, &[("authorization", &format!("Bearer {token}"))], Some(payee())).await?;
+        let s = call(
+            reqwest::Method::POST,
+            &payee_url,
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(payee()),
+        )
+        .await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     attack!("expired-claim-edited", "token forgery", async {
@@ -291,19 +379,42 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             return Err("no stolen token".into());
         }
         let token = format!("{}.{}.{}", parts[0], B64.encode(claims.to_string()), parts[2]);
-        let s = call(reqwest::Method::GET, &format!("{}/accounts/42/balance", t.api), &[("authorization", &format!("Bearer {token}"))], None).await?;
-        Ok((s == 401, format!("a token whose exp was pushed a year out: expected 401, got {s}")))
+        let s = call(
+            reqwest::Method::GET,
+            &format!("{}/accounts/42/balance", t.api),
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await?;
+        Ok((
+            s == 401,
+            format!("a token whose exp was pushed a year out: expected 401, got {s}"),
+        ))
     });
     attack!("token-in-query-string", "token misuse", async {
-        let s = call(reqwest::Method::GET, &format!("{}/accounts/42/balance?access_token={stolen}", t.api), &[], None).await?;
-        Ok((s == 401, format!("expected 401 (tokens only in the Authorization header), got {s}")))
+        let s = call(
+            reqwest::Method::GET,
+            &format!("{}/accounts/42/balance?access_token={stolen}", t.api),
+            &[],
+            None,
+        )
+        .await?;
+        Ok((
+            s == 401,
+            format!("expected 401 (tokens only in the Authorization header), got {s}"),
+        ))
     });
     attack!("spoofed-identity-headers-at-gateway", "header spoofing", async {
         let url = format!("{}{PAYEE}", t.gateway);
         let s = call(
             reqwest::Method::POST,
             &url,
-            &[("authorization", &bearer), ("x-stepup-acr", MFA), ("x-stepup-subject", "admin"), ("x-stepup-auth-time", "9999999999")],
+            &[
+                ("authorization", &bearer),
+                ("x-stepup-acr", MFA),
+                ("x-stepup-subject", "admin"),
+                ("x-stepup-auth-time", "9999999999"),
+            ],
             Some(payee()),
         )
         .await?;
@@ -313,97 +424,211 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let s = call(
             reqwest::Method::POST,
             &payee_url,
-            &[("authorization", &bearer), ("x-forwarded-for", "10.0.0.1"), ("forwarded", "for=10.0.0.1")],
+            &[
+                ("authorization", &bearer),
+                ("x-forwarded-for", "10.0.0.1"),
+                ("forwarded", "for=10.0.0.1"),
+            ],
             Some(payee()),
         )
         .await?;
-        Ok((refused(s), format!("a claimed internal address changes nothing: expected 401/403, got {s}")))
+        Ok((
+            refused(s),
+            format!("a claimed internal address changes nothing: expected 401/403, got {s}"),
+        ))
     });
 
     // Sender-constrained tokens (RFC 9449).
     let dpop_key = SigningKey::generate_es256(&SystemRandom::new()).map_err(|e| e.to_string());
     let bound = async {
         let key = dpop_key.as_ref().map_err(Clone::clone)?;
-        let jkt = Jwk::from_json_value(&key.public_jwk(None)).map_err(|e| e.to_string())?.thumbprint_sha256();
-        let (code, pkce) = t.code(&t.victim, "openid accounts:read", &[("dpop_jkt", jkt.as_str())]).await?;
+        let jkt = Jwk::from_json_value(&key.public_jwk(None))
+            .map_err(|e| e.to_string())?
+            .thumbprint_sha256();
+        let (code, pkce) = t
+            .code(&t.victim, "openid accounts:read", &[("dpop_jkt", jkt.as_str())])
+            .await?;
         let proof = proof(key, "POST", &t.token_endpoint, None)?;
         let (status, body) = t
             .token(
-                &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("client_id", &t.client_id), ("code_verifier", &pkce.verifier)],
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("client_id", &t.client_id),
+                    ("code_verifier", &pkce.verifier),
+                ],
                 Some(proof),
             )
             .await?;
         if status != 200 || body["token_type"] != "DPoP" {
             return Err(format!("no DPoP-bound token: {status} {body}"));
         }
-        body["access_token"].as_str().map(str::to_owned).ok_or_else(|| "no token".to_owned())
+        body["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "no token".to_owned())
     }
     .await;
     let balance = format!("{}/accounts/42/balance", t.api);
     attack!("dpop-bound-token-as-bearer", "sender constraint", async {
         let token = bound.as_ref().map_err(Clone::clone)?;
-        let s = call(reqwest::Method::GET, &balance, &[("authorization", &format!("Bearer {token}"))], None).await?;
-        Ok((s == 401, format!("a stolen DPoP-bound token without its key: expected 401, got {s}")))
+        let s = call(
+            reqwest::Method::GET,
+            &balance,
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await?;
+        Ok((
+            s == 401,
+            format!("a stolen DPoP-bound token without its key: expected 401, got {s}"),
+        ))
     });
     attack!("dpop-proof-replay", "sender constraint", async {
         let token = bound.as_ref().map_err(Clone::clone)?;
         let key = dpop_key.as_ref().map_err(Clone::clone)?;
         let p = proof(key, "GET", &balance, Some(token))?;
-        let first = call(reqwest::Method::GET, &balance, &[("authorization", &format!("DPoP {token}")), ("dpop", &p)], None).await?;
-        let second = call(reqwest::Method::GET, &balance, &[("authorization", &format!("DPoP {token}")), ("dpop", &p)], None).await?;
-        Ok((first == 200 && second == 401, format!("expected 200 then 401 for the replayed proof, got {first} then {second}")))
+        let first = call(
+            reqwest::Method::GET,
+            &balance,
+            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
+            None,
+        )
+        .await?;
+        let second = call(
+            reqwest::Method::GET,
+            &balance,
+            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
+            None,
+        )
+        .await?;
+        Ok((
+            first == 200 && second == 401,
+            format!("expected 200 then 401 for the replayed proof, got {first} then {second}"),
+        ))
     });
     attack!("dpop-proof-other-key", "sender constraint", async {
         let token = bound.as_ref().map_err(Clone::clone)?;
         let key = attacker_key.as_ref().map_err(Clone::clone)?;
         let p = proof(key, "GET", &balance, Some(token))?;
-        let s = call(reqwest::Method::GET, &balance, &[("authorization", &format!("DPoP {token}")), ("dpop", &p)], None).await?;
-        Ok((s == 401, format!("a proof by the thief's key: expected 401, got {s}")))
+        let s = call(
+            reqwest::Method::GET,
+            &balance,
+            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
+            None,
+        )
+        .await?;
+        Ok((
+            s == 401,
+            format!("a proof by the thief's key: expected 401, got {s}"),
+        ))
     });
     attack!("dpop-proof-other-url", "sender constraint", async {
         let token = bound.as_ref().map_err(Clone::clone)?;
         let key = dpop_key.as_ref().map_err(Clone::clone)?;
-        let p = proof(key, "GET", &format!("{}/accounts/42/transactions", t.api), Some(token))?;
-        let s = call(reqwest::Method::GET, &balance, &[("authorization", &format!("DPoP {token}")), ("dpop", &p)], None).await?;
-        Ok((s == 401, format!("a proof made for another URL: expected 401, got {s}")))
+        let p = proof(
+            key,
+            "GET",
+            &format!("{}/accounts/42/transactions", t.api),
+            Some(token),
+        )?;
+        let s = call(
+            reqwest::Method::GET,
+            &balance,
+            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
+            None,
+        )
+        .await?;
+        Ok((
+            s == 401,
+            format!("a proof made for another URL: expected 401, got {s}"),
+        ))
     });
 
     // The authorization server's flows.
     attack!("replayed-authorization-code", "authorization code", async {
         let (code, pkce) = t.code(&t.victim, "openid accounts:read", &[]).await?;
-        let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT), ("client_id", t.client_id.as_str()), ("code_verifier", pkce.verifier.as_str())];
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("client_id", t.client_id.as_str()),
+            ("code_verifier", pkce.verifier.as_str()),
+        ];
         let (first, _) = t.token(&form, None).await?;
         let (second, body) = t.token(&form, None).await?;
-        Ok((first == 200 && second == 400 && body["error"] == "invalid_grant", format!("expected 200 then 400 invalid_grant, got {first} then {second} {body}")))
+        Ok((
+            first == 200 && second == 400 && body["error"] == "invalid_grant",
+            format!("expected 200 then 400 invalid_grant, got {first} then {second} {body}"),
+        ))
     });
     attack!("code-with-wrong-verifier", "authorization code", async {
         let (code, _) = t.code(&t.victim, "openid accounts:read", &[]).await?;
         let wrong = random_text();
         let (s, body) = t
-            .token(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("client_id", &t.client_id), ("code_verifier", &wrong)], None)
+            .token(
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("client_id", &t.client_id),
+                    ("code_verifier", &wrong),
+                ],
+                None,
+            )
             .await?;
-        Ok((s == 400 && body["error"] == "invalid_grant", format!("expected 400 invalid_grant, got {s} {body}")))
+        Ok((
+            s == 400 && body["error"] == "invalid_grant",
+            format!("expected 400 invalid_grant, got {s} {body}"),
+        ))
     });
     attack!("code-for-another-client", "authorization code", async {
         let (code, pkce) = t.code(&t.victim, "openid accounts:read", &[]).await?;
         let (s, body) = t
-            .token(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("client_id", &t.other_client_id), ("code_verifier", &pkce.verifier)], None)
+            .token(
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("client_id", &t.other_client_id),
+                    ("code_verifier", &pkce.verifier),
+                ],
+                None,
+            )
             .await?;
         Ok((refused(s), format!("expected 400/401, got {s} {body}")))
     });
     attack!("missing-pkce", "authorization request", async {
-        let back = t.victim.sign_in(t.authorize_url("openid accounts:read", None, &[])).await;
-        let issued = back.as_ref().is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "code"));
-        Ok((!issued, format!("expected no code without code_challenge, got {back:?}")))
+        let back = t
+            .victim
+            .sign_in(t.authorize_url("openid accounts:read", None, &[]))
+            .await;
+        let issued = back
+            .as_ref()
+            .is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "code"));
+        Ok((
+            !issued,
+            format!("expected no code without code_challenge, got {back:?}"),
+        ))
     });
     attack!("pkce-plain-method", "authorization request", async {
         let verifier = random_text();
         let back = t
             .victim
-            .sign_in(t.authorize_url("openid accounts:read", None, &[("code_challenge", &verifier), ("code_challenge_method", "plain")]))
+            .sign_in(t.authorize_url(
+                "openid accounts:read",
+                None,
+                &[("code_challenge", &verifier), ("code_challenge_method", "plain")],
+            ))
             .await;
-        let issued = back.as_ref().is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "code"));
-        Ok((!issued, format!("expected no code with method plain, got {back:?}")))
+        let issued = back
+            .as_ref()
+            .is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "code"));
+        Ok((
+            !issued,
+            format!("expected no code with method plain, got {back:?}"),
+        ))
     });
     attack!("unregistered-redirect-uri", "authorization request", async {
         let pkce = pkce();
@@ -411,41 +636,110 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k == "redirect_uri" { "https://attacker.example/cb".to_owned() } else { v.into_owned() };
+                let v = if k == "redirect_uri" {
+                    "https://attacker.example/cb".to_owned()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
         url.query_pairs_mut().clear().extend_pairs(pairs);
-        let response = t.victim.browser().get(url).send().await.map_err(|e| e.to_string())?;
-        let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("").to_owned();
-        Ok((!location.starts_with("https://attacker.example"), format!("expected an error page, no redirect to the attacker; status {} location {location:?}", response.status())))
+        let response = t
+            .victim
+            .browser()
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Ok((
+            !location.starts_with("https://attacker.example"),
+            format!(
+                "expected an error page, no redirect to the attacker; status {} location {location:?}",
+                response.status()
+            ),
+        ))
     });
     attack!("step-up-with-prompt-none", "authorization request", async {
         let pkce = pkce();
-        let url = t.authorize_url("openid accounts:read", Some(&pkce), &[("acr_values", "urn:stepup:acr:phr"), ("prompt", "none")]);
-        let response = t.victim.browser().get(url).send().await.map_err(|e| e.to_string())?;
-        let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("").to_owned();
+        let url = t.authorize_url(
+            "openid accounts:read",
+            Some(&pkce),
+            &[("acr_values", "urn:stepup:acr:phr"), ("prompt", "none")],
+        );
+        let response = t
+            .victim
+            .browser()
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let issued = Url::parse(&location).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "code"));
-        Ok((!issued, format!("a higher level without interaction: expected an error, got {location:?}")))
+        Ok((
+            !issued,
+            format!("a higher level without interaction: expected an error, got {location:?}"),
+        ))
     });
     attack!("reused-refresh-token", "refresh token", async {
         let body = t.tokens(&t.victim, "openid accounts:read", &[]).await?;
-        let old = body["refresh_token"].as_str().ok_or("no refresh token")?.to_owned();
+        let old = body["refresh_token"]
+            .as_str()
+            .ok_or("no refresh token")?
+            .to_owned();
         let refresh = |token: String| {
             let client_id = t.client_id.clone();
-            async move { t.token(&[("grant_type", "refresh_token"), ("refresh_token", &token), ("client_id", &client_id)], None).await }
+            async move {
+                t.token(
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", &token),
+                        ("client_id", &client_id),
+                    ],
+                    None,
+                )
+                .await
+            }
         };
         let (first, rotated) = refresh(old.clone()).await?;
         let new = rotated["refresh_token"].as_str().unwrap_or_default().to_owned();
         let (reuse, _) = refresh(old).await?;
         // Reuse revokes the family: the rotated token dies too.
         let (after, _) = refresh(new).await?;
-        Ok((first == 200 && reuse == 400 && after == 400, format!("expected 200, then 400 for the reuse and 400 for the family, got {first}, {reuse}, {after}")))
+        Ok((
+            first == 200 && reuse == 400 && after == 400,
+            format!(
+                "expected 200, then 400 for the reuse and 400 for the family, got {first}, {reuse}, {after}"
+            ),
+        ))
     });
     attack!("refresh-token-other-client", "refresh token", async {
         let body = t.tokens(&t.victim, "openid accounts:read", &[]).await?;
-        let token = body["refresh_token"].as_str().ok_or("no refresh token")?.to_owned();
-        let (s, b) = t.token(&[("grant_type", "refresh_token"), ("refresh_token", &token), ("client_id", &t.other_client_id)], None).await?;
+        let token = body["refresh_token"]
+            .as_str()
+            .ok_or("no refresh token")?
+            .to_owned();
+        let (s, b) = t
+            .token(
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &token),
+                    ("client_id", &t.other_client_id),
+                ],
+                None,
+            )
+            .await?;
         Ok((refused(s), format!("expected 400/401, got {s} {b}")))
     });
 
@@ -453,9 +747,15 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     attack!("totp-code-reuse", "sign-in", async {
         let user = &t.code_reuse_target;
         // A sign-in at mfa uses the current code.
-        let _ = t.code(user, "openid accounts:read", &[("acr_values", MFA)]).await?;
+        let _ = t
+            .code(user, "openid accounts:read", &[("acr_values", MFA)])
+            .await?;
         let used = user.last_code().ok_or("no code used")?;
-        let again = t.authorize_url("openid accounts:read", Some(&pkce()), &[("prompt", "login"), ("acr_values", MFA)]);
+        let again = t.authorize_url(
+            "openid accounts:read",
+            Some(&pkce()),
+            &[("prompt", "login"), ("acr_values", MFA)],
+        );
         let refused = user.replay_code(&again, &used).await?;
         Ok((refused, "a code already used is refused in a new sign-in".into()))
     });
@@ -463,47 +763,115 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let user = &t.brute_force_target;
         let url = t.authorize_url("openid accounts:read", Some(&pkce()), &[("acr_values", MFA)]);
         let locked = user.brute_force_codes(&url, 8).await?;
-        Ok((locked, "after repeated wrong codes the right one is refused too (locked)".into()))
+        Ok((
+            locked,
+            "after repeated wrong codes the right one is refused too (locked)".into(),
+        ))
     });
     attack!("login-csrf", "sign-in", async {
         let response = reqwest::Client::new()
             .post(format!("{}/login/password", t.issuer))
-            .form(&[("request", "x"), ("csrf", "forged"), ("username", t.victim.username.as_str()), ("password", "guess")])
+            .form(&[
+                ("request", "x"),
+                ("csrf", "forged"),
+                ("username", t.victim.username.as_str()),
+                ("password", "guess"),
+            ])
             .send()
             .await
             .map_err(|e| e.to_string())?;
         let s = response.status().as_u16();
-        let to_client = response.headers().get("location").and_then(|l| l.to_str().ok()).is_some_and(|l| l.contains("code="));
-        Ok((!to_client && s >= 400, format!("a form posted without the page's CSRF token: expected 4xx, got {s}")))
+        let to_client = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .is_some_and(|l| l.contains("code="));
+        Ok((
+            !to_client && s >= 400,
+            format!("a form posted without the page's CSRF token: expected 4xx, got {s}"),
+        ))
     });
 
     // Transactions (RFC 9396).
-    let details = json!([{"type": "payment_initiation", "amount": "2500.00", "currency": "EUR", "creditor": "Bob"}]).to_string();
-    let approved = t.access_token(&t.victim, "openid accounts:read payments:write", &[("authorization_details", &details)]).await;
+    let details =
+        json!([{"type": "payment_initiation", "amount": "2500.00", "currency": "EUR", "creditor": "Bob"}])
+            .to_string();
+    let approved = t
+        .access_token(
+            &t.victim,
+            "openid accounts:read payments:write",
+            &[("authorization_details", &details)],
+        )
+        .await;
     let large = format!("{}/accounts/42/transfers/large", t.api);
     attack!("transaction-token-reused", "transaction", async {
         let token = approved.as_ref().map_err(Clone::clone)?;
         let body = json!({"amount": 2500, "currency": "EUR", "to": "Bob"});
-        let first = call(reqwest::Method::POST, &large, &[("authorization", &format!("Bearer {token}"))], Some(body.clone())).await?;
-        let second = call(reqwest::Method::POST, &large, &[("authorization", &format!("Bearer {token}"))], Some(body)).await?;
-        Ok((first == 200 && refused(second), format!("expected 200 then a refusal, got {first} then {second}")))
+        let first = call(
+            reqwest::Method::POST,
+            &large,
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(body.clone()),
+        )
+        .await?;
+        let second = call(
+            reqwest::Method::POST,
+            &large,
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(body),
+        )
+        .await?;
+        Ok((
+            first == 200 && refused(second),
+            format!("expected 200 then a refusal, got {first} then {second}"),
+        ))
     });
     attack!("transaction-token-altered", "transaction", async {
         let details = json!([{"type": "payment_initiation", "amount": "2500.00", "currency": "EUR", "creditor": "Bob"}]).to_string();
-        let token = t.access_token(&t.victim, "openid accounts:read payments:write", &[("authorization_details", &details)]).await?;
+        let token = t
+            .access_token(
+                &t.victim,
+                "openid accounts:read payments:write",
+                &[("authorization_details", &details)],
+            )
+            .await?;
         let body = json!({"amount": 9500, "currency": "EUR", "to": "Mallory"});
-        let s = call(reqwest::Method::POST, &large, &[("authorization", &format!("Bearer {token}"))], Some(body)).await?;
-        Ok((refused(s), format!("another amount and creditor than approved: expected a refusal, got {s}")))
+        let s = call(
+            reqwest::Method::POST,
+            &large,
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(body),
+        )
+        .await?;
+        Ok((
+            refused(s),
+            format!("another amount and creditor than approved: expected a refusal, got {s}"),
+        ))
     });
 
     // Malformed requests.
     attack!("oversized-header", "malformed request", async {
         let huge = "a".repeat(200_000);
-        let s = call(reqwest::Method::GET, &balance, &[("authorization", &bearer), ("x-padding", &huge)], None).await;
-        Ok((s.as_ref().map_or(true, |s| refused(*s)), format!("expected 431/400 or a closed connection, got {s:?}")))
+        let s = call(
+            reqwest::Method::GET,
+            &balance,
+            &[("authorization", &bearer), ("x-padding", &huge)],
+            None,
+        )
+        .await;
+        Ok((
+            s.as_ref().map_or(true, |s| refused(*s)),
+            format!("expected 431/400 or a closed connection, got {s:?}"),
+        ))
     });
     attack!("malformed-authorization", "malformed request", async {
-        let s = call(reqwest::Method::GET, &balance, &[("authorization", "Bearer a b c")], None).await?;
+        let s = call(
+            reqwest::Method::GET,
+            &balance,
+            &[("authorization", "Bearer a b c")],
+            None,
+        )
+        .await?;
         Ok((s == 400, format!("expected 400, got {s}")))
     });
     attack!("two-authorization-headers", "malformed request", async {
@@ -514,17 +882,37 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             .build()
             .map_err(|e| e.to_string())?;
         let mut request = request;
-        request.headers_mut().append("authorization", reqwest::header::HeaderValue::from_static("Bearer another"));
-        let s = reqwest::Client::new().execute(request).await.map_err(|e| e.to_string())?.status().as_u16();
+        request.headers_mut().append(
+            "authorization",
+            reqwest::header::HeaderValue::from_static("Bearer another"),
+        );
+        let s = reqwest::Client::new()
+            .execute(request)
+            .await
+            .map_err(|e| e.to_string())?
+            .status()
+            .as_u16();
         Ok((s == 400, format!("expected 400, got {s}")))
     });
     attack!("encoded-path-bypass", "malformed request", async {
-        let s = call(reqwest::Method::POST, &format!("{}/accounts/42/%70ayees", t.api), &[("authorization", &bearer)], Some(payee())).await?;
-        Ok((refused(s), format!("an encoded letter to dodge the payee rule: expected 400, got {s}")))
+        let s = call(
+            reqwest::Method::POST,
+            &format!("{}/accounts/42/%70ayees", t.api),
+            &[("authorization", &bearer)],
+            Some(payee()),
+        )
+        .await?;
+        Ok((
+            refused(s),
+            format!("an encoded letter to dodge the payee rule: expected 400, got {s}"),
+        ))
     });
     attack!("dot-segment-path-bypass", "malformed request", async {
         let status = raw_request(&t.api, &format!("POST /accounts/42/x/../payees HTTP/1.1\r\nHost: h\r\nAuthorization: {bearer}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}")).await?;
-        Ok((refused(status), format!("a dot segment to dodge the payee rule: expected 400, got {status}")))
+        Ok((
+            refused(status),
+            format!("a dot segment to dodge the payee rule: expected 400, got {status}"),
+        ))
     });
     out
 }
@@ -554,11 +942,23 @@ fn chrono_now() -> i64 {
 /// Sends `raw` bytes to the origin of `base`; the status of the answer.
 async fn raw_request(base: &str, raw: &str) -> Result<u16, String> {
     let url = Url::parse(base).map_err(|e| e.to_string())?;
-    let addr = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port_or_known_default().unwrap_or(80));
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    stream.write_all(raw.as_bytes()).await.map_err(|e| e.to_string())?;
+    let addr = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port_or_known_default().unwrap_or(80)
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(raw.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     let text = String::from_utf8_lossy(&answer);
-    text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status in {text:?}"))
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))
 }

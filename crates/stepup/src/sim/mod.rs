@@ -52,7 +52,9 @@ pub(crate) struct SimArgs {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a duration such as 30s or 2m"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a duration such as 30s or 2m"))?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
@@ -74,12 +76,54 @@ struct Action {
 }
 
 const ACTIONS: [Action; 6] = [
-    Action { name: "read balance", weight: 550, method: "GET", path: "/accounts/42/balance", body: None, transaction: false },
-    Action { name: "list transactions", weight: 250, method: "GET", path: "/accounts/42/transactions", body: None, transaction: false },
-    Action { name: "download statements", weight: 60, method: "GET", path: "/accounts/42/statements", body: None, transaction: false },
-    Action { name: "add payee", weight: 60, method: "POST", path: "/accounts/42/payees", body: Some(r#"{"name":"Ada","iban":"DE02120300000000202051"}"#), transaction: false },
-    Action { name: "transfer", weight: 60, method: "POST", path: "/accounts/42/transfers", body: Some(r#"{"amount":25,"currency":"EUR","to":"Ada"}"#), transaction: false },
-    Action { name: "large transfer", weight: 20, method: "POST", path: "/accounts/42/transfers/large", body: Some(r#"{"amount":2500,"currency":"EUR","to":"Bob"}"#), transaction: true },
+    Action {
+        name: "read balance",
+        weight: 550,
+        method: "GET",
+        path: "/accounts/42/balance",
+        body: None,
+        transaction: false,
+    },
+    Action {
+        name: "list transactions",
+        weight: 250,
+        method: "GET",
+        path: "/accounts/42/transactions",
+        body: None,
+        transaction: false,
+    },
+    Action {
+        name: "download statements",
+        weight: 60,
+        method: "GET",
+        path: "/accounts/42/statements",
+        body: None,
+        transaction: false,
+    },
+    Action {
+        name: "add payee",
+        weight: 60,
+        method: "POST",
+        path: "/accounts/42/payees",
+        body: Some(r#"{"name":"Ada","iban":"DE02120300000000202051"}"#),
+        transaction: false,
+    },
+    Action {
+        name: "transfer",
+        weight: 60,
+        method: "POST",
+        path: "/accounts/42/transfers",
+        body: Some(r#"{"amount":25,"currency":"EUR","to":"Ada"}"#),
+        transaction: false,
+    },
+    Action {
+        name: "large transfer",
+        weight: 20,
+        method: "POST",
+        path: "/accounts/42/transfers/large",
+        body: Some(r#"{"amount":2500,"currency":"EUR","to":"Bob"}"#),
+        transaction: true,
+    },
 ];
 
 /// A small deterministic generator (SplitMix64): the same seed, the same mix.
@@ -168,7 +212,11 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     // Virtual users.
     let mut tasks = tokio::task::JoinSet::new();
     for (i, user) in users.iter().enumerate() {
-        let door = if i % 2 == 0 { ("guard", d.api_url.clone()) } else { ("gateway", d.gateway_url.clone()) };
+        let door = if i % 2 == 0 {
+            ("guard", d.api_url.clone())
+        } else {
+            ("gateway", d.gateway_url.clone())
+        };
         let client = StepUpClient::new(
             http.clone(),
             provider.clone(),
@@ -188,7 +236,7 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         issuer: d.issuer.clone(),
         api: d.api_url.clone(),
         gateway: d.gateway_url.clone(),
-        authorization_endpoint: provider.authorization_endpoint.to_string(),
+        authorization_endpoint: provider.authorization_endpoint.clone(),
         token_endpoint: provider.token_endpoint.to_string(),
         jwks,
         victim,
@@ -220,8 +268,12 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let elapsed = started.elapsed().min(total);
-                let p = progress.lock().map(|p| (p.calls, p.step_ups, p.refused, p.attacks, p.attacks_through));
-                let Ok((calls, step_ups, refused, attacks, through)) = p else { continue };
+                let p = progress
+                    .lock()
+                    .map(|p| (p.calls, p.step_ups, p.refused, p.attacks, p.attacks_through));
+                let Ok((calls, step_ups, refused, attacks, through)) = p else {
+                    continue;
+                };
                 let filled = (elapsed.as_secs_f64() / total.as_secs_f64().max(0.001) * 30.0) as usize;
                 let line = format!(
                     "[{}{}] {:>5.1}/{} s  calls {calls}  step-ups {step_ups}  refused {refused}  attacks {attacks} ({through} through)",
@@ -244,7 +296,9 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     while let Some(joined) = tasks.join_next().await {
         calls.extend(joined.map_err(|e| anyhow!("a virtual user stopped: {e}"))?);
     }
-    let attempts = attackers.await.map_err(|e| anyhow!("the attackers stopped: {e}"))?;
+    let attempts = attackers
+        .await
+        .map_err(|e| anyhow!("the attackers stopped: {e}"))?;
     ticker.abort();
     eprintln!();
 
@@ -256,7 +310,8 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     let html_path = args.out.join("report.html");
-    std::fs::write(&html_path, report::html(&report)).with_context(|| format!("cannot write {}", html_path.display()))?;
+    std::fs::write(&html_path, report::html(&report))
+        .with_context(|| format!("cannot write {}", html_path.display()))?;
     print!("{}", report::summary(&report));
     println!("report: {} and {}", json_path.display(), html_path.display());
 
@@ -276,14 +331,23 @@ async fn discover_jwks(http: &reqwest::Client, issuer: &str) -> Result<Value> {
         .await?
         .json()
         .await?;
-    let uri = metadata["jwks_uri"].as_str().ok_or_else(|| anyhow!("no jwks_uri"))?;
+    let uri = metadata["jwks_uri"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no jwks_uri"))?;
     Ok(http.get(uri).send().await?.json().await?)
 }
 
 /// The gateway's decision-latency histogram (Prometheus text): how many
 /// decisions, and their mean.
 async fn gateway_decisions(http: &reqwest::Client, gateway: &str) -> Option<Value> {
-    let text = http.get(format!("{gateway}/-/metrics")).send().await.ok()?.text().await.ok()?;
+    let text = http
+        .get(format!("{gateway}/-/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     let value = |name: &str| {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -292,7 +356,11 @@ async fn gateway_decisions(http: &reqwest::Client, gateway: &str) -> Option<Valu
     };
     let count = value("stepup_gateway_decision_duration_seconds_count ")?;
     let sum = value("stepup_gateway_decision_duration_seconds_sum ")?;
-    let mean_us = if count > 0.0 { (sum / count * 1e6 * 10.0).round() / 10.0 } else { 0.0 };
+    let mean_us = if count > 0.0 {
+        (sum / count * 1e6 * 10.0).round() / 10.0
+    } else {
+        0.0
+    };
     Some(json!({"source": "gateway /-/metrics", "count": count, "mean_us": mean_us}))
 }
 

@@ -21,10 +21,15 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn latency(mut micros: Vec<u64>) -> Value {
     micros.sort_unstable();
     let ms = |us: u64| us as f64 / 1000.0;
-    let bounds_ms = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0];
+    let bounds_ms = [
+        1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0,
+    ];
     let mut buckets = vec![0u64; bounds_ms.len() + 1];
     for &us in &micros {
-        let i = bounds_ms.iter().position(|&b| ms(us) <= b).unwrap_or(bounds_ms.len());
+        let i = bounds_ms
+            .iter()
+            .position(|&b| ms(us) <= b)
+            .unwrap_or(bounds_ms.len());
         buckets[i] += 1;
     }
     json!({
@@ -43,16 +48,32 @@ fn latency(mut micros: Vec<u64>) -> Value {
 /// The report of a run.
 pub(super) fn build(args: &SimArgs, elapsed: Duration, calls: &[Call], attempts: &[Attempt]) -> Value {
     let total = calls.len() as f64;
-    let step_up_calls: Vec<&Call> = calls.iter().filter(|c| c.asked.iter().any(|a| a == "code")).collect();
-    let per_1000 = |n: usize| if total > 0.0 { n as f64 * 1000.0 / total } else { 0.0 };
+    let step_up_calls: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.asked.iter().any(|a| a == "code"))
+        .collect();
+    let per_1000 = |n: usize| {
+        if total > 0.0 {
+            n as f64 * 1000.0 / total
+        } else {
+            0.0
+        }
+    };
     let mut by_trigger = serde_json::Map::new();
     for (action, n) in tally(step_up_calls.iter().map(|c| c.action)) {
         by_trigger.insert(action, json!((per_1000(n as usize) * 10.0).round() / 10.0));
     }
     let mut by_action = serde_json::Map::new();
     for (action, n) in tally(calls.iter().map(|c| c.action)) {
-        let these: Vec<u64> = calls.iter().filter(|c| c.action == action).map(|c| c.micros).collect();
-        let ups = calls.iter().filter(|c| c.action == action && c.asked.iter().any(|a| a == "code")).count();
+        let these: Vec<u64> = calls
+            .iter()
+            .filter(|c| c.action == action)
+            .map(|c| c.micros)
+            .collect();
+        let ups = calls
+            .iter()
+            .filter(|c| c.action == action && c.asked.iter().any(|a| a == "code"))
+            .count();
         let mut l = latency(these);
         l["calls"] = json!(n);
         l["step_ups"] = json!(ups);
@@ -113,7 +134,10 @@ pub(super) fn summary(r: &Value) -> String {
     let _ = writeln!(
         out,
         "trusted calls: {} ({} refused); step-ups: {} ({} per 1000 calls)",
-        r["trusted_calls"]["total"], r["trusted_calls"]["refused"], r["friction"]["step_ups"], r["friction"]["step_ups_per_1000_calls"]
+        r["trusted_calls"]["total"],
+        r["trusted_calls"]["refused"],
+        r["friction"]["step_ups"],
+        r["friction"]["step_ups_per_1000_calls"]
     );
     let _ = writeln!(
         out,
@@ -138,7 +162,10 @@ pub(super) fn summary(r: &Value) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// An SVG bar chart of `(label, value)`.
@@ -175,7 +202,10 @@ fn bars(title: &str, unit: &str, data: &[(String, f64)]) -> String {
 }
 
 fn histogram(title: &str, l: &Value) -> String {
-    let bounds = l["histogram"]["upper_bounds_ms"].as_array().cloned().unwrap_or_default();
+    let bounds = l["histogram"]["upper_bounds_ms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let counts = l["histogram"]["counts"].as_array().cloned().unwrap_or_default();
     let data: Vec<(String, f64)> = counts
         .iter()
@@ -218,9 +248,17 @@ pub(super) fn html(r: &Value) -> String {
     );
     let triggers: Vec<(String, f64)> = r["friction"]["by_trigger_per_1000_calls"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
+                .collect()
+        })
         .unwrap_or_default();
-    page.push_str(&bars("Step-ups per 1000 calls, by the action that asked", "", &triggers));
+    page.push_str(&bars(
+        "Step-ups per 1000 calls, by the action that asked",
+        "",
+        &triggers,
+    ));
     let _ = write!(
         page,
         "<h2>Re-authentication latency</h2><p>p50 {} ms, p95 {} ms, p99 {} ms over {} step-ups (the whole call: challenge, sign-in pages, code exchange, retry; no human think time). Without the waits for a code not used yet: p50 {} ms, p99 {} ms.</p>",
@@ -231,13 +269,19 @@ pub(super) fn html(r: &Value) -> String {
         r["reauth_latency_without_code_waits"]["p50_ms"],
         r["reauth_latency_without_code_waits"]["p99_ms"],
     );
-    page.push_str(&histogram("Calls that stepped up, by latency", &r["reauth_latency"]));
+    page.push_str(&histogram(
+        "Calls that stepped up, by latency",
+        &r["reauth_latency"],
+    ));
     let _ = write!(
         page,
         "<h2>Trusted calls</h2><p>p50 {} ms, p99 {} ms over {} calls without a step-up.</p>",
         r["call_latency"]["p50_ms"], r["call_latency"]["p99_ms"], r["call_latency"]["count"]
     );
-    page.push_str(&histogram("Calls without a step-up, by latency", &r["call_latency"]));
+    page.push_str(&histogram(
+        "Calls without a step-up, by latency",
+        &r["call_latency"],
+    ));
     if let Some(guard) = r.get("guard_decision") {
         let _ = write!(
             page,

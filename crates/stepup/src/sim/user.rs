@@ -66,7 +66,10 @@ impl VirtualUser {
 
     /// The sign-ins made since the last call.
     pub(crate) fn take_sign_ins(&self) -> Vec<SignIn> {
-        self.sign_ins.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default()
+        self.sign_ins
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
     }
 
     /// A TOTP code not used yet, waiting for the next period if needed.
@@ -99,10 +102,15 @@ impl VirtualUser {
         let mut waited = Duration::ZERO;
         let mut answers = Vec::new();
         let outcome = self
-            .drive(url, 6, |field| {
-                answers.push(field.to_owned());
-                Some(None)
-            }, &mut waited)
+            .drive(
+                url,
+                6,
+                |field| {
+                    answers.push(field.to_owned());
+                    Some(None)
+                },
+                &mut waited,
+            )
             .await;
         record.asked = answers;
         record.waited_for_code = waited;
@@ -123,14 +131,19 @@ impl VirtualUser {
         let mut waited = Duration::ZERO;
         let mut typed = false;
         let reached = self
-            .drive(url.clone(), 4, |field| match field {
-                "code" if typed => None,
-                "code" => {
-                    typed = true;
-                    Some(Some(code.to_owned()))
-                }
-                _ => Some(None),
-            }, &mut waited)
+            .drive(
+                url.clone(),
+                4,
+                |field| match field {
+                    "code" if typed => None,
+                    "code" => {
+                        typed = true;
+                        Some(Some(code.to_owned()))
+                    }
+                    _ => Some(None),
+                },
+                &mut waited,
+            )
             .await?;
         Ok(reached.is_none() && typed)
     }
@@ -141,18 +154,23 @@ impl VirtualUser {
         let mut waited = Duration::ZERO;
         let mut tries = 0;
         let reached = self
-            .drive(url.clone(), wrong + 4, |field| match field {
-                "code" if tries < wrong => {
-                    tries += 1;
-                    Some(Some(format!("{:06}", (tries * 7919) % 1_000_000)))
-                }
-                "code" if tries == wrong => {
-                    tries += 1;
-                    Some(None)
-                }
-                "code" => None,
-                _ => Some(None),
-            }, &mut waited)
+            .drive(
+                url.clone(),
+                wrong + 4,
+                |field| match field {
+                    "code" if tries < wrong => {
+                        tries += 1;
+                        Some(Some(format!("{:06}", (tries * 7919) % 1_000_000)))
+                    }
+                    "code" if tries == wrong => {
+                        tries += 1;
+                        Some(None)
+                    }
+                    "code" => None,
+                    _ => Some(None),
+                },
+                &mut waited,
+            )
             .await?;
         Ok(reached.is_none() && tries > wrong)
     }
@@ -172,7 +190,8 @@ impl VirtualUser {
         for _ in 0..pages {
             if let Some(location) = response.headers().get("location") {
                 let location = location.to_str().map_err(|e| e.to_string())?;
-                let location = Url::parse(location).or_else(|_| Url::parse(&base).and_then(|b| b.join(location)));
+                let location =
+                    Url::parse(location).or_else(|_| Url::parse(&base).and_then(|b| b.join(location)));
                 let location = location.map_err(|e| e.to_string())?;
                 if location.as_str().starts_with(&base) {
                     // Still on the server (e.g. /authorize after a factor).
@@ -184,14 +203,20 @@ impl VirtualUser {
             let status = response.status();
             let body = response.text().await.map_err(|e| e.to_string())?;
             let (Some(request), Some(csrf)) = (hidden(&body, "request"), hidden(&body, "csrf")) else {
-                return Err(format!("unexpected page ({status}): {}", &body[..body.len().min(300)]));
+                return Err(format!(
+                    "unexpected page ({status}): {}",
+                    &body[..body.len().min(300)]
+                ));
             };
             let (path, field) = if body.contains("name=\"password\"") {
                 ("/login/password", "password")
             } else if body.contains("name=\"code\"") {
                 ("/login/otp", "code")
             } else {
-                return Err(format!("a page asks for something else: {}", &body[..body.len().min(300)]));
+                return Err(format!(
+                    "a page asks for something else: {}",
+                    &body[..body.len().min(300)]
+                ));
             };
             let value = match answer(field) {
                 None => return Ok(None),
