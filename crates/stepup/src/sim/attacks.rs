@@ -76,8 +76,7 @@ fn pkce() -> Pkce {
 impl Target {
     /// An authorization URL of the public CLI client.
     fn authorize_url(&self, scope: &str, pkce: Option<&Pkce>, extra: &[(&str, &str)]) -> Url {
-        let mut url = Url::parse(&self.authorization_endpoint)
-            .unwrap_or_else(|_| Url::parse("http://invalid").unwrap_or_else(|_| unreachable!()));
+        let mut url = self.authorization_endpoint.clone();
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("response_type", "code")
