@@ -159,8 +159,14 @@ pub(crate) struct Call {
     pub(crate) status: u16,
     pub(crate) ok: bool,
     pub(crate) micros: u64,
-    /// The factors asked during it (empty: no step-up).
+    /// Step-ups answered during it (new authorization requests after the
+    /// user's first sign-in), whether or not the user was asked anything.
+    pub(crate) step_ups: usize,
+    /// The factors the user was asked for in those step-ups (empty: none,
+    /// or the session already met the level).
     pub(crate) asked: Vec<String>,
+    /// The call made the user's first sign-in (not a step-up).
+    pub(crate) first_sign_in: bool,
     pub(crate) waited_for_code_ms: u64,
     pub(crate) error: Option<String>,
 }
@@ -375,6 +381,7 @@ async fn virtual_user(
 ) -> Vec<Call> {
     let mut rng = Rng(seed);
     let mut calls = Vec::new();
+    let mut signed_in = false;
     let http = reqwest::Client::new();
     while Instant::now() < deadline {
         let action = rng.pick();
@@ -400,11 +407,16 @@ async fn virtual_user(
             client.execute(request).await
         };
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let sign_ins = user.take_sign_ins();
+        let mut sign_ins = user.take_sign_ins();
+        // The user's first sign-in is not a step-up.
+        let first_sign_in = !signed_in && !sign_ins.is_empty();
+        if first_sign_in {
+            sign_ins.remove(0);
+            signed_in = true;
+        }
         let asked: Vec<String> = sign_ins.iter().flat_map(|s| s.asked.clone()).collect();
         let waited: Duration = sign_ins.iter().map(|s| s.waited_for_code).sum();
-        // The very first sign-in is not a step-up: the user signs in once.
-        let step_up = asked.contains(&"code".to_owned());
+        let step_up = !asked.is_empty();
         let (status, error) = match outcome {
             Ok(response) => (response.status().as_u16(), None),
             Err(e) => (0, Some(e.to_string())),
@@ -421,7 +433,9 @@ async fn virtual_user(
             status,
             ok,
             micros,
+            step_ups: sign_ins.len(),
             asked,
+            first_sign_in,
             waited_for_code_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
             error,
         });

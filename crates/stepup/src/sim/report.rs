@@ -48,20 +48,31 @@ fn latency(mut micros: Vec<u64>) -> Value {
 /// The report of a run.
 pub(super) fn build(args: &SimArgs, elapsed: Duration, calls: &[Call], attempts: &[Attempt]) -> Value {
     let total = calls.len() as f64;
-    let step_up_calls: Vec<&Call> = calls
+    // Calls that answered a step-up, and those where it asked the user
+    // something (the rest passed on the session: single sign-on).
+    let step_up_calls: Vec<&Call> = calls.iter().filter(|c| c.step_ups > 0).collect();
+    let interactive: Vec<&Call> = step_up_calls
         .iter()
-        .filter(|c| c.asked.iter().any(|a| a == "code"))
+        .copied()
+        .filter(|c| !c.asked.is_empty())
         .collect();
     let per_1000 = |n: usize| {
         if total > 0.0 {
-            n as f64 * 1000.0 / total
+            (n as f64 * 1000.0 / total * 10.0).round() / 10.0
         } else {
             0.0
         }
     };
     let mut by_trigger = serde_json::Map::new();
     for (action, n) in tally(step_up_calls.iter().map(|c| c.action)) {
-        by_trigger.insert(action, json!((per_1000(n as usize) * 10.0).round() / 10.0));
+        let asked = interactive.iter().filter(|c| c.action == action).count();
+        by_trigger.insert(
+            action,
+            json!({
+                "step_ups_per_1000_calls": per_1000(n as usize),
+                "asking_the_user_per_1000_calls": per_1000(asked),
+            }),
+        );
     }
     let mut by_action = serde_json::Map::new();
     for (action, n) in tally(calls.iter().map(|c| c.action)) {
@@ -72,7 +83,7 @@ pub(super) fn build(args: &SimArgs, elapsed: Duration, calls: &[Call], attempts:
             .collect();
         let ups = calls
             .iter()
-            .filter(|c| c.action == action && c.asked.iter().any(|a| a == "code"))
+            .filter(|c| c.action == action && c.step_ups > 0)
             .count();
         let mut l = latency(these);
         l["calls"] = json!(n);
@@ -106,15 +117,19 @@ pub(super) fn build(args: &SimArgs, elapsed: Duration, calls: &[Call], attempts:
         },
         "friction": {
             "step_ups": step_up_calls.len(),
-            "step_ups_per_1000_calls": (per_1000(step_up_calls.len()) * 10.0).round() / 10.0,
-            "by_trigger_per_1000_calls": by_trigger,
+            "step_ups_per_1000_calls": per_1000(step_up_calls.len()),
+            "asking_the_user": interactive.len(),
+            "asking_the_user_per_1000_calls": per_1000(interactive.len()),
+            "factors_asked": tally(interactive.iter().flat_map(|c| c.asked.iter().map(String::as_str))),
+            "by_trigger": by_trigger,
             "code_waits": step_up_calls.iter().filter(|c| c.waited_for_code_ms > 0).count(),
+            "first_sign_ins": calls.iter().filter(|c| c.first_sign_in).count(),
         },
         "reauth_latency": latency(step_up_calls.iter().map(|c| c.micros).collect()),
         "reauth_latency_without_code_waits": latency(
             step_up_calls.iter().map(|c| c.micros.saturating_sub(c.waited_for_code_ms * 1000)).collect()
         ),
-        "call_latency": latency(calls.iter().filter(|c| c.asked.is_empty()).map(|c| c.micros).collect()),
+        "call_latency": latency(calls.iter().filter(|c| c.step_ups == 0 && !c.first_sign_in).map(|c| c.micros).collect()),
         "by_action": by_action,
         "attacks": {
             "attempted": attempts.len(),
@@ -133,11 +148,13 @@ pub(super) fn summary(r: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "trusted calls: {} ({} refused); step-ups: {} ({} per 1000 calls)",
+        "trusted calls: {} ({} refused); step-ups: {} ({} per 1000 calls), {} asking the user ({} per 1000 calls)",
         r["trusted_calls"]["total"],
         r["trusted_calls"]["refused"],
         r["friction"]["step_ups"],
-        r["friction"]["step_ups_per_1000_calls"]
+        r["friction"]["step_ups_per_1000_calls"],
+        r["friction"]["asking_the_user"],
+        r["friction"]["asking_the_user_per_1000_calls"]
     );
     let _ = writeln!(
         out,
@@ -243,21 +260,33 @@ pub(super) fn html(r: &Value) -> String {
     );
     let _ = write!(
         page,
-        "<h2>Friction</h2><p>{} step-ups in {} trusted calls: {} per 1000 calls.</p>",
-        r["friction"]["step_ups"], r["trusted_calls"]["total"], r["friction"]["step_ups_per_1000_calls"]
+        "<h2>Friction</h2><p>{} step-ups in {} trusted calls ({} per 1000 calls); {} of them asked the user for a factor ({} per 1000 calls), the others were met by the session (single sign-on). Factors asked: {}.</p>",
+        r["friction"]["step_ups"],
+        r["trusted_calls"]["total"],
+        r["friction"]["step_ups_per_1000_calls"],
+        r["friction"]["asking_the_user"],
+        r["friction"]["asking_the_user_per_1000_calls"],
+        escape(&r["friction"]["factors_asked"].to_string()),
     );
-    let triggers: Vec<(String, f64)> = r["friction"]["by_trigger_per_1000_calls"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let trigger = |key: &str| -> Vec<(String, f64)> {
+        r["friction"]["by_trigger"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v[key].as_f64().unwrap_or(0.0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     page.push_str(&bars(
         "Step-ups per 1000 calls, by the action that asked",
         "",
-        &triggers,
+        &trigger("step_ups_per_1000_calls"),
+    ));
+    page.push_str(&bars(
+        "Step-ups that asked the user something, per 1000 calls",
+        "",
+        &trigger("asking_the_user_per_1000_calls"),
     ));
     let _ = write!(
         page,
