@@ -282,7 +282,7 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
                 };
                 let filled = (elapsed.as_secs_f64() / total.as_secs_f64().max(0.001) * 30.0) as usize;
                 let line = format!(
-                    "[{}{}] {:>5.1}/{} s  calls {calls}  step-ups {step_ups}  refused {refused}  attacks {attacks} ({through} through)",
+                    "[{}{}] {:>5.1}/{} s  calls {calls}  step-ups asking the user {step_ups}  refused {refused}  attacks {attacks} ({through} through)",
                     "#".repeat(filled.min(30)),
                     ".".repeat(30 - filled.min(30)),
                     elapsed.as_secs_f64(),
