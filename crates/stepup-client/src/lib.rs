@@ -30,6 +30,7 @@
 mod agent;
 mod client;
 mod error;
+mod form_user;
 mod provider;
 mod tokens;
 
@@ -39,5 +40,6 @@ pub use agent::{
 };
 pub use client::{ClientConfig, StepUpClient, StepUpNotice};
 pub use error::ClientError;
+pub use form_user::{FormUser, LOOPBACK_REDIRECT, SignIn};
 pub use provider::Provider;
 pub use tokens::{Requirement, TokenSet, Tokens};

@@ -14,7 +14,7 @@ use stepup_core::jws::{SigningHeader, SigningKey, sign_compact};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
-use super::user::{REDIRECT, VirtualUser};
+use stepup_client::{FormUser as VirtualUser, LOOPBACK_REDIRECT as REDIRECT};
 
 /// The outcome of one attack.
 #[derive(Debug, Clone)]
@@ -773,7 +773,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             .form(&[
                 ("request", "x"),
                 ("csrf", "forged"),
-                ("username", t.victim.username.as_str()),
+                ("username", t.victim.username()),
                 ("password", "guess"),
             ])
             .send()

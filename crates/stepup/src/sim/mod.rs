@@ -14,7 +14,6 @@
 
 mod attacks;
 mod report;
-mod user;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -29,7 +28,7 @@ use serde_json::{Value, json};
 use stepup_client::{ClientConfig, Provider, StepUpClient};
 
 use crate::demo;
-use user::VirtualUser;
+use stepup_client::FormUser as VirtualUser;
 
 /// `stepup sim` arguments.
 #[derive(Debug, Args)]

@@ -1,31 +1,36 @@
-//! A virtual user: signs in on the authorization server's pages with a
-//! password and TOTP codes computed from its enrolled secret, as a person
-//! with an authenticator app would, and waits for a fresh code when the
-//! current one was already used (the server takes each code once).
+//! A user agent that signs in by itself on stepup-server's pages, with a
+//! password and TOTP codes computed from an enrolled secret, as a person
+//! with an authenticator app would; it waits for a fresh code when the
+//! current one was already used (the server takes each code once). For
+//! simulations, tests and load: never for real users' credentials.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use stepup_client::{AuthorizationCallback, BoxFuture, UserAgent, UserAgentError};
 use stepup_core::totp::TotpSecret;
 use stepup_core::{Clock, SystemClock};
 use url::Url;
 
-/// The loopback redirect of the demo's public CLI client (any port, RFC 8252).
-pub(crate) const REDIRECT: &str = "http://127.0.0.1:1/callback";
+use crate::agent::{AuthorizationCallback, BoxFuture, UserAgent, UserAgentError};
+
+/// The redirect URI a [`FormUser`] answers for unless told otherwise: a
+/// loopback one (RFC 8252 §7.3), which a native client registered as
+/// `http://127.0.0.1/callback` may use on any port.
+pub const LOOPBACK_REDIRECT: &str = "http://127.0.0.1:1/callback";
 
 /// What one sign-in cost.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SignIn {
+pub struct SignIn {
     /// The factors asked, in order (`password`, `code`).
-    pub(crate) asked: Vec<String>,
+    pub asked: Vec<String>,
     /// Time spent waiting for a TOTP code not yet used.
-    pub(crate) waited_for_code: Duration,
+    pub waited_for_code: Duration,
 }
 
-/// A user of the demo with a password and a TOTP secret.
-pub(crate) struct VirtualUser {
-    pub(crate) username: String,
+/// A user with a password and a TOTP secret who signs in by itself.
+pub struct FormUser {
+    username: String,
+    redirect_uri: String,
     password: String,
     totp: TotpSecret,
     http: reqwest::Client,
@@ -42,10 +47,12 @@ fn hidden(body: &str, name: &str) -> Option<String> {
     Some(body[start..start + end].to_owned())
 }
 
-impl VirtualUser {
-    pub(crate) fn new(username: &str, password: &str, totp: TotpSecret) -> Self {
+impl FormUser {
+    /// A user, answering for [`LOOPBACK_REDIRECT`].
+    pub fn new(username: &str, password: &str, totp: TotpSecret) -> Self {
         Self {
             username: username.to_owned(),
+            redirect_uri: LOOPBACK_REDIRECT.to_owned(),
             password: password.to_owned(),
             totp,
             http: reqwest::Client::builder()
@@ -59,13 +66,24 @@ impl VirtualUser {
         }
     }
 
+    /// The same user answering for another redirect URI.
+    pub fn with_redirect_uri(mut self, redirect_uri: impl Into<String>) -> Self {
+        self.redirect_uri = redirect_uri.into();
+        self
+    }
+
+    /// The user's name.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
     /// The user's browser (its cookie jar: the session).
-    pub(crate) fn browser(&self) -> &reqwest::Client {
+    pub fn browser(&self) -> &reqwest::Client {
         &self.http
     }
 
     /// The sign-ins made since the last call.
-    pub(crate) fn take_sign_ins(&self) -> Vec<SignIn> {
+    pub fn take_sign_ins(&self) -> Vec<SignIn> {
         self.sign_ins
             .lock()
             .map(|mut s| std::mem::take(&mut *s))
@@ -91,13 +109,13 @@ impl VirtualUser {
     }
 
     /// The last TOTP code this user typed.
-    pub(crate) fn last_code(&self) -> Option<String> {
+    pub fn last_code(&self) -> Option<String> {
         self.last_code.lock().ok().and_then(|c| c.clone())
     }
 
     /// Follows the authorization request through the sign-in pages to the
     /// redirect back to the client.
-    pub(crate) async fn sign_in(&self, url: Url) -> Result<Url, String> {
+    pub async fn sign_in(&self, url: Url) -> Result<Url, String> {
         let mut record = SignIn::default();
         let mut waited = Duration::ZERO;
         let mut answers = Vec::new();
@@ -127,7 +145,7 @@ impl VirtualUser {
 
     /// Signs in with the password, then types `code` on the code page:
     /// whether the server refused it (no redirect to the client).
-    pub(crate) async fn replay_code(&self, url: &Url, code: &str) -> Result<bool, String> {
+    pub async fn replay_code(&self, url: &Url, code: &str) -> Result<bool, String> {
         let mut waited = Duration::ZERO;
         let mut typed = false;
         let reached = self
@@ -150,7 +168,7 @@ impl VirtualUser {
 
     /// Signs in with the password, types `wrong` bad codes, then the right
     /// one: whether that was refused too (the account locked).
-    pub(crate) async fn brute_force_codes(&self, url: &Url, wrong: usize) -> Result<bool, String> {
+    pub async fn brute_force_codes(&self, url: &Url, wrong: usize) -> Result<bool, String> {
         let mut waited = Duration::ZERO;
         let mut tries = 0;
         let reached = self
@@ -175,10 +193,11 @@ impl VirtualUser {
         Ok(reached.is_none() && tries > wrong)
     }
 
-    /// Walks the sign-in pages: `answer(field)` gives `Some(Some(value))` to
+    /// Walks the sign-in pages for `pages` forms at most: `answer(field)`
+    /// (`password` or `code`) gives `Some(Some(value))` to
     /// type a value, `Some(None)` for the user's own (password or a fresh
     /// code), `None` to stop. The redirect to the client if reached.
-    async fn drive(
+    pub async fn drive(
         &self,
         url: Url,
         pages: usize,
@@ -247,18 +266,18 @@ impl VirtualUser {
     }
 }
 
-impl UserAgent for VirtualUser {
+impl UserAgent for FormUser {
     fn authorize<'a>(
         &'a self,
         authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
     ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
         Box::pin(async move {
             let url = self
-                .sign_in(authorization_url(REDIRECT))
+                .sign_in(authorization_url(&self.redirect_uri))
                 .await
                 .map_err(UserAgentError::Other)?;
             Ok(AuthorizationCallback {
-                redirect_uri: REDIRECT.to_owned(),
+                redirect_uri: self.redirect_uri.clone(),
                 url,
             })
         })
