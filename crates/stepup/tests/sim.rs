@@ -56,8 +56,14 @@ fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
     assert!(report["reauth_latency"]["p50_ms"].as_f64().unwrap() > 0.0);
     assert!(report["guard_decision"]["count"].as_f64().unwrap() > 0.0);
 
+    // Memory was sampled (the deployment runs in the simulator's process).
+    let memory = &report["memory"];
+    assert!(memory["samples"].as_u64().unwrap() >= 4, "{memory}");
+    assert!(memory["max_mib"].as_f64().unwrap() > 1.0, "{memory}");
+
     let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
     assert!(html.contains("<svg"), "the report has plots");
+    assert!(html.contains("<polyline"), "the memory plot");
     assert!(html.contains("No attack got through"));
     assert!(!html.contains("<script"), "self-contained, no scripts");
     assert!(stdout.contains("attacks: "), "{stdout}");

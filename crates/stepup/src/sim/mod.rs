@@ -264,6 +264,22 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     });
 
     // The progress line.
+    // Memory: the whole deployment runs in this process, so its resident
+    // set is the deployment's (plus the users'), sampled every second.
+    let rss_samples = Arc::new(Mutex::new(Vec::<(f64, f64)>::new()));
+    let sampler = {
+        let samples = Arc::clone(&rss_samples);
+        tokio::spawn(async move {
+            loop {
+                if let Some(mib) = resident_mib() {
+                    if let Ok(mut s) = samples.lock() {
+                        s.push((started.elapsed().as_secs_f64(), mib));
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     let ticker = {
         let progress = Arc::clone(&progress);
         let total = args.duration;
@@ -307,7 +323,10 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     ticker.abort();
     eprintln!();
 
+    sampler.abort();
     let mut report = report::build(&args, started.elapsed(), &calls, &attempts);
+    let samples = rss_samples.lock().map(|s| s.clone()).unwrap_or_default();
+    report["memory"] = report::memory(&samples);
     if let Some(guard) = gateway_decisions(&http, &d.gateway_url).await {
         report["guard_decision"] = guard;
     }
@@ -327,6 +346,14 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// This process's resident set size in MiB (Linux `/proc/self/status`).
+fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 async fn discover_jwks(http: &reqwest::Client, issuer: &str) -> Result<Value> {

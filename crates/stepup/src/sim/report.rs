@@ -143,6 +143,38 @@ pub(super) fn build(args: &SimArgs, elapsed: Duration, calls: &[Call], attempts:
     })
 }
 
+/// Resident memory over the run: samples `(seconds, MiB)`, the first and
+/// last minute's means, and the growth between them (flat memory: near 0).
+pub(super) fn memory(samples: &[(f64, f64)]) -> Value {
+    let Some(&(last_t, _)) = samples.last() else {
+        return json!({"samples": 0});
+    };
+    let window = |from: f64, to: f64| {
+        let v: Vec<f64> = samples
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, m)| *m)
+            .collect();
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    // After warm-up (the first 10% of the run) against the last 10%.
+    let early = window(last_t * 0.1, last_t * 0.2);
+    let late = window(last_t * 0.9, last_t);
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    json!({
+        "samples": samples.len(),
+        "series_mib": samples.iter().map(|(t, m)| json!([round(*t), round(*m)])).collect::<Vec<_>>(),
+        "max_mib": round(samples.iter().map(|(_, m)| *m).fold(0.0, f64::max)),
+        "early_mean_mib": round(early),
+        "late_mean_mib": round(late),
+        "growth_mib": round(late - early),
+    })
+}
+
 /// A few lines for the terminal.
 pub(super) fn summary(r: &Value) -> String {
     let mut out = String::new();
@@ -164,6 +196,14 @@ pub(super) fn summary(r: &Value) -> String {
         r["reauth_latency"]["p99_ms"],
         r["friction"]["code_waits"],
         r["reauth_latency_without_code_waits"]["p50_ms"],
+    );
+    let _ = writeln!(
+        out,
+        "memory (resident, whole deployment): max {} MiB; {} MiB after warm-up, {} MiB at the end ({:+} MiB)",
+        r["memory"]["max_mib"],
+        r["memory"]["early_mean_mib"],
+        r["memory"]["late_mean_mib"],
+        r["memory"]["growth_mib"].as_f64().unwrap_or(0.0)
     );
     let _ = writeln!(
         out,
@@ -236,6 +276,42 @@ fn histogram(title: &str, l: &Value) -> String {
         })
         .collect();
     bars(title, "", &data)
+}
+
+/// An SVG line chart of `[x, y]` points, y from 0.
+fn line_chart(title: &str, points: &[Value]) -> String {
+    let (w, h, pad) = (640.0, 200.0, 40.0);
+    let xy: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+        .collect();
+    let max_x = xy.iter().map(|p| p.0).fold(1e-9, f64::max);
+    let max_y = xy.iter().map(|p| p.1).fold(1e-9, f64::max) * 1.1;
+    let path: Vec<String> = xy
+        .iter()
+        .map(|(x, y)| {
+            format!(
+                "{:.1},{:.1}",
+                pad + (w - 2.0 * pad) * x / max_x,
+                h - pad - (h - 2.0 * pad) * y / max_y
+            )
+        })
+        .collect();
+    format!(
+        "<figure><figcaption>{t}</figcaption><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' role='img' aria-label='{t}'>\
+         <line x1='{pad}' y1='{b}' x2='{r}' y2='{b}' stroke='#888'/><line x1='{pad}' y1='{pad}' x2='{pad}' y2='{b}' stroke='#888'/>\
+         <text x='{pad}' y='{ty}' font-size='11'>0</text><text x='{r}' y='{ty}' font-size='11' text-anchor='end'>{mx:.0} s</text>\
+         <text x='4' y='{py}' font-size='11'>{my:.0}</text>\
+         <polyline fill='none' stroke='#3b6ea5' stroke-width='2' points='{p}'/></svg></figure>",
+        t = escape(title),
+        b = h - pad,
+        r = w - pad,
+        ty = h - pad + 14.0,
+        py = pad + 4.0,
+        mx = max_x,
+        my = max_y,
+        p = path.join(" ")
+    )
 }
 
 /// A self-contained HTML page: no scripts, no external resources.
@@ -311,6 +387,14 @@ pub(super) fn html(r: &Value) -> String {
         "Calls without a step-up, by latency",
         &r["call_latency"],
     ));
+    if let Some(series) = r["memory"]["series_mib"].as_array().filter(|s| !s.is_empty()) {
+        let _ = write!(
+            page,
+            "<h2>Memory</h2><p>Resident set of the whole deployment (authorization server, guard, gateway, users): max {} MiB; {} MiB after warm-up, {} MiB at the end.</p>",
+            r["memory"]["max_mib"], r["memory"]["early_mean_mib"], r["memory"]["late_mean_mib"]
+        );
+        page.push_str(&line_chart("Resident memory (MiB) over the run (s)", series));
+    }
     if let Some(guard) = r.get("guard_decision") {
         let _ = write!(
             page,
