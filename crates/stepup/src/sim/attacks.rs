@@ -127,20 +127,29 @@ impl Target {
         Ok((status, body))
     }
 
+    /// A code exchanged by `client_id`, with a DPoP proof if given.
+    async fn exchange(
+        &self,
+        code: &str,
+        client_id: &str,
+        verifier: &str,
+        dpop: Option<String>,
+    ) -> Result<(u16, Value), String> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", client_id),
+            ("code_verifier", verifier),
+        ];
+        self.token(&form, dpop).await
+    }
+
     /// The code exchanged for tokens.
     async fn tokens(&self, user: &VirtualUser, scope: &str, extra: &[(&str, &str)]) -> Result<Value, String> {
         let (code, pkce) = self.code(user, scope, extra).await?;
         let (status, body) = self
-            .token(
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT),
-                    ("client_id", &self.client_id),
-                    ("code_verifier", &pkce.verifier),
-                ],
-                None,
-            )
+            .exchange(&code, &self.client_id, &pkce.verifier, None)
             .await?;
         if status != 200 {
             return Err(format!("token request answered {status}: {body}"));
@@ -244,19 +253,12 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     let payee_url = format!("{}{PAYEE}", t.api);
 
     attack!("stolen-base-token-critical-call", "token misuse", async {
-        let s = call(
-            reqwest::Method::POST,
-            &payee_url,
-            &[("authorization", &bearer)],
-            Some(payee()),
-        )
-        .await?;
+        let s = payee_with(&payee_url, &bearer).await?;
         Ok((refused(s), format!("expected 401/403 step-up, got {s}")))
     });
     attack!("forged-acr-claim", "token forgery", async {
         let mut parts: Vec<&str> = stolen.split('.').collect();
-        let mut claims = claims_of(&stolen);
-        claims["acr"] = json!(MFA);
+        let mut claims = elevated(&stolen);
         claims["auth_time"] = json!(chrono_now());
         let forged_payload = B64.encode(claims.to_string());
         if parts.len() != 3 {
@@ -264,37 +266,23 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         }
         parts[1] = &forged_payload;
         let forged = parts.join(".");
-        let s = call(
-            reqwest::Method::POST,
-            &payee_url,
-            &[("authorization", &format!("Bearer {forged}"))],
-            Some(payee()),
-        )
-        .await?;
+        let s = payee_with(&payee_url, &format!("Bearer {forged}")).await?;
         Ok((s == 401, format!("expected 401 invalid_token, got {s}")))
     });
     attack!("alg-none", "token forgery", async {
-        let mut claims = claims_of(&stolen);
-        claims["acr"] = json!(MFA);
+        let claims = elevated(&stolen);
         let token = format!(
             "{}.{}.",
             B64.encode(json!({"alg": "none", "typ": "at+jwt"}).to_string()),
             B64.encode(claims.to_string())
         );
-        let s = call(
-            reqwest::Method::POST,
-            &payee_url,
-            &[("authorization", &format!("Bearer {token}"))],
-            Some(payee()),
-        )
-        .await?;
+        let s = payee_with(&payee_url, &format!("Bearer {token}")).await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     attack!("hs256-with-public-key", "token forgery", async {
         let jwk = t.jwks["keys"][0].clone();
         let kid = jwk["kid"].as_str().unwrap_or_default().to_owned();
-        let mut claims = claims_of(&stolen);
-        claims["acr"] = json!(MFA);
+        let claims = elevated(&stolen);
         let header = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid});
         let signing_input = format!(
             "{}.{}",
@@ -304,21 +292,14 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, jwk.to_string().as_bytes());
         let tag = ring::hmac::sign(&key, signing_input.as_bytes());
         let token = format!("{signing_input}.{}", B64.encode(tag.as_ref()));
-        let s = call(
-            reqwest::Method::POST,
-            &payee_url,
-            &[("authorization", &format!("Bearer {token}"))],
-            Some(payee()),
-        )
-        .await?;
+        let s = payee_with(&payee_url, &format!("Bearer {token}")).await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     let attacker_key = SigningKey::generate_es256(&SystemRandom::new()).map_err(|e| e.to_string());
     attack!("self-signed-token", "token forgery", async {
         let key = attacker_key.as_ref().map_err(Clone::clone)?;
         let kid = t.jwks["keys"][0]["kid"].as_str().unwrap_or("k").to_owned();
-        let mut claims = claims_of(&stolen);
-        claims["acr"] = json!(MFA);
+        let claims = elevated(&stolen);
         let token = sign_compact(
             &SigningHeader::new().typ("at+jwt").kid(&kid),
             claims.to_string().as_bytes(),
@@ -326,20 +307,13 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             &SystemRandom::new(),
         )
         .map_err(|e| e.to_string())?;
-        let s = call(
-            reqwest::Method::POST,
-            &payee_url,
-            &[("authorization", &format!("Bearer {token}"))],
-            Some(payee()),
-        )
-        .await?;
+        let s = payee_with(&payee_url, &format!("Bearer {token}")).await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     attack!("embedded-jwk-header", "token forgery", async {
         let key = attacker_key.as_ref().map_err(Clone::clone)?;
         let jwk = key.public_jwk(None);
-        let mut claims = claims_of(&stolen);
-        claims["acr"] = json!(MFA);
+        let claims = elevated(&stolen);
         let token = sign_compact(
             &SigningHeader::new().typ("at+jwt").jwk(&jwk),
             claims.to_string().as_bytes(),
@@ -347,27 +321,14 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             &SystemRandom::new(),
         )
         .map_err(|e| e.to_string())?;
-        let s = call(
-            reqwest::Method::POST,
-            &payee_url,
-            &[("authorization", &format!("Bearer {token}"))],
-            Some(payee()),
-        )
-        .await?;
+        let s = payee_with(&payee_url, &format!("Bearer {token}")).await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     attack!("jku-header-injection", "token forgery", async {
-        let mut claims = claims_of(&stolen);
-        claims["acr"] = json!(MFA);
+        let claims = elevated(&stolen);
         let header = json!({"alg": "ES256", "typ": "at+jwt", "jku": "https://attacker.example/jwks.json", "kid": "evil"});
         let token = jwt(&header, &claims, &random(64));
-        let s = call(
-            reqwest::Method::POST,
-            &payee_url,
-            &[("authorization", &format!("Bearer {token}"))],
-            Some(payee()),
-        )
-        .await?;
+        let s = payee_with(&payee_url, &format!("Bearer {token}")).await?;
         Ok((s == 401, format!("expected 401, got {s}")))
     });
     attack!("expired-claim-edited", "token forgery", async {
@@ -449,16 +410,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             .await?;
         let proof = proof(key, "POST", &t.token_endpoint, None)?;
         let (status, body) = t
-            .token(
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT),
-                    ("client_id", &t.client_id),
-                    ("code_verifier", &pkce.verifier),
-                ],
-                Some(proof),
-            )
+            .exchange(&code, &t.client_id, &pkce.verifier, Some(proof))
             .await?;
         if status != 200 || body["token_type"] != "DPoP" {
             return Err(format!("no DPoP-bound token: {status} {body}"));
@@ -488,20 +440,8 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let token = bound.as_ref().map_err(Clone::clone)?;
         let key = dpop_key.as_ref().map_err(Clone::clone)?;
         let p = proof(key, "GET", &balance, Some(token))?;
-        let first = call(
-            reqwest::Method::GET,
-            &balance,
-            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
-            None,
-        )
-        .await?;
-        let second = call(
-            reqwest::Method::GET,
-            &balance,
-            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
-            None,
-        )
-        .await?;
+        let first = dpop_get(&balance, token, &p).await?;
+        let second = dpop_get(&balance, token, &p).await?;
         Ok((
             first == 200 && second == 401,
             format!("expected 200 then 401 for the replayed proof, got {first} then {second}"),
@@ -511,13 +451,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         let token = bound.as_ref().map_err(Clone::clone)?;
         let key = attacker_key.as_ref().map_err(Clone::clone)?;
         let p = proof(key, "GET", &balance, Some(token))?;
-        let s = call(
-            reqwest::Method::GET,
-            &balance,
-            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
-            None,
-        )
-        .await?;
+        let s = dpop_get(&balance, token, &p).await?;
         Ok((
             s == 401,
             format!("a proof by the thief's key: expected 401, got {s}"),
@@ -532,13 +466,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             &format!("{}/accounts/42/transactions", t.api),
             Some(token),
         )?;
-        let s = call(
-            reqwest::Method::GET,
-            &balance,
-            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
-            None,
-        )
-        .await?;
+        let s = dpop_get(&balance, token, &p).await?;
         Ok((
             s == 401,
             format!("a proof made for another URL: expected 401, got {s}"),
@@ -548,15 +476,8 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     // The authorization server's flows.
     attack!("replayed-authorization-code", "authorization code", async {
         let (code, pkce) = t.code(&t.victim, "openid accounts:read", &[]).await?;
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("client_id", t.client_id.as_str()),
-            ("code_verifier", pkce.verifier.as_str()),
-        ];
-        let (first, _) = t.token(&form, None).await?;
-        let (second, body) = t.token(&form, None).await?;
+        let (first, _) = t.exchange(&code, &t.client_id, &pkce.verifier, None).await?;
+        let (second, body) = t.exchange(&code, &t.client_id, &pkce.verifier, None).await?;
         Ok((
             first == 200 && second == 400 && body["error"] == "invalid_grant",
             format!("expected 200 then 400 invalid_grant, got {first} then {second} {body}"),
@@ -565,18 +486,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     attack!("code-with-wrong-verifier", "authorization code", async {
         let (code, _) = t.code(&t.victim, "openid accounts:read", &[]).await?;
         let wrong = random_text();
-        let (s, body) = t
-            .token(
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT),
-                    ("client_id", &t.client_id),
-                    ("code_verifier", &wrong),
-                ],
-                None,
-            )
-            .await?;
+        let (s, body) = t.exchange(&code, &t.client_id, &wrong, None).await?;
         Ok((
             s == 400 && body["error"] == "invalid_grant",
             format!("expected 400 invalid_grant, got {s} {body}"),
@@ -585,16 +495,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     attack!("code-for-another-client", "authorization code", async {
         let (code, pkce) = t.code(&t.victim, "openid accounts:read", &[]).await?;
         let (s, body) = t
-            .token(
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT),
-                    ("client_id", &t.other_client_id),
-                    ("code_verifier", &pkce.verifier),
-                ],
-                None,
-            )
+            .exchange(&code, &t.other_client_id, &pkce.verifier, None)
             .await?;
         Ok((refused(s), format!("expected 400/401, got {s} {body}")))
     });
@@ -644,24 +545,11 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             })
             .collect();
         url.query_pairs_mut().clear().extend_pairs(pairs);
-        let response = t
-            .victim
-            .browser()
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let (status, location) = first_answer(t.victim.browser(), url).await?;
         Ok((
             !location.starts_with("https://attacker.example"),
             format!(
-                "expected an error page, no redirect to the attacker; status {} location {location:?}",
-                response.status()
+                "expected an error page, no redirect to the attacker; status {status} location {location:?}"
             ),
         ))
     });
@@ -672,19 +560,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             Some(&pkce),
             &[("acr_values", "urn:stepup:acr:phr"), ("prompt", "none")],
         );
-        let response = t
-            .victim
-            .browser()
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let (_, location) = first_answer(t.victim.browser(), url).await?;
         let issued = Url::parse(&location).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "code"));
         Ok((
             !issued,
@@ -914,6 +790,48 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         ))
     });
     out
+}
+
+/// The status and `Location` of the first answer to `GET url` in `browser`.
+async fn first_answer(browser: &reqwest::Client, url: Url) -> Result<(u16, String), String> {
+    let response = browser.get(url).send().await.map_err(|e| e.to_string())?;
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    Ok((response.status().as_u16(), location))
+}
+
+/// `GET url` with a DPoP-bound token and a proof.
+async fn dpop_get(url: &str, token: &str, proof: &str) -> Result<u16, String> {
+    let authorization = format!("DPoP {token}");
+    call(
+        reqwest::Method::GET,
+        url,
+        &[("authorization", &authorization), ("dpop", proof)],
+        None,
+    )
+    .await
+}
+
+/// Adds a payee (a critical call) with `authorization`.
+async fn payee_with(url: &str, authorization: &str) -> Result<u16, String> {
+    call(
+        reqwest::Method::POST,
+        url,
+        &[("authorization", authorization)],
+        Some(payee()),
+    )
+    .await
+}
+
+/// The stolen token's claims, claiming the mfa level.
+fn elevated(token: &str) -> Value {
+    let mut claims = claims_of(token);
+    claims["acr"] = json!(MFA);
+    claims
 }
 
 /// A DPoP proof by `key`.
