@@ -85,6 +85,18 @@ pub(crate) struct Deployment {
 }
 
 impl Deployment {
+    /// Another instance of the authorization server on the same database
+    /// and keys (so the same issuer), whose clock is `offset_seconds` off:
+    /// what it issues looks issued in the past or the future. For the
+    /// simulator's attackers (a token stolen from an old log). Its address.
+    pub(crate) async fn shifted_server(&self, offset_seconds: i64) -> Result<String> {
+        let clock = Arc::new(ShiftedClock(offset_seconds));
+        let state = ServerState::new(self.state.config.clone(), self.state.store.clone(), clock).await?;
+        let (listener, addr) = listen(0).await?;
+        tokio::spawn(serve(listener, stepup_server::router(state)));
+        Ok(format!("http://localhost:{}", addr.port()))
+    }
+
     /// Adds a user with a password and an enrolled TOTP secret.
     pub(crate) async fn add_user(
         &self,
@@ -95,6 +107,15 @@ impl Deployment {
         let now = SystemClock.now().seconds();
         users::add_user(&self.state.store, username, password, now, &rng).await?;
         Ok(users::enroll_totp(&self.state.store, username, &rng).await?)
+    }
+}
+
+/// The system clock, shifted.
+struct ShiftedClock(i64);
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> stepup_core::UnixTime {
+        stepup_core::UnixTime(SystemClock.now().seconds() + self.0)
     }
 }
 

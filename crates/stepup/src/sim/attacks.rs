@@ -45,6 +45,10 @@ pub(crate) struct Target {
     pub(crate) code_reuse_target: VirtualUser,
     pub(crate) client_id: String,
     pub(crate) other_client_id: String,
+    /// The same authorization server two hours in the past, and in the
+    /// future: its tokens are expired, or not valid yet.
+    pub(crate) past_server: String,
+    pub(crate) future_server: String,
 }
 
 fn random(n: usize) -> Vec<u8> {
@@ -117,14 +121,35 @@ impl Target {
 
     /// A token request; the status and the JSON answer.
     async fn token(&self, form: &[(&str, &str)], dpop: Option<String>) -> Result<(u16, Value), String> {
-        let mut request = reqwest::Client::new().post(&self.token_endpoint).form(form);
-        if let Some(proof) = dpop {
-            request = request.header("DPoP", proof);
-        }
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        Ok((status, body))
+        token_at(&self.token_endpoint, form, dpop).await
+    }
+
+    /// An access token of `user` from another instance of the server
+    /// (`base`): the same flow against its endpoints.
+    async fn access_token_from(&self, base: &str, user: &VirtualUser) -> Result<String, String> {
+        let pkce = pkce();
+        let mut url = self.authorize_url("openid accounts:read", Some(&pkce), &[]);
+        let main = self.authorization_endpoint.origin().ascii_serialization();
+        url = Url::parse(&url.as_str().replacen(&main, base, 1)).map_err(|e| e.to_string())?;
+        let back = user.sign_in(url).await?;
+        let code = back
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| format!("no code in {back}"))?;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("client_id", self.client_id.as_str()),
+            ("code_verifier", pkce.verifier.as_str()),
+        ];
+        let (status, body) = token_at(&format!("{base}/token"), &form, None).await?;
+        body["access_token"]
+            .as_str()
+            .filter(|_| status == 200)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("token request answered {status}: {body}"))
     }
 
     /// A code exchanged by `client_id`, with a DPoP proof if given.
@@ -169,6 +194,22 @@ impl Target {
             .map(str::to_owned)
             .ok_or_else(|| format!("no access_token in {body}"))
     }
+}
+
+/// A token request to `endpoint`; the status and the JSON answer.
+async fn token_at(
+    endpoint: &str,
+    form: &[(&str, &str)],
+    dpop: Option<String>,
+) -> Result<(u16, Value), String> {
+    let mut request = reqwest::Client::new().post(endpoint).form(form);
+    if let Some(proof) = dpop {
+        request = request.header("DPoP", proof);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, body))
 }
 
 /// A call to the API with `authorization`; the status.
@@ -251,6 +292,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     let stolen = stolen.unwrap_or_default();
     let bearer = format!("Bearer {stolen}");
     let payee_url = format!("{}{PAYEE}", t.api);
+    let balance_url = format!("{}/accounts/42/balance", t.api);
 
     attack!("stolen-base-token-critical-call", "token misuse", async {
         let s = payee_with(&payee_url, &bearer).await?;
@@ -349,6 +391,40 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         Ok((
             s == 401,
             format!("a token whose exp was pushed a year out: expected 401, got {s}"),
+        ))
+    });
+    attack!("expired-token", "token misuse", async {
+        // A real token, stolen from a log two hours ago.
+        let token = t.access_token_from(&t.past_server, &t.victim).await?;
+        let exp = claims_of(&token)["exp"].as_i64().unwrap_or(i64::MAX);
+        if exp >= chrono_now() {
+            return Err(format!("the old token is not expired (exp {exp})"));
+        }
+        let s = call(
+            reqwest::Method::GET,
+            &balance_url,
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await?;
+        Ok((
+            s == 401,
+            format!("a validly signed token that expired: expected 401, got {s}"),
+        ))
+    });
+    attack!("not-yet-valid-token", "token misuse", async {
+        // A real token from a server whose clock runs two hours ahead.
+        let token = t.access_token_from(&t.future_server, &t.victim).await?;
+        let s = call(
+            reqwest::Method::GET,
+            &balance_url,
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await?;
+        Ok((
+            s == 401,
+            format!("a validly signed token issued in the future: expected 401, got {s}"),
         ))
     });
     attack!("token-in-query-string", "token misuse", async {

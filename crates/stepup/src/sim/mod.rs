@@ -249,6 +249,8 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         code_reuse_target: reuse,
         client_id: "stepup-cli".into(),
         other_client_id: demo::APP_CLIENT.into(),
+        past_server: d.shifted_server(-2 * 3600).await?,
+        future_server: d.shifted_server(2 * 3600).await?,
     };
     let attack_progress = Arc::clone(&progress);
     let attackers = tokio::spawn(async move {

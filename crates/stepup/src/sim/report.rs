@@ -143,27 +143,21 @@ pub(super) fn build(args: &SimArgs, elapsed: Duration, calls: &[Call], attempts:
     })
 }
 
-/// Resident memory over the run: samples `(seconds, MiB)`, the first and
-/// last minute's means, and the growth between them (flat memory: near 0).
+/// Resident memory over the run: samples `(seconds, MiB)`, the mean after
+/// warm-up (second tenth of the samples) and at the end (last tenth), and
+/// the growth between them (flat memory: near 0).
 pub(super) fn memory(samples: &[(f64, f64)]) -> Value {
-    let Some(&(last_t, _)) = samples.last() else {
+    if samples.is_empty() {
         return json!({"samples": 0});
+    }
+    // After warm-up (the second tenth of the samples) against the last tenth.
+    let n = samples.len();
+    let mean = |range: std::ops::Range<usize>| {
+        let v = &samples[range];
+        v.iter().map(|(_, m)| *m).sum::<f64>() / v.len().max(1) as f64
     };
-    let window = |from: f64, to: f64| {
-        let v: Vec<f64> = samples
-            .iter()
-            .filter(|(t, _)| *t >= from && *t <= to)
-            .map(|(_, m)| *m)
-            .collect();
-        if v.is_empty() {
-            0.0
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
-    };
-    // After warm-up (the first 10% of the run) against the last 10%.
-    let early = window(last_t * 0.1, last_t * 0.2);
-    let late = window(last_t * 0.9, last_t);
+    let early = mean((n / 10).min(n - 1)..(n / 5).max(n / 10 + 1).min(n));
+    let late = mean((n * 9 / 10).min(n - 1)..n);
     let round = |x: f64| (x * 10.0).round() / 10.0;
     json!({
         "samples": samples.len(),
@@ -421,4 +415,33 @@ pub(super) fn html(r: &Value) -> String {
     }
     page.push_str("</table></body></html>\n");
     page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_growth_compares_after_warm_up_with_the_end() {
+        // Warm-up to 100 MiB, then flat, then 10 MiB more at the end.
+        let samples: Vec<(f64, f64)> = (0..100)
+            .map(|i| {
+                let mib = if i < 5 {
+                    20.0 * f64::from(i)
+                } else if i >= 90 {
+                    110.0
+                } else {
+                    100.0
+                };
+                (f64::from(i), mib)
+            })
+            .collect();
+        let m = memory(&samples);
+        assert_eq!(m["early_mean_mib"], 100.0);
+        assert_eq!(m["late_mean_mib"], 110.0);
+        assert_eq!(m["growth_mib"], 10.0);
+        assert_eq!(m["max_mib"], 110.0);
+        assert_eq!(memory(&[(0.0, 5.0)])["growth_mib"], 0.0);
+        assert_eq!(memory(&[])["samples"], 0);
+    }
 }
