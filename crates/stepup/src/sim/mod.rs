@@ -39,6 +39,13 @@ pub(crate) struct SimArgs {
     /// How many virtual users.
     #[arg(long, default_value_t = 4)]
     users: usize,
+    /// What the users do (TOML; see scenarios/bank.toml, the default).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// The deployment: `demo`, started by the simulation with its users
+    /// enrolled (virtual users need accounts whose secrets they know).
+    #[arg(long, default_value = "demo")]
+    target: String,
     /// The seed of the users' choices (the same seed, the same mix).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -62,68 +69,78 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// What a user does, how often (weights out of 1000), and what it expects.
-#[derive(Debug, Clone, Copy)]
+/// What a user does, and how often (a weight relative to the others).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Action {
-    name: &'static str,
+    name: String,
     weight: u32,
-    method: &'static str,
-    path: &'static str,
-    body: Option<&'static str>,
-    /// Needs a token approved for the transaction.
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: Option<String>,
+    /// Needs a token approved for the transaction (RFC 9396).
+    #[serde(default)]
     transaction: bool,
 }
 
-const ACTIONS: [Action; 6] = [
-    Action {
-        name: "read balance",
-        weight: 550,
-        method: "GET",
-        path: "/accounts/42/balance",
-        body: None,
-        transaction: false,
-    },
-    Action {
-        name: "list transactions",
-        weight: 250,
-        method: "GET",
-        path: "/accounts/42/transactions",
-        body: None,
-        transaction: false,
-    },
-    Action {
-        name: "download statements",
-        weight: 60,
-        method: "GET",
-        path: "/accounts/42/statements",
-        body: None,
-        transaction: false,
-    },
-    Action {
-        name: "add payee",
-        weight: 60,
-        method: "POST",
-        path: "/accounts/42/payees",
-        body: Some(r#"{"name":"Ada","iban":"DE02120300000000202051"}"#),
-        transaction: false,
-    },
-    Action {
-        name: "transfer",
-        weight: 60,
-        method: "POST",
-        path: "/accounts/42/transfers",
-        body: Some(r#"{"amount":25,"currency":"EUR","to":"Ada"}"#),
-        transaction: false,
-    },
-    Action {
-        name: "large transfer",
-        weight: 20,
-        method: "POST",
-        path: "/accounts/42/transfers/large",
-        body: Some(r#"{"amount":2500,"currency":"EUR","to":"Bob"}"#),
-        transaction: true,
-    },
-];
+/// A scenario: the users' actions and their pauses.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    /// Pause between two actions of a user, milliseconds (low, high).
+    pause_ms: (u64, u64),
+    #[serde(rename = "action")]
+    actions: Vec<Action>,
+}
+
+/// The default scenario (the demo bank's users).
+const DEFAULT_SCENARIO: &str = include_str!("../../../../scenarios/bank.toml");
+
+impl Scenario {
+    /// Reads and checks a scenario; `origin` names it in errors.
+    fn parse(origin: &str, text: &str) -> Result<Self> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| anyhow!("{origin}: {e}"))?;
+        let bad = |message: String| anyhow!("{origin}: {message}");
+        if scenario.actions.is_empty() || scenario.actions.iter().all(|a| a.weight == 0) {
+            return Err(bad(
+                "expected at least one [[action]] with a weight above 0".into()
+            ));
+        }
+        if scenario.pause_ms.0 > scenario.pause_ms.1 {
+            return Err(bad("pause_ms must be [low, high] with low <= high".into()));
+        }
+        for a in &scenario.actions {
+            reqwest::Method::from_bytes(a.method.as_bytes()).map_err(|_| {
+                bad(format!(
+                    "action {:?}: {:?} is not an HTTP method",
+                    a.name, a.method
+                ))
+            })?;
+            if !a.path.starts_with('/') {
+                return Err(bad(format!("action {:?}: path must start with '/'", a.name)));
+            }
+            let body = match &a.body {
+                Some(b) => Some(
+                    serde_json::from_str::<Value>(b)
+                        .map_err(|e| bad(format!("action {:?}: body is not JSON: {e}", a.name)))?,
+                ),
+                None => None,
+            };
+            if a.transaction
+                && !body
+                    .as_ref()
+                    .is_some_and(|b| b["amount"].is_number() && b["to"].is_string())
+            {
+                return Err(bad(format!(
+                    "action {:?}: a transaction needs a body with a numeric amount and a creditor `to`",
+                    a.name
+                )));
+            }
+        }
+        Ok(scenario)
+    }
+}
 
 /// A small deterministic generator (SplitMix64): the same seed, the same mix.
 struct Rng(u64);
@@ -137,23 +154,23 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn pick(&mut self) -> Action {
-        let total: u32 = ACTIONS.iter().map(|a| a.weight).sum();
-        let mut roll = (self.next() % u64::from(total)) as u32;
-        for a in ACTIONS {
+    fn pick<'a>(&mut self, actions: &'a [Action]) -> &'a Action {
+        let total: u32 = actions.iter().map(|a| a.weight).sum();
+        let mut roll = (self.next() % u64::from(total.max(1))) as u32;
+        for a in actions {
             if roll < a.weight {
                 return a;
             }
             roll -= a.weight;
         }
-        ACTIONS[0]
+        &actions[0]
     }
 }
 
 /// One call of a virtual user.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
-    pub(crate) action: &'static str,
+    pub(crate) action: String,
     pub(crate) door: &'static str,
     pub(crate) status: u16,
     pub(crate) ok: bool,
@@ -185,6 +202,21 @@ pub(crate) fn run(args: SimArgs) -> Result<ExitCode> {
 }
 
 async fn simulate(args: SimArgs) -> Result<ExitCode> {
+    if args.target != "demo" {
+        return Err(anyhow!(
+            "--target {:?}: only `demo` is supported: the simulation enrols its virtual users in the deployment it starts",
+            args.target
+        ));
+    }
+    let scenario = match &args.scenario {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Scenario::parse(&path.display().to_string(), &text)?
+        }
+        None => Scenario::parse("scenarios/bank.toml", DEFAULT_SCENARIO)?,
+    };
+    let scenario = Arc::new(scenario);
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let data = args.out.join("data");
     // A fresh deployment each run: users, sessions and counters start clean.
@@ -231,7 +263,10 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         let user = Arc::clone(user);
         let progress = Arc::clone(&progress);
         let seed = args.seed.wrapping_mul(1000).wrapping_add(i as u64);
-        tasks.spawn(async move { virtual_user(client, user, door, seed, deadline, progress).await });
+        let scenario = Arc::clone(&scenario);
+        tasks.spawn(
+            async move { virtual_user(client, user, door, &scenario, seed, deadline, progress).await },
+        );
     }
 
     // Hostile actors, in the same run.
@@ -403,6 +438,7 @@ async fn virtual_user(
     client: StepUpClient,
     user: Arc<VirtualUser>,
     (door, base): (&'static str, String),
+    scenario: &Scenario,
     seed: u64,
     deadline: Instant,
     progress: Arc<Mutex<Progress>>,
@@ -412,18 +448,21 @@ async fn virtual_user(
     let mut signed_in = false;
     let http = reqwest::Client::new();
     while Instant::now() < deadline {
-        let action = rng.pick();
+        let action = rng.pick(&scenario.actions);
         let mut request = http.request(
             reqwest::Method::from_bytes(action.method.as_bytes()).unwrap_or(reqwest::Method::GET),
             format!("{base}{}", action.path),
         );
-        if let Some(body) = action.body {
-            request = request.header("content-type", "application/json").body(body);
+        if let Some(body) = &action.body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.clone());
         }
         let Ok(request) = request.build() else { continue };
         let started = Instant::now();
         let outcome = if action.transaction {
-            let body: Value = serde_json::from_str(action.body.unwrap_or("{}")).unwrap_or(Value::Null);
+            let body: Value =
+                serde_json::from_str(action.body.as_deref().unwrap_or("{}")).unwrap_or(Value::Null);
             let details = json!([{
                 "type": "payment_initiation",
                 "amount": format!("{:.2}", body["amount"].as_f64().unwrap_or(0.0)),
@@ -456,7 +495,7 @@ async fn virtual_user(
             p.refused += usize::from(!ok);
         }
         calls.push(Call {
-            action: action.name,
+            action: action.name.clone(),
             door,
             status,
             ok,
@@ -468,7 +507,8 @@ async fn virtual_user(
             error,
         });
         // A person's pause between actions.
-        let pause = 20 + rng.next() % 80;
+        let (low, high) = scenario.pause_ms;
+        let pause = low + rng.next() % (high - low + 1);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     calls
@@ -481,4 +521,37 @@ fn tally<'a>(items: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
         *counts.entry(i.to_owned()).or_insert(0) += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_scenario_loads_and_mistakes_are_named() {
+        let s = Scenario::parse("bank.toml", DEFAULT_SCENARIO).unwrap();
+        assert_eq!(s.actions.len(), 6);
+        assert!(s.actions.iter().any(|a| a.transaction));
+        let bad = |from: &str, to: &str| {
+            Scenario::parse("s.toml", &DEFAULT_SCENARIO.replacen(from, to, 1))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("method = \"GET\"", "method = \"G ET\"").contains("not an HTTP method"));
+        assert!(
+            bad("path = \"/accounts/42/balance\"", "path = \"accounts\"").contains("must start with '/'")
+        );
+        assert!(bad("pause_ms = [20, 100]", "pause_ms = [100, 20]").contains("low <= high"));
+        assert!(bad("weight = 550", "wieght = 550").contains("unknown field"));
+        assert!(bad("\"amount\":2500,", "").contains("numeric amount"));
+        assert!(bad("body = '{\"name\"", "body = '{name").contains("not JSON"));
+        // The same seed picks the same actions.
+        let (mut a, mut b) = (Rng(7), Rng(7));
+        let picks = |r: &mut Rng| {
+            (0..50)
+                .map(|_| r.pick(&s.actions).name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(picks(&mut a), picks(&mut b));
+    }
 }

@@ -64,7 +64,7 @@ pub(super) fn build(args: &SimArgs, elapsed: Duration, calls: &[Call], attempts:
         }
     };
     let mut by_trigger = serde_json::Map::new();
-    for (action, n) in tally(step_up_calls.iter().map(|c| c.action)) {
+    for (action, n) in tally(step_up_calls.iter().map(|c| c.action.as_str())) {
         let asked = interactive.iter().filter(|c| c.action == action).count();
         by_trigger.insert(
             action,
@@ -75,7 +75,7 @@ pub(super) fn build(args: &SimArgs, elapsed: Duration, calls: &[Call], attempts:
         );
     }
     let mut by_action = serde_json::Map::new();
-    for (action, n) in tally(calls.iter().map(|c| c.action)) {
+    for (action, n) in tally(calls.iter().map(|c| c.action.as_str())) {
         let these: Vec<u64> = calls
             .iter()
             .filter(|c| c.action == action)
