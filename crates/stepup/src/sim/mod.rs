@@ -430,7 +430,7 @@ async fn gateway_decisions(http: &reqwest::Client, gateway: &str) -> Option<Valu
     } else {
         0.0
     };
-    Some(json!({"source": "gateway /-/metrics", "count": count, "mean_us": mean_us}))
+    Some(json!({"source": "gateway /-/metrics", "count": count as u64, "mean_us": mean_us}))
 }
 
 /// One virtual user until `deadline`: an action, a pause, again.
