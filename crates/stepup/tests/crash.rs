@@ -25,10 +25,15 @@ const MFA: &str = "urn:stepup:acr:mfa";
 const CLIENT: &str = "stepup-cli";
 
 fn config(port: u16, database_url: &str) -> String {
+    instance_config(port, port, database_url)
+}
+
+/// An instance listening on `listen` for the issuer of port `issuer_port`.
+fn instance_config(issuer_port: u16, listen: u16, database_url: &str) -> String {
     format!(
         r#"
-issuer = "http://127.0.0.1:{port}"
-listen = "127.0.0.1:{port}"
+issuer = "http://127.0.0.1:{issuer_port}"
+listen = "127.0.0.1:{listen}"
 database_url = "{database_url}"
 audiences = ["https://api.example"]
 
@@ -137,14 +142,16 @@ fn pkce() -> Pkce {
     Pkce { verifier, challenge }
 }
 
+/// An instance of the server, by its address (not its issuer: several
+/// instances share one issuer).
 struct Server {
-    issuer: String,
+    base: String,
     http: reqwest::Client,
 }
 
 impl Server {
     fn authorize_url(&self, pkce: &Pkce, extra: &[(&str, &str)]) -> Url {
-        let mut url = Url::parse(&format!("{}/authorize", self.issuer)).unwrap();
+        let mut url = Url::parse(&format!("{}/authorize", self.base)).unwrap();
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", CLIENT)
@@ -171,7 +178,7 @@ impl Server {
     async fn token(&self, form: &[(&str, &str)]) -> Result<(u16, Value), String> {
         let response = self
             .http
-            .post(format!("{}/token", self.issuer))
+            .post(format!("{}/token", self.base))
             .form(form)
             .send()
             .await
@@ -274,7 +281,7 @@ async fn crash_and_restart(name: &str, database_url: String, dir: PathBuf) {
         "",
     );
     let server = Arc::new(Server {
-        issuer: format!("http://127.0.0.1:{port}"),
+        base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
     });
     let mut child = serve(&config);
@@ -401,30 +408,207 @@ async fn sqlite_survives_kill_9_under_load() {
     crash_and_restart("sqlite", url, dir).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_survives_kill_9_under_load() {
+/// A fresh PostgreSQL schema: its URL, and the pool that made it.
+async fn postgres_schema(name: &str) -> (String, sqlx::AnyPool, String) {
     let base = std::env::var("STEPUP_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("stepup_crash_{}", std::process::id());
+    let schema = format!("stepup_{name}_{}", std::process::id());
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&base)
         .await
         .expect("PostgreSQL on 127.0.0.1:5432");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    for statement in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
-    crash_and_restart("postgres", url, temp_dir("postgres")).await;
+    (
+        format!("{base}{sep}options=-csearch_path%3D{schema}"),
+        pool,
+        schema,
+    )
+}
+
+async fn drop_schema(pool: &sqlx::AnyPool, schema: &str) {
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_survives_kill_9_under_load() {
+    let (url, pool, schema) = postgres_schema("crash").await;
+    crash_and_restart("postgres", url, temp_dir("postgres")).await;
+    drop_schema(&pool, &schema).await;
+}
+
+/// Whether an error is the dead instance's (the connection refused or cut).
+fn unreachable(error: &str) -> bool {
+    error.contains("error sending request") || error.contains("connect") || error.contains("connection")
+}
+
+/// Two instances on one PostgreSQL database; one is killed (`kill -9`)
+/// under load, and the clients move to the other, as a balancer would
+/// send them: their sessions, and the refresh tokens the dead instance
+/// issued, keep working there. What was in flight at the dead instance is
+/// started again (a one-time code cannot be retried blindly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_lose_nothing_when_one_dies() {
+    let (url, pool, schema) = postgres_schema("failover").await;
+    let dir = temp_dir("failover");
+    let (port_a, port_b) = (free_port(), free_port());
+    let config_a = dir.join("a.toml");
+    let config_b = dir.join("b.toml");
+    std::fs::write(&config_a, instance_config(port_a, port_a, &url)).unwrap();
+    std::fs::write(&config_b, instance_config(port_a, port_b, &url)).unwrap();
+    let totp = add_user(&config_a, "alice", "alice-password-1");
+    admin(
+        &config_a,
+        &[
+            "client",
+            "add",
+            CLIENT,
+            "--public",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+            "--redirect-uri",
+            "http://127.0.0.1/callback",
+            "--scope",
+            "openid",
+            "--scope",
+            "accounts:read",
+        ],
+        "",
+    );
+    let mut a = serve(&config_a);
+    let mut b = serve(&config_b);
+    let instances = Arc::new([
+        Server {
+            base: format!("http://127.0.0.1:{port_a}"),
+            http: reqwest::Client::new(),
+        },
+        Server {
+            base: format!("http://127.0.0.1:{port_b}"),
+            http: reqwest::Client::new(),
+        },
+    ]);
+    let alice = Arc::new(FormUser::new("alice", "alice-password-1", totp));
+    // The session starts on the instance that will die.
+    instances[0].code(&alice, &[]).await.unwrap();
+    alice.take_sign_ins();
+
+    let a_dead = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for task in 0..4usize {
+        let (instances, alice, a_dead, stop) = (
+            Arc::clone(&instances),
+            Arc::clone(&alice),
+            Arc::clone(&a_dead),
+            Arc::clone(&stop),
+        );
+        tasks.push(tokio::spawn(async move {
+            // Every step goes to the next instance, skipping a dead one.
+            let mut turn = task;
+            let mut next = |dead: bool| {
+                turn += 1;
+                if dead { 1 } else { turn % 2 }
+            };
+            let (mut steps, mut restarts, mut errors, mut after_kill_on_b) = (0, 0, Vec::new(), 0);
+            while !stop.load(Ordering::SeqCst) {
+                let index = next(a_dead.load(Ordering::SeqCst));
+                let (server, on_b) = (&instances[index], index == 1);
+                let (code, pkce) = match server.code(&alice, &[]).await {
+                    Ok(c) => c,
+                    Err(e) if unreachable(&e) && !on_b => {
+                        restarts += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.push(format!("sign-in: {e}"));
+                        break;
+                    }
+                };
+                let index = next(a_dead.load(Ordering::SeqCst));
+                let (server, on_b) = (&instances[index], index == 1);
+                let body = match server.exchange(&code, &pkce.verifier).await {
+                    Ok((200, body)) => body,
+                    Err(e) if unreachable(&e) && !on_b => {
+                        restarts += 1;
+                        continue;
+                    }
+                    other => {
+                        errors.push(format!("exchange: {other:?}"));
+                        break;
+                    }
+                };
+                let mut token = body["refresh_token"].as_str().unwrap_or_default().to_owned();
+                for _ in 0..3 {
+                    let index = next(a_dead.load(Ordering::SeqCst));
+                    let (server, on_b) = (&instances[index], index == 1);
+                    match server.refresh(&token).await {
+                        Ok((200, body)) => {
+                            token = body["refresh_token"].as_str().unwrap_or_default().to_owned()
+                        }
+                        // Cut at the dead instance: the rotation may have
+                        // happened; this family is abandoned.
+                        Err(e) if unreachable(&e) && !on_b => {
+                            restarts += 1;
+                            break;
+                        }
+                        other => {
+                            errors.push(format!("refresh: {other:?}"));
+                            break;
+                        }
+                    }
+                    steps += 1;
+                    if on_b && a_dead.load(Ordering::SeqCst) {
+                        after_kill_on_b += 1;
+                    }
+                }
+            }
+            (steps, restarts, errors, after_kill_on_b)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    a.kill().unwrap(); // SIGKILL
+    a.wait().unwrap();
+    a_dead.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (mut steps, mut after, mut all_errors) = (0, 0, Vec::new());
+    for t in tasks {
+        let (s, _, errors, on_b) = t.await.unwrap();
+        steps += s;
+        after += on_b;
+        all_errors.extend(errors);
+    }
+    eprintln!("failover: {steps} rotations, {after} on the survivor after the kill");
+    assert!(
+        all_errors.is_empty(),
+        "failures other than the dead instance's: {all_errors:?}"
+    );
+    assert!(steps > 8, "too little load: {steps}");
+    assert!(
+        after > 4,
+        "the survivor served too little after the kill: {after}"
+    );
+    // The session made on the dead instance still signs alice in, on the
+    // survivor, without her password.
+    instances[1].code(&alice, &[]).await.unwrap();
+    assert!(
+        alice.take_sign_ins().iter().all(|s| s.asked.is_empty()),
+        "the session was lost with its instance"
+    );
+    b.kill().unwrap();
+    b.wait().unwrap();
+    drop_schema(&pool, &schema).await;
 }
