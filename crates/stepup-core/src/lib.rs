@@ -11,6 +11,7 @@
 pub mod access_token;
 pub mod acr;
 pub mod authentication;
+pub mod authorization_request;
 pub mod challenge;
 pub mod decision;
 pub mod dpop;

@@ -532,7 +532,7 @@ pub(crate) async fn account_post(
         }
         session => return account_sign_in(&state, session, now).await,
     };
-    let Ok(form) = crate::authorize::params_from(&body) else {
+    let Ok(form) = stepup_core::authorization_request::params_from(&body) else {
         return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "The form was malformed.");
     };
     let name = form.get("name").map(|n| n.trim()).unwrap_or("");
