@@ -27,6 +27,32 @@ pub struct SignIn {
     pub waited_for_code: Duration,
 }
 
+/// Answers WebAuthn ceremonies for a [`FormUser`] with passkeys: a
+/// software authenticator in simulations and tests.
+pub trait PasskeySigner: Send + Sync {
+    /// The credential (JSON) answering `options` (the JSON a passkey page
+    /// hands to its script) for the page's `origin`.
+    fn answer(&self, origin: &Url, options: &str) -> Result<String, String>;
+
+    /// Whether it holds a credential yet (before registration, the user
+    /// does not take "use a passkey instead").
+    fn has_credential(&self) -> bool {
+        true
+    }
+}
+
+/// Where [`FormUser::drive`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reached {
+    /// The redirect back to the client.
+    Client(Url),
+    /// A page of the server that is not a sign-in form (an account page),
+    /// and its body.
+    Page(String),
+    /// `answer` said stop, or the page budget ran out.
+    Stopped,
+}
+
 /// A user with a password and a TOTP secret who signs in by itself.
 pub struct FormUser {
     username: String,
@@ -36,11 +62,38 @@ pub struct FormUser {
     http: reqwest::Client,
     last_step: Mutex<Option<u64>>,
     last_code: Mutex<Option<String>>,
+    passkey: Option<std::sync::Arc<dyn PasskeySigner>>,
     /// The sign-ins made since last taken.
     sign_ins: Mutex<Vec<SignIn>>,
 }
 
-fn hidden(body: &str, name: &str) -> Option<String> {
+/// A browser for sign-in pages: cookies kept, redirects not followed (the
+/// last one goes to the client, which is not there).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
+/// An attribute's value on a page, HTML entities decoded.
+pub fn attribute(body: &str, name: &str) -> Option<String> {
+    let marker = format!("{name}=\"");
+    let start = body.find(&marker)? + marker.len();
+    let end = body[start..].find('"')?;
+    Some(
+        body[start..start + end]
+            .replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// A hidden field's value on a page.
+pub fn hidden(body: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = body.find(&marker)? + marker.len();
     let end = body[start..].find('"')?;
@@ -55,15 +108,18 @@ impl FormUser {
             redirect_uri: LOOPBACK_REDIRECT.to_owned(),
             password: password.to_owned(),
             totp,
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http: browser(),
             last_step: Mutex::new(None),
             last_code: Mutex::new(None),
+            passkey: None,
             sign_ins: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same user with a passkey: passkey pages are answered by `signer`.
+    pub fn with_passkey(mut self, signer: std::sync::Arc<dyn PasskeySigner>) -> Self {
+        self.passkey = Some(signer);
+        self
     }
 
     /// The same user answering for another redirect URI.
@@ -75,6 +131,11 @@ impl FormUser {
     /// The user's name.
     pub fn username(&self) -> &str {
         &self.username
+    }
+
+    /// Signs out: a new browser, without the session's cookies.
+    pub fn forget_session(&mut self) {
+        self.http = browser();
     }
 
     /// The user's browser (its cookie jar: the session).
@@ -133,13 +194,14 @@ impl FormUser {
         record.asked = answers;
         record.waited_for_code = waited;
         match outcome? {
-            Some(location) => {
+            Reached::Client(location) => {
                 if let Ok(mut s) = self.sign_ins.lock() {
                     s.push(record);
                 }
                 Ok(location)
             }
-            None => Err("the sign-in did not end".into()),
+            Reached::Page(body) => Err(format!("unexpected page: {}", &body[..body.len().min(300)])),
+            Reached::Stopped => Err("the sign-in did not end".into()),
         }
     }
 
@@ -163,7 +225,7 @@ impl FormUser {
                 &mut waited,
             )
             .await?;
-        Ok(reached.is_none() && typed)
+        Ok(!matches!(reached, Reached::Client(_)) && typed)
     }
 
     /// Signs in with the password, types `wrong` bad codes, then the right
@@ -190,20 +252,29 @@ impl FormUser {
                 &mut waited,
             )
             .await?;
-        Ok(reached.is_none() && tries > wrong)
+        Ok(!matches!(reached, Reached::Client(_)) && tries > wrong)
+    }
+
+    /// Opens `url` (an account page), signing in on the way.
+    pub async fn open(&self, url: Url) -> Result<String, String> {
+        let mut waited = Duration::ZERO;
+        match self.drive(url, 6, |_| Some(None), &mut waited).await? {
+            Reached::Page(body) => Ok(body),
+            other => Err(format!("expected a page, got {other:?}")),
+        }
     }
 
     /// Walks the sign-in pages for `pages` forms at most: `answer(field)`
-    /// (`password` or `code`) gives `Some(Some(value))` to
-    /// type a value, `Some(None)` for the user's own (password or a fresh
-    /// code), `None` to stop. The redirect to the client if reached.
+    /// (`password`, `code` or `passkey`) gives `Some(Some(value))` to
+    /// type a value, `Some(None)` for the user's own (password, a fresh
+    /// code, the passkey's answer), `None` to stop.
     pub async fn drive(
         &self,
         url: Url,
         pages: usize,
         mut answer: impl FnMut(&str) -> Option<Option<String>>,
         waited: &mut Duration,
-    ) -> Result<Option<Url>, String> {
+    ) -> Result<Reached, String> {
         let base = url.origin().ascii_serialization();
         let mut response = self.http.get(url).send().await.map_err(|e| e.to_string())?;
         for _ in 0..pages {
@@ -217,16 +288,63 @@ impl FormUser {
                     response = self.http.get(location).send().await.map_err(|e| e.to_string())?;
                     continue;
                 }
-                return Ok(Some(location));
+                return Ok(Reached::Client(location));
             }
             let status = response.status();
             let body = response.text().await.map_err(|e| e.to_string())?;
             let (Some(request), Some(csrf)) = (hidden(&body, "request"), hidden(&body, "csrf")) else {
+                if status.is_success() {
+                    return Ok(Reached::Page(body));
+                }
                 return Err(format!(
                     "unexpected page ({status}): {}",
                     &body[..body.len().min(300)]
                 ));
             };
+            if body.contains("action=\"/login/passkey\"") {
+                let credential = match answer("passkey") {
+                    None => return Ok(Reached::Stopped),
+                    Some(Some(value)) => value,
+                    Some(None) => {
+                        let signer = self
+                            .passkey
+                            .as_ref()
+                            .ok_or("a page asks for a passkey this user does not have")?;
+                        let options =
+                            attribute(&body, "data-options").ok_or("no passkey options on the page")?;
+                        let origin = Url::parse(&base).map_err(|e| e.to_string())?;
+                        signer.answer(&origin, &options)?
+                    }
+                };
+                let ceremony = hidden(&body, "ceremony").ok_or("no ceremony on the passkey page")?;
+                response = self
+                    .http
+                    .post(format!("{base}/login/passkey"))
+                    .form(&[
+                        ("request", request.as_str()),
+                        ("csrf", csrf.as_str()),
+                        ("ceremony", ceremony.as_str()),
+                        ("credential", credential.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+            // A user with a passkey takes "use a passkey instead" when
+            // offered for a second factor, as people with one do (not for
+            // signing in without a name: that needs a discoverable
+            // credential, which a software authenticator may not keep).
+            if self.passkey.as_ref().is_some_and(|p| p.has_credential())
+                && !body.contains("name=\"password\"")
+                && let Some(link) = attribute(&body, "id=\"use-passkey\" href")
+            {
+                let url = Url::parse(&base)
+                    .and_then(|b| b.join(&link))
+                    .map_err(|e| e.to_string())?;
+                response = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+                continue;
+            }
             let (path, field) = if body.contains("name=\"password\"") {
                 ("/login/password", "password")
             } else if body.contains("name=\"code\"") {
@@ -238,7 +356,7 @@ impl FormUser {
                 ));
             };
             let value = match answer(field) {
-                None => return Ok(None),
+                None => return Ok(Reached::Stopped),
                 Some(Some(value)) => value,
                 Some(None) if field == "password" => self.password.clone(),
                 Some(None) => {
@@ -262,7 +380,7 @@ impl FormUser {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        Ok(None)
+        Ok(Reached::Stopped)
     }
 }
 

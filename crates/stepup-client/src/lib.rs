@@ -40,6 +40,9 @@ pub use agent::{
 };
 pub use client::{ClientConfig, StepUpClient, StepUpNotice};
 pub use error::ClientError;
-pub use form_user::{FormUser, LOOPBACK_REDIRECT, SignIn};
+pub use form_user::{
+    FormUser, LOOPBACK_REDIRECT, PasskeySigner, Reached, SignIn, attribute as page_attribute,
+    hidden as page_hidden,
+};
 pub use provider::Provider;
 pub use tokens::{Requirement, TokenSet, Tokens};

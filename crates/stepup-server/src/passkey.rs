@@ -132,7 +132,7 @@ pub(crate) async fn sign_in_page(
     let known = match user {
         Some(u) if u.passkeys > 0 => match state.store.passkeys_of(&u.id).await {
             Ok(list) => Some((u, list.iter().filter_map(decode_passkey).collect::<Vec<_>>())),
-            Err(_) => return authorize::server_error_page(),
+            Err(e) => return server_error(&e),
         },
         _ => None,
     };
@@ -152,7 +152,7 @@ pub(crate) async fn sign_in_page(
             .map(|(o, s)| (options_json(&o), SignInCeremony::Discoverable { state: s })),
     };
     let (Ok((Some(options), ceremony)), Ok(id)) = (started, random_id(&state.rng)) else {
-        return authorize::server_error_page();
+        return server_error(&"the passkey sign-in could not start");
     };
     let Ok(ceremony_json) = serde_json::to_string(&ceremony) else {
         return authorize::server_error_page();
@@ -164,8 +164,8 @@ pub(crate) async fn sign_in_page(
         &ceremony_json,
         now + CEREMONY_SECONDS,
     );
-    if stored.await.is_err() {
-        return authorize::server_error_page();
+    if let Err(e) = stored.await {
+        return server_error(&e);
     }
     // "Signed in as" only when the passkey must be this user's: a
     // discoverable passkey may name anyone.
@@ -234,10 +234,10 @@ pub(crate) async fn sign_in_post(
     let ceremony: SignInCeremony = match taken {
         Ok(Some(json)) => match serde_json::from_str(&json) {
             Ok(c) => c,
-            Err(_) => return authorize::server_error_page(),
+            Err(e) => return server_error(&e),
         },
         Ok(None) => return retry("This passkey prompt has expired or was already used. Try again.").await,
-        Err(_) => return authorize::server_error_page(),
+        Err(e) => return server_error(&e),
     };
     let answer = form.get("credential").map(String::as_str).unwrap_or("");
     let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(answer) else {
@@ -249,7 +249,7 @@ pub(crate) async fn sign_in_post(
     let stored = match state.store.passkey(&credential_id).await {
         Ok(Some(p)) => p,
         Ok(None) => return retry(NOT_VERIFIED).await,
-        Err(_) => return authorize::server_error_page(),
+        Err(e) => return server_error(&e),
     };
     let Some(mut key) = decode_passkey(&stored) else {
         return authorize::server_error_page();
@@ -314,14 +314,15 @@ pub(crate) async fn sign_in_post(
             );
             return retry(NOT_VERIFIED).await;
         }
-        Err(_) => return authorize::server_error_page(),
+        Err(e) => return server_error(&e),
     }
     let user = match state.store.user_by_id(&stored.user_id).await {
         Ok(Some(u)) => u,
-        _ => return authorize::server_error_page(),
+        Ok(None) => return server_error(&"the passkey's user is gone"),
+        Err(e) => return server_error(&e),
     };
     let Some((session, cookie)) = authorize::signed_in(&state, session, &user, Factor::Hwk, now).await else {
-        return authorize::server_error_page();
+        return server_error(&"the session could not be recorded");
     };
     let _ = state.store.set_pending_user(&pending.id, &user.id).await;
     let mut req = req;
@@ -556,7 +557,7 @@ pub(crate) async fn account_post(
     {
         Ok(Some(json)) => match serde_json::from_str(&json) {
             Ok(r) => r,
-            Err(_) => return authorize::server_error_page(),
+            Err(e) => return server_error(&e),
         },
         Ok(None) => {
             return account_page(
@@ -567,7 +568,7 @@ pub(crate) async fn account_post(
             )
             .await;
         }
-        Err(_) => return authorize::server_error_page(),
+        Err(e) => return server_error(&e),
     };
     let answer = form.get("credential").map(String::as_str).unwrap_or("");
     let Ok(credential) = serde_json::from_str::<RegisterPublicKeyCredential>(answer) else {
@@ -610,7 +611,7 @@ pub(crate) async fn account_post(
         Err(StoreError::Duplicate(_)) => {
             return account_page(&state, &user, None, Some("This passkey is already registered.")).await;
         }
-        Err(_) => return authorize::server_error_page(),
+        Err(e) => return server_error(&e),
     }
     tracing::info!(user = %user.id, "passkey registered");
     let user = StoredUser {
@@ -650,4 +651,11 @@ pub(crate) async fn script() -> Response {
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+/// A failure of ours during a passkey ceremony: logged (a stored error or a
+/// state that does not parse is never the user's fault), then the error page.
+fn server_error(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "passkey ceremony failed");
+    authorize::server_error_page()
 }

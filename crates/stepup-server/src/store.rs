@@ -131,6 +131,17 @@ impl Store {
         Ok(store)
     }
 
+    /// A transaction that reads, then writes. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`): a deferred one that read first
+    /// fails with "database is locked" when another writer commits in
+    /// between, and no busy timeout helps then (found by `stepup sim`).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Rewrites `?` placeholders as `$1, $2, …` for PostgreSQL. Only ever
     /// given literal queries: values always travel as bound parameters.
     fn sql(&self, query: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
@@ -158,7 +169,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         for (version, script) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let applied = sqlx::query(self.sql("SELECT version FROM schema_migrations WHERE version = ?"))
                 .bind(*version)
                 .fetch_optional(&mut *tx)
@@ -842,7 +853,7 @@ impl Store {
     /// Takes a pushed request: returns its client and parameters once, if
     /// it has not expired (RFC 9126 §4: a request_uri is used once).
     pub async fn take_pushed(&self, id: &str, now: i64) -> Result<Option<(String, String)>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row =
             sqlx::query(self.sql("SELECT client_id, params, expires_at FROM pushed_requests WHERE id = ?"))
                 .bind(id)
@@ -912,7 +923,7 @@ impl Store {
     /// Revokes a family: its refresh tokens stop working and the access
     /// tokens issued in it are recorded as revoked.
     pub async fn revoke_family(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(self.sql("UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"))
             .bind(now)
             .bind(id)
@@ -955,7 +966,7 @@ impl Store {
         pending_id: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(self.sql(
             "INSERT INTO token_families (id, client_id, user_id, revoked_at, created_at) VALUES (?, ?, ?, NULL, ?)",
         ))
@@ -1002,7 +1013,7 @@ impl Store {
         access_exp: i64,
         refresh: Option<(&str, &str, i64)>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Takes the family's row lock and checks it is live: a revocation
         // racing this grant either happens first (nothing is issued) or
         // after (and then finds this access token to revoke).
@@ -1054,7 +1065,7 @@ impl Store {
                 "SELECT grant_data, family_id, expires_at, used_at FROM refresh_tokens WHERE id = ?",
             ),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(self.sql(update))
             .bind(now)
             .bind(id)
@@ -1268,7 +1279,7 @@ impl Store {
         bound_to: &str,
         now: i64,
     ) -> Result<Option<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(self.sql(
             "SELECT state, expires_at FROM webauthn_ceremonies WHERE id = ? AND kind = ? AND bound_to = ?",
         ))

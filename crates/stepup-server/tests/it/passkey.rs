@@ -485,3 +485,35 @@ async fn a_signature_counter_never_goes_back(backend: Backend) {
     assert!(refused.body.contains("Use your passkey"), "{}", refused.body);
 }
 on_both_backends!(a_signature_counter_never_goes_back);
+
+/// Ceremonies taken while other sign-ins write: on SQLite a transaction
+/// that reads, then writes, used to fail with "database is locked" when
+/// another writer committed in between (the simulator found it); it now
+/// takes the write lock at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceremonies_are_taken_under_concurrent_writes() {
+    use stepup_server::store::Ceremony;
+    let url = database_url(Backend::Sqlite).await;
+    let store = stepup_server::Store::connect(&url).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let id = format!("c-{t}-{i}");
+                store
+                    .insert_ceremony(&id, Ceremony::Authenticate, "pending", "{}", NOW + 60)
+                    .await
+                    .unwrap();
+                let taken = store
+                    .take_ceremony(&id, Ceremony::Authenticate, "pending", NOW)
+                    .await
+                    .unwrap_or_else(|e| panic!("take {id}: {e}"));
+                assert_eq!(taken.as_deref(), Some("{}"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

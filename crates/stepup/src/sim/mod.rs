@@ -13,6 +13,7 @@
 //! gets through or a trusted call is refused.
 
 mod attacks;
+mod passkey;
 mod report;
 
 use std::collections::BTreeMap;
@@ -198,6 +199,19 @@ struct Progress {
 }
 
 pub(crate) fn run(args: SimArgs) -> Result<ExitCode> {
+    // The deployment's errors (not its refusals, which the attacks cause
+    // by the hundred) go to `OUT/deployment.log`.
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let log_path = args.out.join("deployment.log");
+    let log =
+        std::fs::File::create(&log_path).with_context(|| format!("cannot write {}", log_path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(Mutex::new(log))
+        .with_ansi(false)
+        .init();
     crate::serve::runtime()?.block_on(simulate(args))
 }
 
@@ -228,12 +242,27 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| anyhow!("discovery of {}: {e}", d.issuer))?;
 
+    // Every other user also has a passkey (a software authenticator),
+    // registered on the account page; levels that take one (phr) use it.
     let mut users = Vec::new();
+    let mut passkeys = 0;
     for i in 0..args.users.max(1) {
         let name = format!("sim-user-{i}");
         let password = format!("sim-password-{i}-{}", args.seed);
         let totp = d.add_user(&name, &password).await?;
-        users.push(Arc::new(VirtualUser::new(&name, &password, totp)));
+        let mut user = VirtualUser::new(&name, &password, totp);
+        if i % 2 == 1 {
+            let key = passkey::SoftKey::new();
+            user = user.with_passkey(key.clone());
+            passkey::register(&user, &d.issuer, &key)
+                .await
+                .map_err(|e| anyhow!("registering a passkey for {name}: {e}"))?;
+            // Signed out after registering: the run starts from a password.
+            user.forget_session();
+            user.take_sign_ins();
+            passkeys += 1;
+        }
+        users.push(Arc::new(user));
     }
     let mut victims = Vec::new();
     for role in ["victim", "brute-force-target", "code-reuse-target"] {
@@ -362,6 +391,7 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
 
     sampler.abort();
     let mut report = report::build(&args, started.elapsed(), &calls, &attempts);
+    report["run"]["users_with_passkeys"] = json!(passkeys);
     let samples = rss_samples.lock().map(|s| s.clone()).unwrap_or_default();
     report["memory"] = report::memory(&samples);
     if let Some(guard) = gateway_decisions(&http, &d.gateway_url).await {
