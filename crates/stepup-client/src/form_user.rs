@@ -63,14 +63,20 @@ pub struct FormUser {
     last_step: Mutex<Option<u64>>,
     last_code: Mutex<Option<String>>,
     passkey: Option<std::sync::Arc<dyn PasskeySigner>>,
+    forwarded_for: Option<String>,
     /// The sign-ins made since last taken.
     sign_ins: Mutex<Vec<SignIn>>,
 }
 
 /// A browser for sign-in pages: cookies kept, redirects not followed (the
 /// last one goes to the client, which is not there).
-fn browser() -> reqwest::Client {
+fn browser(forwarded_for: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = forwarded_for.and_then(|ip| reqwest::header::HeaderValue::from_str(ip).ok()) {
+        headers.insert("x-forwarded-for", value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -108,7 +114,8 @@ impl FormUser {
             redirect_uri: LOOPBACK_REDIRECT.to_owned(),
             password: password.to_owned(),
             totp,
-            http: browser(),
+            http: browser(None),
+            forwarded_for: None,
             last_step: Mutex::new(None),
             last_code: Mutex::new(None),
             passkey: None,
@@ -135,7 +142,16 @@ impl FormUser {
 
     /// Signs out: a new browser, without the session's cookies.
     pub fn forget_session(&mut self) {
-        self.http = browser();
+        self.http = browser(self.forwarded_for.as_deref());
+    }
+
+    /// The same user reaching the server through a proxy that says it
+    /// comes from `ip` (`X-Forwarded-For`), for simulations of users in
+    /// different places.
+    pub fn from_address(mut self, ip: &str) -> Self {
+        self.forwarded_for = Some(ip.to_owned());
+        self.http = browser(Some(ip));
+        self
     }
 
     /// The user's browser (its cookie jar: the session).

@@ -22,7 +22,7 @@ use stepup_core::{Clock, Policy, Scope, SystemClock};
 use stepup_guard::activity::{ActivityOptions, MemoryActivity};
 use stepup_guard::amount::AmountSource;
 use stepup_guard::dpop::{DpopOptions, MemoryReplayCache};
-use stepup_guard::risk::RiskOptions;
+use stepup_guard::risk::{GeoLookup, RiskOptions};
 use stepup_guard::transaction::{TransactionOptions, TransactionRule};
 use stepup_guard::{Guard, HttpFetcher, JwtVerifier, TokenVerifier};
 use stepup_server::client::{AuthMethod, Registration, register};
@@ -82,6 +82,8 @@ pub(crate) struct Deployment {
     pub(crate) totp: String,
     /// The authorization server's state.
     pub(crate) state: Arc<ServerState>,
+    /// Where client addresses are located, when a simulation says.
+    geo: Option<Arc<dyn GeoLookup>>,
 }
 
 impl Deployment {
@@ -91,7 +93,13 @@ impl Deployment {
     /// simulator's attackers (a token stolen from an old log). Its address.
     pub(crate) async fn shifted_server(&self, offset_seconds: i64) -> Result<String> {
         let clock = Arc::new(ShiftedClock(offset_seconds));
-        let state = ServerState::new(self.state.config.clone(), self.state.store.clone(), clock).await?;
+        let state = ServerState::with_geo(
+            self.state.config.clone(),
+            self.state.store.clone(),
+            clock,
+            self.geo.clone(),
+        )
+        .await?;
         let (listener, addr) = listen(0).await?;
         tokio::spawn(serve(listener, stepup_server::router(state)));
         Ok(format!("http://localhost:{}", addr.port()))
@@ -148,6 +156,23 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
 /// Starts the demo on `port` and the three after it (0: any free ports),
 /// with its data in `data_dir`.
 pub(crate) async fn start(data_dir: &std::path::Path, port: u16) -> Result<Deployment> {
+    start_with(data_dir, port, None).await
+}
+
+/// [`start`], with client addresses located by `geo` (a simulation's
+/// table). Then the server and the guard also believe `X-Forwarded-For`
+/// from loopback: the simulation plays the load balancer in front, so
+/// each virtual user can come from its own address.
+pub(crate) async fn start_with(
+    data_dir: &std::path::Path,
+    port: u16,
+    geo: Option<Arc<dyn GeoLookup>>,
+) -> Result<Deployment> {
+    let behind_balancer = if geo.is_some() {
+        "\n[risk]\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+    } else {
+        ""
+    };
     let (as_listener, as_addr) = listen(port).await?;
     let (api_listener, api_addr) = listen(next(port, 1)).await?;
     let (app_listener, app_addr) = listen(next(port, 2)).await?;
@@ -202,13 +227,13 @@ token_seconds = 120
 
 [login]
 demo_show_totp_code = true
-"#,
+{behind_balancer}"#,
             database = database.display()
         ),
     )
     .map_err(|e| anyhow!("{e}"))?;
     let store = open_store(&config.database_url).await?;
-    let state = ServerState::new(config, store, Arc::new(SystemClock)).await?;
+    let state = ServerState::with_geo(config, store, Arc::new(SystemClock), geo.clone()).await?;
     let totp = provision(&state, &app_url).await?;
 
     tokio::spawn(serve(as_listener, stepup_server::router(Arc::clone(&state))));
@@ -217,7 +242,12 @@ demo_show_totp_code = true
         .context("the guard cannot read the server's keys")?;
     let policy = Policy::from_toml("policies/bank.toml", POLICY).map_err(|e| anyhow!("{e}"))?;
     let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
-        .risk(risk_options())
+        .risk(match &geo {
+            Some(geo) => risk_options()
+                .geo(Arc::clone(geo))
+                .trusted_proxies(vec!["127.0.0.1/32".parse().map_err(|e| anyhow!("{e:?}"))?]),
+            None => risk_options(),
+        })
         .transactions(transaction_options())
         // The web app's tokens are bound to its key (DPoP); other
         // clients (stepup call, third parties) may use bearer tokens.
@@ -240,6 +270,7 @@ demo_show_totp_code = true
     tokio::spawn(serve(app_listener, app::router(app)));
 
     Ok(Deployment {
+        geo,
         issuer,
         api_url,
         gateway_url,

@@ -393,6 +393,30 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             format!("a token whose exp was pushed a year out: expected 401, got {s}"),
         ))
     });
+    attack!("token-from-another-country", "token misuse", async {
+        // The victim signed in from home; the thief reads the balance with
+        // the stolen token from another country: the policy's "signed in
+        // elsewhere" rule asks for a fresh second factor.
+        let at = |ip: &'static str| {
+            let bearer = bearer.clone();
+            let url = balance_url.clone();
+            async move {
+                call(
+                    reqwest::Method::GET,
+                    &url,
+                    &[("authorization", &bearer), ("x-forwarded-for", ip)],
+                    None,
+                )
+                .await
+            }
+        };
+        let home = at(super::HOME_ADDRESS).await?;
+        let abroad = at(super::FOREIGN_ADDRESS).await?;
+        Ok((
+            home == 200 && abroad == 401,
+            format!("expected 200 from home and a 401 step-up from abroad, got {home} and {abroad}"),
+        ))
+    });
     attack!("expired-token", "token misuse", async {
         // A real token, stolen from a log two hours ago.
         let token = t.access_token_from(&t.past_server, &t.victim).await?;

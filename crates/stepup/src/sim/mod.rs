@@ -143,6 +143,37 @@ impl Scenario {
     }
 }
 
+/// Where the virtual users are (a documentation address, RFC 5737).
+pub(crate) const HOME_ADDRESS: &str = "192.0.2.10";
+/// Where an attacker with a stolen token is.
+pub(crate) const FOREIGN_ADDRESS: &str = "198.51.100.7";
+
+/// The simulation's geolocation: the users' address in France, the
+/// attacker's in Brazil, anything else unknown.
+struct SimGeo(Vec<(std::net::IpAddr, stepup_guard::risk::CountryCode)>);
+
+impl SimGeo {
+    fn new() -> Self {
+        let place =
+            |ip: &str, country: &str| ip.parse().ok().zip(stepup_guard::risk::CountryCode::new(country));
+        Self(
+            [place(HOME_ADDRESS, "FR"), place(FOREIGN_ADDRESS, "BR")]
+                .into_iter()
+                .flatten()
+                .collect(),
+        )
+    }
+}
+
+impl stepup_guard::risk::GeoLookup for SimGeo {
+    fn lookup(&self, ip: std::net::IpAddr) -> stepup_guard::risk::GeoPoint {
+        stepup_guard::risk::GeoPoint {
+            country: self.0.iter().find(|(a, _)| *a == ip).map(|(_, c)| *c),
+            ..stepup_guard::risk::GeoPoint::default()
+        }
+    }
+}
+
 /// A small deterministic generator (SplitMix64): the same seed, the same mix.
 struct Rng(u64);
 
@@ -236,7 +267,7 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     // A fresh deployment each run: users, sessions and counters start clean.
     let _ = std::fs::remove_dir_all(&data);
     eprintln!("starting the demo deployment in {} ...", data.display());
-    let d = demo::start(&data, 0).await?;
+    let d = demo::start_with(&data, 0, Some(Arc::new(SimGeo::new()))).await?;
     let http = reqwest::Client::new();
     let provider = Provider::discover(&http, &d.issuer)
         .await
@@ -250,7 +281,7 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         let name = format!("sim-user-{i}");
         let password = format!("sim-password-{i}-{}", args.seed);
         let totp = d.add_user(&name, &password).await?;
-        let mut user = VirtualUser::new(&name, &password, totp);
+        let mut user = VirtualUser::new(&name, &password, totp).from_address(HOME_ADDRESS);
         if i % 2 == 1 {
             let key = passkey::SoftKey::new();
             user = user.with_passkey(key.clone());
@@ -268,7 +299,7 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     for role in ["victim", "brute-force-target", "code-reuse-target"] {
         let password = format!("sim-{role}-password");
         let totp = d.add_user(&format!("sim-{role}"), &password).await?;
-        victims.push(VirtualUser::new(&format!("sim-{role}"), &password, totp));
+        victims.push(VirtualUser::new(&format!("sim-{role}"), &password, totp).from_address(HOME_ADDRESS));
     }
 
     let progress = Arc::new(Mutex::new(Progress::default()));
