@@ -92,7 +92,7 @@ const CLIENT_CREDENTIALS_FORM: &str = "grant_type=client_credentials&scope=accou
 const REFERENCE: &str = "npm oidc-provider";
 const REFERENCE_PER_S: f64 = 4_600.0;
 
-type Result<T> = std::result::Result<T, String>;
+use stepup_benchkit::{Result, env_setting, percentile, round_to, thousands, write_figures};
 
 struct Settings {
     connections: usize,
@@ -111,17 +111,6 @@ impl Settings {
 
     fn measured(&self) -> Duration {
         Duration::from_secs(self.seconds)
-    }
-}
-
-/// A positive integer from the environment, or `default` when unset.
-fn env_setting<T: std::str::FromStr + PartialOrd + Default>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(text) => match text.trim().parse::<T>() {
-            Ok(n) if n > T::default() => Ok(n),
-            _ => Err(format!("{name}={text:?}: expected a positive integer")),
-        },
     }
 }
 
@@ -665,41 +654,6 @@ async fn measure(
 // ---------------------------------------------------------------------------
 // Figures
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// `61234.5` as `61,235`.
-fn thousands(n: f64) -> String {
-    let digits = format!("{:.0}", n.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn round_to(x: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (x * scale).round() / scale
-}
-
-/// `$CARGO_TARGET_DIR/stepup-bench/token.json`, or under the workspace's `target/`.
-fn output_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")));
-    target.join("stepup-bench").join("token.json")
-}
-
 // ---------------------------------------------------------------------------
 // The run
 
@@ -885,12 +839,7 @@ async fn run(settings: Settings) -> Result<()> {
     for m in &results {
         figures[m.key] = m.json(ceiling);
     }
-    let path = output_path();
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
-        std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")
-    };
-    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let path = write_figures("token.json", &figures)?;
     eprintln!("figures written to {}", path.display());
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         eprintln!("could not remove {}: {e}", dir.display());
