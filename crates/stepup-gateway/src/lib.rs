@@ -443,6 +443,10 @@ async fn proxy_request(State(gateway): State<Gateway>, mut request: Request<Body
     let generation = gateway.generation();
     let method = request.method().clone();
     let uri = request.uri().clone();
+    if let Some(reason) = ambiguous(&generation.policy, method.as_str(), uri.path()) {
+        gateway.inner.metrics.count_outcome(Outcome::Denied);
+        return proxy::failure(StatusCode::BAD_REQUEST, "invalid_request", reason);
+    }
     let forward = ForwardService {
         gateway: gateway.inner.clone(),
     };
@@ -493,6 +497,41 @@ async fn proxy_request(State(gateway): State<Gateway>, mut request: Request<Body
         micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
     );
     response
+}
+
+/// Requests whose spelling an upstream may read differently from the
+/// policy: a lower-case method, `;` path parameters, empty segments, or a
+/// path that reaches another rule once lower-cased, without its trailing
+/// `/` or its last segment's `.ext` (frameworks that ignore case, trailing
+/// slashes or format suffixes would run the protected handler under a
+/// weaker rule). The guard in-process matches as its router does; in front
+/// of an unknown upstream, ambiguity is refused.
+fn ambiguous(policy: &Policy, method: &str, path: &str) -> Option<&'static str> {
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Some("methods are upper case");
+    }
+    if path.contains(';') {
+        return Some("path parameters (;) are not accepted");
+    }
+    if path.contains("//") {
+        return Some("empty path segments are not accepted");
+    }
+    let mut normalized = path.to_ascii_lowercase();
+    if normalized.len() > 1 && normalized.ends_with('/') {
+        normalized.pop();
+    }
+    if let Some(slash) = normalized.rfind('/')
+        && let Some(dot) = normalized[slash..].rfind('.')
+        && dot > 1
+    {
+        normalized.truncate(slash + dot);
+    }
+    if normalized == path {
+        return None;
+    }
+    let rule = |p: &str| policy.route_index(method, p).ok().flatten();
+    (rule(path) != rule(&normalized))
+        .then_some("this spelling of the path reaches another rule than its usual form: use the usual form")
 }
 
 fn classify(rejection: Option<&Rejection>) -> Outcome {

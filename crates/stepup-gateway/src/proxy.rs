@@ -216,7 +216,7 @@ impl Proxy {
                     failure(
                         StatusCode::BAD_GATEWAY,
                         "upstream_unavailable",
-                        &format!("the upstream {} could not be reached", target.authority),
+                        "the upstream could not be reached",
                     ),
                 )
             }
@@ -228,8 +228,7 @@ impl Proxy {
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream_timeout",
                         &format!(
-                            "the upstream {} did not answer within {} s",
-                            target.authority,
+                            "the upstream did not answer within {} s",
                             target.timeout.as_secs()
                         ),
                     ),
@@ -243,12 +242,23 @@ impl Proxy {
     /// chain, and the token only when configured.
     fn rewrite_headers(&self, headers: &mut HeaderMap, host: Option<HeaderValue>, peer: Option<IpAddr>) {
         remove_hop_by_hop(headers);
-        let spoofable: Vec<HeaderName> = headers
+        let trusted_peer = peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(p)));
+        // Names compared as CGI-style servers read them (`_` and `-` alike:
+        // `X-Stepup_Acr` is `HTTP_X_STEPUP_ACR` there, CVE-2024-45614).
+        let dropped: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| name.as_str().starts_with("x-stepup-"))
+            .filter(|name| {
+                let raw = name.as_str();
+                let dashed = raw.replace('_', "-");
+                dashed.starts_with("x-stepup-")
+                    || OVERRIDES.contains(&dashed.as_str())
+                    // Only a trusted proxy may set these, and proxies
+                    // spell them with dashes.
+                    || (FORWARDING.contains(&dashed.as_str()) && (raw != dashed || !trusted_peer))
+            })
             .cloned()
             .collect();
-        for name in spoofable {
+        for name in dropped {
             headers.remove(name);
         }
         if !self.forward_token {
@@ -258,17 +268,16 @@ impl Proxy {
         // The upstream's own authority goes in Host (set by the client from
         // the URI); the client's is kept for it in X-Forwarded-Host.
         headers.remove(header::HOST);
-        let trusted_peer = peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(p)));
-        if !trusted_peer {
-            // What an untrusted client says about the chain is not passed on.
-            headers.remove(header::FORWARDED);
-            headers.remove(&X_FORWARDED_FOR);
-            headers.remove(&X_FORWARDED_HOST);
-            headers.remove(&X_FORWARDED_PROTO);
-        }
         if let Some(peer) = peer {
-            let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                Some(earlier) => format!("{earlier}, {peer}"),
+            // Every X-Forwarded-For line of a trusted proxy, in order; a line
+            // that is not text loses the chain (only the peer is sent).
+            let lines: Option<Vec<&str>> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.to_str().ok())
+                .collect();
+            let chain = match lines.filter(|l| !l.is_empty()) {
+                Some(earlier) => format!("{}, {peer}", earlier.join(", ")),
                 None => peer.to_string(),
             };
             if let Ok(value) = HeaderValue::from_str(&chain) {
@@ -285,6 +294,25 @@ impl Proxy {
         }
     }
 }
+
+/// Headers that tell some frameworks to run another method or path than
+/// the one the guard decided on (Rack::MethodOverride, Express
+/// method-override, IIS and old Symfony URL rewrites): never passed on.
+const OVERRIDES: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// The forwarding headers, which only a trusted proxy may set.
+const FORWARDING: [&str; 4] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
 
 /// Sets the identity headers from the verified token.
 pub(crate) fn set_identity(

@@ -1,287 +1,24 @@
 //! The gateway end to end on loopback: a real upstream, real sockets,
 //! tokens signed with real keys.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::routing::any;
-use http::Request;
 use ring::rand::SystemRandom;
 use serde_json::{Value, json};
-use stepup_core::access_token::ClaimsRules;
-use stepup_core::jwk::{Algorithm, Jwks};
-use stepup_core::jws::{SigningHeader, SigningKey, VerificationPolicy, sign_compact};
-use stepup_gateway::{Gateway, GatewayConfig};
-use stepup_guard::{JwtVerifier, KeySource, TokenVerifier};
+use stepup_core::jws::{SigningHeader, SigningKey, sign_compact};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-const ISSUER: &str = "https://as.example";
-const AUDIENCE: &str = "https://api.example";
-const PWD: &str = "urn:stepup:acr:pwd";
-const MFA: &str = "urn:stepup:acr:mfa";
+mod support;
 
-const POLICY: &str = r#"
-levels = [
-  { name = "pwd", acr = "urn:stepup:acr:pwd" },
-  { name = "mfa", acr = "urn:stepup:acr:mfa" },
-]
-[default]
-acr = ["pwd"]
-
-[[route]]
-name = "read balance"
-methods = ["GET"]
-path = "/accounts/{id}/balance"
-
-[[route]]
-name = "add payee"
-methods = ["POST"]
-path = "/accounts/{id}/payees"
-acr = ["mfa"]
-max_age = 300
-
-[[route]]
-name = "transfer"
-methods = ["POST"]
-path = "/accounts/{id}/transfers"
-
-[[risk]]
-name = "large amount"
-when = "amount > 1000"
-routes = ["transfer"]
-require = { acr = ["mfa"], max_age = 60 }
-reason = "Large transfers need you to confirm it is you, just now."
-"#;
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-struct Issuer {
-    key: SigningKey,
-    rng: SystemRandom,
-}
-
-impl Issuer {
-    fn new() -> Self {
-        let rng = SystemRandom::new();
-        let key = SigningKey::generate_es256(&rng).unwrap();
-        Self { key, rng }
-    }
-
-    fn verifier(&self) -> TokenVerifier {
-        let jwks = json!({ "keys": [self.key.public_jwk(Some("k1"))] });
-        let jwks = Jwks::from_json(jwks.to_string().as_bytes()).unwrap();
-        TokenVerifier::Jwt(Arc::new(JwtVerifier::new(
-            KeySource::fixed(jwks),
-            ClaimsRules {
-                issuer: ISSUER.into(),
-                audience: AUDIENCE.into(),
-                leeway_seconds: 5,
-            },
-            VerificationPolicy::access_token([Algorithm::ES256]),
-        )))
-    }
-
-    /// An access token of alice at `acr`, signed in `auth_age` seconds ago.
-    fn token(&self, acr: &str, auth_age: i64) -> String {
-        self.token_with(acr, auth_age, json!({}))
-    }
-
-    /// The same with more claims.
-    fn token_with(&self, acr: &str, auth_age: i64, extra: Value) -> String {
-        let now = now();
-        let mut claims = json!({
-            "iss": ISSUER, "sub": "alice", "aud": AUDIENCE,
-            "exp": now + 600, "iat": now - 1, "jti": format!("{acr}-{auth_age}-{}", rand_suffix()),
-            "client_id": "bank-web", "scope": "accounts:read payments:write",
-            "acr": acr, "amr": ["pwd"], "auth_time": now - auth_age,
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            claims[k] = v.clone();
-        }
-        let header = SigningHeader::new().typ("at+jwt").kid("k1");
-        sign_compact(&header, claims.to_string().as_bytes(), &self.key, &self.rng).unwrap()
-    }
-}
-
-fn rand_suffix() -> u64 {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    NEXT.fetch_add(1, Ordering::SeqCst) as u64
-}
-
-/// An upstream that answers with what it received, and counts calls.
-#[derive(Clone, Default)]
-struct Upstream {
-    calls: Arc<AtomicUsize>,
-}
-
-async fn echo(State(upstream): State<Upstream>, request: Request<Body>) -> axum::response::Response {
-    upstream.calls.fetch_add(1, Ordering::SeqCst);
-    let (parts, body) = request.into_parts();
-    if parts.uri.path() == "/slow" {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-    }
-    if parts.uri.path() == "/drain" {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
-    let headers: serde_json::Map<String, Value> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("?").into()))
-        .collect();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    axum::Json(json!({
-        "method": parts.method.as_str(),
-        "uri": parts.uri.to_string(),
-        "version": format!("{:?}", parts.version),
-        "headers": headers,
-        "body_len": body.len(),
-        "body": String::from_utf8_lossy(&body[..body.len().min(200)]),
-    }))
-    .into_response_with_header()
-}
-
-trait WithHeader {
-    fn into_response_with_header(self) -> axum::response::Response;
-}
-
-impl<T: axum::response::IntoResponse> WithHeader for T {
-    fn into_response_with_header(self) -> axum::response::Response {
-        let mut response = self.into_response();
-        // A hop-by-hop header the gateway must not pass back.
-        response
-            .headers_mut()
-            .insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
-        response
-    }
-}
-
-struct World {
-    issuer: Issuer,
-    upstream: Upstream,
-    gateway: Gateway,
-    url: String,
-    policy_path: PathBuf,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-    http: reqwest::Client,
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepup-gateway-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn world(name: &str, extra_config: &str) -> World {
-    world_with(name, extra_config, "").await
-}
-
-async fn world_with(name: &str, extra_config: &str, tables: &str) -> World {
-    let upstream = Upstream::default();
-    let upstream_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream_listener.local_addr().unwrap();
-    let app = Router::new().fallback(any(echo)).with_state(upstream.clone());
-    tokio::spawn(async move { axum::serve(upstream_listener, app).await });
-
-    // A port with nothing listening: bound, then closed.
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-
-    let dir = temp_dir(name);
-    let policy_path = dir.join("policy.toml");
-    std::fs::write(&policy_path, POLICY).unwrap();
-    let config = format!(
-        r#"
-listen = "127.0.0.1:0"
-policy = "policy.toml"
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-max_body_bytes = 100000
-{extra_config}
-
-[amount]
-amount_pointer = "/amount"
-{tables}
-
-[[upstream]]
-prefix = "/"
-url = "http://{upstream_addr}"
-timeout_seconds = 1
-
-[[upstream]]
-prefix = "/down/"
-url = "http://{closed}"
-
-[[upstream]]
-prefix = "/"
-host = "down.example"
-url = "http://{closed}"
-"#
-    );
-    let config_path = dir.join("gateway.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let config = GatewayConfig::load(&config_path).unwrap();
-    let issuer = Issuer::new();
-    let gateway = Gateway::with_verifier(config, issuer.verifier()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-    let serving = gateway.clone();
-    let served = tokio::spawn(async move {
-        serving
-            .serve(listener, async move {
-                let _ = stop.await;
-            })
-            .await
-    });
-    World {
-        issuer,
-        upstream,
-        gateway,
-        url,
-        policy_path,
-        shutdown: Some(shutdown),
-        served,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl World {
-    fn calls(&self) -> usize {
-        self.upstream.calls.load(Ordering::SeqCst)
-    }
-
-    /// A request to the gateway.
-    fn at(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        self.http.request(method, format!("{}{path}", self.url))
-    }
-
-    /// A request without a body, with a bearer token if given.
-    async fn call(&self, method: &str, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self.at(method, path);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap()
-    }
-}
+use support::*;
 
 #[tokio::test]
 async fn trusted_call_is_forwarded_with_verified_identity_and_spoofed_headers_stripped() {
@@ -878,55 +615,88 @@ fn sign(issuer: &Issuer, claims: &Value) -> String {
     sign_compact(&header, claims.to_string().as_bytes(), &issuer.key, &issuer.rng).unwrap()
 }
 
-/// Where a test's log lines go.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
+#[tokio::test]
+async fn spellings_an_upstream_may_read_differently_are_refused() {
+    let w = world("spellings", "").await;
+    let token = w.issuer.token(PWD, 30);
+    // The payee route needs mfa: other spellings of it must not reach the
+    // upstream under the default rule.
+    for path in [
+        "/accounts/42/Payees",
+        "/accounts/42/payees/",
+        "/accounts/42/payees.json",
+        "/accounts/42/payees;x=1",
+        "//accounts/42/payees",
+    ] {
+        let response = w.call("POST", path, Some(&token)).await;
+        assert_eq!(response.status(), 400, "{path}");
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let response = w.call("post", "/accounts/42/payees", Some(&token)).await;
+    assert_eq!(response.status(), 400, "a lower-case method");
+    assert_eq!(w.calls(), 0);
+    // Spellings that reach the same rule pass: an upper-case id, a file
+    // name with an extension.
+    assert_eq!(
+        w.call("GET", "/accounts/AB12/balance", Some(&token))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        w.call("GET", "/documents/report.pdf", Some(&token))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
-async fn each_request_gets_a_structured_access_log_line() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    // The test's runtime is current-thread: the gateway's tasks log here.
-    let _default = tracing::subscriber::set_default(subscriber);
-    let w = world("access-log", "").await;
-    let token = w.issuer.token(PWD, 30);
-    let ok = w.call("GET", "/accounts/42/balance", Some(&token)).await;
-    assert_eq!(ok.status(), 200);
-    let asked = w.call("POST", "/accounts/42/payees", Some(&token)).await;
-    assert_eq!(asked.status(), 401);
+async fn lookalike_and_override_headers_are_dropped() {
+    let w = world("lookalikes", "").await;
+    let response = w
+        .at("GET", "/accounts/42/balance")
+        .bearer_auth(w.issuer.token(PWD, 30))
+        .header("X-Stepup_Acr", MFA)
+        .header("X_Stepup_Subject", "mallory")
+        .header("X-Forwarded_For", "10.0.0.1")
+        .header("X-HTTP-Method-Override", "DELETE")
+        .header("X-Original-URL", "/admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await.unwrap();
+    let headers = seen["headers"].as_object().unwrap();
+    for dropped in [
+        "x-stepup_acr",
+        "x_stepup_subject",
+        "x-forwarded_for",
+        "x-http-method-override",
+        "x-original-url",
+    ] {
+        assert!(!headers.contains_key(dropped), "{dropped} reached the upstream");
+    }
+    assert_eq!(headers["x-stepup-acr"], PWD);
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+}
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "stepup::access")
-        .collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    let fields = |i: usize| lines[i]["fields"].clone();
-    assert_eq!(fields(0)["method"], "GET");
-    assert_eq!(fields(0)["path"], "/accounts/42/balance");
-    assert_eq!(fields(0)["status"], 200);
-    assert_eq!(fields(0)["outcome"], "allowed");
-    assert_eq!(fields(0)["route"], "read balance");
-    assert_eq!(fields(0)["subject"], "alice");
-    assert!(fields(0)["micros"].as_u64().is_some());
-    assert_eq!(fields(1)["status"], 401);
-    assert_eq!(fields(1)["outcome"], "step_up");
-    assert_eq!(fields(1)["route"], "add payee");
-    assert!(!text.contains(&token), "the token was logged");
+#[tokio::test]
+async fn a_trusted_proxy_s_forwarding_chain_is_kept_whole() {
+    let w = world("chain", "trusted_proxies = [\"127.0.0.1/32\"]").await;
+    let token = w.issuer.token(PWD, 30);
+    let url = w.url.trim_start_matches("http://").to_owned();
+    // Two X-Forwarded-For lines, as a client's and a proxy's.
+    let raw = format!(
+        "GET /accounts/42/balance HTTP/1.1\r\nHost: {url}\r\nAuthorization: Bearer {token}\r\nX-Forwarded-For: 203.0.113.1\r\nX-Forwarded-For: 198.51.100.2\r\nConnection: close\r\n\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(&url).await.unwrap();
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("203.0.113.1, 198.51.100.2, 127.0.0.1"),
+        "the chain was not kept whole: {answer}"
+    );
 }
