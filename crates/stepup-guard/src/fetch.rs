@@ -41,6 +41,10 @@ pub enum FetchError {
     /// A body that is not what the protocol says.
     #[error("unexpected response: {0}")]
     BadResponse(String),
+    /// No key set could be fetched yet, and the last try was too recent
+    /// to try again.
+    #[error("the issuer's keys are not loaded yet")]
+    NotLoaded,
 }
 
 /// An HTTP client for the guard's outbound calls.

@@ -5,7 +5,12 @@
 //! cannot turn the guard into a load generator against the issuer. The set
 //! is also refetched once it is older than `max_age` (an hour by default),
 //! so that a key the issuer withdrew stops being trusted.
+//!
+//! A source may also start empty and find its `jwks_uri` by discovery on
+//! first use ([`KeySource::discovered`]): a proxy that fronts its own
+//! issuer cannot fetch the keys before it serves.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,7 +21,9 @@ use crate::fetch::{FetchError, HttpFetcher};
 
 #[derive(Debug)]
 struct Remote {
-    url: String,
+    /// The `jwks_uri`, known at once or found by discovery of `issuer`.
+    url: tokio::sync::OnceCell<String>,
+    issuer: Option<String>,
     http: HttpFetcher,
     min_refresh_interval: Duration,
     max_age: Duration,
@@ -28,7 +35,13 @@ struct Remote {
 pub struct KeySource {
     current: RwLock<Arc<Jwks>>,
     remote: Option<Remote>,
+    /// Whether a key set was ever fetched (or given).
+    loaded: AtomicBool,
 }
+
+/// How often an empty source may try again: it has nothing to serve with,
+/// so it retries sooner than a loaded one refetches.
+const EMPTY_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The members of authorization server metadata the guard uses (RFC 8414 §2).
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +62,7 @@ impl KeySource {
         Self {
             current: RwLock::new(Arc::new(jwks)),
             remote: None,
+            loaded: AtomicBool::new(true),
         }
     }
 
@@ -62,13 +76,53 @@ impl KeySource {
         Ok(Self {
             current: RwLock::new(Arc::new(jwks)),
             remote: Some(Remote {
-                url: url.to_owned(),
+                url: tokio::sync::OnceCell::new_with(Some(url.to_owned())),
+                issuer: None,
                 http,
                 min_refresh_interval,
                 max_age: Duration::from_secs(3600),
                 last_fetch: tokio::sync::Mutex::new(Instant::now()),
             }),
+            loaded: AtomicBool::new(true),
         })
+    }
+
+    /// An empty source for `issuer`, without I/O: the first token (or
+    /// [`KeySource::load`]) discovers its `jwks_uri` (RFC 8414, then OpenID
+    /// Connect Discovery) and fetches the keys. Until that succeeds every
+    /// token is refused as unverifiable, and another try is made at most
+    /// once a second.
+    pub fn discovered(issuer: &str, http: HttpFetcher, min_refresh_interval: Duration) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(Jwks::default())),
+            remote: Some(Remote {
+                url: tokio::sync::OnceCell::new(),
+                issuer: Some(issuer.to_owned()),
+                http,
+                min_refresh_interval,
+                max_age: Duration::from_secs(3600),
+                last_fetch: tokio::sync::Mutex::new(long_ago()),
+            }),
+            loaded: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether keys were ever fetched (a fixed set always is).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Fetches the key set now (discovering its address first if needed),
+    /// whatever the refetch intervals say.
+    pub async fn load(&self) -> Result<(), FetchError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let mut last = remote.last_fetch.lock().await;
+        *last = Instant::now();
+        let jwks = remote.fetch().await?;
+        self.replace(Arc::new(jwks));
+        Ok(())
     }
 
     /// Refetch the set once it is older than `max_age` (default one hour).
@@ -87,10 +141,11 @@ impl KeySource {
             return;
         };
         let mut last = remote.last_fetch.lock().await;
-        if last.elapsed() < remote.max_age {
+        if last.elapsed() < remote.max_age || !self.is_loaded() {
+            // An empty source fetches on the unknown-key path instead.
             return;
         }
-        match fetch_jwks(&remote.http, &remote.url).await {
+        match remote.fetch().await {
             Ok(jwks) => {
                 *last = Instant::now();
                 self.replace(Arc::new(jwks));
@@ -110,6 +165,7 @@ impl KeySource {
             Ok(mut guard) => *guard = jwks,
             Err(poisoned) => *poisoned.into_inner() = jwks,
         }
+        self.loaded.store(true, Ordering::Release);
     }
 
     /// The keys in use.
@@ -127,15 +183,47 @@ impl KeySource {
             return Ok(self.current());
         };
         let mut last = remote.last_fetch.lock().await;
-        if last.elapsed() < remote.min_refresh_interval {
+        let interval = if self.is_loaded() {
+            remote.min_refresh_interval
+        } else {
+            remote.min_refresh_interval.min(EMPTY_RETRY_INTERVAL)
+        };
+        if last.elapsed() < interval {
+            if !self.is_loaded() {
+                // Not the token's fault: there is nothing to check it with.
+                return Err(FetchError::NotLoaded);
+            }
             // Another request may have refreshed while we waited for the lock.
             return Ok(self.current());
         }
         *last = Instant::now();
-        let jwks = Arc::new(fetch_jwks(&remote.http, &remote.url).await?);
+        let jwks = Arc::new(remote.fetch().await?);
         self.replace(Arc::clone(&jwks));
         Ok(jwks)
     }
+}
+
+impl Remote {
+    /// The key set at the `jwks_uri`, discovered first if not yet known.
+    async fn fetch(&self) -> Result<Jwks, FetchError> {
+        let url = self
+            .url
+            .get_or_try_init(|| async {
+                let issuer = self.issuer.as_deref().unwrap_or_default();
+                discover(issuer, &self.http).await?.jwks_uri.ok_or_else(|| {
+                    FetchError::BadResponse(format!("the metadata of {issuer} has no jwks_uri"))
+                })
+            })
+            .await?;
+        fetch_jwks(&self.http, url).await
+    }
+}
+
+/// An instant well before now (or now, on a clock too young for that),
+/// so that the first refetch is not held back.
+fn long_ago() -> Instant {
+    let now = Instant::now();
+    now.checked_sub(Duration::from_secs(24 * 3600)).unwrap_or(now)
 }
 
 async fn fetch_jwks(http: &HttpFetcher, url: &str) -> Result<Jwks, FetchError> {

@@ -149,21 +149,33 @@ impl JwtVerifier {
     /// minute on an unknown `kid`, every asymmetric algorithm stepup supports
     /// allowed, `typ` `at+jwt` required, and 30 s of clock leeway.
     pub async fn from_issuer(issuer: &str, audience: &str, http: HttpFetcher) -> Result<Self, FetchError> {
-        let metadata = crate::jwks::discover(issuer, &http).await?;
-        let jwks_uri = metadata
-            .jwks_uri
-            .ok_or_else(|| FetchError::BadResponse(format!("the metadata of {issuer} has no jwks_uri")))?;
-        let keys = KeySource::remote(&jwks_uri, http, std::time::Duration::from_secs(60)).await?;
+        let verifier = Self::for_issuer(issuer, audience, http);
+        verifier.load_keys().await?;
+        Ok(verifier)
+    }
+
+    /// [`JwtVerifier::from_issuer`] without I/O: discovery and the key set
+    /// are fetched by the first token, or by [`JwtVerifier::load_keys`].
+    /// Until then tokens are refused as unverifiable (the guard answers
+    /// 503, not 401: the token may be good).
+    pub fn for_issuer(issuer: &str, audience: &str, http: HttpFetcher) -> Self {
+        let keys = KeySource::discovered(issuer, http, std::time::Duration::from_secs(60));
         let rules = ClaimsRules {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             leeway_seconds: 30,
         };
-        Ok(Self::new(
-            keys,
-            rules,
-            VerificationPolicy::access_token(Algorithm::ALL),
-        ))
+        Self::new(keys, rules, VerificationPolicy::access_token(Algorithm::ALL))
+    }
+
+    /// Fetches the signing keys now (discovering the issuer first if needed).
+    pub async fn load_keys(&self) -> Result<(), FetchError> {
+        self.keys.load().await
+    }
+
+    /// Whether signing keys were fetched.
+    pub fn keys_loaded(&self) -> bool {
+        self.keys.is_loaded()
     }
 
     /// Verifies a token's signature and claims at `now`.

@@ -327,3 +327,56 @@ async fn from_issuer_discovers_and_verifies() {
         .unwrap_err();
     assert!(err.to_string().contains("issuer"), "{err}");
 }
+
+/// A verifier made before its issuer answers (a proxy in front of its own
+/// issuer): tokens are unavailable (503), not invalid, until the keys are
+/// fetched; tries are at most once a second; then the first token loads
+/// them by itself.
+#[tokio::test]
+async fn for_issuer_waits_for_an_issuer_that_is_not_up_yet() {
+    let k1 = Issuer::ed25519("k1");
+    let state = AsState::default();
+    *state.jwks.lock().unwrap() = k1.jwks_json();
+    // The address is reserved now; the server comes up later on it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    *state.issuer.lock().unwrap() = url.clone();
+    let verifier = stepup_guard::JwtVerifier::for_issuer(&url, AUDIENCE, HttpFetcher::new().unwrap());
+    assert!(!verifier.keys_loaded());
+    let mut c = claims(MFA, 0, "");
+    c["iss"] = json!(url);
+    let token = k1.mint(&c);
+    let now = stepup_core::UnixTime(NOW);
+
+    let down = verifier.verify(&token, now).await.unwrap_err();
+    assert!(!down.is_token_fault(), "{down}");
+    assert!(verifier.load_keys().await.is_err());
+    // Too soon to try again: still not the token's fault.
+    let soon = verifier.verify(&token, now).await.unwrap_err();
+    assert!(!soon.is_token_fault(), "{soon}");
+    assert!(soon.to_string().contains("not loaded"), "{soon}");
+
+    let router = Router::new()
+        .route("/jwks", get(jwks_handler))
+        .route("/.well-known/oauth-authorization-server", get(metadata_handler))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let verified = verifier.verify(&token, now).await.unwrap();
+    assert_eq!(verified.acr.as_deref(), Some(MFA));
+    assert!(verifier.keys_loaded());
+    assert_eq!(state.jwks_fetches.load(Ordering::SeqCst), 1);
+    // Loaded: a token signed by an unknown key is the token's fault again.
+    let stranger = Issuer::ed25519("k9").mint(&c);
+    assert!(
+        verifier
+            .verify(&stranger, now)
+            .await
+            .unwrap_err()
+            .is_token_fault()
+    );
+}
