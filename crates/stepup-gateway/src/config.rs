@@ -25,8 +25,14 @@
 //! [[upstream]]
 //! prefix = "/"                          # longest prefix wins
 //! # host = "api.example"                # only for this Host (preferred over host-less upstreams)
-//! url = "http://127.0.0.1:9000"
+//! url = "http://127.0.0.1:9000"         # or urls = [...]: instances taken in turn
 //! timeout_seconds = 30
+//!
+//! # [[upstream]]                        # an authorization server's instances
+//! # host = "login.example"
+//! # prefix = "/"
+//! # urls = ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]
+//! # public = true                       # no token asked: it authenticates on its own
 //! ```
 
 use std::net::SocketAddr;
@@ -65,11 +71,31 @@ pub struct Upstream {
     /// Only requests for this host (the `Host` header or HTTP/2
     /// `:authority`, port ignored, case-insensitive) go here.
     pub host: Option<String>,
-    /// The upstream's base URL (`http://host:port`; no path).
-    pub url: String,
+    /// The upstream's base URL (`http://host:port`; no path), when it has
+    /// one instance.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The base URLs of its instances, taken in turn. One that cannot be
+    /// connected to is left out for a while (1 s, doubling to 30 s), and
+    /// the request goes to the next.
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// How long the upstream may take to answer (headers), seconds.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// Requests pass to this upstream without the guard (no token asked,
+    /// the `Authorization` header passed on): for upstreams that
+    /// authenticate on their own, such as an authorization server. No
+    /// policy route may lead here.
+    #[serde(default)]
+    pub public: bool,
+}
+
+impl Upstream {
+    /// The base URLs of the instances (`url` or `urls`).
+    pub fn instances(&self) -> impl Iterator<Item = &str> {
+        self.url.iter().chain(&self.urls).map(String::as_str)
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -206,18 +232,24 @@ impl GatewayConfig {
                     u.prefix
                 )));
             }
-            let uri: http::Uri = u
-                .url
-                .parse()
-                .map_err(|e| invalid(format!("upstream url {:?}: {e}", u.url)))?;
-            if uri.scheme_str() != Some("http")
-                || uri.authority().is_none()
-                || !matches!(uri.path(), "" | "/")
-            {
+            if u.url.is_some() != u.urls.is_empty() {
                 return Err(invalid(format!(
-                    "upstream url {:?} must be http://host:port without a path (TLS to upstreams is not supported yet)",
-                    u.url
+                    "upstream {:?}: give either url or urls (a non-empty list)",
+                    u.prefix
                 )));
+            }
+            for url in u.instances() {
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|e| invalid(format!("upstream url {url:?}: {e}")))?;
+                if uri.scheme_str() != Some("http")
+                    || uri.authority().is_none()
+                    || !matches!(uri.path(), "" | "/")
+                {
+                    return Err(invalid(format!(
+                        "upstream url {url:?} must be http://host:port without a path (TLS to upstreams is not supported yet)"
+                    )));
+                }
             }
             if u.timeout_seconds == 0 {
                 return Err(invalid("upstream timeout_seconds must be at least 1".into()));
@@ -325,8 +357,10 @@ url = "http://127.0.0.1:9200"
     #[test]
     fn upstreams_by_longest_prefix() {
         let c = GatewayConfig::from_toml("g.toml", GOOD).unwrap();
-        let url =
-            |host: Option<&str>, path: &str| c.upstream_for(host, path).map(|i| c.upstreams[i].url.as_str());
+        let url = |host: Option<&str>, path: &str| {
+            c.upstream_for(host, path)
+                .and_then(|i| c.upstreams[i].instances().next())
+        };
         assert_eq!(url(None, "/reports/1"), Some("http://127.0.0.1:9100"));
         assert_eq!(
             url(Some("API.example:8443"), "/reports/1"),
@@ -372,6 +406,31 @@ url = "http://127.0.0.1:9200"
             )
             .contains("must be an origin")
         );
+        assert!(
+            bad(
+                "url = \"http://127.0.0.1:9000\"",
+                "url = \"http://127.0.0.1:9000\"\nurls = [\"http://127.0.0.1:9001\"]"
+            )
+            .contains("either url or urls")
+        );
+        assert!(bad("url = \"http://127.0.0.1:9000\"", "urls = []").contains("either url or urls"));
+        assert!(
+            bad(
+                "url = \"http://127.0.0.1:9000\"",
+                "urls = [\"http://127.0.0.1:9000\", \"ftp://x\"]"
+            )
+            .contains("\"ftp://x\" must be http://host:port")
+        );
+        let pool = GatewayConfig::from_toml(
+            "g.toml",
+            &GOOD.replace(
+                "url = \"http://127.0.0.1:9000\"",
+                "urls = [\"http://127.0.0.1:9000\", \"http://127.0.0.1:9001\"]\npublic = true",
+            ),
+        )
+        .unwrap();
+        assert_eq!(pool.upstreams[0].instances().count(), 2);
+        assert!(pool.upstreams[0].public && !pool.upstreams[1].public);
         let no_upstream = GatewayConfig::from_toml("g.toml", GOOD.split("[[upstream]]").next().unwrap());
         assert!(
             no_upstream

@@ -63,7 +63,7 @@ pub enum GatewayError {
     /// locates the mistake: file, line, column).
     #[error("{0}")]
     Policy(String),
-    /// The authorization server's keys cannot be fetched.
+    /// The authorization server's keys cannot be fetched (yet).
     #[error("cannot reach the issuer {issuer}: {reason}")]
     Issuer {
         /// The configured issuer.
@@ -101,12 +101,17 @@ struct GuardParts {
     transactions: Option<TransactionOptions>,
     /// The routes of the transaction rules, which every policy must have.
     transaction_routes: Vec<String>,
+    /// The upstream table, which no policy route may lead past the guard.
+    upstreams: Vec<Upstream>,
 }
 
 impl GuardParts {
     /// The guard for `policy`; a policy without a route that a transaction
     /// rule names is refused: the rule would silently protect nothing.
     fn build(&self, policy: Arc<Policy>) -> Result<Guard, GatewayError> {
+        if let Some(leak) = public_leak(&policy, &self.upstreams) {
+            return Err(GatewayError::Policy(leak));
+        }
         for route in &self.transaction_routes {
             if !policy.routes().iter().any(|r| &r.name == route) {
                 return Err(GatewayError::Policy(format!(
@@ -133,6 +138,8 @@ pub(crate) struct Inner {
     pub(crate) proxy: Proxy,
     pub(crate) metrics: Metrics,
     draining: AtomicBool,
+    /// The issuer's keys, when the gateway fetches them itself.
+    issuer_keys: Option<Arc<JwtVerifier>>,
 }
 
 /// A configured gateway: cheap to clone.
@@ -165,18 +172,69 @@ fn unix_now() -> u64 {
 }
 
 impl Gateway {
-    /// A gateway for `config`: reads the policy, and the issuer's keys by
-    /// discovery (RFC 8414, then OpenID Connect Discovery).
-    pub async fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
-        let issuer_error = |reason: String| GatewayError::Issuer {
+    /// A gateway for `config`: reads the policy now; the issuer's keys are
+    /// found by discovery (RFC 8414, then OpenID Connect Discovery) once it
+    /// serves, in the background, because the issuer may itself be one of
+    /// its upstreams. Until they are loaded, `/-/readyz` answers 503 and
+    /// tokens get 503 (not 401: they may be good).
+    pub fn new(config: GatewayConfig) -> Result<Self, GatewayError> {
+        let http = HttpFetcher::new().map_err(|e| GatewayError::Issuer {
             issuer: config.issuer.clone(),
-            reason,
+            reason: e.to_string(),
+        })?;
+        let verifier = Arc::new(JwtVerifier::for_issuer(&config.issuer, &config.audience, http));
+        let mut gateway = Self::with_verifier(config, TokenVerifier::Jwt(verifier.clone()))?;
+        if let Some(inner) = Arc::get_mut(&mut gateway.inner) {
+            inner.issuer_keys = Some(verifier);
+        }
+        Ok(gateway)
+    }
+
+    /// Fetches the issuer's keys now (discovery first), whether or not they
+    /// were loaded before.
+    pub async fn load_keys(&self) -> Result<(), GatewayError> {
+        let Some(keys) = &self.inner.issuer_keys else {
+            return Ok(());
         };
-        let http = HttpFetcher::new().map_err(|e| issuer_error(e.to_string()))?;
-        let verifier = JwtVerifier::from_issuer(&config.issuer, &config.audience, http)
-            .await
-            .map_err(|e| issuer_error(e.to_string()))?;
-        Self::with_verifier(config, TokenVerifier::Jwt(Arc::new(verifier)))
+        keys.load_keys().await.map_err(|e| GatewayError::Issuer {
+            issuer: self.inner.config.issuer.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Whether tokens can be verified: the issuer's keys are loaded (always
+    /// true for a gateway made [`Gateway::with_verifier`]).
+    pub fn keys_loaded(&self) -> bool {
+        self.inner.issuer_keys.as_ref().is_none_or(|k| k.keys_loaded())
+    }
+
+    /// Loads the issuer's keys, trying again with backoff (1 s doubling to
+    /// 30 s) until they load or the gateway is dropped.
+    fn load_keys_in_background(&self) {
+        if self.keys_loaded() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let gateway = Gateway { inner };
+                if gateway.keys_loaded() {
+                    return;
+                }
+                match gateway.load_keys().await {
+                    Ok(()) => {
+                        tracing::info!(issuer = %gateway.inner.config.issuer, "issuer keys loaded");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, retry_in = ?wait, "issuer keys not loaded yet"),
+                }
+                drop(gateway);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        });
     }
 
     /// A gateway that verifies tokens with `verifier` (tests, benchmarks,
@@ -226,6 +284,7 @@ impl Gateway {
             dpop,
             transactions,
             transaction_routes,
+            upstreams: config.upstreams.clone(),
         };
         let policy = Arc::new(policy);
         let generation = Generation {
@@ -247,6 +306,7 @@ impl Gateway {
                 proxy,
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
+                issuer_keys: None,
             }),
         })
     }
@@ -378,6 +438,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let inner = self.inner.clone();
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        self.load_keys_in_background();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -391,6 +452,32 @@ impl Gateway {
     pub fn policy_path(&self) -> &PathBuf {
         &self.inner.config.policy
     }
+}
+
+/// A policy route some of whose paths a host-less public upstream would
+/// take, past the guard: the route would protect nothing. A route is safe
+/// when a longer host-less guarded prefix takes all its paths. (An upstream
+/// for one host is that host's business: another service.)
+fn public_leak(policy: &Policy, upstreams: &[Upstream]) -> Option<String> {
+    let hostless = || upstreams.iter().filter(|u| u.host.is_none());
+    for public in hostless().filter(|u| u.public) {
+        for rule in policy.routes() {
+            let Some(template) = &rule.template else { continue };
+            let text = template.as_str();
+            // The part every path of the route starts with.
+            let fixed = &text[..text.find('{').unwrap_or(text.len())];
+            let reachable = fixed.starts_with(&public.prefix) || public.prefix.starts_with(fixed);
+            let guarded = hostless()
+                .any(|u| !u.public && u.prefix.len() > public.prefix.len() && fixed.starts_with(&u.prefix));
+            if reachable && !guarded {
+                return Some(format!(
+                    "the policy route {:?} ({text}) would reach the public upstream {:?} without the guard; give the route's paths a guarded upstream, or the public one a host",
+                    rule.name, public.prefix
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn route_names(policy: &Policy) -> Vec<String> {
@@ -416,6 +503,13 @@ async fn readyz(State(gateway): State<Gateway>) -> Response {
     if gateway.inner.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    if !gateway.keys_loaded() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the issuer's keys are not loaded yet\n",
+        )
+            .into_response();
+    }
     (StatusCode::OK, "ready\n").into_response()
 }
 
@@ -440,6 +534,9 @@ async fn proxy_request(State(gateway): State<Gateway>, mut request: Request<Body
         );
     }
     request.extensions_mut().insert(Arrived(arrived));
+    if gateway.inner.proxy.is_public(&request) {
+        return forward_public(&gateway, request, arrived).await;
+    }
     let generation = gateway.generation();
     let method = request.method().clone();
     let uri = request.uri().clone();
@@ -494,6 +591,34 @@ async fn proxy_request(State(gateway): State<Gateway>, mut request: Request<Body
         outcome = outcome.as_str(),
         route = generation.routes.name(route),
         subject = subject.as_deref().unwrap_or("-"),
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    );
+    response
+}
+
+/// A request for a public upstream: forwarded as it is, no token asked.
+async fn forward_public(gateway: &Gateway, request: Request<Body>, arrived: Instant) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let metrics = &gateway.inner.metrics;
+    let response = gateway.inner.proxy.forward(request, metrics).await;
+    let elapsed = arrived.elapsed();
+    metrics.request_latency.observe(elapsed);
+    let failed = response.extensions().get::<Forwarded>().is_none_or(|f| f.failed);
+    let outcome = if failed {
+        Outcome::UpstreamError
+    } else {
+        Outcome::Public
+    };
+    metrics.count_outcome(outcome);
+    tracing::info!(
+        target: "stepup::access",
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        outcome = outcome.as_str(),
+        route = "-",
+        subject = "-",
         micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
     );
     response

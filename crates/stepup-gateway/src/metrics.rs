@@ -25,15 +25,18 @@ pub enum Outcome {
     /// Let through, but the upstream failed (502), timed out (504), or the
     /// body was too long (413).
     UpstreamError,
+    /// Passed to a public upstream (no guard) and answered by it.
+    Public,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Outcome::Allowed,
         Outcome::StepUp,
         Outcome::Denied,
         Outcome::Unavailable,
         Outcome::UpstreamError,
+        Outcome::Public,
     ];
 
     /// The label value.
@@ -44,6 +47,7 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::Unavailable => "unavailable",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::Public => "public",
         }
     }
 
@@ -127,6 +131,8 @@ pub struct Metrics {
     step_ups: Mutex<BTreeMap<String, u64>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Requests sent to another instance after one failed them.
+    retries: AtomicU64,
     /// From the request's arrival to the guard's verdict.
     pub decision_latency: Histogram,
     /// From sending to the upstream to its response headers.
@@ -155,6 +161,11 @@ impl Metrics {
         if let Ok(mut step_ups) = self.step_ups.lock() {
             *step_ups.entry(rule.to_owned()).or_default() += 1;
         }
+    }
+
+    /// Counts a request sent on to another instance of its upstream.
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a policy reload.
@@ -216,6 +227,15 @@ impl Metrics {
             out,
             "stepup_gateway_policy_reloads_total{{result=\"error\"}} {}",
             self.reloads_failed.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP stepup_gateway_upstream_retries_total Requests sent to another instance after one could not take them.\n",
+        );
+        out.push_str("# TYPE stepup_gateway_upstream_retries_total counter\n");
+        let _ = writeln!(
+            out,
+            "stepup_gateway_upstream_retries_total {}",
+            self.retries.load(Ordering::Relaxed)
         );
         self.decision_latency.render(
             &mut out,

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -61,10 +62,71 @@ pub(crate) struct Forwarded {
 
 type UpstreamBody = Limited<Body>;
 
-struct Target {
+/// Bodies up to this size are kept while sent to an upstream with several
+/// instances, so that a request an instance could not take can go to the
+/// next; longer bodies stream, and are not sent twice.
+const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
+
+/// The longest an instance that could not be reached is left out.
+const MAX_DOWN: Duration = Duration::from_secs(30);
+
+/// One instance of an upstream.
+struct Instance {
     scheme: Scheme,
     authority: Authority,
+    /// Left out until this many milliseconds after the proxy started (0:
+    /// in service).
+    down_until_ms: AtomicU64,
+    /// Failures in a row, for the backoff.
+    failures: AtomicU32,
+}
+
+struct Target {
+    instances: Vec<Instance>,
+    /// Where the next request starts looking (round robin).
+    next: AtomicUsize,
     timeout: Duration,
+    public: bool,
+}
+
+impl Target {
+    /// The instances in the order to try them for one request: the one
+    /// whose turn it is first, then the others; those left out go last,
+    /// the soonest back first, so that something is always tried.
+    fn order(&self, now_ms: u64) -> Vec<usize> {
+        let n = self.instances.len();
+        let start = if n > 1 {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            0
+        };
+        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        // Stable: in-service instances keep their turn order.
+        order.sort_by_key(|&i| {
+            let until = self.instances[i].down_until_ms.load(Ordering::Relaxed);
+            if until <= now_ms { 0 } else { until }
+        });
+        order
+    }
+}
+
+impl Instance {
+    fn failed(&self, now_ms: u64) -> Duration {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed).min(5);
+        let down = Duration::from_secs(1 << failures).min(MAX_DOWN);
+        self.down_until_ms.store(
+            now_ms + u64::try_from(down.as_millis()).unwrap_or(u64::MAX / 2),
+            Ordering::Relaxed,
+        );
+        down
+    }
+
+    fn answered(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.down_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What forwards allowed requests: the upstream table and a pooled client.
@@ -76,23 +138,42 @@ pub(crate) struct Proxy {
     forward_token: bool,
     max_body_bytes: u64,
     trusted_proxies: Vec<IpNet>,
+    started: Instant,
+}
+
+/// How one attempt at one instance went.
+enum Attempt {
+    Answered(Response<hyper::body::Incoming>),
+    /// Not connected: the instance never saw the request.
+    NotConnected(hyper_util::client::legacy::Error),
+    /// Sent, but no answer came (the instance may have acted on it).
+    Failed(hyper_util::client::legacy::Error),
+    TimedOut,
 }
 
 impl Proxy {
     pub(crate) fn new(config: &GatewayConfig) -> Result<Self, String> {
         let mut targets = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
-            let uri: Uri = u
-                .url
-                .parse()
-                .map_err(|e| format!("upstream url {:?}: {e}", u.url))?;
-            let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
-                return Err(format!("upstream url {:?} has no scheme or host", u.url));
-            };
+            let mut instances = Vec::new();
+            for url in u.instances() {
+                let uri: Uri = url.parse().map_err(|e| format!("upstream url {url:?}: {e}"))?;
+                let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+                else {
+                    return Err(format!("upstream url {url:?} has no scheme or host"));
+                };
+                instances.push(Instance {
+                    scheme,
+                    authority,
+                    down_until_ms: AtomicU64::new(0),
+                    failures: AtomicU32::new(0),
+                });
+            }
             targets.push(Target {
-                scheme,
-                authority,
+                instances,
+                next: AtomicUsize::new(0),
                 timeout: Duration::from_secs(u.timeout_seconds),
+                public: u.public,
             });
         }
         let mut connector = HttpConnector::new();
@@ -114,10 +195,39 @@ impl Proxy {
             forward_token: config.forward_token,
             max_body_bytes: config.max_body_bytes,
             trusted_proxies,
+            started: Instant::now(),
         })
     }
 
-    /// Sends `request` (already allowed by the guard) to its upstream.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX / 2)
+    }
+
+    fn target_for(&self, parts: &http::request::Parts) -> Option<&Target> {
+        let host = original_host(parts);
+        select_upstream(
+            &self.upstreams,
+            host.as_ref().and_then(|h| h.to_str().ok()),
+            parts.uri.path(),
+        )
+        .and_then(|i| self.targets.get(i))
+    }
+
+    /// Whether `request` goes to a public upstream (no guard).
+    pub(crate) fn is_public<B>(&self, request: &Request<B>) -> bool {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(Authority::as_str));
+        select_upstream(&self.upstreams, host, request.uri().path())
+            .and_then(|i| self.targets.get(i))
+            .is_some_and(|t| t.public)
+    }
+
+    /// Sends `request` (already allowed by the guard, or bound for a public
+    /// upstream) to its upstream, to the next instance if one cannot be
+    /// reached.
     pub(crate) async fn forward(&self, request: Request<Body>, metrics: &Metrics) -> Response {
         let (mut parts, body) = request.into_parts();
         let subject = parts
@@ -133,114 +243,180 @@ impl Proxy {
             response
         };
         let host = original_host(&parts);
-        let chosen = select_upstream(
-            &self.upstreams,
-            host.as_ref().and_then(|h| h.to_str().ok()),
-            parts.uri.path(),
-        );
-        let Some(target) = chosen.and_then(|i| self.targets.get(i)) else {
+        let Some(target) = self.target_for(&parts) else {
             return forwarded(
                 true,
                 failure(StatusCode::NOT_FOUND, "not_found", "no upstream serves this path"),
             );
         };
-        if let Some(length) = content_length(&parts.headers)
-            && length > self.max_body_bytes
-        {
+        let too_long = || {
             let message = format!("the request body is longer than {} bytes", self.max_body_bytes);
-            return forwarded(
-                true,
-                failure(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
-            );
+            failure(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message)
+        };
+        let length = content_length(&parts.headers);
+        if length.is_some_and(|length| length > self.max_body_bytes) {
+            return forwarded(true, too_long());
         }
         let path_and_query = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme(target.scheme.clone())
-            .authority(target.authority.clone())
-            .path_and_query(path_and_query)
-            .build();
-        let Ok(uri) = uri else {
-            return forwarded(
-                true,
-                failure(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "the request target is malformed",
-                ),
-            );
-        };
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let claims = parts.extensions.get::<VerifiedClaims>();
-        self.rewrite_headers(&mut parts.headers, host, peer);
+        self.rewrite_headers(&mut parts.headers, host, peer, target.public);
         if let Err(message) = set_identity(&mut parts.headers, claims) {
             return forwarded(
                 true,
                 failure(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message),
             );
         }
-        parts.uri = uri;
-        // Upstreams are spoken to in HTTP/1.1, whatever the client spoke.
-        parts.version = Version::HTTP_11;
-        let upstream_request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes as usize));
-
-        let sent = Instant::now();
-        let answer = tokio::time::timeout(target.timeout, self.client.request(upstream_request)).await;
-        metrics.upstream_latency.observe(sent.elapsed());
-        match answer {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                forwarded(
-                    false,
-                    Response::from_parts(parts, Body::new(body.map_err(axum::Error::new))),
-                )
-            }
-            Ok(Err(e)) => {
-                if body_too_long(&e) {
-                    let message = format!("the request body is longer than {} bytes", self.max_body_bytes);
+        // A body that can be sent again: none, or a short one kept whole.
+        let bodiless =
+            length == Some(0) || (length.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING));
+        let mut streamed = Some(body);
+        let replay: Option<bytes::Bytes> = if target.instances.len() < 2 {
+            None
+        } else if bodiless {
+            Some(bytes::Bytes::new())
+        } else if length.is_some_and(|l| l <= REPLAYABLE_BODY_BYTES) {
+            let body = streamed.take().unwrap_or_default();
+            match Limited::new(body, REPLAYABLE_BODY_BYTES as usize).collect().await {
+                Ok(collected) => Some(collected.to_bytes()),
+                Err(e) if body_too_long(e.as_ref()) => return forwarded(true, too_long()),
+                Err(_) => {
                     return forwarded(
                         true,
-                        failure(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
+                        failure(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request",
+                            "the request body was cut short",
+                        ),
                     );
                 }
-                tracing::warn!(upstream = %target.authority, error = %error_chain(&e), "upstream request failed");
-                forwarded(
-                    true,
-                    failure(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unavailable",
-                        "the upstream could not be reached",
-                    ),
-                )
             }
-            Err(_) => {
-                tracing::warn!(upstream = %target.authority, timeout = ?target.timeout, "upstream timed out");
-                forwarded(
+        } else {
+            None
+        };
+        let idempotent = matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        );
+
+        let order = target.order(self.now_ms());
+        let mut last = None;
+        for (tried, &index) in order.iter().enumerate() {
+            let instance = &target.instances[index];
+            let body = match (&replay, streamed.take()) {
+                (_, Some(body)) => body,
+                (Some(bytes), None) => Body::from(bytes.clone()),
+                // A streamed body went to the instance tried before.
+                (None, None) => break,
+            };
+            let Ok(uri) = Uri::builder()
+                .scheme(instance.scheme.clone())
+                .authority(instance.authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+            else {
+                return forwarded(
                     true,
                     failure(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        &format!(
-                            "the upstream did not answer within {} s",
-                            target.timeout.as_secs()
-                        ),
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "the request target is malformed",
                     ),
-                )
+                );
+            };
+            let mut upstream_request = Request::new(Limited::new(body, self.max_body_bytes as usize));
+            *upstream_request.method_mut() = parts.method.clone();
+            *upstream_request.uri_mut() = uri;
+            // Upstreams are spoken to in HTTP/1.1, whatever the client spoke.
+            *upstream_request.version_mut() = Version::HTTP_11;
+            *upstream_request.headers_mut() = parts.headers.clone();
+
+            let sent = Instant::now();
+            let attempt =
+                match tokio::time::timeout(target.timeout, self.client.request(upstream_request)).await {
+                    Ok(Ok(response)) => Attempt::Answered(response),
+                    Ok(Err(e)) if e.is_connect() => Attempt::NotConnected(e),
+                    Ok(Err(e)) => Attempt::Failed(e),
+                    Err(_) => Attempt::TimedOut,
+                };
+            metrics.upstream_latency.observe(sent.elapsed());
+            let more = tried + 1 < order.len() && replay.is_some();
+            match attempt {
+                Attempt::Answered(response) => {
+                    instance.answered();
+                    let (mut parts, body) = response.into_parts();
+                    remove_hop_by_hop(&mut parts.headers);
+                    return forwarded(
+                        false,
+                        Response::from_parts(parts, Body::new(body.map_err(axum::Error::new))),
+                    );
+                }
+                Attempt::Failed(e) if body_too_long(&e) => return forwarded(true, too_long()),
+                Attempt::NotConnected(e) => {
+                    let down = instance.failed(self.now_ms());
+                    tracing::warn!(upstream = %instance.authority, error = %error_chain(&e), left_out_for = ?down, "upstream instance unreachable");
+                    if more {
+                        metrics.count_retry();
+                        continue;
+                    }
+                    last = Some(StatusCode::BAD_GATEWAY);
+                    break;
+                }
+                Attempt::Failed(e) => {
+                    let down = instance.failed(self.now_ms());
+                    tracing::warn!(upstream = %instance.authority, error = %error_chain(&e), left_out_for = ?down, "upstream request failed");
+                    // The instance may have acted on it: only a request
+                    // that means the same when repeated goes on.
+                    if more && idempotent {
+                        metrics.count_retry();
+                        continue;
+                    }
+                    last = Some(StatusCode::BAD_GATEWAY);
+                    break;
+                }
+                Attempt::TimedOut => {
+                    tracing::warn!(upstream = %instance.authority, timeout = ?target.timeout, "upstream timed out");
+                    last = Some(StatusCode::GATEWAY_TIMEOUT);
+                    break;
+                }
             }
         }
+        let response = if last == Some(StatusCode::GATEWAY_TIMEOUT) {
+            failure(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                &format!(
+                    "the upstream did not answer within {} s",
+                    target.timeout.as_secs()
+                ),
+            )
+        } else {
+            failure(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the upstream could not be reached",
+            )
+        };
+        forwarded(true, response)
     }
 
     /// The headers the upstream sees: no hop-by-hop headers, no
     /// client-sent `x-stepup-*`, the verified identity, the forwarding
     /// chain, and the token only when configured.
-    fn rewrite_headers(&self, headers: &mut HeaderMap, host: Option<HeaderValue>, peer: Option<IpAddr>) {
+    fn rewrite_headers(
+        &self,
+        headers: &mut HeaderMap,
+        host: Option<HeaderValue>,
+        peer: Option<IpAddr>,
+        public: bool,
+    ) {
         remove_hop_by_hop(headers);
         let trusted_peer = peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(p)));
         // Names compared as CGI-style servers read them (`_` and `-` alike:
@@ -261,7 +437,8 @@ impl Proxy {
         for name in dropped {
             headers.remove(name);
         }
-        if !self.forward_token {
+        // A public upstream reads the credentials itself.
+        if !self.forward_token && !public {
             headers.remove(header::AUTHORIZATION);
             headers.remove("dpop");
         }

@@ -35,7 +35,7 @@ pub(crate) fn run(config_file: &Path, log_format: LogFormat) -> Result<ExitCode>
     crate::serve::runtime()?.block_on(async move {
         let listen = config.listen;
         let issuer = config.issuer.clone();
-        let gateway = Gateway::start(config).await.map_err(|e| anyhow!("{e}"))?;
+        let gateway = Gateway::new(config).map_err(|e| anyhow!("{e}"))?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

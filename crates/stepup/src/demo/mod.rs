@@ -318,9 +318,9 @@ url = "http://{upstream}"
     std::fs::write(&config_path, config)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = stepup_gateway::GatewayConfig::load(&config_path).map_err(|e| anyhow!("{e}"))?;
-    let gateway = stepup_gateway::Gateway::start(config)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let gateway = stepup_gateway::Gateway::new(config).map_err(|e| anyhow!("{e}"))?;
+    // The demo's issuer is up already: a mistake shows at once.
+    gateway.load_keys().await.map_err(|e| anyhow!("{e}"))?;
     let _watcher = gateway.watch_policy(std::time::Duration::from_secs(1));
     Ok(gateway)
 }

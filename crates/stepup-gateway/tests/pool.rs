@@ -1,0 +1,381 @@
+//! Upstreams with several instances, and public upstreams (no guard): an
+//! authorization server's instances behind the gateway.
+
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::any;
+use http::Request;
+use serde_json::{Value, json};
+use stepup_gateway::{Gateway, GatewayConfig};
+use support::*;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+/// An instance that says who it is and what it got.
+async fn instance(name: &'static str) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .fallback(any(
+            move |State(calls): State<Arc<AtomicUsize>>, request: Request<Body>| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let header = |name: &str| parts.headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+                axum::Json(json!({
+                    "instance": name,
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "body": String::from_utf8_lossy(&body),
+                    "authorization": header("authorization"),
+                    "dpop": header("dpop"),
+                    "stepup_subject": header("x-stepup-subject"),
+                }))
+            },
+        ))
+        .with_state(calls.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), calls)
+}
+
+/// A port with nothing listening.
+async fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// An instance that takes the request and hangs up without an answer, as
+/// a process killed mid-request does.
+async fn hanging_up() -> (String, Arc<AtomicUsize>) {
+    let taken = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = taken.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (format!("http://{addr}"), taken)
+}
+
+struct Front {
+    url: String,
+    gateway: Gateway,
+    issuer: Issuer,
+    http: reqwest::Client,
+}
+
+async fn front(name: &str, upstreams: &str, policy: &str) -> Result<Front, String> {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+policy = "policy.toml"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+{upstreams}
+"#
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let config = GatewayConfig::load(&path).map_err(|e| e.to_string())?;
+    let issuer = Issuer::new();
+    let gateway = Gateway::with_verifier(config, issuer.verifier()).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let serving = gateway.clone();
+    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    Ok(Front {
+        url,
+        gateway,
+        issuer,
+        http: reqwest::Client::new(),
+    })
+}
+
+impl Front {
+    async fn send(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.body(body.to_owned());
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn metric(&self, line_start: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/-/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {line_start} in\n{text}"))
+    }
+}
+
+const ONLY_DEFAULT: &str = r#"
+levels = [{ name = "pwd", acr = "urn:stepup:acr:pwd" }]
+[default]
+acr = ["pwd"]
+"#;
+
+#[tokio::test]
+async fn instances_are_taken_in_turn() {
+    let (a, a_calls) = instance("a").await;
+    let (b, b_calls) = instance("b").await;
+    let (c, c_calls) = instance("c").await;
+    let f = front(
+        "turns",
+        &format!("[[upstream]]\nprefix = \"/\"\nurls = [\"{a}\", \"{b}\", \"{c}\"]"),
+        ONLY_DEFAULT,
+    )
+    .await
+    .unwrap();
+    let token = f.issuer.token(PWD, 10);
+    let mut seen = HashMap::new();
+    for _ in 0..30 {
+        let (status, body) = f.send("GET", "/x", None, Some(&token)).await;
+        assert_eq!(status, 200);
+        *seen
+            .entry(body["instance"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for calls in [&a_calls, &b_calls, &c_calls] {
+        assert_eq!(calls.load(Ordering::SeqCst), 10);
+    }
+}
+
+/// An instance that cannot be connected to never saw the request: any
+/// request, with its body, goes to the next, and the dead one is left out
+/// for a while instead of being tried first again.
+#[tokio::test]
+async fn an_unreachable_instance_is_skipped_and_left_out() {
+    let dead = closed_port().await;
+    let (live, live_calls) = instance("live").await;
+    let f = front(
+        "unreachable",
+        &format!("[[upstream]]\nprefix = \"/\"\nurls = [\"{dead}\", \"{live}\"]"),
+        ONLY_DEFAULT,
+    )
+    .await
+    .unwrap();
+    let token = f.issuer.token(PWD, 10);
+    for i in 0..10 {
+        let body = format!("{{\"n\":{i}}}");
+        let (status, answer) = f.send("POST", "/payments", Some(&body), Some(&token)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["instance"], "live");
+        assert_eq!(answer["body"], body, "the body reached the live instance whole");
+    }
+    assert_eq!(live_calls.load(Ordering::SeqCst), 10);
+    // Tried once, then left out (1 s at least): not once per request.
+    assert_eq!(f.metric("stepup_gateway_upstream_retries_total").await, 1);
+}
+
+/// Sent, but no answer: the instance may have acted on it. A request that
+/// means the same when repeated goes to the next instance; a POST is not
+/// sent twice, and the client gets 502.
+#[tokio::test]
+async fn a_request_cut_off_goes_on_only_when_repeating_it_is_harmless() {
+    let (hangs, taken) = hanging_up().await;
+    let (live, _) = instance("live").await;
+    let f = front(
+        "cut",
+        &format!("[[upstream]]\nprefix = \"/\"\nurls = [\"{hangs}\", \"{live}\"]"),
+        ONLY_DEFAULT,
+    )
+    .await
+    .unwrap();
+    let token = f.issuer.token(PWD, 10);
+    // The first request starts at the instance that hangs up.
+    let (status, answer) = f
+        .send("PUT", "/details", Some("{\"iban\":\"X\"}"), Some(&token))
+        .await;
+    assert_eq!((status, answer["instance"].as_str()), (200, Some("live")));
+    assert_eq!(taken.load(Ordering::SeqCst), 1);
+    // Left out now; once back in turn (after its 1 s), a POST cut off
+    // there is not repeated.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        answers.push(f.send("POST", "/transfers", Some("{}"), Some(&token)).await);
+    }
+    assert_eq!(taken.load(Ordering::SeqCst), 2);
+    let refused: Vec<_> = answers.iter().filter(|(s, _)| *s == 502).collect();
+    assert_eq!(refused.len(), 1, "{answers:?}");
+    assert_eq!(refused[0].1["error"], "upstream_unavailable");
+    assert!(answers.iter().any(|(s, a)| *s == 200 && a["instance"] == "live"));
+}
+
+#[tokio::test]
+async fn when_every_instance_is_down_the_client_gets_502() {
+    let (one, two) = (closed_port().await, closed_port().await);
+    let f = front(
+        "all-down",
+        &format!("[[upstream]]\nprefix = \"/\"\nurls = [\"{one}\", \"{two}\"]"),
+        ONLY_DEFAULT,
+    )
+    .await
+    .unwrap();
+    let token = f.issuer.token(PWD, 10);
+    for _ in 0..3 {
+        let (status, body) = f.send("GET", "/x", None, Some(&token)).await;
+        assert_eq!(status, 502);
+        assert_eq!(body["error"], "upstream_unavailable");
+        assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+    }
+}
+
+/// An authorization server behind the gateway: its requests carry their
+/// own credentials, which reach it; the API beside it stays guarded.
+#[tokio::test]
+async fn public_upstreams_pass_without_a_token_and_keep_the_credentials() {
+    let (login, _) = instance("login").await;
+    let (api, api_calls) = instance("api").await;
+    let f = front(
+        "public",
+        &format!(
+            "[[upstream]]\nhost = \"login.example\"\nprefix = \"/\"\nurls = [\"{login}\"]\npublic = true\n\
+             [[upstream]]\nprefix = \"/\"\nurl = \"{api}\"\n"
+        ),
+        POLICY,
+    )
+    .await
+    .unwrap();
+    let response = f
+        .http
+        .post(format!("{}/token", f.url))
+        .header("Host", "login.example")
+        .header("Authorization", "Basic Y2xpZW50OnNlY3JldA==")
+        .header("DPoP", "a.proof.jwt")
+        .header("X-Stepup-Subject", "mallory")
+        .body("grant_type=authorization_code&code=abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["instance"], "login");
+    assert_eq!(body["authorization"], "Basic Y2xpZW50OnNlY3JldA==");
+    assert_eq!(body["dpop"], "a.proof.jwt");
+    assert_eq!(
+        body["stepup_subject"],
+        Value::Null,
+        "client identity headers are dropped"
+    );
+    assert_eq!(body["body"], "grant_type=authorization_code&code=abc");
+    assert!(
+        f.metric("stepup_gateway_requests_total{outcome=\"public\"}")
+            .await
+            >= 1
+    );
+
+    // The API is still guarded: no token, no call.
+    let (status, _) = f.send("GET", "/accounts/1/balance", None, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(api_calls.load(Ordering::SeqCst), 0);
+}
+
+/// A public upstream that would take a policy route's paths past the
+/// guard is a mistake: the gateway does not start, and a reloaded policy
+/// adding such a route is refused.
+#[tokio::test]
+async fn a_policy_route_that_would_reach_a_public_upstream_is_refused() {
+    let (login, _) = instance("login").await;
+    let (api, _) = instance("api").await;
+    let everything_public = format!("[[upstream]]\nprefix = \"/\"\nurl = \"{login}\"\npublic = true\n");
+    let error = front("leak", &everything_public, POLICY).await.err().unwrap();
+    assert!(error.contains("would reach the public upstream \"/\""), "{error}");
+
+    // A guarded longer prefix takes the routes' paths: fine.
+    let guarded = format!("{everything_public}[[upstream]]\nprefix = \"/accounts/\"\nurl = \"{api}\"\n");
+    let f = front("guarded", &guarded, POLICY).await.unwrap();
+    // A public prefix inside a route's paths is caught too.
+    let inside =
+        format!("{guarded}[[upstream]]\nprefix = \"/accounts/7/\"\nurl = \"{login}\"\npublic = true\n");
+    let error = front("inside", &inside, POLICY).await.err().unwrap();
+    assert!(error.contains("\"/accounts/7/\""), "{error}");
+
+    let policy = f.gateway.policy_path().clone();
+    let before = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        format!("{before}\n[[route]]\nname = \"export\"\nmethods = [\"GET\"]\npath = \"/export\"\nacr = [\"mfa\"]\n"),
+    )
+    .unwrap();
+    let error = f.gateway.reload_policy().unwrap_err().to_string();
+    assert!(error.contains("\"export\""), "{error}");
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_issuer_s_keys() {
+    let (api, _) = instance("api").await;
+    let dir = temp_dir("keys");
+    std::fs::write(dir.join("policy.toml"), ONLY_DEFAULT).unwrap();
+    let nowhere = closed_port().await;
+    std::fs::write(
+        dir.join("gateway.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\npolicy = \"policy.toml\"\nissuer = \"{nowhere}\"\naudience = \"{AUDIENCE}\"\n[[upstream]]\nprefix = \"/\"\nurl = \"{api}\"\n"
+        ),
+    )
+    .unwrap();
+    let config = GatewayConfig::load(&dir.join("gateway.toml")).unwrap();
+    // No I/O to make it: the issuer may be one of its own upstreams.
+    let gateway = Gateway::new(config).unwrap();
+    assert!(!gateway.keys_loaded());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let serving = gateway.clone();
+    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{url}/-/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("keys are not loaded"));
+    // A token cannot be judged yet: 503, not 401.
+    let token = Issuer::new().token(PWD, 10);
+    let call = http
+        .get(format!("{url}/x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 503);
+    let error = gateway.load_keys().await.unwrap_err().to_string();
+    assert!(error.contains("cannot reach the issuer"), "{error}");
+}
