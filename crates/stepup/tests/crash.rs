@@ -612,3 +612,282 @@ async fn two_instances_on_postgres_lose_nothing_when_one_dies() {
     b.wait().unwrap();
     drop_schema(&pool, &schema).await;
 }
+
+/// `stepup gateway`, waited for until it listens and has its issuer's keys
+/// (which it fetches through itself: the issuer is behind it).
+async fn gateway(config: &Path, url: &str) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["gateway", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert!(line.starts_with("stepup-gateway listening"), "{line:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = reqwest::get(format!("{url}/-/readyz")).await.unwrap();
+        if ready.status() == 200 {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "the gateway never got its keys");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An API that answers with the subject the gateway vouches for.
+async fn api() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        let subject = headers
+            .get("x-stepup-subject")
+            .map(|v| v.to_str().unwrap().to_owned());
+        axum::Json(serde_json::json!({ "subject": subject }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// What one task of the gateway failover saw.
+#[derive(Default, Debug)]
+struct Through {
+    rotations: usize,
+    api_calls: usize,
+    after_kill: usize,
+    /// Requests the dying instance had taken (502: their outcome unknown,
+    /// so the flow starts again).
+    cut: usize,
+    errors: Vec<String>,
+}
+
+/// Two instances on one PostgreSQL database behind `stepup gateway`, which
+/// also guards an API with the tokens they issue (its issuer is itself).
+/// One instance is killed under load: clients only know the gateway's
+/// address and carry on; a request the dying instance had taken may get
+/// 502 (a one-time code is not sent twice), nothing else fails, and the
+/// session and refresh tokens made on the dead instance keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_behind_the_gateway_lose_nothing_when_one_dies() {
+    let (url, pool, schema) = postgres_schema("gatewayed").await;
+    let dir = temp_dir("gatewayed");
+    let (port_a, port_b, port_gw) = (free_port(), free_port(), free_port());
+    let api_port = api().await;
+    let issuer = format!("http://127.0.0.1:{port_gw}");
+    let config_a = dir.join("a.toml");
+    let config_b = dir.join("b.toml");
+    std::fs::write(&config_a, instance_config(port_gw, port_a, &url)).unwrap();
+    std::fs::write(&config_b, instance_config(port_gw, port_b, &url)).unwrap();
+    let totp = add_user(&config_a, "alice", "alice-password-1");
+    admin(
+        &config_a,
+        &[
+            "client",
+            "add",
+            CLIENT,
+            "--public",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+            "--redirect-uri",
+            "http://127.0.0.1/callback",
+            "--scope",
+            "openid",
+            "--scope",
+            "accounts:read",
+        ],
+        "",
+    );
+    std::fs::write(
+        dir.join("policy.toml"),
+        r#"
+levels = [{ name = "pwd", acr = "urn:stepup:acr:pwd" }, { name = "mfa", acr = "urn:stepup:acr:mfa" }]
+[default]
+acr = ["pwd"]
+[[route]]
+name = "balance"
+methods = ["GET"]
+path = "/balance"
+scope = ["accounts:read"]
+"#,
+    )
+    .unwrap();
+    // The issuer's host goes to its instances; any other to the API.
+    std::fs::write(
+        dir.join("gateway.toml"),
+        format!(
+            r#"
+listen = "127.0.0.1:{port_gw}"
+policy = "policy.toml"
+issuer = "{issuer}"
+audience = "https://api.example"
+
+[[upstream]]
+host = "127.0.0.1"
+prefix = "/"
+urls = ["http://127.0.0.1:{port_a}", "http://127.0.0.1:{port_b}"]
+public = true
+
+[[upstream]]
+prefix = "/"
+url = "http://127.0.0.1:{api_port}"
+"#
+        ),
+    )
+    .unwrap();
+    let mut a = serve(&config_a);
+    let mut b = serve(&config_b);
+    let mut gw = gateway(&dir.join("gateway.toml"), &issuer).await;
+    let front = Arc::new(Server {
+        base: issuer.clone(),
+        http: reqwest::Client::new(),
+    });
+    let api_url = format!("http://localhost:{port_gw}/balance");
+    let alice = Arc::new(FormUser::new("alice", "alice-password-1", totp));
+    front.code(&alice, &[]).await.unwrap();
+    alice.take_sign_ins();
+
+    let a_dead = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (front, alice, a_dead, stop, api_url) = (
+            Arc::clone(&front),
+            Arc::clone(&alice),
+            Arc::clone(&a_dead),
+            Arc::clone(&stop),
+            api_url.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Through::default();
+            'flows: while !stop.load(Ordering::SeqCst) && seen.errors.is_empty() {
+                let (code, pkce) = match front.code(&alice, &[]).await {
+                    Ok(c) => c,
+                    Err(e) if e.contains("502") => {
+                        seen.cut += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        seen.errors.push(format!("sign-in: {e}"));
+                        break;
+                    }
+                };
+                let mut tokens = match front.exchange(&code, &pkce.verifier).await {
+                    Ok((200, body)) => body,
+                    Ok((502, _)) => {
+                        seen.cut += 1;
+                        continue;
+                    }
+                    other => {
+                        seen.errors.push(format!("exchange: {other:?}"));
+                        break;
+                    }
+                };
+                for _ in 0..3 {
+                    let access = tokens["access_token"].as_str().unwrap_or_default().to_owned();
+                    let call = front.http.get(&api_url).bearer_auth(&access).send().await;
+                    match call {
+                        Ok(r) if r.status() == 200 => {
+                            let body: Value = r.json().await.unwrap_or_default();
+                            if body["subject"].as_str().is_none() {
+                                seen.errors.push(format!("api without a subject: {body}"));
+                                break 'flows;
+                            }
+                            seen.api_calls += 1;
+                        }
+                        other => {
+                            seen.errors.push(format!("api: {other:?}"));
+                            break 'flows;
+                        }
+                    }
+                    let refresh = tokens["refresh_token"].as_str().unwrap_or_default().to_owned();
+                    tokens = match front.refresh(&refresh).await {
+                        Ok((200, body)) => body,
+                        // The rotation may have happened: the family is left.
+                        Ok((502, _)) => {
+                            seen.cut += 1;
+                            continue 'flows;
+                        }
+                        other => {
+                            seen.errors.push(format!("refresh: {other:?}"));
+                            break 'flows;
+                        }
+                    };
+                    seen.rotations += 1;
+                    if a_dead.load(Ordering::SeqCst) {
+                        seen.after_kill += 1;
+                    }
+                }
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill().unwrap(); // SIGKILL
+    a.wait().unwrap();
+    a_dead.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut total = Through::default();
+    for t in tasks {
+        let seen = t.await.unwrap();
+        total.rotations += seen.rotations;
+        total.api_calls += seen.api_calls;
+        total.after_kill += seen.after_kill;
+        total.cut += seen.cut;
+        total.errors.extend(seen.errors);
+    }
+    eprintln!("through the gateway: {total:?}");
+    assert!(
+        total.errors.is_empty(),
+        "failures other than a cut request: {:?}",
+        total.errors
+    );
+    assert!(total.rotations > 8, "too little load: {total:?}");
+    assert!(
+        total.after_kill > 4,
+        "too little served after the kill: {total:?}"
+    );
+    // At most the requests in flight at the dead instance, and one per
+    // connection it left open in the gateway's pool.
+    assert!(
+        total.cut <= 8,
+        "too many requests lost with the instance: {total:?}"
+    );
+    // The session made before the kill signs alice in without her password.
+    front.code(&alice, &[]).await.unwrap();
+    assert!(
+        alice.take_sign_ins().iter().all(|s| s.asked.is_empty()),
+        "the session was lost with its instance"
+    );
+    let metrics = reqwest::get(format!("{issuer}/-/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let upstream_errors = metric("stepup_gateway_requests_total{outcome=\"upstream_error\"}");
+    let retries = metric("stepup_gateway_upstream_retries_total");
+    eprintln!("gateway: {upstream_errors} upstream errors, {retries} requests sent on");
+    // Every 502 the clients saw is one the gateway counted, and the dead
+    // instance was noticed (a request cut, or one sent on).
+    assert_eq!(upstream_errors, total.cut as u64);
+    assert!(upstream_errors + retries > 0, "{metrics}");
+    for child in [&mut gw, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    drop_schema(&pool, &schema).await;
+}
