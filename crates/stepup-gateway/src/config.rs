@@ -11,6 +11,7 @@
 //! # trusted_proxies = ["10.0.0.0/8"]    # whose Forwarded / X-Forwarded-For count
 //! # geoip = "GeoLite2-City.mmdb"        # client IP -> country, for risk rules
 //! # dpop_origin = "https://api.example" # accept DPoP (RFC 9449); the public origin
+//! # admin_allow = ["127.0.0.0/8", "::1/128"]  # who may call /-/healthz, /-/readyz, /-/metrics
 //!
 //! # [[transaction]]                     # calls bound to an approved transaction (RFC 9396)
 //! # route = "large transfer"            # a policy route, by name
@@ -176,6 +177,11 @@ pub struct GatewayConfig {
     /// `/-/metrics`).
     #[serde(default = "default_admin_prefix")]
     pub admin_prefix: String,
+    /// Who may call them (the connection's address; loopback by default):
+    /// metrics name the policy's routes and count its decisions. Others
+    /// get 404.
+    #[serde(default = "default_admin_allow")]
+    pub admin_allow: Vec<String>,
     /// The upstreams.
     #[serde(rename = "upstream")]
     pub upstreams: Vec<Upstream>,
@@ -200,6 +206,10 @@ fn default_max_header_bytes() -> usize {
 
 fn default_max_request_body() -> u64 {
     10 * 1024 * 1024
+}
+
+fn default_admin_allow() -> Vec<String> {
+    vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()]
 }
 
 fn default_admin_prefix() -> String {
@@ -259,6 +269,10 @@ impl GatewayConfig {
             proxy
                 .parse::<stepup_guard::client_ip::IpNet>()
                 .map_err(|e| invalid(format!("trusted_proxies: {e}")))?;
+        }
+        for net in &config.admin_allow {
+            net.parse::<stepup_guard::client_ip::IpNet>()
+                .map_err(|e| invalid(format!("admin_allow: {e}")))?;
         }
         if let Some(origin) = &config.dpop_origin {
             let uri: http::Uri = origin
@@ -391,6 +405,13 @@ url = "http://127.0.0.1:9200"
         );
         assert!(bad("prefix = \"/\"", "prefix = \"x\"").contains("must start with '/'"));
         assert!(bad("listen", "lissen").contains("unknown field `lissen`"));
+        assert!(
+            bad(
+                "[[upstream]]\nprefix = \"/\"",
+                "admin_allow = [\"localhost\"]\n[[upstream]]\nprefix = \"/\""
+            )
+            .contains("admin_allow")
+        );
         assert!(bad("timeout_seconds = 5", "timeout_seconds = 0").contains("at least 1"));
         assert!(
             bad(

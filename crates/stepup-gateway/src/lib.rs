@@ -76,6 +76,10 @@ pub enum GatewayError {
     Setup(String),
 }
 
+/// How long a changed policy file must stay the same before a poll
+/// reloads it.
+const POLICY_SETTLE: Duration = Duration::from_millis(250);
+
 /// The policy in force, its guard, and its per-route counters.
 struct Generation {
     guard: Guard,
@@ -140,6 +144,8 @@ pub(crate) struct Inner {
     draining: AtomicBool,
     /// The issuer's keys, when the gateway fetches them itself.
     issuer_keys: Option<Arc<JwtVerifier>>,
+    /// Who may call the admin endpoints.
+    admin_allow: Vec<IpNet>,
 }
 
 /// A configured gateway: cheap to clone.
@@ -293,6 +299,14 @@ impl Gateway {
             policy,
         };
         let proxy = Proxy::new(&config).map_err(GatewayError::Setup)?;
+        let admin_allow = config
+            .admin_allow
+            .iter()
+            .map(|n| {
+                n.parse::<IpNet>()
+                    .map_err(|e| GatewayError::Setup(format!("admin_allow: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -307,6 +321,7 @@ impl Gateway {
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
                 issuer_keys: None,
+                admin_allow,
             }),
         })
     }
@@ -365,7 +380,16 @@ impl Gateway {
                     last_error: None,
                 };
                 self.inner.metrics.reload(true);
-                tracing::info!(policy = %path.display(), "policy reloaded");
+                let before = route_names(&previous.policy);
+                let after = route_names(&self.generation().policy);
+                let removed: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
+                let added: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
+                if removed.is_empty() {
+                    tracing::info!(policy = %path.display(), added = ?added, "policy reloaded");
+                } else {
+                    // Calls to a removed route now fall to another rule or the default.
+                    tracing::warn!(policy = %path.display(), removed = ?removed, added = ?added, "policy reloaded without some routes");
+                }
                 Ok(true)
             }
             Err(e) => {
@@ -401,26 +425,65 @@ impl Gateway {
                     };
                     tokio::select! {
                         _ = tick.tick() => {}
-                        _ = hangup_received => tracing::info!("SIGHUP: reloading the policy"),
+                        _ = hangup_received => {
+                            tracing::info!("SIGHUP: reloading the policy");
+                            let Some(inner) = weak.upgrade() else { return };
+                            let _ = Gateway { inner }.reload_policy();
+                            continue;
+                        }
                     }
                 }
                 #[cfg(not(unix))]
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
+                let gateway = Gateway { inner };
+                if !gateway.policy_file_settled().await {
+                    continue;
+                }
                 // Errors are logged and counted by reload_policy.
-                let _ = Gateway { inner }.reload_policy();
+                let _ = gateway.reload_policy();
             }
         })
+    }
+
+    /// Whether the policy file changed and then stayed the same for a
+    /// moment: a file being written in place (not renamed into place) could
+    /// otherwise be read half-written, and a policy cut after some routes
+    /// may still load, protecting less. An unchanged or unreadable file
+    /// counts as settled (nothing to wait for; the reload reports errors).
+    async fn policy_file_settled(&self) -> bool {
+        let path = self.inner.config.policy.clone();
+        let Ok(first) = std::fs::read(&path) else {
+            return true;
+        };
+        let in_force = self
+            .inner
+            .status
+            .lock()
+            .map(|s| s.source.as_bytes() == first.as_slice() && s.last_error.is_none())
+            .unwrap_or(false);
+        if in_force {
+            return true;
+        }
+        tokio::time::sleep(POLICY_SETTLE).await;
+        let settled = std::fs::read(&path).is_ok_and(|second| second == first);
+        if !settled {
+            tracing::debug!(policy = %path.display(), "the policy file is still changing; reloading it later");
+        }
+        settled
     }
 
     /// The router: the gateway's own endpoints under the admin prefix,
     /// every other request guarded and forwarded.
     pub fn router(&self) -> Router {
         let prefix = &self.inner.config.admin_prefix;
-        Router::new()
+        let admin = Router::new()
             .route(&format!("{prefix}healthz"), get(healthz))
             .route(&format!("{prefix}readyz"), get(readyz))
             .route(&format!("{prefix}metrics"), get(metrics_text))
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), admin_only));
+        Router::new()
+            .merge(admin)
             .fallback(proxy_request)
             .with_state(self.clone())
             .layer(stepup_guard::limits::HeaderLimitLayer::new(
@@ -482,6 +545,23 @@ fn public_leak(policy: &Policy, upstreams: &[Upstream]) -> Option<String> {
 
 fn route_names(policy: &Policy) -> Vec<String> {
     policy.routes().iter().map(|r| r.name.clone()).collect()
+}
+
+/// The admin endpoints answer only the `admin_allow` addresses; to others
+/// they do not exist.
+async fn admin_only(
+    State(gateway): State<Gateway>,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if peer.is_some_and(|ip| gateway.inner.admin_allow.iter().any(|n| n.contains(ip))) {
+        return next.run(request).await;
+    }
+    proxy::failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
 async fn healthz(State(gateway): State<Gateway>) -> Response {

@@ -700,3 +700,62 @@ async fn a_trusted_proxy_s_forwarding_chain_is_kept_whole() {
         "the chain was not kept whole: {answer}"
     );
 }
+
+/// A policy file written in place is read only once it stops changing: a
+/// half-written file may still load, with fewer routes.
+#[tokio::test]
+async fn the_watcher_waits_for_a_policy_file_to_settle() {
+    let w = world("settle", "").await;
+    let watcher = w.gateway.watch_policy(Duration::from_millis(20));
+    let stricter = POLICY.replace(
+        "path = \"/accounts/{id}/balance\"",
+        "path = \"/accounts/{id}/balance\"\nacr = [\"mfa\"]",
+    );
+    // The first part loads on its own: without the transfer route.
+    let half = &stricter[..stricter.find("[[route]]\nname = \"transfer\"").unwrap()];
+    assert!(stepup_core::Policy::from_toml("half", half).is_ok());
+    std::fs::write(&w.policy_path, half).unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    std::fs::write(&w.policy_path, &stricter).unwrap();
+    let mut reloaded = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = w
+            .call("GET", "/accounts/42/balance", Some(&w.issuer.token(PWD, 30)))
+            .await
+            .status();
+        if status == 401 {
+            reloaded = true;
+            break;
+        }
+    }
+    watcher.abort();
+    assert!(reloaded, "the finished file was not loaded");
+    let metrics = w
+        .at("GET", "/-/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stepup_gateway_policy_reloads_total{result=\"ok\"} 1\n"),
+        "the half-written file was loaded: {metrics}"
+    );
+}
+
+/// Metrics name the policy's routes: only the admin addresses see them.
+#[tokio::test]
+async fn admin_endpoints_answer_only_the_allowed_addresses() {
+    let w = world("admin", "admin_allow = [\"10.0.0.0/8\"]").await;
+    for path in ["/-/metrics", "/-/healthz", "/-/readyz"] {
+        let response = w.at("GET", path).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "not_found");
+    }
+    assert_eq!(w.calls(), 0);
+    let open = world("admin-default", "").await;
+    assert_eq!(open.at("GET", "/-/metrics").send().await.unwrap().status(), 200);
+}
