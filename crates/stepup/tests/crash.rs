@@ -79,21 +79,6 @@ fn admin(config: &Path, args: &[&str], stdin: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// RFC 4648 base32 (the `secret` of an otpauth URI).
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut buffer, mut bits, mut out) = (0u32, 0, Vec::new());
-    for c in text.chars().filter(|c| *c != '=') {
-        buffer = (buffer << 5) | ALPHABET.find(c.to_ascii_uppercase()).unwrap() as u32;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    out
-}
-
 /// A user with a password and TOTP, and the secret.
 fn add_user(config: &Path, name: &str, password: &str) -> TotpSecret {
     admin(
@@ -109,7 +94,7 @@ fn add_user(config: &Path, name: &str, password: &str) -> TotpSecret {
         .find(|(k, _)| k == "secret")
         .map(|(_, v)| v.into_owned())
         .unwrap();
-    TotpSecret::new(base32_decode(&secret))
+    TotpSecret::from_base32(&secret).unwrap()
 }
 
 /// `stepup serve`, waited for until it listens.

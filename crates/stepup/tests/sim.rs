@@ -68,3 +68,184 @@ fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
     assert!(!html.contains("<script"), "self-contained, no scripts");
     assert!(stdout.contains("attacks: "), "{stdout}");
 }
+
+/// Kills the child process when dropped (a failed assertion included).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn admin(config: &std::path::Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .arg("admin")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A deployment the simulation did not start (a `stepup demo` process,
+/// accounts made with `stepup admin`), described by a target file: the
+/// virtual users and attacks run against it; attacks that need the
+/// simulation's own deployment are listed as not run, not as blocked.
+#[test]
+fn a_simulation_runs_against_a_deployment_described_by_a_target_file() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("stepup-sim-target-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["demo", "--port", "0", "--data-dir"])
+        .arg(dir.join("demo"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let demo = Killed(demo);
+    let mut printed = String::new();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let after = |label: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_end_matches([';', '.', '/'])
+                    .to_owned()
+            })
+            .unwrap_or_else(|| panic!("no {label:?} in {printed}"))
+    };
+    let issuer = after("Authorization server:");
+    let api = after("Banking API:");
+    let gateway = after("The same API behind the gateway:");
+    let demo_secret = after("Sign in as demo / demo-password; TOTP secret");
+
+    // Accounts for the hostile actors, made beside the running demo.
+    let config = dir.join("admin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer = \"{issuer}\"\ndatabase_url = \"sqlite://{}\"\naudiences = [\"{api}\"]\n\
+             [[level]]\nname = \"pwd\"\nacr = \"urn:stepup:acr:pwd\"\nfactors = [[\"pwd\"]]\n\
+             [[level]]\nname = \"mfa\"\nacr = \"urn:stepup:acr:mfa\"\nfactors = [[\"pwd\", \"otp\"], [\"hwk\"]]\n",
+            dir.join("demo").join("stepup.db").display()
+        ),
+    )
+    .unwrap();
+    let mut accounts = String::new();
+    for role in ["victim", "brute_force_target", "code_reuse_target"] {
+        let name = format!("t-{role}");
+        let password = format!("{role}-password-1");
+        admin(
+            &config,
+            &["user", "add", &name, "--password-stdin"],
+            &format!("{password}\n"),
+        );
+        let out = admin(&config, &["user", "totp-enroll", &name], "");
+        let secret = out
+            .lines()
+            .find(|l| l.starts_with("otpauth://"))
+            .and_then(|uri| uri.split("secret=").nth(1))
+            .map(|s| s.split('&').next().unwrap().to_owned())
+            .unwrap();
+        accounts.push_str(&format!(
+            "{role} = {{ name = \"{name}\", password = \"{password}\", totp_secret = \"{secret}\" }}\n"
+        ));
+    }
+    let target = dir.join("target.toml");
+    std::fs::write(
+        &target,
+        format!(
+            "issuer = \"{issuer}\"\napi = \"{api}\"\ngateway = \"{gateway}\"\nother_client_id = \"demo-web\"\n\
+             {accounts}\n[[user]]\nname = \"demo\"\npassword = \"demo-password\"\ntotp_secret = \"{demo_secret}\"\n"
+        ),
+    )
+    .unwrap();
+
+    let out_dir = dir.join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["sim", "--duration", "4s", "--seed", "3", "--target"])
+        .arg(&target)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["run"]["users"], 1);
+    assert!(!out_dir.join("data").exists(), "no deployment of its own");
+    let attacks = &report["attacks"];
+    assert!(attacks["attempted"].as_u64().unwrap() >= 30, "{attacks}");
+    assert_eq!(attacks["through"], 0, "{attacks}");
+    let not_run: Vec<&str> = attacks["not_run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        not_run,
+        [
+            "token-from-another-country",
+            "expired-token",
+            "not-yet-valid-token"
+        ],
+        "{attacks}"
+    );
+    assert!(report["trusted_calls"]["total"].as_u64().unwrap() > 3);
+    assert_eq!(report["trusted_calls"]["refused"], 0);
+    assert!(
+        report.get("memory").is_none(),
+        "the deployment's memory is not the simulator's"
+    );
+    assert!(stdout.contains("not run: \"expired-token\""), "{stdout}");
+    drop(demo);
+
+    // A target file with a mistake is named.
+    std::fs::write(
+        &target,
+        "issuer = \"http://x\"\napi = \"ftp://y\"\nother_client_id = \"a\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["sim", "--target"])
+        .arg(&target)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("target.toml"), "{stderr}");
+}

@@ -25,15 +25,18 @@ pub(crate) struct Attempt {
     pub(crate) kind: &'static str,
     /// Whether the deployment refused it as it should.
     pub(crate) blocked: bool,
-    /// What should happen, and what did.
+    /// What should happen, and what did; or why it was not run.
     pub(crate) detail: String,
+    /// False when this target cannot stage it (see [`Target`]).
+    pub(crate) ran: bool,
 }
 
 /// What attacks need: where things are, and users to play victims.
 pub(crate) struct Target {
     pub(crate) issuer: String,
     pub(crate) api: String,
-    pub(crate) gateway: String,
+    /// The same API behind the gateway, when the target has one.
+    pub(crate) gateway: Option<String>,
     pub(crate) authorization_endpoint: Url,
     pub(crate) token_endpoint: String,
     pub(crate) jwks: Value,
@@ -46,9 +49,13 @@ pub(crate) struct Target {
     pub(crate) client_id: String,
     pub(crate) other_client_id: String,
     /// The same authorization server two hours in the past, and in the
-    /// future: its tokens are expired, or not valid yet.
-    pub(crate) past_server: String,
-    pub(crate) future_server: String,
+    /// future: its tokens are expired, or not valid yet (the demo only:
+    /// another deployment's clock is its own).
+    pub(crate) past_server: Option<String>,
+    pub(crate) future_server: Option<String>,
+    /// Whether the deployment locates the simulation's addresses
+    /// (`X-Forwarded-For` from it believed, countries from its table).
+    pub(crate) locates_addresses: bool,
 }
 
 fn random(n: usize) -> Vec<u8> {
@@ -272,6 +279,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
                     kind: $kind,
                     blocked,
                     detail,
+                    ran: true,
                 },
                 // The attack could not even be set up: count it as not
                 // blocked, so that a broken harness cannot look safe.
@@ -280,10 +288,24 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
                     kind: $kind,
                     blocked: false,
                     detail: format!("could not run: {e}"),
+                    ran: true,
                 },
             };
             progress(&attempt);
             out.push(attempt);
+        }};
+    }
+    // An attack this target cannot stage: listed, neither blocked nor
+    // through.
+    macro_rules! not_run {
+        ($name:literal, $kind:literal, $why:expr) => {{
+            out.push(Attempt {
+                name: $name,
+                kind: $kind,
+                blocked: false,
+                detail: $why.to_owned(),
+                ran: false,
+            });
         }};
     }
 
@@ -393,64 +415,88 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             format!("a token whose exp was pushed a year out: expected 401, got {s}"),
         ))
     });
-    attack!("token-from-another-country", "token misuse", async {
-        // The victim signed in from home; the thief reads the balance with
-        // the stolen token from another country: the policy's "signed in
-        // elsewhere" rule asks for a fresh second factor.
-        let at = |ip: &'static str| {
-            let bearer = bearer.clone();
-            let url = balance_url.clone();
-            async move {
-                call(
-                    reqwest::Method::GET,
-                    &url,
-                    &[("authorization", &bearer), ("x-forwarded-for", ip)],
-                    None,
-                )
-                .await
+    if t.locates_addresses {
+        attack!("token-from-another-country", "token misuse", async {
+            // The victim signed in from home; the thief reads the balance with
+            // the stolen token from another country: the policy's "signed in
+            // elsewhere" rule asks for a fresh second factor.
+            let at = |ip: &'static str| {
+                let bearer = bearer.clone();
+                let url = balance_url.clone();
+                async move {
+                    call(
+                        reqwest::Method::GET,
+                        &url,
+                        &[("authorization", &bearer), ("x-forwarded-for", ip)],
+                        None,
+                    )
+                    .await
+                }
+            };
+            let home = at(super::HOME_ADDRESS).await?;
+            let abroad = at(super::FOREIGN_ADDRESS).await?;
+            Ok((
+                home == 200 && abroad == 401,
+                format!("expected 200 from home and a 401 step-up from abroad, got {home} and {abroad}"),
+            ))
+        });
+    } else {
+        not_run!(
+            "token-from-another-country",
+            "token misuse",
+            "the deployment does not locate the simulation's addresses (the demo only)"
+        );
+    }
+    if let Some(past) = &t.past_server {
+        attack!("expired-token", "token misuse", async {
+            // A real token, stolen from a log two hours ago.
+            let token = t.access_token_from(past, &t.victim).await?;
+            let exp = claims_of(&token)["exp"].as_i64().unwrap_or(i64::MAX);
+            if exp >= chrono_now() {
+                return Err(format!("the old token is not expired (exp {exp})"));
             }
-        };
-        let home = at(super::HOME_ADDRESS).await?;
-        let abroad = at(super::FOREIGN_ADDRESS).await?;
-        Ok((
-            home == 200 && abroad == 401,
-            format!("expected 200 from home and a 401 step-up from abroad, got {home} and {abroad}"),
-        ))
-    });
-    attack!("expired-token", "token misuse", async {
-        // A real token, stolen from a log two hours ago.
-        let token = t.access_token_from(&t.past_server, &t.victim).await?;
-        let exp = claims_of(&token)["exp"].as_i64().unwrap_or(i64::MAX);
-        if exp >= chrono_now() {
-            return Err(format!("the old token is not expired (exp {exp})"));
-        }
-        let s = call(
-            reqwest::Method::GET,
-            &balance_url,
-            &[("authorization", &format!("Bearer {token}"))],
-            None,
-        )
-        .await?;
-        Ok((
-            s == 401,
-            format!("a validly signed token that expired: expected 401, got {s}"),
-        ))
-    });
-    attack!("not-yet-valid-token", "token misuse", async {
-        // A real token from a server whose clock runs two hours ahead.
-        let token = t.access_token_from(&t.future_server, &t.victim).await?;
-        let s = call(
-            reqwest::Method::GET,
-            &balance_url,
-            &[("authorization", &format!("Bearer {token}"))],
-            None,
-        )
-        .await?;
-        Ok((
-            s == 401,
-            format!("a validly signed token issued in the future: expected 401, got {s}"),
-        ))
-    });
+            let s = call(
+                reqwest::Method::GET,
+                &balance_url,
+                &[("authorization", &format!("Bearer {token}"))],
+                None,
+            )
+            .await?;
+            Ok((
+                s == 401,
+                format!("a validly signed token that expired: expected 401, got {s}"),
+            ))
+        });
+    } else {
+        not_run!(
+            "expired-token",
+            "token misuse",
+            "needs a server whose clock runs behind (the demo only)"
+        );
+    }
+    if let Some(future) = &t.future_server {
+        attack!("not-yet-valid-token", "token misuse", async {
+            // A real token from a server whose clock runs two hours ahead.
+            let token = t.access_token_from(future, &t.victim).await?;
+            let s = call(
+                reqwest::Method::GET,
+                &balance_url,
+                &[("authorization", &format!("Bearer {token}"))],
+                None,
+            )
+            .await?;
+            Ok((
+                s == 401,
+                format!("a validly signed token issued in the future: expected 401, got {s}"),
+            ))
+        });
+    } else {
+        not_run!(
+            "not-yet-valid-token",
+            "token misuse",
+            "needs a server whose clock runs ahead (the demo only)"
+        );
+    }
     attack!("token-in-query-string", "token misuse", async {
         let s = call(
             reqwest::Method::GET,
@@ -464,22 +510,30 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             format!("expected 401 (tokens only in the Authorization header), got {s}"),
         ))
     });
-    attack!("spoofed-identity-headers-at-gateway", "header spoofing", async {
-        let url = format!("{}{PAYEE}", t.gateway);
-        let s = call(
-            reqwest::Method::POST,
-            &url,
-            &[
-                ("authorization", &bearer),
-                ("x-stepup-acr", MFA),
-                ("x-stepup-subject", "admin"),
-                ("x-stepup-auth-time", "9999999999"),
-            ],
-            Some(payee()),
-        )
-        .await?;
-        Ok((refused(s), format!("expected the gateway's 401/403, got {s}")))
-    });
+    if let Some(gateway) = &t.gateway {
+        attack!("spoofed-identity-headers-at-gateway", "header spoofing", async {
+            let url = format!("{gateway}{PAYEE}");
+            let s = call(
+                reqwest::Method::POST,
+                &url,
+                &[
+                    ("authorization", &bearer),
+                    ("x-stepup-acr", MFA),
+                    ("x-stepup-subject", "admin"),
+                    ("x-stepup-auth-time", "9999999999"),
+                ],
+                Some(payee()),
+            )
+            .await?;
+            Ok((refused(s), format!("expected the gateway's 401/403, got {s}")))
+        });
+    } else {
+        not_run!(
+            "spoofed-identity-headers-at-gateway",
+            "header spoofing",
+            "the target has no gateway"
+        );
+    }
     attack!("x-forwarded-for-spoofing", "header spoofing", async {
         let s = call(
             reqwest::Method::POST,

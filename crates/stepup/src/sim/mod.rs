@@ -11,6 +11,10 @@
 //! code already used is waited out, as a person would). In the same run,
 //! hostile actors try more than 30 ways in. The run fails when an attack
 //! gets through or a trusted call is refused.
+//!
+//! `--target FILE` runs against a deployment described by a file instead
+//! (see [`TargetFile`]); attacks that need the simulation's own deployment
+//! are reported as not run.
 
 mod attacks;
 mod passkey;
@@ -43,8 +47,10 @@ pub(crate) struct SimArgs {
     /// What the users do (TOML; see scenarios/bank.toml, the default).
     #[arg(long)]
     scenario: Option<PathBuf>,
-    /// The deployment: `demo`, started by the simulation with its users
-    /// enrolled (virtual users need accounts whose secrets they know).
+    /// The deployment: `demo` (the simulation starts its own, with its
+    /// users enrolled), or a target file (TOML) describing one that serves
+    /// the demo bank API: its URLs and accounts whose passwords and TOTP
+    /// secrets the virtual users know (see scenarios/target.example.toml).
     #[arg(long, default_value = "demo")]
     target: String,
     /// The seed of the users' choices (the same seed, the same mix).
@@ -246,33 +252,102 @@ pub(crate) fn run(args: SimArgs) -> Result<ExitCode> {
     crate::serve::runtime()?.block_on(simulate(args))
 }
 
-async fn simulate(args: SimArgs) -> Result<ExitCode> {
-    if args.target != "demo" {
-        return Err(anyhow!(
-            "--target {:?}: only `demo` is supported: the simulation enrols its virtual users in the deployment it starts",
-            args.target
-        ));
+/// A deployment that is not the simulation's own (`--target FILE`): where
+/// it is, and accounts whose secrets the virtual users and the hostile
+/// actors know. It must serve the demo bank's API (`policies/bank.toml`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    /// The authorization server (discovery, sign-in pages).
+    issuer: String,
+    /// The bank API behind the guard.
+    api: String,
+    /// The same API behind the gateway, if there is one.
+    gateway: Option<String>,
+    /// A public client with a loopback redirect URI and refresh tokens.
+    #[serde(default = "default_client_id")]
+    client_id: String,
+    /// Another client, for codes and refresh tokens taken to it.
+    other_client_id: String,
+    /// The virtual users (one each).
+    #[serde(rename = "user")]
+    users: Vec<Account>,
+    /// Accounts the hostile actors play with (the brute-force target ends
+    /// up locked, the victim's tokens are "stolen").
+    victim: Account,
+    brute_force_target: Account,
+    code_reuse_target: Account,
+}
+
+fn default_client_id() -> String {
+    "stepup-cli".to_owned()
+}
+
+/// An account with a password and TOTP.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Account {
+    name: String,
+    password: String,
+    /// The TOTP secret, base32 as in the `otpauth://` URI.
+    totp_secret: String,
+}
+
+impl Account {
+    fn user(&self, origin: &str) -> Result<VirtualUser> {
+        let secret = stepup_core::totp::TotpSecret::from_base32(&self.totp_secret)
+            .ok_or_else(|| anyhow!("{origin}: the totp_secret of {:?} is not base32", self.name))?;
+        Ok(VirtualUser::new(&self.name, &self.password, secret))
     }
-    let scenario = match &args.scenario {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Scenario::parse(&path.display().to_string(), &text)?
+}
+
+impl TargetFile {
+    fn load(path: &std::path::Path) -> Result<Self> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {origin}"))?;
+        let file: TargetFile = toml::from_str(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
+        if file.users.is_empty() {
+            return Err(anyhow!("{origin}: expected at least one [[user]]"));
         }
-        None => Scenario::parse("scenarios/bank.toml", DEFAULT_SCENARIO)?,
-    };
-    let scenario = Arc::new(scenario);
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+        for url in [Some(&file.issuer), Some(&file.api), file.gateway.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let parsed = url::Url::parse(url).map_err(|e| anyhow!("{origin}: {url:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(anyhow!("{origin}: {url:?} is not an http(s) URL"));
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// Where the run goes, and who plays.
+struct Deployed {
+    issuer: String,
+    api_url: String,
+    gateway_url: Option<String>,
+    client_id: String,
+    other_client_id: String,
+    users: Vec<Arc<VirtualUser>>,
+    passkeys: usize,
+    victims: [VirtualUser; 3],
+    past_server: Option<String>,
+    future_server: Option<String>,
+    /// The demo runs in this process: its memory is the run's.
+    in_process: bool,
+    locates_addresses: bool,
+    /// Keeps the simulation's own deployment alive.
+    _demo: Option<demo::Deployment>,
+}
+
+/// The simulation's own demo deployment, fresh, with its users enrolled.
+async fn own_demo(args: &SimArgs) -> Result<Deployed> {
     let data = args.out.join("data");
     // A fresh deployment each run: users, sessions and counters start clean.
     let _ = std::fs::remove_dir_all(&data);
     eprintln!("starting the demo deployment in {} ...", data.display());
     let d = demo::start_with(&data, 0, Some(Arc::new(SimGeo::new()))).await?;
-    let http = reqwest::Client::new();
-    let provider = Provider::discover(&http, &d.issuer)
-        .await
-        .map_err(|e| anyhow!("discovery of {}: {e}", d.issuer))?;
-
     // Every other user also has a passkey (a software authenticator),
     // registered on the account page; levels that take one (phr) use it.
     let mut users = Vec::new();
@@ -301,6 +376,78 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         let totp = d.add_user(&format!("sim-{role}"), &password).await?;
         victims.push(VirtualUser::new(&format!("sim-{role}"), &password, totp).from_address(HOME_ADDRESS));
     }
+    Ok(Deployed {
+        issuer: d.issuer.clone(),
+        api_url: d.api_url.clone(),
+        gateway_url: Some(d.gateway_url.clone()),
+        client_id: "stepup-cli".into(),
+        other_client_id: demo::APP_CLIENT.into(),
+        users,
+        passkeys,
+        victims: victims.try_into().map_err(|_| anyhow!("three victims"))?,
+        past_server: Some(d.shifted_server(-2 * 3600).await?),
+        future_server: Some(d.shifted_server(2 * 3600).await?),
+        in_process: true,
+        locates_addresses: true,
+        _demo: Some(d),
+    })
+}
+
+/// A deployment described by a target file: its accounts as they are
+/// (`--users` is the file's number of users; no passkeys are registered,
+/// the accounts are not the simulation's to change).
+fn described(path: &std::path::Path) -> Result<Deployed> {
+    let file = TargetFile::load(path)?;
+    let origin = path.display().to_string();
+    let users = file
+        .users
+        .iter()
+        .map(|a| a.user(&origin).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
+    let victims = [
+        file.victim.user(&origin)?,
+        file.brute_force_target.user(&origin)?,
+        file.code_reuse_target.user(&origin)?,
+    ];
+    Ok(Deployed {
+        issuer: file.issuer.trim_end_matches('/').to_owned(),
+        api_url: file.api.trim_end_matches('/').to_owned(),
+        gateway_url: file.gateway.map(|g| g.trim_end_matches('/').to_owned()),
+        client_id: file.client_id,
+        other_client_id: file.other_client_id,
+        users,
+        passkeys: 0,
+        victims,
+        past_server: None,
+        future_server: None,
+        in_process: false,
+        locates_addresses: false,
+        _demo: None,
+    })
+}
+
+async fn simulate(args: SimArgs) -> Result<ExitCode> {
+    let scenario = match &args.scenario {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Scenario::parse(&path.display().to_string(), &text)?
+        }
+        None => Scenario::parse("scenarios/bank.toml", DEFAULT_SCENARIO)?,
+    };
+    let scenario = Arc::new(scenario);
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let d = if args.target == "demo" {
+        own_demo(&args).await?
+    } else {
+        described(std::path::Path::new(&args.target))?
+    };
+    let http = reqwest::Client::new();
+    let provider = Provider::discover(&http, &d.issuer)
+        .await
+        .map_err(|e| anyhow!("discovery of {}: {e}", d.issuer))?;
+    let users = d.users.clone();
+    let passkeys = d.passkeys;
 
     let progress = Arc::new(Mutex::new(Progress::default()));
     let started = Instant::now();
@@ -309,15 +456,14 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     // Virtual users.
     let mut tasks = tokio::task::JoinSet::new();
     for (i, user) in users.iter().enumerate() {
-        let door = if i % 2 == 0 {
-            ("guard", d.api_url.clone())
-        } else {
-            ("gateway", d.gateway_url.clone())
+        let door = match &d.gateway_url {
+            Some(gateway) if i % 2 == 1 => ("gateway", gateway.clone()),
+            _ => ("guard", d.api_url.clone()),
         };
         let client = StepUpClient::new(
             http.clone(),
             provider.clone(),
-            ClientConfig::public("stepup-cli", ["openid", "accounts:read"]),
+            ClientConfig::public(&d.client_id, ["openid", "accounts:read"]),
             Arc::clone(user) as Arc<dyn stepup_client::UserAgent>,
         );
         let user = Arc::clone(user);
@@ -331,7 +477,7 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
 
     // Hostile actors, in the same run.
     let jwks = discover_jwks(&http, &d.issuer).await?;
-    let [victim, brute, reuse]: [VirtualUser; 3] = victims.try_into().map_err(|_| anyhow!("victims"))?;
+    let [victim, brute, reuse] = d.victims;
     let target = attacks::Target {
         issuer: d.issuer.clone(),
         api: d.api_url.clone(),
@@ -342,14 +488,18 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         victim,
         brute_force_target: brute,
         code_reuse_target: reuse,
-        client_id: "stepup-cli".into(),
-        other_client_id: demo::APP_CLIENT.into(),
-        past_server: d.shifted_server(-2 * 3600).await?,
-        future_server: d.shifted_server(2 * 3600).await?,
+        client_id: d.client_id.clone(),
+        other_client_id: d.other_client_id.clone(),
+        past_server: d.past_server,
+        future_server: d.future_server,
+        locates_addresses: d.locates_addresses,
     };
     let attack_progress = Arc::clone(&progress);
     let attackers = tokio::spawn(async move {
         let note = move |a: &attacks::Attempt| {
+            if !a.ran {
+                return;
+            }
             if let Ok(mut p) = attack_progress.lock() {
                 p.attacks += 1;
                 if !a.blocked {
@@ -421,11 +571,26 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
     eprintln!();
 
     sampler.abort();
+    let (attempts, not_run): (Vec<_>, Vec<_>) = attempts.into_iter().partition(|a| a.ran);
     let mut report = report::build(&args, started.elapsed(), &calls, &attempts);
+    report["run"]["users"] = json!(users.len());
     report["run"]["users_with_passkeys"] = json!(passkeys);
-    let samples = rss_samples.lock().map(|s| s.clone()).unwrap_or_default();
-    report["memory"] = report::memory(&samples);
-    if let Some(guard) = gateway_decisions(&http, &d.gateway_url).await {
+    report["run"]["target"] = json!(if d.in_process {
+        "demo"
+    } else {
+        args.target.as_str()
+    });
+    report["attacks"]["not_run"] = not_run
+        .iter()
+        .map(|a| json!({"name": a.name, "kind": a.kind, "why": a.detail}))
+        .collect();
+    if d.in_process {
+        let samples = rss_samples.lock().map(|s| s.clone()).unwrap_or_default();
+        report["memory"] = report::memory(&samples);
+    }
+    if let Some(gateway) = &d.gateway_url
+        && let Some(guard) = gateway_decisions(&http, gateway).await
+    {
         report["guard_decision"] = guard;
     }
     let json_path = args.out.join("report.json");

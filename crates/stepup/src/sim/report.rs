@@ -191,14 +191,16 @@ pub(super) fn summary(r: &Value) -> String {
         r["friction"]["code_waits"],
         r["reauth_latency_without_code_waits"]["p50_ms"],
     );
-    let _ = writeln!(
-        out,
-        "memory (resident, whole deployment): max {} MiB; {} MiB after warm-up, {} MiB at the end ({:+} MiB)",
-        r["memory"]["max_mib"],
-        r["memory"]["early_mean_mib"],
-        r["memory"]["late_mean_mib"],
-        r["memory"]["growth_mib"].as_f64().unwrap_or(0.0)
-    );
+    if r["memory"].is_object() {
+        let _ = writeln!(
+            out,
+            "memory (resident, whole deployment): max {} MiB; {} MiB after warm-up, {} MiB at the end ({:+} MiB)",
+            r["memory"]["max_mib"],
+            r["memory"]["early_mean_mib"],
+            r["memory"]["late_mean_mib"],
+            r["memory"]["growth_mib"].as_f64().unwrap_or(0.0)
+        );
+    }
     let _ = writeln!(
         out,
         "attacks: {} attempted, {} blocked, {} through",
@@ -208,6 +210,9 @@ pub(super) fn summary(r: &Value) -> String {
         if a["blocked"] != true {
             let _ = writeln!(out, "  THROUGH: {} ({}): {}", a["name"], a["kind"], a["detail"]);
         }
+    }
+    for a in r["attacks"]["not_run"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  not run: {} ({}): {}", a["name"], a["kind"], a["why"]);
     }
     out
 }
@@ -413,7 +418,24 @@ pub(super) fn html(r: &Value) -> String {
             escape(a["detail"].as_str().unwrap_or(""))
         );
     }
-    page.push_str("</table></body></html>\n");
+    page.push_str("</table>");
+    let not_run = r["attacks"]["not_run"].as_array().filter(|n| !n.is_empty());
+    if let Some(not_run) = not_run {
+        page.push_str(
+            "<h3>Not run against this target</h3><table><tr><th>attack</th><th>kind</th><th>why</th></tr>",
+        );
+        for a in not_run {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(a["name"].as_str().unwrap_or("")),
+                escape(a["kind"].as_str().unwrap_or("")),
+                escape(a["why"].as_str().unwrap_or(""))
+            );
+        }
+        page.push_str("</table>");
+    }
+    page.push_str("</body></html>\n");
     page
 }
 
