@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod headline;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -418,13 +420,16 @@ impl Series {
     /// round of the same index: what drift on a shared machine disturbs
     /// least when rounds alternate.
     pub fn paired_ratio(&self, baseline: &Series) -> f64 {
-        let pairs: Vec<f64> = self
-            .rates
+        median(&self.paired_ratios(baseline))
+    }
+
+    /// The ratio of each round's rate to `baseline`'s round of the same index.
+    pub fn paired_ratios(&self, baseline: &Series) -> Vec<f64> {
+        self.rates
             .iter()
             .zip(&baseline.rates)
             .map(|(a, b)| a / b)
-            .collect();
-        median(&pairs)
+            .collect()
     }
 
     /// The figures of the series.

@@ -6,7 +6,10 @@
 //! on its own (the timer's own cost, some 20-30 ns, is included), in
 //! alternating rounds so that the machine's drift hits every figure alike;
 //! the table gives medians and 99th percentiles, and the heap allocations
-//! of one call.
+//! of one call. The figures, with the quartiles of the per-round medians,
+//! go to `$CARGO_TARGET_DIR/stepup-bench/risk.json` (read by
+//! `bench-report`; this crate cannot use `stepup-benchkit`, which depends
+//! on it, so the summary lines are written here in the same form).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -30,6 +33,8 @@ const VERIFICATIONS_PER_ROUND: usize = 200;
 struct Figure {
     name: &'static str,
     samples: Vec<u64>,
+    /// The median of each round (ns).
+    round_medians: Vec<f64>,
 }
 
 impl Figure {
@@ -37,16 +42,29 @@ impl Figure {
         Self {
             name,
             samples: Vec::new(),
+            round_medians: Vec::new(),
         }
     }
 
+    /// One round of `calls` timed calls.
     fn time(&mut self, calls: usize, mut f: impl FnMut()) {
+        let mut round = Vec::with_capacity(calls);
         for _ in 0..calls {
             let start = Instant::now();
             f();
-            self.samples
-                .push(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            round.push(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
         }
+        round.sort_unstable();
+        self.round_medians.push(round[round.len() / 2] as f64);
+        self.samples.extend(round);
+    }
+
+    /// First and third quartiles of the round medians.
+    fn spread(&self) -> [f64; 2] {
+        let mut m = self.round_medians.clone();
+        m.sort_by(f64::total_cmp);
+        let at = |q: f64| m[((m.len() - 1) as f64 * q).round() as usize];
+        [at(0.25), at(0.75)]
     }
 
     fn percentile(&mut self, p: f64) -> u64 {
@@ -149,6 +167,44 @@ fn main() {
     row(&mut bare, None);
     row(&mut trusted_fig, Some(trusted_allocs));
     row(&mut suspicious_fig, Some(suspicious_allocs));
+
+    let headline = |figure: &str, value: f64, unit: &str, spread: Option<[f64; 2]>, at_most: f64| {
+        serde_json::json!({
+            "figure": figure, "value": value, "unit": unit, "spread": spread,
+            "target": format!("≤ {at_most}{}", if unit.is_empty() { String::new() } else { format!(" {unit}") }),
+            "met": value <= at_most,
+        })
+    };
+    let trusted_median = trusted_fig.percentile(0.5) as f64;
+    let figures = serde_json::json!({
+        "bench": "risk",
+        "rounds": ROUNDS,
+        "calls_per_round": CALLS_PER_ROUND,
+        "median_ns": {
+            "bare_es256_verify": floor,
+            "decide_no_risk_rules": base,
+            "decide_20_rules_trusted": trusted_median,
+            "decide_20_rules_suspicious": suspicious_fig.percentile(0.5),
+        },
+        "p99_ns": {
+            "decide_20_rules_trusted": trusted_fig.percentile(0.99),
+            "decide_20_rules_suspicious": suspicious_fig.percentile(0.99),
+        },
+        "allocations": { "trusted": trusted_allocs, "suspicious": suspicious_allocs },
+        "headlines": [
+            headline("risk: decide + 20 risk rules, trusted call", trusted_median, "ns", Some(trusted_fig.spread()), 1000.0),
+            headline("risk: decide + 20 risk rules, trusted call, p99", trusted_fig.percentile(0.99) as f64, "ns", None, 5000.0),
+            headline("risk: decide + 20 risk rules, suspicious call", suspicious_fig.percentile(0.5) as f64, "ns", Some(suspicious_fig.spread()), 1000.0),
+            headline("risk: heap allocations of a trusted call", trusted_allocs as f64, "", None, 0.0),
+        ],
+    });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")));
+    let path = target.join("stepup-bench").join("risk.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap() + "\n").unwrap();
+    eprintln!("figures written to {}", path.display());
 }
 
 fn human(ns: u64) -> String {

@@ -51,6 +51,7 @@ use stepup_gateway::{Gateway, GatewayConfig};
 use stepup_guard::TokenVerifier;
 
 const WARM_UP: Duration = Duration::from_secs(1);
+use stepup_benchkit::headline::{Headline, Target, headlines_json};
 use stepup_benchkit::{AUDIENCE, ISSUER};
 
 struct Settings {
@@ -222,6 +223,13 @@ impl Placement {
         }
     }
 
+    fn short(self) -> &'static str {
+        match self {
+            Placement::Shared => "shared cores",
+            Placement::OwnCore => "gateway on its own core",
+        }
+    }
+
     fn key(self) -> &'static str {
         match self {
             Placement::Shared => "shared_cores",
@@ -305,6 +313,7 @@ fn report(settings: &Settings, placement: Placement, series: &[Series]) -> Value
         );
     }
     let mut comparisons = Vec::new();
+    let mut headlines = Vec::new();
     let mut pairs = vec![(&series[0], &series[1]), (&series[2], &series[3])];
     if series.len() == 6 {
         pairs.extend([
@@ -323,6 +332,28 @@ fn report(settings: &Settings, placement: Placement, series: &[Series]) -> Value
             "{} / {} = {ratio:.2} (ratio of medians), {paired:.2} (median of round pairs); latency p50 {added_p50:+} µs, p99 {added_p99:+} µs",
             target.name, baseline.name
         );
+        if target.name.starts_with("gateway") && baseline.name.starts_with("direct") {
+            let place = placement.short();
+            headlines.push(
+                Headline::from_rounds(
+                    format!(
+                        "gateway: {} / {}, throughput ({place})",
+                        target.name, baseline.name
+                    ),
+                    &target.paired_ratios(baseline),
+                    "×",
+                )
+                .target(Target::AtLeast(0.85)),
+            );
+            headlines.push(
+                Headline::single(
+                    format!("gateway: {} − {}, p99 ({place})", target.name, baseline.name),
+                    added_p99 as f64,
+                    "µs",
+                )
+                .target(Target::AtMost(1000.0)),
+            );
+        }
         comparisons.push(json!({
             "target": target.name,
             "baseline": baseline.name,
@@ -338,6 +369,7 @@ fn report(settings: &Settings, placement: Placement, series: &[Series]) -> Value
         "names": series.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "series": series.iter().map(Series::json).collect::<Vec<_>>(),
         "comparisons": comparisons,
+        "headlines": headlines_json(&headlines),
     })
 }
 
@@ -438,6 +470,13 @@ fn main() {
             None
         };
         let s = settings()?;
+        // The summary lines of both placements.
+        let headlines: Vec<Value> = [&shared, own_core.as_ref().unwrap_or(&Value::Null)]
+            .iter()
+            .filter_map(|placement| placement["headlines"].as_array())
+            .flatten()
+            .cloned()
+            .collect();
         let figures = json!({
             "bench": "gateway",
             "request": format!("GET {BALANCE_PATH}"),
@@ -446,6 +485,7 @@ fn main() {
             "measured_s_per_round": s.seconds,
             "rounds_each": s.rounds,
             "policy_routes": 100,
+            "headlines": headlines,
             "shared_cores": shared,
             "own_core": own_core,
         });

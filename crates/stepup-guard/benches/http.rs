@@ -42,6 +42,7 @@ use axum::routing::get;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, StatusCode, Uri};
 use serde_json::{Value, json};
+use stepup_benchkit::headline::{Headline, Target, headlines_json};
 use stepup_benchkit::{
     Connection, Load, Protocol, Result, Series, env_setting, round, round_to, serve, thousands, write_figures,
 };
@@ -230,6 +231,12 @@ async fn run(settings: Settings) -> Result<()> {
         "policy_routes": 100,
         "unguarded": unguarded.json(),
         "guarded": guarded.json(),
+        "headlines": headlines_json(&[Headline::from_rounds(
+            "guard layer: guarded / unguarded axum endpoint, throughput",
+            &guarded.paired_ratios(unguarded),
+            "×",
+        )
+        .target(Target::AtLeast(0.9))]),
         "guarded_over_unguarded": round_to(ratio, 3),
         "guarded_over_unguarded_paired_median": round_to(paired_ratio, 3),
         "reference": {
