@@ -97,6 +97,30 @@ fn add_user(config: &Path, name: &str, password: &str) -> TotpSecret {
     TotpSecret::from_base32(&secret).unwrap()
 }
 
+/// The public client of the load: code + PKCE, refresh tokens.
+fn add_cli_client(config: &Path) {
+    admin(
+        config,
+        &[
+            "client",
+            "add",
+            CLIENT,
+            "--public",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+            "--redirect-uri",
+            "http://127.0.0.1/callback",
+            "--scope",
+            "openid",
+            "--scope",
+            "accounts:read",
+        ],
+        "",
+    );
+}
+
 /// `stepup serve`, waited for until it listens.
 fn serve(config: &Path) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
@@ -245,26 +269,7 @@ async fn crash_and_restart(name: &str, database_url: String, dir: PathBuf) {
     std::fs::write(&config, config_toml_for(port, &database_url)).unwrap();
     let alice_totp = add_user(&config, "alice", "alice-password-1");
     let bob_totp = add_user(&config, "bob", "bob-password-1");
-    admin(
-        &config,
-        &[
-            "client",
-            "add",
-            CLIENT,
-            "--public",
-            "--grant",
-            "authorization_code",
-            "--grant",
-            "refresh_token",
-            "--redirect-uri",
-            "http://127.0.0.1/callback",
-            "--scope",
-            "openid",
-            "--scope",
-            "accounts:read",
-        ],
-        "",
-    );
+    add_cli_client(&config);
     let server = Arc::new(Server {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
@@ -453,26 +458,7 @@ async fn two_instances_on_postgres_lose_nothing_when_one_dies() {
     std::fs::write(&config_a, instance_config(port_a, port_a, &url)).unwrap();
     std::fs::write(&config_b, instance_config(port_a, port_b, &url)).unwrap();
     let totp = add_user(&config_a, "alice", "alice-password-1");
-    admin(
-        &config_a,
-        &[
-            "client",
-            "add",
-            CLIENT,
-            "--public",
-            "--grant",
-            "authorization_code",
-            "--grant",
-            "refresh_token",
-            "--redirect-uri",
-            "http://127.0.0.1/callback",
-            "--scope",
-            "openid",
-            "--scope",
-            "accounts:read",
-        ],
-        "",
-    );
+    add_cli_client(&config_a);
     let mut a = serve(&config_a);
     let mut b = serve(&config_b);
     let instances = Arc::new([
@@ -672,26 +658,7 @@ async fn two_instances_behind_the_gateway_lose_nothing_when_one_dies() {
     std::fs::write(&config_a, instance_config(port_gw, port_a, &url)).unwrap();
     std::fs::write(&config_b, instance_config(port_gw, port_b, &url)).unwrap();
     let totp = add_user(&config_a, "alice", "alice-password-1");
-    admin(
-        &config_a,
-        &[
-            "client",
-            "add",
-            CLIENT,
-            "--public",
-            "--grant",
-            "authorization_code",
-            "--grant",
-            "refresh_token",
-            "--redirect-uri",
-            "http://127.0.0.1/callback",
-            "--scope",
-            "openid",
-            "--scope",
-            "accounts:read",
-        ],
-        "",
-    );
+    add_cli_client(&config_a);
     std::fs::write(
         dir.join("policy.toml"),
         r#"
