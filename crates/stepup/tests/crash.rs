@@ -4,9 +4,15 @@
 //! one handed out still works, sessions survive, and a TOTP code used before
 //! the crash stays used. On SQLite and on PostgreSQL.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -21,6 +27,10 @@ use stepup_client::{FormUser, LOOPBACK_REDIRECT};
 use stepup_core::totp::TotpSecret;
 use url::Url;
 
+mod support;
+
+use support::{admin, enrol, free_port, server_config};
+
 const MFA: &str = "urn:stepup:acr:mfa";
 const CLIENT: &str = "stepup-cli";
 
@@ -30,71 +40,17 @@ fn config(port: u16, database_url: &str) -> String {
 
 /// An instance listening on `listen` for the issuer of port `issuer_port`.
 fn instance_config(issuer_port: u16, listen: u16, database_url: &str) -> String {
-    format!(
-        r#"
-issuer = "http://127.0.0.1:{issuer_port}"
-listen = "127.0.0.1:{listen}"
-database_url = "{database_url}"
-audiences = ["https://api.example"]
-
-[[level]]
-name = "pwd"
-acr = "urn:stepup:acr:pwd"
-factors = [["pwd"]]
-
-[[level]]
-name = "mfa"
-acr = "urn:stepup:acr:mfa"
-factors = [["pwd", "otp"]]
-"#
+    server_config(
+        &format!("http://127.0.0.1:{issuer_port}"),
+        database_url,
+        "https://api.example",
+        &format!("listen = \"127.0.0.1:{listen}\""),
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn admin(config: &Path, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .arg("admin")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A user with a password and TOTP, and the secret.
 fn add_user(config: &Path, name: &str, password: &str) -> TotpSecret {
-    admin(
-        config,
-        &["user", "add", name, "--password-stdin"],
-        &format!("{password}\n"),
-    );
-    let out = admin(config, &["user", "totp-enroll", name], "");
-    let uri = out.lines().find(|l| l.starts_with("otpauth://")).unwrap();
-    let secret = Url::parse(uri)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "secret")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    TotpSecret::from_base32(&secret).unwrap()
+    TotpSecret::from_base32(&enrol(config, name, password)).unwrap()
 }
 
 /// The public client of the load: code + PKCE, refresh tokens.

@@ -1,8 +1,18 @@
 //! `stepup sim`: a short fixed-seed run against the demo, as CI runs it.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::process::Command;
+
+mod support;
+
+use support::{Killed, enrol, server_config};
 
 #[test]
 fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
@@ -69,38 +79,6 @@ fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
     assert!(stdout.contains("attacks: "), "{stdout}");
 }
 
-/// Kills the child process when dropped (a failed assertion included).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn admin(config: &std::path::Path, args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .arg("admin")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A deployment the simulation did not start (a `stepup demo` process,
 /// accounts made with `stepup admin`), described by a target file: the
 /// virtual users and attacks run against it; attacks that need the
@@ -150,32 +128,13 @@ fn a_simulation_runs_against_a_deployment_described_by_a_target_file() {
 
     // Accounts for the hostile actors, made beside the running demo.
     let config = dir.join("admin.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "issuer = \"{issuer}\"\ndatabase_url = \"sqlite://{}\"\naudiences = [\"{api}\"]\n\
-             [[level]]\nname = \"pwd\"\nacr = \"urn:stepup:acr:pwd\"\nfactors = [[\"pwd\"]]\n\
-             [[level]]\nname = \"mfa\"\nacr = \"urn:stepup:acr:mfa\"\nfactors = [[\"pwd\", \"otp\"], [\"hwk\"]]\n",
-            dir.join("demo").join("stepup.db").display()
-        ),
-    )
-    .unwrap();
+    let database = format!("sqlite://{}", dir.join("demo").join("stepup.db").display());
+    std::fs::write(&config, server_config(&issuer, &database, &api, "")).unwrap();
     let mut accounts = String::new();
     for role in ["victim", "brute_force_target", "code_reuse_target"] {
         let name = format!("t-{role}");
         let password = format!("{role}-password-1");
-        admin(
-            &config,
-            &["user", "add", &name, "--password-stdin"],
-            &format!("{password}\n"),
-        );
-        let out = admin(&config, &["user", "totp-enroll", &name], "");
-        let secret = out
-            .lines()
-            .find(|l| l.starts_with("otpauth://"))
-            .and_then(|uri| uri.split("secret=").nth(1))
-            .map(|s| s.split('&').next().unwrap().to_owned())
-            .unwrap();
+        let secret = enrol(&config, &name, &password);
         accounts.push_str(&format!(
             "{role} = {{ name = \"{name}\", password = \"{password}\", totp_secret = \"{secret}\" }}\n"
         ));
