@@ -161,6 +161,7 @@ use stepup_server::{Config, ServerState, Store, router, users};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use stepup_benchkit::headline::{Headline, Target as Goal, headlines_json};
 use stepup_benchkit::{Result, Series, env_setting, median, percentile, round_to, thousands, write_figures};
 
 const NOW: i64 = 1_800_000_000;
@@ -1732,7 +1733,41 @@ impl Report {
                 figures["stepup_over_oidc_provider"] = Value::Null;
             }
         }
+        figures["headlines"] = headlines_json(&self.headlines());
         figures
+    }
+
+    /// The suite's summary lines: stepup over oidc-provider per flow, and
+    /// the step-up round trip.
+    fn headlines(&self) -> Vec<Headline> {
+        let on = &self.file_system;
+        let mut headlines = Vec::new();
+        if self.comparison.is_some() {
+            for m in &self.results {
+                headlines.push(
+                    Headline::from_rounds(
+                        format!(
+                            "server: stepup / oidc-provider, {} per second (SQLite on {on})",
+                            m.flow.name()
+                        ),
+                        &round_ratios(&m.series[0], &m.series[1]),
+                        "×",
+                    )
+                    .target(Goal::AtLeast(TARGET_OVER_OIDC_PROVIDER)),
+                );
+            }
+        }
+        for (label, p) in [("p50", 0.50), ("p99", 0.99)] {
+            headlines.push(
+                Headline::single(
+                    format!("server: step-up round trip (code page, TOTP, code exchange), {label} (SQLite on {on})"),
+                    f64::from(percentile(&self.step_up.total, p)),
+                    "µs",
+                )
+                .target(Goal::AtMost(f64::from(TARGET_STEP_UP_US))),
+            );
+        }
+        headlines
     }
 }
 

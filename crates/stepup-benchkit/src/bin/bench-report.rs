@@ -15,12 +15,16 @@ use stepup_benchkit::headline::with_unit;
 use stepup_benchkit::output_path;
 
 /// The figures files, in the order of the report, and what made them.
-const BENCHES: [(&str, &str); 6] = [
+const BENCHES: [(&str, &str); 7] = [
     ("guard.json", "cargo bench -p stepup-guard --bench guard"),
     ("risk.json", "cargo bench -p stepup-core --bench risk"),
     ("http.json", "cargo bench -p stepup-guard --bench http"),
     ("gateway.json", "cargo bench -p stepup-gateway --bench proxy"),
     ("token.json", "cargo bench -p stepup-server --bench token"),
+    (
+        "token-tmpfs.json",
+        "STEPUP_BENCH_DB_DIR=/dev/shm cargo bench -p stepup-server --bench token",
+    ),
     ("memory.json", "cargo bench -p stepup --bench memory"),
 ];
 
