@@ -721,6 +721,14 @@ fn ambiguous(policy: &Policy, method: &str, path: &str) -> Option<&'static str> 
     if path.contains("//") {
         return Some("empty path segments are not accepted");
     }
+    let last_segment = &path[path.rfind('/').unwrap_or(0)..];
+    let unusual = path.bytes().any(|b| b.is_ascii_uppercase())
+        || (path.len() > 1 && path.ends_with('/'))
+        || last_segment[1.min(last_segment.len())..].contains('.');
+    if !unusual {
+        // Nothing to compare: the common case allocates nothing.
+        return None;
+    }
     let mut normalized = path.to_ascii_lowercase();
     if normalized.len() > 1 && normalized.ends_with('/') {
         normalized.pop();

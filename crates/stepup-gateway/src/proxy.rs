@@ -306,9 +306,16 @@ impl Proxy {
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
         );
 
-        let order = target.order(self.now_ms());
+        // One instance (the usual case) costs no allocation here.
+        let turns = if target.instances.len() > 1 {
+            target.order(self.now_ms())
+        } else {
+            Vec::new()
+        };
+        let order: &[usize] = if turns.is_empty() { &[0] } else { &turns };
         let mut last = None;
         for (tried, &index) in order.iter().enumerate() {
+            let more = tried + 1 < order.len() && replay.is_some();
             let instance = &target.instances[index];
             let body = match (&replay, streamed.take()) {
                 (_, Some(body)) => body,
@@ -336,7 +343,12 @@ impl Proxy {
             *upstream_request.uri_mut() = uri;
             // Upstreams are spoken to in HTTP/1.1, whatever the client spoke.
             *upstream_request.version_mut() = Version::HTTP_11;
-            *upstream_request.headers_mut() = parts.headers.clone();
+            // Copied only while another attempt may need them.
+            *upstream_request.headers_mut() = if more {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
 
             let sent = Instant::now();
             let attempt =
@@ -347,7 +359,6 @@ impl Proxy {
                     Err(_) => Attempt::TimedOut,
                 };
             metrics.upstream_latency.observe(sent.elapsed());
-            let more = tried + 1 < order.len() && replay.is_some();
             match attempt {
                 Attempt::Answered(response) => {
                     instance.answered();
