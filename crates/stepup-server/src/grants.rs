@@ -20,7 +20,7 @@ use crate::error::OAuthError;
 use crate::form::Form;
 use crate::server::ServerState;
 use crate::session;
-use crate::store::{Consumed, OneTime};
+use crate::store::{Claim, Claimed, OneTime};
 use crate::token::{AccessGrant, audience, mint_access_token, token_response};
 
 fn scopes_of(grant: &Grant) -> Vec<Scope> {
@@ -58,7 +58,7 @@ async fn issue(
     client: &Client,
     grant: &Grant,
     kept: &Grant,
-    family_id: &str,
+    claim: Claim,
     form: &Form,
     jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
@@ -141,10 +141,8 @@ async fn issue(
         None
     };
     let refresh_id = refresh.as_ref().map(|(secret, _, _)| session::secret_id(secret));
-    let recorded = state
-        .store
+    let recorded = claim
         .record_issued(
-            family_id,
             &access.jti,
             access.exp,
             refresh_id
@@ -162,42 +160,49 @@ async fn issue(
     Ok(body)
 }
 
-/// Consumes a one-time value; a replay revokes its family.
-async fn consume(
+/// Claims a one-time value; a replay revokes its family. An expired value
+/// stays used and is refused.
+async fn claim(
     state: &ServerState,
     kind: OneTime,
     value: &str,
     what: &str,
-) -> Result<(Grant, String), OAuthError> {
+) -> Result<(Grant, Claim), OAuthError> {
     let now = state.clock.now().seconds();
     match state
         .store
-        .consume_one_time(kind, &session::secret_id(value), now)
+        .claim_one_time(kind, &session::secret_id(value), now)
         .await?
     {
-        Consumed::NotFound => Err(OAuthError::invalid_grant(format!("unknown {what}"))),
-        Consumed::Replayed { family_id } => {
+        Claimed::NotFound => Err(OAuthError::invalid_grant(format!("unknown {what}"))),
+        Claimed::Replayed { family_id } => {
             state.store.revoke_family(&family_id, now).await?;
             tracing::warn!(family = %family_id, "{what} replayed: the tokens issued from it are revoked");
             Err(OAuthError::invalid_grant(format!(
                 "{what} already used; the tokens issued from it are revoked"
             )))
         }
-        Consumed::Fresh {
-            grant_data,
-            family_id,
-            expires_at,
-        } => {
-            if expires_at <= now {
+        Claimed::Fresh(claim) => {
+            if claim.expires_at <= now {
+                claim.keep_used().await?;
                 return Err(OAuthError::invalid_grant(format!("{what} expired")));
             }
-            if state.store.family_revoked(&family_id).await? {
-                return Err(OAuthError::invalid_grant(format!("{what} was revoked")));
+            match serde_json::from_str::<Grant>(&claim.grant_data) {
+                Ok(grant) => Ok((grant, claim)),
+                Err(_) => {
+                    claim.keep_used().await?;
+                    Err(OAuthError::server_error())
+                }
             }
-            let grant: Grant = serde_json::from_str(&grant_data).map_err(|_| OAuthError::server_error())?;
-            Ok((grant, family_id))
         }
     }
+}
+
+/// Commits the use of a claimed value and returns `error`: a grant refused
+/// after its value was presented does not leave the value usable.
+async fn refuse<T>(claim: Claim, error: OAuthError) -> Result<T, OAuthError> {
+    claim.keep_used().await?;
+    Err(error)
 }
 
 pub(crate) async fn authorization_code(
@@ -214,27 +219,38 @@ pub(crate) async fn authorization_code(
     let code = form.require("code")?;
     let redirect_uri = form.require("redirect_uri")?;
     let verifier = form.require("code_verifier")?;
-    let (grant, family_id) = consume(state, OneTime::Code, code, "authorization code").await?;
+    let (grant, claim) = claim(state, OneTime::Code, code, "authorization code").await?;
     if grant.client_id != client.id {
-        return Err(OAuthError::invalid_grant("the code was issued to another client"));
+        return refuse(
+            claim,
+            OAuthError::invalid_grant("the code was issued to another client"),
+        )
+        .await;
     }
     if grant.redirect_uri != redirect_uri {
-        return Err(OAuthError::invalid_grant(
-            "redirect_uri differs from the authorization request",
-        ));
+        return refuse(
+            claim,
+            OAuthError::invalid_grant("redirect_uri differs from the authorization request"),
+        )
+        .await;
     }
-    CodeChallenge::parse(&grant.code_challenge, Some("S256"))
-        .and_then(|c| c.verify(verifier))
-        .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
+    if let Err(e) = CodeChallenge::parse(&grant.code_challenge, Some("S256")).and_then(|c| c.verify(verifier))
+    {
+        return refuse(claim, OAuthError::invalid_grant(e.to_string())).await;
+    }
     if let Some(expected) = grant.dpop_jkt.as_deref() {
         if jkt != Some(expected) {
-            return Err(OAuthError::with_code(
-                "invalid_dpop_proof",
-                "the authorization request named another DPoP key (dpop_jkt)",
-            ));
+            return refuse(
+                claim,
+                OAuthError::with_code(
+                    "invalid_dpop_proof",
+                    "the authorization request named another DPoP key (dpop_jkt)",
+                ),
+            )
+            .await;
         }
     }
-    let body = issue(state, client, &grant, &grant, &family_id, form, jkt).await?;
+    let body = issue(state, client, &grant, &grant, claim, form, jkt).await?;
     Ok(token_response(body))
 }
 
@@ -268,22 +284,23 @@ pub(crate) async fn refresh_token(
             }
         }
     }
-    let (mut grant, family_id) = consume(state, OneTime::Refresh, token, "refresh token").await?;
+    let (mut grant, claim) = claim(state, OneTime::Refresh, token, "refresh token").await?;
     if grant.client_id != client.id {
-        state
-            .store
-            .revoke_family(&family_id, state.clock.now().seconds())
-            .await?;
+        claim.revoke_family(state.clock.now().seconds()).await?;
         return Err(OAuthError::invalid_grant(
             "the refresh token was issued to another client",
         ));
     }
     if let Some(bound) = grant.bound_jkt.as_deref() {
         if jkt != Some(bound) {
-            return Err(OAuthError::with_code(
-                "invalid_dpop_proof",
-                "the refresh token is bound to a DPoP key: send a proof made with it",
-            ));
+            return refuse(
+                claim,
+                OAuthError::with_code(
+                    "invalid_dpop_proof",
+                    "the refresh token is bound to a DPoP key: send a proof made with it",
+                ),
+            )
+            .await;
         }
     }
     if let Some(requested) = form.get("scope") {
@@ -293,18 +310,17 @@ pub(crate) async fn refresh_token(
             .map(str::to_owned)
             .collect();
         if let Some(extra) = requested.iter().find(|s| !grant.scopes.contains(s)) {
-            return Err(OAuthError::invalid_scope(format!(
-                "scope {extra} was not granted originally"
-            )));
+            let error = OAuthError::invalid_scope(format!("scope {extra} was not granted originally"));
+            return refuse(claim, error).await;
         }
         decay(state, &mut grant);
         let mut narrowed = grant.clone();
         narrowed.scopes.retain(|s| requested.contains(s));
-        let body = issue(state, client, &narrowed, &grant, &family_id, form, jkt).await?;
+        let body = issue(state, client, &narrowed, &grant, claim, form, jkt).await?;
         return Ok(token_response(body));
     }
     decay(state, &mut grant);
-    let body = issue(state, client, &grant, &grant, &family_id, form, jkt).await?;
+    let body = issue(state, client, &grant, &grant, claim, form, jkt).await?;
     Ok(token_response(body))
 }
 

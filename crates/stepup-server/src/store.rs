@@ -444,17 +444,10 @@ pub struct StoredPending {
 }
 
 /// What happened when a one-time value (code, refresh token) was presented.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Consumed {
-    /// First use: the grant and its family.
-    Fresh {
-        /// The grant, JSON.
-        grant_data: String,
-        /// The token family.
-        family_id: String,
-        /// When the value expires.
-        expires_at: i64,
-    },
+#[derive(Debug)]
+pub enum Claimed {
+    /// First use: the claim, still open.
+    Fresh(Claim),
     /// Already used: a replay. The family should be revoked.
     Replayed {
         /// The token family.
@@ -462,6 +455,96 @@ pub enum Consumed {
     },
     /// Unknown.
     NotFound,
+}
+
+/// A one-time value marked used in a transaction not yet committed: the
+/// grant decides what becomes of it. [`Claim::record_issued`] records the
+/// tokens and commits; [`Claim::keep_used`] commits the use alone (a grant
+/// refused after it was presented); [`Claim::revoke_family`] also revokes
+/// its family. Dropped, it rolls back and the value stays unused.
+pub struct Claim {
+    /// The grant, JSON.
+    pub grant_data: String,
+    /// The token family.
+    pub family_id: String,
+    /// When the value expires.
+    pub expires_at: i64,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    store: Store,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("family_id", &self.family_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Claim {
+    /// Records what the grant issued in its family: the access token (so
+    /// that revoking the family revokes it) and the new refresh token, if
+    /// any; commits with the use of the value. False: the family was
+    /// revoked, nothing was recorded and nothing may be handed out (the
+    /// value stays used).
+    pub async fn record_issued(
+        mut self,
+        access_jti: &str,
+        access_exp: i64,
+        refresh: Option<(&str, &str, i64)>,
+    ) -> Result<bool, StoreError> {
+        let store = &self.store;
+        // Takes the family's row lock and checks it is live: a revocation
+        // racing this grant either happens first (nothing is issued) or
+        // after (and then finds this access token to revoke).
+        let live = sqlx::query(
+            store.sql("UPDATE token_families SET client_id = client_id WHERE id = ? AND revoked_at IS NULL"),
+        )
+        .bind(&self.family_id)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if live {
+            sqlx::query(
+                store.sql("INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)"),
+            )
+            .bind(access_jti)
+            .bind(&self.family_id)
+            .bind(access_exp)
+            .execute(&mut *self.tx)
+            .await?;
+            if let Some((id, grant_data, expires_at)) = refresh {
+                sqlx::query(store.sql(
+                    "INSERT INTO refresh_tokens (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)",
+                ))
+                .bind(id)
+                .bind(grant_data)
+                .bind(&self.family_id)
+                .bind(expires_at)
+                .execute(&mut *self.tx)
+                .await?;
+            }
+        }
+        self.tx.commit().await?;
+        Ok(live)
+    }
+
+    /// Commits the use of the value, issuing nothing.
+    pub async fn keep_used(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Commits the use of the value and revokes its family (and the access
+    /// tokens it issued).
+    pub async fn revoke_family(mut self, now: i64) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        store.revoke_family_in(&mut self.tx, &self.family_id, now).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// Which factor an attempt is at (each has its own failure count).
@@ -894,18 +977,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a family was revoked.
-    pub async fn family_revoked(&self, id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query(self.sql("SELECT revoked_at FROM token_families WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-            None => true,
-        })
-    }
-
     /// Revokes every live token family of a user (after a credential change).
     pub async fn revoke_user_families(&self, user_id: &str, now: i64) -> Result<usize, StoreError> {
         let rows =
@@ -924,15 +995,27 @@ impl Store {
     /// tokens issued in it are recorded as revoked.
     pub async fn revoke_family(&self, id: &str, now: i64) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        self.revoke_family_in(&mut tx, id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::revoke_family`] inside `tx`.
+    async fn revoke_family_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(self.sql("UPDATE token_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"))
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let rows =
             sqlx::query(self.sql("SELECT jti, expires_at FROM family_access_tokens WHERE family_id = ?"))
                 .bind(id)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?;
         for r in rows {
             let jti: String = r.try_get("jti")?;
@@ -943,10 +1026,9 @@ impl Store {
             ))
             .bind(&jti)
             .bind(exp)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -1002,59 +1084,15 @@ impl Store {
         Ok(true)
     }
 
-    /// Records what a grant issued in a family: the access token (so that
-    /// revoking the family revokes it) and the new refresh token, if any, in
-    /// one transaction. False: the family was revoked meanwhile, nothing
-    /// was recorded and nothing may be handed out.
-    pub async fn record_issued(
-        &self,
-        family_id: &str,
-        access_jti: &str,
-        access_exp: i64,
-        refresh: Option<(&str, &str, i64)>,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        // Takes the family's row lock and checks it is live: a revocation
-        // racing this grant either happens first (nothing is issued) or
-        // after (and then finds this access token to revoke).
-        let live = sqlx::query(
-            self.sql("UPDATE token_families SET client_id = client_id WHERE id = ? AND revoked_at IS NULL"),
-        )
-        .bind(family_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !live {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query(
-            self.sql("INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)"),
-        )
-        .bind(access_jti)
-        .bind(family_id)
-        .bind(access_exp)
-        .execute(&mut *tx)
-        .await?;
-        if let Some((id, grant_data, expires_at)) = refresh {
-            sqlx::query(self.sql(
-                "INSERT INTO refresh_tokens (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)",
-            ))
-            .bind(id)
-            .bind(grant_data)
-            .bind(family_id)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// Uses a one-time value: the first caller gets the grant, any later one
-    /// learns it was a replay. Atomic across instances.
-    pub async fn consume_one_time(&self, kind: OneTime, id: &str, now: i64) -> Result<Consumed, StoreError> {
+    /// Claims a one-time value (code, refresh token) in a write transaction
+    /// that stays open: what the grant issues is recorded in the same
+    /// transaction ([`Claim::record_issued`]), so a grant costs one commit
+    /// (one fsync on SQLite), and a crash between claiming and issuing
+    /// cannot leave a used value with nothing issued. The first caller gets
+    /// the grant; a later one (on any instance) learns it was a replay.
+    /// A claim dropped without a decision rolls back: the value stays
+    /// unused.
+    pub async fn claim_one_time(&self, kind: OneTime, id: &str, now: i64) -> Result<Claimed, StoreError> {
         let (update, select) = match kind {
             OneTime::Code => (
                 "UPDATE codes SET used_at = ? WHERE id = ? AND used_at IS NULL",
@@ -1077,23 +1115,25 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        tx.commit().await?;
         let Some(row) = row else {
-            return Ok(Consumed::NotFound);
+            tx.rollback().await?;
+            return Ok(Claimed::NotFound);
         };
         let family_id: String = row.try_get("family_id")?;
-        if claimed {
-            Ok(Consumed::Fresh {
-                grant_data: row.try_get("grant_data")?,
-                family_id,
-                expires_at: row.try_get("expires_at")?,
-            })
-        } else {
-            Ok(Consumed::Replayed { family_id })
+        if !claimed {
+            tx.rollback().await?;
+            return Ok(Claimed::Replayed { family_id });
         }
+        Ok(Claimed::Fresh(Claim {
+            grant_data: row.try_get("grant_data")?,
+            expires_at: row.try_get("expires_at")?,
+            family_id,
+            tx,
+            store: self.clone(),
+        }))
     }
 
-    /// The family and grant of a one-time value, used or not.
+    /// The family and grant of a one-time value, used or not.    /// The family and grant of a one-time value, used or not.
     pub async fn one_time_family(
         &self,
         kind: OneTime,

@@ -425,6 +425,70 @@ async fn token_request_mistakes(backend: Backend) {
 }
 on_both_backends!(token_request_mistakes);
 
+/// A code is claimed and its tokens recorded in one transaction. A grant
+/// refused once the code was judged (wrong verifier) keeps the code used;
+/// a request refused before anything could be issued (an unknown
+/// `resource`) leaves it to the client's corrected request.
+async fn refused_exchanges_keep_or_release_the_code(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let form = |code: &str, verifier: &str, resource: Option<&str>| {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", verifier.to_owned()),
+            ("client_id", "web".to_owned()),
+        ];
+        if let Some(resource) = resource {
+            form.push(("resource", resource.to_owned()));
+        }
+        form
+    };
+    let post = |form: Vec<(&'static str, String)>| {
+        let s = &s;
+        async move {
+            let refs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (status, _, body) = s.post("/token", None, &refs).await;
+            (status, body["error"].as_str().map(str::to_owned))
+        }
+    };
+
+    let code = password_login(&s, &b, &[("prompt", "login")])
+        .await
+        .redirect_param("code")
+        .unwrap();
+    let wrong = post(form(&code, &"x".repeat(43), None)).await;
+    assert_eq!(wrong, (400, Some("invalid_grant".to_owned())));
+    let (status, body) = exchange(&s, &code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+
+    let code = password_login(&s, &b, &[("prompt", "login")])
+        .await
+        .redirect_param("code")
+        .unwrap();
+    let bad_target = post(form(&code, VERIFIER, Some("https://evil.example"))).await;
+    assert_eq!(bad_target, (400, Some("invalid_target".to_owned())));
+    let (status, body) = exchange(&s, &code).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["access_token"].is_string());
+    // Now it is used.
+    let (status, _) = exchange(&s, &code).await;
+    assert_eq!(status, 400);
+}
+on_both_backends!(refused_exchanges_keep_or_release_the_code);
+
 async fn authorization_request_mistakes(backend: Backend) {
     let (s, _) = setup(backend, false).await;
     let b = Browser::new();
