@@ -203,8 +203,13 @@ async fn an_unreachable_instance_is_skipped_and_left_out() {
         assert_eq!(answer["body"], body, "the body reached the live instance whole");
     }
     assert_eq!(live_calls.load(Ordering::SeqCst), 10);
-    // Tried once, then left out (1 s at least): not once per request.
-    assert_eq!(f.metric("stepup_gateway_upstream_retries_total").await, 1);
+    // Tried, then left out (1 s, then 2 s, ...): not each time its turn
+    // comes (5 of these 10 requests start at it).
+    let retries = f.metric("stepup_gateway_upstream_retries_total").await;
+    assert!(
+        (1..=2).contains(&retries),
+        "{retries} requests went on to the next instance"
+    );
 }
 
 /// Sent, but no answer: the instance may have acted on it. A request that
