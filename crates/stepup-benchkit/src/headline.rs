@@ -23,6 +23,22 @@ impl Target {
         }
     }
 
+    /// `{"at_most": x}` or `{"at_least": x}`, as figures files carry it.
+    pub fn json(self) -> Value {
+        match self {
+            Target::AtMost(limit) => json!({ "at_most": limit }),
+            Target::AtLeast(floor) => json!({ "at_least": floor }),
+        }
+    }
+
+    /// The target a figures file carries.
+    pub fn from_json(bound: &Value) -> Option<Self> {
+        if let Some(limit) = bound["at_most"].as_f64() {
+            return Some(Target::AtMost(limit));
+        }
+        bound["at_least"].as_f64().map(Target::AtLeast)
+    }
+
     fn text(self, unit: &str) -> String {
         match self {
             Target::AtMost(limit) => format!("≤ {}{}", number(limit), spaced(unit)),
@@ -85,6 +101,7 @@ impl Headline {
             "unit": self.unit,
             "spread": self.spread.map(|(a, b)| [a, b]),
             "target": self.target.map(|t| t.text(self.unit)),
+            "bound": self.target.map(Target::json),
             "met": self.target.map(|t| t.met_by(self.value)),
         })
     }
@@ -162,6 +179,7 @@ mod tests {
         assert_eq!(j["met"], true);
         assert_eq!(j["target"], "≤ 1.15×");
         assert_eq!(j["spread"], json!([1.03, 1.045]));
+        assert_eq!(Target::from_json(&j["bound"]), Some(Target::AtMost(1.15)));
         let missed = Headline::single("gateway / direct", 0.71, "×").target(Target::AtLeast(0.85));
         assert_eq!(missed.json()["met"], false);
         assert_eq!(missed.json()["spread"], Value::Null);

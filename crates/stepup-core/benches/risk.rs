@@ -172,6 +172,7 @@ fn main() {
         serde_json::json!({
             "figure": figure, "value": value, "unit": unit, "spread": spread,
             "target": format!("≤ {at_most}{}", if unit.is_empty() { String::new() } else { format!(" {unit}") }),
+            "bound": { "at_most": at_most },
             "met": value <= at_most,
         })
     };
