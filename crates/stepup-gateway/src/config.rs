@@ -265,6 +265,22 @@ impl GatewayConfig {
                 return Err(invalid("upstream timeout_seconds must be at least 1".into()));
             }
         }
+        // A public upstream must be another service: the same instance
+        // behind a guarded upstream would be reachable without the guard.
+        for public in config.upstreams.iter().filter(|u| u.public) {
+            for guarded in config.upstreams.iter().filter(|u| !u.public) {
+                if let Some(shared) = public.instances().find(|url| {
+                    guarded
+                        .instances()
+                        .any(|g| g.trim_end_matches('/') == url.trim_end_matches('/'))
+                }) {
+                    return Err(invalid(format!(
+                        "{shared:?} is behind both a public upstream ({:?}) and a guarded one ({:?}): it would be reachable without the guard",
+                        public.prefix, guarded.prefix
+                    )));
+                }
+            }
+        }
         for proxy in &config.trusted_proxies {
             proxy
                 .parse::<stepup_guard::client_ip::IpNet>()
@@ -451,6 +467,16 @@ url = "http://127.0.0.1:9200"
         )
         .unwrap();
         assert_eq!(pool.upstreams[0].instances().count(), 2);
+        let shared = GatewayConfig::from_toml(
+            "g.toml",
+            &GOOD.replace(
+                "url = \"http://127.0.0.1:9000\"",
+                "url = \"http://127.0.0.1:9100/\"\npublic = true",
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(shared.contains("reachable without the guard"), "{shared}");
         assert!(pool.upstreams[0].public && !pool.upstreams[1].public);
         let no_upstream = GatewayConfig::from_toml("g.toml", GOOD.split("[[upstream]]").next().unwrap());
         assert!(

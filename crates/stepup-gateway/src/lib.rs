@@ -345,24 +345,31 @@ impl Gateway {
     /// keeps serving and the error (located) is returned and logged.
     pub fn reload_policy(&self) -> Result<bool, GatewayError> {
         let path = &self.inner.config.policy;
-        let loaded = std::fs::read_to_string(path)
-            .map_err(|e| GatewayError::Policy(format!("cannot read {}: {e}", path.display())))
-            .and_then(|source| {
-                let unchanged = self
-                    .inner
-                    .status
-                    .lock()
-                    .map(|s| s.source == source && s.last_error.is_none())
-                    .unwrap_or(false);
-                if unchanged {
-                    return Ok(None);
-                }
-                let policy = Policy::from_toml(&path.display().to_string(), &source)
-                    .map_err(|e| GatewayError::Policy(e.to_string()))?;
-                let policy = Arc::new(policy);
-                let guard = self.inner.parts.build(policy.clone())?;
-                Ok(Some((source, policy, guard)))
-            });
+        let read = std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Policy(format!("cannot read {}: {e}", path.display())));
+        self.apply_policy(read)
+    }
+
+    /// Puts `read` (the policy file's text, or why it could not be read)
+    /// in force if it changed and loads; see [`Gateway::reload_policy`].
+    fn apply_policy(&self, read: Result<String, GatewayError>) -> Result<bool, GatewayError> {
+        let path = &self.inner.config.policy;
+        let loaded = read.and_then(|source| {
+            let unchanged = self
+                .inner
+                .status
+                .lock()
+                .map(|s| s.source == source && s.last_error.is_none())
+                .unwrap_or(false);
+            if unchanged {
+                return Ok(None);
+            }
+            let policy = Policy::from_toml(&path.display().to_string(), &source)
+                .map_err(|e| GatewayError::Policy(e.to_string()))?;
+            let policy = Arc::new(policy);
+            let guard = self.inner.parts.build(policy.clone())?;
+            Ok(Some((source, policy, guard)))
+        });
         let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
         match loaded {
             Ok(None) => Ok(false),
@@ -425,52 +432,54 @@ impl Gateway {
                     };
                     tokio::select! {
                         _ = tick.tick() => {}
-                        _ = hangup_received => {
-                            tracing::info!("SIGHUP: reloading the policy");
-                            let Some(inner) = weak.upgrade() else { return };
-                            let _ = Gateway { inner }.reload_policy();
-                            continue;
-                        }
+                        _ = hangup_received => tracing::info!("SIGHUP: reloading the policy"),
                     }
                 }
                 #[cfg(not(unix))]
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let gateway = Gateway { inner };
-                if !gateway.policy_file_settled().await {
-                    continue;
+                // Errors are logged and counted by apply_policy.
+                if let Some(read) = gateway.settled_policy().await {
+                    let _ = gateway.apply_policy(read);
                 }
-                // Errors are logged and counted by reload_policy.
-                let _ = gateway.reload_policy();
             }
         })
     }
 
-    /// Whether the policy file changed and then stayed the same for a
-    /// moment: a file being written in place (not renamed into place) could
-    /// otherwise be read half-written, and a policy cut after some routes
-    /// may still load, protecting less. An unchanged or unreadable file
-    /// counts as settled (nothing to wait for; the reload reports errors).
-    async fn policy_file_settled(&self) -> bool {
+    /// The policy file's text once it has stayed the same for a moment
+    /// (`None`: it is still changing). A file being written in place (not
+    /// renamed into place) could otherwise be read half-written, and a
+    /// policy cut after some routes may still load, protecting less. The
+    /// text returned is the one that was compared, not a third read.
+    async fn settled_policy(&self) -> Option<Result<String, GatewayError>> {
         let path = self.inner.config.policy.clone();
-        let Ok(first) = std::fs::read(&path) else {
-            return true;
+        let read = || {
+            std::fs::read_to_string(&path)
+                .map_err(|e| GatewayError::Policy(format!("cannot read {}: {e}", path.display())))
+        };
+        let first = match read() {
+            Ok(text) => text,
+            // Nothing to wait for: the reload reports it.
+            Err(e) => return Some(Err(e)),
         };
         let in_force = self
             .inner
             .status
             .lock()
-            .map(|s| s.source.as_bytes() == first.as_slice() && s.last_error.is_none())
+            .map(|s| s.source == first && s.last_error.is_none())
             .unwrap_or(false);
         if in_force {
-            return true;
+            return Some(Ok(first));
         }
         tokio::time::sleep(POLICY_SETTLE).await;
-        let settled = std::fs::read(&path).is_ok_and(|second| second == first);
-        if !settled {
-            tracing::debug!(policy = %path.display(), "the policy file is still changing; reloading it later");
+        match read() {
+            Ok(second) if second == first => Some(Ok(second)),
+            _ => {
+                tracing::debug!(policy = %path.display(), "the policy file is still changing; reloading it later");
+                None
+            }
         }
-        settled
     }
 
     /// The router: the gateway's own endpoints under the admin prefix,
@@ -614,7 +623,16 @@ async fn proxy_request(State(gateway): State<Gateway>, mut request: Request<Body
         );
     }
     request.extensions_mut().insert(Arrived(arrived));
-    if gateway.inner.proxy.is_public(&request) {
+    let chosen = match gateway.inner.proxy.choose(&request) {
+        Ok(chosen) => chosen,
+        Err(reason) => {
+            gateway.inner.metrics.count_outcome(Outcome::Denied);
+            return proxy::failure(StatusCode::BAD_REQUEST, "invalid_request", reason);
+        }
+    };
+    let public = gateway.inner.proxy.is_public(&chosen);
+    request.extensions_mut().insert(chosen);
+    if public {
         return forward_public(&gateway, request, arrived).await;
     }
     let generation = gateway.generation();

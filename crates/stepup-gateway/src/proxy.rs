@@ -46,6 +46,14 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// The upstream a request goes to ([`Proxy::choose`]), and the host it was
+/// chosen by.
+#[derive(Debug, Clone)]
+pub(crate) struct Chosen {
+    index: Option<usize>,
+    host: Option<HeaderValue>,
+}
+
 /// When the request arrived, set by the gateway before the guard runs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Arrived(pub Instant);
@@ -66,6 +74,13 @@ type UpstreamBody = Limited<Body>;
 /// instances, so that a request an instance could not take can go to the
 /// next; longer bodies stream, and are not sent twice.
 const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
+
+/// All bodies kept for a second attempt at once, in KiB (64 MiB): past
+/// it, bodies stream and are not sent twice.
+const REPLAY_BUDGET_KIB: usize = 64 * 1024;
+
+/// How long a kept body may take to arrive.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest an instance that could not be reached is left out.
 const MAX_DOWN: Duration = Duration::from_secs(30);
@@ -139,6 +154,8 @@ pub(crate) struct Proxy {
     max_body_bytes: u64,
     trusted_proxies: Vec<IpNet>,
     started: Instant,
+    /// KiB of bodies kept for retries ([`REPLAY_BUDGET_KIB`]).
+    replay_budget: tokio::sync::Semaphore,
 }
 
 /// How one attempt at one instance went.
@@ -196,6 +213,7 @@ impl Proxy {
             max_body_bytes: config.max_body_bytes,
             trusted_proxies,
             started: Instant::now(),
+            replay_budget: tokio::sync::Semaphore::new(REPLAY_BUDGET_KIB),
         })
     }
 
@@ -203,24 +221,39 @@ impl Proxy {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX / 2)
     }
 
-    fn target_for(&self, parts: &http::request::Parts) -> Option<&Target> {
-        let host = original_host(parts);
-        select_upstream(
-            &self.upstreams,
-            host.as_ref().and_then(|h| h.to_str().ok()),
-            parts.uri.path(),
-        )
-        .and_then(|i| self.targets.get(i))
+    /// The upstream a request goes to, chosen once, before the guard, and
+    /// carried to [`Proxy::forward`] (as [`Chosen`]): the guard's verdict
+    /// and the forwarding must be about the same upstream. The host is the
+    /// `Host` header or the request target's authority (absolute form,
+    /// HTTP/2 `:authority`); a request whose `Host` is not text, or names
+    /// another authority than its target, is refused: two readings of the
+    /// host would let a request be judged for one upstream and sent to
+    /// another.
+    pub(crate) fn choose<B>(&self, request: &Request<B>) -> Result<Chosen, &'static str> {
+        let mut hosts = request.headers().get_all(header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (Some(_), Some(_)) => return Err("several Host headers"),
+            (Some(value), None) => Some(value.to_str().map_err(|_| "the Host header is not text")?),
+            (None, _) => None,
+        };
+        let authority = request.uri().authority().map(Authority::as_str);
+        if let (Some(host), Some(authority)) = (host, authority)
+            && !host.eq_ignore_ascii_case(authority)
+        {
+            return Err("the Host header names another authority than the request target");
+        }
+        let host = host.or(authority);
+        let index = select_upstream(&self.upstreams, host, request.uri().path());
+        Ok(Chosen {
+            index,
+            host: host.and_then(|h| HeaderValue::from_str(h).ok()),
+        })
     }
 
-    /// Whether `request` goes to a public upstream (no guard).
-    pub(crate) fn is_public<B>(&self, request: &Request<B>) -> bool {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(Authority::as_str));
-        select_upstream(&self.upstreams, host, request.uri().path())
+    /// Whether the chosen upstream is public (no guard).
+    pub(crate) fn is_public(&self, chosen: &Chosen) -> bool {
+        chosen
+            .index
             .and_then(|i| self.targets.get(i))
             .is_some_and(|t| t.public)
     }
@@ -242,8 +275,9 @@ impl Proxy {
             });
             response
         };
-        let host = original_host(&parts);
-        let Some(target) = self.target_for(&parts) else {
+        let chosen = parts.extensions.remove::<Chosen>();
+        let host = chosen.as_ref().and_then(|c| c.host.clone());
+        let Some(target) = chosen.and_then(|c| c.index).and_then(|i| self.targets.get(i)) else {
             return forwarded(
                 true,
                 failure(StatusCode::NOT_FOUND, "not_found", "no upstream serves this path"),
@@ -267,6 +301,13 @@ impl Proxy {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let claims = parts.extensions.get::<VerifiedClaims>();
+        // Whether there is a body, read before the hop-by-hop headers
+        // (Transfer-Encoding among them) go: HTTP/1.1 says so in its
+        // headers, HTTP/2 by ending the stream.
+        let bodiless = length == Some(0)
+            || (length.is_none()
+                && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+                && axum::body::HttpBody::size_hint(&body).exact() == Some(0));
         self.rewrite_headers(&mut parts.headers, host, peer, target.public);
         if let Err(message) = set_identity(&mut parts.headers, claims) {
             return forwarded(
@@ -274,26 +315,43 @@ impl Proxy {
                 failure(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message),
             );
         }
-        // A body that can be sent again: none, or a short one kept whole.
-        let bodiless =
-            length == Some(0) || (length.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING));
+        // A body that can be sent again: none, or a short one kept whole,
+        // within a budget shared by all requests (bodies of public upstreams
+        // are read before anyone is authenticated) and a time limit.
         let mut streamed = Some(body);
+        let mut _buffered: Option<tokio::sync::SemaphorePermit<'_>> = None;
         let replay: Option<bytes::Bytes> = if target.instances.len() < 2 {
             None
         } else if bodiless {
             Some(bytes::Bytes::new())
-        } else if length.is_some_and(|l| l <= REPLAYABLE_BODY_BYTES) {
+        } else if let Some(permit) = length.filter(|l| *l <= REPLAYABLE_BODY_BYTES).and_then(|l| {
+            self.replay_budget
+                .try_acquire_many(l.div_ceil(1024).max(1) as u32)
+                .ok()
+        }) {
+            _buffered = Some(permit);
             let body = streamed.take().unwrap_or_default();
-            match Limited::new(body, REPLAYABLE_BODY_BYTES as usize).collect().await {
-                Ok(collected) => Some(collected.to_bytes()),
-                Err(e) if body_too_long(e.as_ref()) => return forwarded(true, too_long()),
-                Err(_) => {
+            let read = Limited::new(body, REPLAYABLE_BODY_BYTES as usize).collect();
+            match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+                Ok(Ok(collected)) => Some(collected.to_bytes()),
+                Ok(Err(e)) if body_too_long(e.as_ref()) => return forwarded(true, too_long()),
+                Ok(Err(_)) => {
                     return forwarded(
                         true,
                         failure(
                             StatusCode::BAD_REQUEST,
                             "invalid_request",
                             "the request body was cut short",
+                        ),
+                    );
+                }
+                Err(_) => {
+                    return forwarded(
+                        true,
+                        failure(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "invalid_request",
+                            "the request body did not arrive in time",
                         ),
                     );
                 }
@@ -535,16 +593,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-}
-
-fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    parts.headers.get(header::HOST).cloned().or_else(|| {
-        // HTTP/2 carries it in :authority.
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): those of this connection only.

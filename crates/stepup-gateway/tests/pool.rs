@@ -384,3 +384,122 @@ async fn readiness_waits_for_the_issuer_s_keys() {
     let error = gateway.load_keys().await.unwrap_err().to_string();
     assert!(error.contains("cannot reach the issuer"), "{error}");
 }
+
+/// Sends raw bytes (with `Connection: close`) to the gateway; the status
+/// code and what follows the headers.
+async fn raw(url: &str, request: &[u8]) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn raw_status(url: &str, request: &[u8]) -> u16 {
+    raw(url, request).await.0
+}
+
+/// The host that chooses the upstream is read once: a request cannot be
+/// judged public by one reading of its host and sent to the guarded API by
+/// another.
+#[tokio::test]
+async fn a_host_read_two_ways_is_refused() {
+    let (login, login_calls) = instance("login").await;
+    let (api, api_calls) = instance("api").await;
+    let f = front(
+        "two-hosts",
+        &format!(
+            "[[upstream]]\nhost = \"login.example\"\nprefix = \"/\"\nurl = \"{login}\"\npublic = true\n\
+             [[upstream]]\nprefix = \"/\"\nurl = \"{api}\"\n"
+        ),
+        POLICY,
+    )
+    .await
+    .unwrap();
+    // The request target names the public host, the Host header is not text.
+    let not_text = raw_status(
+        &f.url,
+        b"GET http://login.example/accounts/1/balance HTTP/1.1\r\nHost: a\xff\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(not_text, 400);
+    // The request target and the Host header disagree.
+    let disagree = raw_status(
+        &f.url,
+        b"GET http://login.example/accounts/1/balance HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(disagree, 400);
+    let two = raw_status(
+        &f.url,
+        b"GET /accounts/1/balance HTTP/1.1\r\nHost: login.example\r\nHost: api.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(two, 400);
+    assert_eq!(
+        api_calls.load(Ordering::SeqCst),
+        0,
+        "the API was reached without the guard"
+    );
+    // Agreeing, the absolute form is served: public for the public host...
+    let agree = raw_status(
+        &f.url,
+        b"GET http://login.example/token HTTP/1.1\r\nHost: login.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(agree, 200);
+    assert_eq!(login_calls.load(Ordering::SeqCst), 1);
+    // ...and guarded for the API's.
+    let guarded = raw_status(
+        &f.url,
+        b"GET http://api.example/accounts/1/balance HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(guarded, 401);
+    assert_eq!(api_calls.load(Ordering::SeqCst), 0);
+}
+
+/// A chunked body (no length) is streamed, not kept: it is never sent
+/// again, least of all empty. The first request meets the dead instance
+/// and gets 502; the next goes to the live one whole.
+#[tokio::test]
+async fn a_streamed_body_is_never_repeated() {
+    let dead = closed_port().await;
+    let (live, live_calls) = instance("live").await;
+    let f = front(
+        "streamed",
+        &format!("[[upstream]]\nprefix = \"/\"\nurls = [\"{dead}\", \"{live}\"]"),
+        ONLY_DEFAULT,
+    )
+    .await
+    .unwrap();
+    let token = f.issuer.token(PWD, 10);
+    let chunked = |text: &str| {
+        format!(
+            "POST /payments HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer {token}\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{text}\r\n0\r\n\r\n",
+            text.len()
+        )
+    };
+    let (first, _) = raw(&f.url, chunked("{\"amount\":1}").as_bytes()).await;
+    assert_eq!(first, 502);
+    assert_eq!(
+        live_calls.load(Ordering::SeqCst),
+        0,
+        "the body went on, empty or not"
+    );
+    let (second, body) = raw(&f.url, chunked("{\"amount\":2}").as_bytes()).await;
+    assert_eq!(second, 200, "{body}");
+    // The echo's JSON, possibly chunked on the way back.
+    assert!(body.contains("\"instance\":\"live\""), "{body}");
+    assert!(body.contains(r#""body":"{\"amount\":2}""#), "{body}");
+}

@@ -140,9 +140,12 @@ impl KeySource {
         let Some(remote) = &self.remote else {
             return;
         };
-        let mut last = remote.last_fetch.lock().await;
-        if last.elapsed() < remote.max_age || !self.is_loaded() {
+        if !self.is_loaded() {
             // An empty source fetches on the unknown-key path instead.
+            return;
+        }
+        let mut last = remote.last_fetch.lock().await;
+        if last.elapsed() < remote.max_age {
             return;
         }
         match remote.fetch().await {
@@ -182,7 +185,14 @@ impl KeySource {
         let Some(remote) = &self.remote else {
             return Ok(self.current());
         };
-        let mut last = remote.last_fetch.lock().await;
+        let mut last = if self.is_loaded() {
+            remote.last_fetch.lock().await
+        } else {
+            // Nothing to serve with: a request does not queue behind
+            // another's fetch (each up to the connect timeout), it is told
+            // at once that the keys are not there yet.
+            remote.last_fetch.try_lock().map_err(|_| FetchError::NotLoaded)?
+        };
         let interval = if self.is_loaded() {
             remote.min_refresh_interval
         } else {
@@ -196,8 +206,11 @@ impl KeySource {
             // Another request may have refreshed while we waited for the lock.
             return Ok(self.current());
         }
+        let fetched = remote.fetch().await;
+        // Counted from the end of the fetch: a slow issuer is not asked
+        // again the moment a slow try fails.
         *last = Instant::now();
-        let jwks = Arc::new(remote.fetch().await?);
+        let jwks = Arc::new(fetched?);
         self.replace(Arc::clone(&jwks));
         Ok(jwks)
     }
