@@ -53,6 +53,9 @@ fn at_hash(alg: Algorithm, access_token: &str) -> String {
 /// `grant` is what the tokens say; `kept` is what the new refresh token
 /// carries (the same, except that narrowing `scope` on refresh narrows
 /// only the tokens, RFC 6749 §6).
+/// Nothing is handed out unless recorded; a grant refused while its
+/// tokens are prepared (an unknown `resource`, say) keeps its value used,
+/// as every refusal after the value was presented does.
 async fn issue(
     state: &ServerState,
     client: &Client,
@@ -62,6 +65,52 @@ async fn issue(
     form: &Form,
     jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
+    let Prepared {
+        mut body,
+        access_jti,
+        access_exp,
+        refresh,
+    } = match prepare(state, client, grant, kept, form, jkt) {
+        Ok(prepared) => prepared,
+        Err(e) => return refuse(claim, e).await,
+    };
+    let refresh_id = refresh.as_ref().map(|(secret, _, _)| session::secret_id(secret));
+    let recorded = claim
+        .record_issued(
+            &access_jti,
+            access_exp,
+            refresh_id
+                .as_deref()
+                .zip(refresh.as_ref())
+                .map(|(id, (_, grant, end))| (id, grant.as_str(), *end)),
+        )
+        .await?;
+    if !recorded {
+        return Err(OAuthError::invalid_grant("the grant was revoked"));
+    }
+    if let Some((secret, _, _)) = refresh {
+        body["refresh_token"] = Value::from(secret);
+    }
+    Ok(body)
+}
+
+/// The tokens of a grant, signed, not yet recorded.
+struct Prepared {
+    body: Value,
+    access_jti: String,
+    access_exp: i64,
+    /// The new refresh token: secret, grant JSON, family end.
+    refresh: Option<(String, String, i64)>,
+}
+
+fn prepare(
+    state: &ServerState,
+    client: &Client,
+    grant: &Grant,
+    kept: &Grant,
+    form: &Form,
+    jkt: Option<&str>,
+) -> Result<Prepared, OAuthError> {
     let now = state.clock.now().seconds();
     let scopes = scopes_of(grant);
     let mut lifetime = if elevated(state, &grant.acr) {
@@ -140,28 +189,16 @@ async fn issue(
     } else {
         None
     };
-    let refresh_id = refresh.as_ref().map(|(secret, _, _)| session::secret_id(secret));
-    let recorded = claim
-        .record_issued(
-            &access.jti,
-            access.exp,
-            refresh_id
-                .as_deref()
-                .zip(refresh.as_ref())
-                .map(|(id, (_, grant, end))| (id, grant.as_str(), *end)),
-        )
-        .await?;
-    if !recorded {
-        return Err(OAuthError::invalid_grant("the grant was revoked"));
-    }
-    if let Some((secret, _, _)) = refresh {
-        body["refresh_token"] = Value::from(secret);
-    }
-    Ok(body)
+    Ok(Prepared {
+        body,
+        access_jti: access.jti,
+        access_exp: access.exp,
+        refresh,
+    })
 }
 
-/// Claims a one-time value; a replay revokes its family. An expired value
-/// stays used and is refused.
+/// Claims a one-time value; a replay revokes its family (in the claim's
+/// transaction). An expired value stays used and is refused.
 async fn claim(
     state: &ServerState,
     kind: OneTime,
@@ -176,7 +213,6 @@ async fn claim(
     {
         Claimed::NotFound => Err(OAuthError::invalid_grant(format!("unknown {what}"))),
         Claimed::Replayed { family_id } => {
-            state.store.revoke_family(&family_id, now).await?;
             tracing::warn!(family = %family_id, "{what} replayed: the tokens issued from it are revoked");
             Err(OAuthError::invalid_grant(format!(
                 "{what} already used; the tokens issued from it are revoked"

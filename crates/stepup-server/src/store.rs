@@ -448,7 +448,7 @@ pub struct StoredPending {
 pub enum Claimed {
     /// First use: the claim, still open.
     Fresh(Claim),
-    /// Already used: a replay. The family should be revoked.
+    /// Already used: a replay. The family is revoked.
     Replayed {
         /// The token family.
         family_id: String,
@@ -1121,7 +1121,11 @@ impl Store {
         };
         let family_id: String = row.try_get("family_id")?;
         if !claimed {
-            tx.rollback().await?;
+            // A replay: what the value issued is revoked in this same
+            // transaction, which already holds the write lock (a second
+            // one could time out and leave the family live).
+            self.revoke_family_in(&mut tx, &family_id, now).await?;
+            tx.commit().await?;
             return Ok(Claimed::Replayed { family_id });
         }
         Ok(Claimed::Fresh(Claim {

@@ -425,69 +425,108 @@ async fn token_request_mistakes(backend: Backend) {
 }
 on_both_backends!(token_request_mistakes);
 
-/// A code is claimed and its tokens recorded in one transaction. A grant
-/// refused once the code was judged (wrong verifier) keeps the code used;
-/// a request refused before anything could be issued (an unknown
-/// `resource`) leaves it to the client's corrected request.
-async fn refused_exchanges_keep_or_release_the_code(backend: Backend) {
+/// A code is claimed and its tokens recorded in one transaction. Every
+/// refusal after the code was presented keeps it used: a wrong verifier,
+/// and an unknown `resource` found while the tokens are prepared.
+async fn refused_exchanges_burn_the_code(backend: Backend) {
     let (s, _) = setup(backend, false).await;
     let b = Browser::new();
-    let form = |code: &str, verifier: &str, resource: Option<&str>| {
-        let mut form = vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", REDIRECT.to_owned()),
-            ("code_verifier", verifier.to_owned()),
-            ("client_id", "web".to_owned()),
-        ];
-        if let Some(resource) = resource {
-            form.push(("resource", resource.to_owned()));
-        }
-        form
-    };
-    let post = |form: Vec<(&'static str, String)>| {
+    let post = |code: String, verifier: String, resource: Option<&'static str>| {
         let s = &s;
         async move {
+            let mut form = vec![
+                ("grant_type", "authorization_code".to_owned()),
+                ("code", code),
+                ("redirect_uri", REDIRECT.to_owned()),
+                ("code_verifier", verifier),
+                ("client_id", "web".to_owned()),
+            ];
+            if let Some(resource) = resource {
+                form.push(("resource", resource.to_owned()));
+            }
             let refs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let (status, _, body) = s.post("/token", None, &refs).await;
             (status, body["error"].as_str().map(str::to_owned))
         }
     };
+    for (verifier, resource, error) in [
+        ("x".repeat(43), None, "invalid_grant"),
+        (
+            VERIFIER.to_owned(),
+            Some("https://evil.example"),
+            "invalid_target",
+        ),
+    ] {
+        let code = password_login(&s, &b, &[("prompt", "login")])
+            .await
+            .redirect_param("code")
+            .unwrap();
+        let refused = post(code.clone(), verifier, resource).await;
+        assert_eq!(refused, (400, Some(error.to_owned())));
+        let (status, body) = exchange(&s, &code).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{body}"
+        );
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("already used"),
+            "{body}"
+        );
+    }
+}
+on_both_backends!(refused_exchanges_burn_the_code);
 
-    let code = password_login(&s, &b, &[("prompt", "login")])
-        .await
-        .redirect_param("code")
-        .unwrap();
-    let wrong = post(form(&code, &"x".repeat(43), None)).await;
-    assert_eq!(wrong, (400, Some("invalid_grant".to_owned())));
-    let (status, body) = exchange(&s, &code).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{body}"
-    );
-
-    let code = password_login(&s, &b, &[("prompt", "login")])
-        .await
-        .redirect_param("code")
-        .unwrap();
-    let bad_target = post(form(&code, VERIFIER, Some("https://evil.example"))).await;
-    assert_eq!(bad_target, (400, Some("invalid_target".to_owned())));
-    let (status, body) = exchange(&s, &code).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body["access_token"].is_string());
-    // Now it is used.
-    let (status, _) = exchange(&s, &code).await;
+/// Eight exchanges of one code at once: exactly one gets tokens, the
+/// others are replays, and the replays revoke what the one got.
+async fn concurrent_exchanges_of_one_code_yield_one_token_then_none(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let b = Browser::new();
+    let code = password_login(&s, &b, &[]).await.redirect_param("code").unwrap();
+    let e = || exchange(&s, &code);
+    let (a1, a2, a3, a4, a5, a6, a7, a8) = tokio::join!(e(), e(), e(), e(), e(), e(), e(), e());
+    let answers = [a1, a2, a3, a4, a5, a6, a7, a8];
+    let won: Vec<&Value> = answers
+        .iter()
+        .filter(|(st, _)| *st == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(st, _)| *st != 200) {
+        assert_eq!(
+            (*status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{body}"
+        );
+    }
+    let svc = s
+        .register("rs", AuthMethod::ClientSecretBasic, &["client_credentials"], &[])
+        .await;
+    let (_, _, intro) = s
+        .post(
+            "/introspect",
+            Some((&svc.id, &svc.secret)),
+            &[("token", won[0]["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(intro, json!({"active": false}), "the replays revoked the family");
+    let (status, _, _) = s
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", won[0]["refresh_token"].as_str().unwrap()),
+                ("client_id", "web"),
+            ],
+        )
+        .await;
     assert_eq!(status, 400);
 }
-on_both_backends!(refused_exchanges_keep_or_release_the_code);
+on_both_backends!(concurrent_exchanges_of_one_code_yield_one_token_then_none);
 
 async fn authorization_request_mistakes(backend: Backend) {
     let (s, _) = setup(backend, false).await;
