@@ -383,6 +383,51 @@ async fn readiness_waits_for_the_issuer_s_keys() {
     assert_eq!(call.status(), 503);
     let error = gateway.load_keys().await.unwrap_err().to_string();
     assert!(error.contains("cannot reach the issuer"), "{error}");
+
+    // The issuer comes up on its address: the gateway's own retries (1 s,
+    // then 2 s) load the keys, readiness turns, and its tokens pass.
+    let issuer = Issuer::new();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (jwks, counted) = (
+        json!({ "keys": [issuer.key.public_jwk(Some("k1"))] }),
+        fetches.clone(),
+    );
+    let metadata = json!({ "issuer": nowhere, "jwks_uri": format!("{nowhere}/jwks") });
+    let app = Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            axum::routing::get(move || async move { axum::Json(metadata) }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                axum::Json(jwks)
+            }),
+        );
+    let listener = TcpListener::bind(nowhere.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let started = std::time::Instant::now();
+    while !gateway.keys_loaded() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "the keys never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ready = http.get(format!("{url}/-/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let token = issuer.token_with(PWD, 10, json!({ "iss": nowhere }));
+    let call = http
+        .get(format!("{url}/x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "the keys were fetched once");
 }
 
 /// Sends raw bytes (with `Connection: close`) to the gateway; the status
