@@ -29,7 +29,7 @@ use url::Url;
 
 mod support;
 
-use support::{admin, enrol, free_port, server_config};
+use support::{Killed, admin, enrol, free_port, server_config};
 
 const MFA: &str = "urn:stepup:acr:mfa";
 const CLIENT: &str = "stepup-cli";
@@ -415,8 +415,8 @@ async fn two_instances_on_postgres_lose_nothing_when_one_dies() {
     std::fs::write(&config_b, instance_config(port_a, port_b, &url)).unwrap();
     let totp = add_user(&config_a, "alice", "alice-password-1");
     add_cli_client(&config_a);
-    let mut a = serve(&config_a);
-    let mut b = serve(&config_b);
+    let mut a = Killed(serve(&config_a));
+    let b = Killed(serve(&config_b));
     let instances = Arc::new([
         Server {
             base: format!("http://127.0.0.1:{port_a}"),
@@ -506,8 +506,8 @@ async fn two_instances_on_postgres_lose_nothing_when_one_dies() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    a.kill().unwrap(); // SIGKILL
-    a.wait().unwrap();
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
     a_dead.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::SeqCst);
@@ -535,8 +535,7 @@ async fn two_instances_on_postgres_lose_nothing_when_one_dies() {
         alice.take_sign_ins().iter().all(|s| s.asked.is_empty()),
         "the session was lost with its instance"
     );
-    b.kill().unwrap();
-    b.wait().unwrap();
+    drop(b);
     drop_schema(&pool, &schema).await;
 }
 
@@ -652,9 +651,10 @@ url = "http://127.0.0.1:{api_port}"
         ),
     )
     .unwrap();
-    let mut a = serve(&config_a);
-    let mut b = serve(&config_b);
-    let mut gw = gateway(&dir.join("gateway.toml"), &issuer).await;
+    // Killed on drop: a failed assertion leaves no process behind.
+    let mut a = Killed(serve(&config_a));
+    let b = Killed(serve(&config_b));
+    let gw = Killed(gateway(&dir.join("gateway.toml"), &issuer).await);
     let front = Arc::new(Server {
         base: issuer.clone(),
         http: reqwest::Client::new(),
@@ -740,8 +740,8 @@ url = "http://127.0.0.1:{api_port}"
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    a.kill().unwrap(); // SIGKILL
-    a.wait().unwrap();
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
     a_dead.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::SeqCst);
@@ -797,9 +797,6 @@ url = "http://127.0.0.1:{api_port}"
     // instance was noticed (a request cut, or one sent on).
     assert_eq!(upstream_errors, total.cut as u64);
     assert!(upstream_errors + retries > 0, "{metrics}");
-    for child in [&mut gw, &mut b] {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    drop((gw, b));
     drop_schema(&pool, &schema).await;
 }
