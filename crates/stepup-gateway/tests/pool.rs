@@ -180,20 +180,27 @@ async fn instances_are_taken_in_turn() {
     }
 }
 
-/// An instance that cannot be connected to never saw the request: any
-/// request, with its body, goes to the next, and the dead one is left out
-/// for a while instead of being tried first again.
-#[tokio::test]
-async fn an_unreachable_instance_is_skipped_and_left_out() {
+/// A gateway in front of two instances, the first one dead (its turn comes
+/// first); the live one's call count.
+async fn dead_then_live(name: &str) -> (Front, Arc<AtomicUsize>) {
     let dead = closed_port().await;
     let (live, live_calls) = instance("live").await;
     let f = front(
-        "unreachable",
+        name,
         &format!("[[upstream]]\nprefix = \"/\"\nurls = [\"{dead}\", \"{live}\"]"),
         ONLY_DEFAULT,
     )
     .await
     .unwrap();
+    (f, live_calls)
+}
+
+/// An instance that cannot be connected to never saw the request: any
+/// request, with its body, goes to the next, and the dead one is left out
+/// for a while instead of being tried first again.
+#[tokio::test]
+async fn an_unreachable_instance_is_skipped_and_left_out() {
+    let (f, live_calls) = dead_then_live("unreachable").await;
     let token = f.issuer.token(PWD, 10);
     for i in 0..10 {
         let body = format!("{{\"n\":{i}}}");
@@ -518,15 +525,7 @@ async fn a_host_read_two_ways_is_refused() {
 /// and gets 502; the next goes to the live one whole.
 #[tokio::test]
 async fn a_streamed_body_is_never_repeated() {
-    let dead = closed_port().await;
-    let (live, live_calls) = instance("live").await;
-    let f = front(
-        "streamed",
-        &format!("[[upstream]]\nprefix = \"/\"\nurls = [\"{dead}\", \"{live}\"]"),
-        ONLY_DEFAULT,
-    )
-    .await
-    .unwrap();
+    let (f, live_calls) = dead_then_live("streamed").await;
     let token = f.issuer.token(PWD, 10);
     let chunked = |text: &str| {
         format!(
