@@ -94,6 +94,32 @@ fn serve(config: &Path) -> Child {
     child
 }
 
+/// `stepup serve` on a free port, which `config(port)` writes into its
+/// configuration at `path`. A port is picked free and then bound by the
+/// child: another test may take it in between, so another is tried.
+fn serve_on_free_port(path: &Path, config: impl Fn(u16) -> String) -> (Killed, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        std::fs::write(path, config(port)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+            .args(["serve", "--config"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let child = Killed(child);
+        if line.starts_with("stepup-server listening") {
+            return (child, port);
+        }
+    }
+    panic!("stepup serve found no free port in 5 tries");
+}
+
 struct Pkce {
     verifier: String,
     challenge: String,
@@ -408,15 +434,13 @@ fn unreachable(error: &str) -> bool {
 async fn two_instances_on_postgres_lose_nothing_when_one_dies() {
     let (url, pool, schema) = postgres_schema("failover").await;
     let dir = temp_dir("failover");
-    let (port_a, port_b) = (free_port(), free_port());
     let config_a = dir.join("a.toml");
     let config_b = dir.join("b.toml");
-    std::fs::write(&config_a, instance_config(port_a, port_a, &url)).unwrap();
-    std::fs::write(&config_b, instance_config(port_a, port_b, &url)).unwrap();
+    std::fs::write(&config_a, instance_config(0, 0, &url)).unwrap();
     let totp = add_user(&config_a, "alice", "alice-password-1");
     add_cli_client(&config_a);
-    let mut a = Killed(serve(&config_a));
-    let b = Killed(serve(&config_b));
+    let (mut a, port_a) = serve_on_free_port(&config_a, |port| instance_config(port, port, &url));
+    let (b, port_b) = serve_on_free_port(&config_b, |port| instance_config(port_a, port, &url));
     let instances = Arc::new([
         Server {
             base: format!("http://127.0.0.1:{port_a}"),
@@ -605,15 +629,17 @@ struct Through {
 async fn two_instances_behind_the_gateway_lose_nothing_when_one_dies() {
     let (url, pool, schema) = postgres_schema("gatewayed").await;
     let dir = temp_dir("gatewayed");
-    let (port_a, port_b, port_gw) = (free_port(), free_port(), free_port());
     let api_port = api().await;
+    let port_gw = free_port();
     let issuer = format!("http://127.0.0.1:{port_gw}");
     let config_a = dir.join("a.toml");
     let config_b = dir.join("b.toml");
-    std::fs::write(&config_a, instance_config(port_gw, port_a, &url)).unwrap();
-    std::fs::write(&config_b, instance_config(port_gw, port_b, &url)).unwrap();
+    std::fs::write(&config_a, instance_config(port_gw, 0, &url)).unwrap();
     let totp = add_user(&config_a, "alice", "alice-password-1");
     add_cli_client(&config_a);
+    // Killed on drop: a failed assertion leaves no process behind.
+    let (mut a, port_a) = serve_on_free_port(&config_a, |port| instance_config(port_gw, port, &url));
+    let (b, port_b) = serve_on_free_port(&config_b, |port| instance_config(port_gw, port, &url));
     std::fs::write(
         dir.join("policy.toml"),
         r#"
@@ -651,9 +677,6 @@ url = "http://127.0.0.1:{api_port}"
         ),
     )
     .unwrap();
-    // Killed on drop: a failed assertion leaves no process behind.
-    let mut a = Killed(serve(&config_a));
-    let b = Killed(serve(&config_b));
     let gw = Killed(gateway(&dir.join("gateway.toml"), &issuer).await);
     let front = Arc::new(Server {
         base: issuer.clone(),
