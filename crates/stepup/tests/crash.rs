@@ -77,10 +77,11 @@ fn add_cli_client(config: &Path) {
     );
 }
 
-/// `stepup serve`, waited for until it listens.
-fn serve(config: &Path) -> Child {
+/// `stepup COMMAND --config CONFIG`, and the first line it prints (empty
+/// if it exited first).
+fn spawn(command: &str, config: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .args(["serve", "--config"])
+        .args([command, "--config"])
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -89,7 +90,13 @@ fn serve(config: &Path) -> Child {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    (child, line)
+}
+
+/// `stepup serve`, waited for until it listens.
+fn serve(config: &Path) -> Child {
+    let (child, line) = spawn("serve", config);
     assert!(line.starts_with("stepup-server listening"), "{line:?}");
     child
 }
@@ -101,17 +108,7 @@ fn serve_on_free_port(path: &Path, config: impl Fn(u16) -> String) -> (Killed, u
     for _ in 0..5 {
         let port = free_port();
         std::fs::write(path, config(port)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
-            .args(["serve", "--config"])
-            .arg(path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
+        let (child, line) = spawn("serve", path);
         let child = Killed(child);
         if line.starts_with("stepup-server listening") {
             return (child, port);
@@ -566,17 +563,7 @@ async fn two_instances_on_postgres_lose_nothing_when_one_dies() {
 /// `stepup gateway`, waited for until it listens and has its issuer's keys
 /// (which it fetches through itself: the issuer is behind it).
 async fn gateway(config: &Path, url: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .args(["gateway", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    let _ = BufReader::new(stdout).read_line(&mut line);
+    let (mut child, line) = spawn("gateway", config);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut ready = false;
     while line.starts_with("stepup-gateway listening") && !ready && Instant::now() < deadline {
