@@ -189,11 +189,7 @@ impl Gateway {
             reason: e.to_string(),
         })?;
         let verifier = Arc::new(JwtVerifier::for_issuer(&config.issuer, &config.audience, http));
-        let mut gateway = Self::with_verifier(config, TokenVerifier::Jwt(verifier.clone()))?;
-        if let Some(inner) = Arc::get_mut(&mut gateway.inner) {
-            inner.issuer_keys = Some(verifier);
-        }
-        Ok(gateway)
+        Self::build(config, TokenVerifier::Jwt(verifier.clone()), Some(verifier))
     }
 
     /// Fetches the issuer's keys now (discovery first), whether or not they
@@ -246,6 +242,15 @@ impl Gateway {
     /// A gateway that verifies tokens with `verifier` (tests, benchmarks,
     /// introspection).
     pub fn with_verifier(config: GatewayConfig, verifier: TokenVerifier) -> Result<Self, GatewayError> {
+        Self::build(config, verifier, None)
+    }
+
+    /// The gateway; `issuer_keys` when it fetches its issuer's keys itself.
+    fn build(
+        config: GatewayConfig,
+        verifier: TokenVerifier,
+        issuer_keys: Option<Arc<JwtVerifier>>,
+    ) -> Result<Self, GatewayError> {
         let (source, policy) = read_policy(&config.policy)?;
         let mut risk = RiskOptions::new().activity(Arc::new(MemoryActivity::new(ActivityOptions::default())));
         let proxies = config
@@ -320,7 +325,7 @@ impl Gateway {
                 proxy,
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
-                issuer_keys: None,
+                issuer_keys,
                 admin_allow,
             }),
         })
