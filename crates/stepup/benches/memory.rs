@@ -13,9 +13,19 @@
 //! Run with `cargo bench -p stepup --bench memory`; the figures go to
 //! `$CARGO_TARGET_DIR/stepup-bench/memory.json`. Linux only (`/proc`).
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
-use std::io::{BufRead, BufReader, Write};
+// `stepup admin` and free ports, as the tests run them.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +36,7 @@ use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use serde_json::{Value, json};
 use stepup_benchkit::headline::{Headline, Target, headlines_json};
 use stepup_benchkit::{Load, Protocol, Result, env_setting, round, serve, write_figures};
+use support::{admin, free_port};
 
 /// A child process killed when dropped.
 struct Process {
@@ -78,35 +89,6 @@ fn start(name: &'static str, args: &[&str], config: &Path, ready_line: &str) -> 
     Ok(process)
 }
 
-fn admin(config: &Path, args: &[&str]) -> Result<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .arg("admin")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("stepup admin: {e}"))?;
-    drop(child.stdin.take().map(|mut s| s.write_all(b"")));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("stepup admin: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "stepup admin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 /// A client-credentials token of `svc`.
 async fn token(http: &reqwest::Client, issuer: &str, secret: &str) -> Result<String> {
     let response = http
@@ -157,7 +139,7 @@ async fn run() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("stepup-bench-memory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (server_port, gateway_port) = (free_port()?, free_port()?);
+    let (server_port, gateway_port) = (free_port(), free_port());
     let issuer = format!("http://127.0.0.1:{server_port}");
     let server_config = dir.join("server.toml");
     let write = |path: &Path, text: String| {
@@ -183,7 +165,8 @@ async fn run() -> Result<()> {
             "--scope",
             "accounts:read",
         ],
-    )?;
+        "",
+    );
     let secret = added
         .lines()
         .find_map(|l| l.strip_prefix("client_secret: "))
