@@ -24,6 +24,7 @@ pub mod route;
 pub mod scope;
 pub mod secret;
 pub mod time;
+pub mod token_cache;
 pub mod totp;
 
 pub use access_token::{AccessTokenClaims, ClaimsError, ClaimsRules, TokenFacts};
@@ -34,3 +35,4 @@ pub use route::RequestPathError;
 pub use scope::Scope;
 pub use secret::ClientSecret;
 pub use time::{Clock, SystemClock, UnixTime};
+pub use token_cache::TokenCache;

@@ -16,8 +16,8 @@ use crate::amount::{AmountError, Transaction, read_json_body, transaction_of};
 use crate::risk::{self, Observed, RiskOptions};
 use crate::transaction::{Mismatch, TransactionOptions, TransactionRule};
 
+use crate::TokenCache;
 use crate::authorization::{AuthorizationError, Scheme, access_token};
-use crate::cache::TokenCache;
 use crate::dpop::DpopOptions;
 use crate::verify::{TokenVerifier, VerifiedToken, VerifyError};
 

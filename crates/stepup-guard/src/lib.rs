@@ -33,7 +33,6 @@
 pub mod activity;
 pub mod amount;
 mod authorization;
-mod cache;
 pub mod client_ip;
 pub mod dpop;
 mod fetch;
@@ -47,7 +46,8 @@ pub mod risk;
 pub mod transaction;
 mod verify;
 
-pub use cache::TokenCache;
+/// The guard's verified-token cache.
+pub type TokenCache = stepup_core::TokenCache<VerifiedToken>;
 pub use fetch::{FetchError, HttpFetcher};
 pub use guard::{Guard, GuardBuilder, Rejection};
 pub use jwks::{KeySource, ServerMetadata, discover};

@@ -49,12 +49,14 @@
 //!    which is answered at once by a 303 carrying a code, and exchanges the
 //!    code with its PKCE verifier at `POST /token`;
 //! 4. `introspection`: `POST /introspect` with the resource server's Basic
-//!    credentials, of a valid access token of `svc`: at stepup an ES256 JWT
-//!    (signature checked, then a revocation look-up in the database); at
-//!    oidc-provider an opaque token of the same client (a look-up in memory),
-//!    because oidc-provider refuses to introspect JWTs ("Structured JWT
-//!    Tokens cannot be introspected"): the two do different work for the same
-//!    request, and the row says so.
+//!    credentials, of one valid access token of `svc`, again and again, as
+//!    a resource server asks about the token of a client calling it: at
+//!    stepup an ES256 JWT (its signature checked at the first request, then
+//!    remembered by the key ring; a revocation look-up in the database at
+//!    every request); at oidc-provider an opaque token of the same client (a
+//!    look-up in memory), because oidc-provider refuses to introspect JWTs
+//!    ("Structured JWT Tokens cannot be introspected"): the two do different
+//!    work for the same request, and the row says so.
 //!
 //! The ratio stepup / oidc-provider of a flow is the median, over rounds, of
 //! stepup's round divided by oidc-provider's round just after it (drift on a
@@ -99,8 +101,8 @@
 //!   stepup's runtime uses both cores; the load generator shares the same
 //!   2 cores with whichever server runs (node's idle while stepup runs, and
 //!   the other way round);
-//! - introspection: see above, a signature check and a database read against
-//!   an in-memory look-up;
+//! - introspection: see above, a remembered signature check and a database
+//!   read against an in-memory look-up;
 //! - oidc-provider's rounds of a writing flow slow down a little from round
 //!   to round (refresh: about 1,150/s in the first round, 900/s in the
 //!   fifth, in one run), which fits its in-memory adapter walking the
@@ -118,7 +120,9 @@
 //! `STEPUP_BENCH_ROUNDS` (rounds per flow and server, default 5),
 //! `STEPUP_BENCH_STEP_UPS` (step-up round trips, default 200, at most
 //! 1,000), `STEPUP_BENCH_DB_DIR` (where the temporary database directory is
-//! made; default the system's temporary directory). Without `node` or `npm`
+//! made; default the system's temporary directory), `STEPUP_BENCH_FLOWS`
+//! (a comma-separated list of the flows to measure, by their keys in the
+//! figures file, for profiling one of them; default all). Without `node` or `npm`
 //! (or when `npm ci` or the server fails to start), the bench says why,
 //! measures stepup alone and marks the comparison as not measured.
 //! Progress goes to stderr, the tables to stdout and the figures to
@@ -207,6 +211,7 @@ struct Settings {
     rounds: usize,
     step_ups: usize,
     db_dir: Option<PathBuf>,
+    flows: Vec<Flow>,
 }
 
 impl Settings {
@@ -217,6 +222,21 @@ impl Settings {
             rounds: env_setting("STEPUP_BENCH_ROUNDS", 5)?,
             step_ups: env_setting("STEPUP_BENCH_STEP_UPS", 200)?,
             db_dir: std::env::var_os("STEPUP_BENCH_DB_DIR").map(PathBuf::from),
+            flows: match std::env::var("STEPUP_BENCH_FLOWS") {
+                Ok(list) => list
+                    .split(',')
+                    .map(|key| {
+                        FLOWS.into_iter().find(|f| f.key() == key.trim()).ok_or_else(|| {
+                            let keys: Vec<_> = FLOWS.iter().map(|f| f.key()).collect();
+                            format!(
+                                "STEPUP_BENCH_FLOWS: unknown flow {key:?} (flows: {})",
+                                keys.join(", ")
+                            )
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                Err(_) => FLOWS.to_vec(),
+            },
         };
         if settings.step_ups > MAX_STEP_UPS {
             return Err(format!(
@@ -1397,7 +1417,7 @@ fn min_max(values: &[f64]) -> (f64, f64) {
 /// Every flow, in alternating rounds over the targets.
 async fn measure_flows(targets: &[Target], settings: &Settings) -> Result<Vec<Measured>> {
     let mut results = Vec::new();
-    for flow in FLOWS {
+    for &flow in &settings.flows {
         eprintln!(
             "{}: {} rounds × ({} ms warm-up + {} s) at each of {} server(s), {} connections",
             flow.name(),
@@ -1579,7 +1599,7 @@ impl Report {
             us(&self.step_up.token, 0.99)
         );
         println!(
-            "(per second: median of the rounds; refresh_token and code exchange each sign two JWTs: access token and ID token, scope openid; introspection checks one; step-up: the sum of its three requests' times, each on loopback, idle server)"
+            "(per second: median of the rounds; refresh_token and code exchange each sign two JWTs: access token and ID token, scope openid; introspection checks one, once per token; step-up: the sum of its three requests' times, each on loopback, idle server)"
         );
 
         println!();
@@ -1623,7 +1643,7 @@ impl Report {
                     );
                 }
                 println!(
-                    "(ratio: median over rounds of stepup's round / oidc-provider's round after it; oidc-provider keeps its state in memory, stepup commits to SQLite on {}; introspection: a JWT checked + a database read at stepup, an opaque token looked up in memory at oidc-provider, which does not introspect JWTs)",
+                    "(ratio: median over rounds of stepup's round / oidc-provider's round after it; oidc-provider keeps its state in memory, stepup commits to SQLite on {}; introspection: a JWT checked once + a database read each time at stepup, an opaque token looked up in memory at oidc-provider, which does not introspect JWTs)",
                     self.file_system
                 );
             }

@@ -2,12 +2,16 @@
 //! command. A retired key stops signing at once but stays in the JWKS until
 //! every token it signed has expired, so resource servers keep verifying them.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
+use stepup_core::access_token::AccessTokenClaims;
 use stepup_core::jwk::{Algorithm, Jwks};
-use stepup_core::jws::{SigningHeader, SigningKey, sign_compact};
+use stepup_core::jws::{SigningHeader, SigningKey, VerificationPolicy, sign_compact, verify_compact};
+use stepup_core::{TokenCache, UnixTime};
 use thiserror::Error;
 
 use crate::store::{Store, StoreError, StoredKey};
@@ -52,7 +56,15 @@ pub struct KeyRing {
     active: Vec<ActiveKey>,
     jwks: Value,
     verification: Jwks,
+    /// Access tokens this ring found genuine, by their text: a resource
+    /// server introspects one token many times, and each repeat skips the
+    /// signature check. It lives with the ring, so a reload of the keys
+    /// (after a rotation) starts afresh.
+    verified: TokenCache<AccessTokenClaims>,
 }
+
+/// How many verified access tokens a key ring remembers (a few MiB at most).
+const VERIFIED_TOKENS_KEPT: usize = 4096;
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,6 +204,7 @@ impl KeyRing {
             active,
             jwks,
             verification,
+            verified: TokenCache::new(VERIFIED_TOKENS_KEPT),
         })
     }
 
@@ -203,6 +216,31 @@ impl KeyRing {
     /// The published keys, parsed, for checking tokens this server issued.
     pub fn verification_keys(&self) -> &Jwks {
         &self.verification
+    }
+
+    /// The claims of `token` if it is an access token signed by one of these
+    /// keys (RFC 9068 `typ`, an algorithm there is an active key for) and
+    /// its issuer is `issuer`. Its expiry and revocation are the caller's
+    /// to check, on every call: a remembered token is only spared the
+    /// signature check and the parsing.
+    pub(crate) fn genuine_access_token(
+        &self,
+        token: &str,
+        issuer: &str,
+        now: UnixTime,
+    ) -> Option<Arc<AccessTokenClaims>> {
+        if let Some(claims) = self.verified.get(token, now) {
+            return Some(claims);
+        }
+        let policy = VerificationPolicy::access_token(self.algorithms());
+        let verified = verify_compact(token, &self.verification, &policy).ok()?;
+        let claims = AccessTokenClaims::from_json(verified.payload()).ok()?;
+        if claims.iss != issuer {
+            return None;
+        }
+        let claims = Arc::new(claims);
+        self.verified.insert(token, Arc::clone(&claims), claims.exp, now);
+        Some(claims)
     }
 
     /// The algorithms there is an active key for.

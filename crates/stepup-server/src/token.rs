@@ -14,7 +14,6 @@ use ring::rand::SecureRandom;
 use serde_json::{Value, json};
 use stepup_core::Scope;
 use stepup_core::access_token::AccessTokenClaims;
-use stepup_core::jws::{VerificationPolicy, verify_compact};
 
 use crate::client::{self, Client};
 use crate::error::{OAuthError, no_store};
@@ -221,19 +220,19 @@ fn client_credentials(
 pub(crate) async fn active_access_token(
     state: &ServerState,
     token: &str,
-) -> Result<Option<AccessTokenClaims>, OAuthError> {
-    let keys = state.keys();
-    let policy = VerificationPolicy::access_token(keys.algorithms());
-    let Ok(verified) = verify_compact(token, keys.verification_keys(), &policy) else {
-        return Ok(None);
-    };
-    let Ok(claims) = AccessTokenClaims::from_json(verified.payload()) else {
-        return Ok(None);
-    };
+) -> Result<Option<Arc<AccessTokenClaims>>, OAuthError> {
     let now = state.clock.now();
-    if claims.iss != state.config.issuer || claims.exp <= now.seconds() {
+    let Some(claims) = state
+        .keys()
+        .genuine_access_token(token, &state.config.issuer, now)
+    else {
+        return Ok(None);
+    };
+    if claims.exp <= now.seconds() {
         return Ok(None);
     }
+    // Read every time, remembered token or not: a revocation, possibly at
+    // another instance, takes effect at once.
     if state.store.is_token_revoked(&claims.jti).await? {
         return Ok(None);
     }
@@ -275,15 +274,15 @@ async fn introspect_inner(
         "client_id": c.client_id,
     });
     for (name, value) in [
-        ("scope", c.scope.map(Value::from)),
-        ("acr", c.acr.map(Value::from)),
-        ("amr", c.amr.map(Value::from)),
+        ("scope", c.scope.clone().map(Value::from)),
+        ("acr", c.acr.clone().map(Value::from)),
+        ("amr", c.amr.clone().map(Value::from)),
         ("auth_time", c.auth_time.map(Value::from)),
         // RFC 9449 §6.2: the key the token is bound to.
         ("cnf", bound.map(|jkt| json!({ "jkt": jkt }))),
-        ("auth_country", c.auth_country.map(Value::from)),
-        ("device_id", c.device_id.map(Value::from)),
-        ("authorization_details", c.authorization_details),
+        ("auth_country", c.auth_country.clone().map(Value::from)),
+        ("device_id", c.device_id.clone().map(Value::from)),
+        ("authorization_details", c.authorization_details.clone()),
     ] {
         if let Some(v) = value {
             body[name] = v;
