@@ -517,26 +517,33 @@ impl Claim {
         refresh: Option<(&str, &str, i64)>,
     ) -> Result<bool, StoreError> {
         let store = &self.store;
-        // Takes the family's row lock and checks it is live: a revocation
-        // racing this grant either happens first (nothing is issued) or
-        // after (and then finds this access token to revoke).
-        let live = sqlx::query(
-            store.sql("UPDATE token_families SET client_id = client_id WHERE id = ? AND revoked_at IS NULL"),
-        )
-        .bind(&self.family_id)
-        .execute(&mut *self.tx)
-        .await?
-        .rows_affected()
+        // Records the access token only if the family is live, in one
+        // statement (each is a round trip under the write lock). A
+        // revocation racing this grant either happens first (nothing is
+        // issued) or after (and then finds this access token to revoke):
+        // on SQLite the transaction holds the database's write lock since
+        // `BEGIN IMMEDIATE`; on PostgreSQL the no-op update takes the
+        // family's row lock, which a revocation's update waits for.
+        let record_access = match store.backend {
+            Backend::Sqlite => {
+                "INSERT INTO family_access_tokens (jti, family_id, expires_at) \
+                 SELECT ?, id, ? FROM token_families WHERE id = ? AND revoked_at IS NULL"
+            }
+            Backend::Postgres => {
+                "WITH live AS (UPDATE token_families SET client_id = client_id \
+                 WHERE id = $3 AND revoked_at IS NULL RETURNING id) \
+                 INSERT INTO family_access_tokens (jti, family_id, expires_at) SELECT $1, id, $2 FROM live"
+            }
+        };
+        let live = sqlx::query(AssertSqlSafe(record_access))
+            .bind(access_jti)
+            .bind(access_exp)
+            .bind(&self.family_id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected()
             == 1;
         if live {
-            sqlx::query(
-                store.sql("INSERT INTO family_access_tokens (jti, family_id, expires_at) VALUES (?, ?, ?)"),
-            )
-            .bind(access_jti)
-            .bind(&self.family_id)
-            .bind(access_exp)
-            .execute(&mut *self.tx)
-            .await?;
             if let Some((id, grant_data, expires_at)) = refresh {
                 sqlx::query(store.sql(
                     "INSERT INTO refresh_tokens (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)",

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 use stepup_core::UnixTime;
 use stepup_guard::{HttpFetcher, JwtVerifier};
+use stepup_server::Store;
 use stepup_server::client::AuthMethod;
 use stepup_server::keys::KeyRing;
 
@@ -586,3 +587,51 @@ fn jwt_id(token: &str) -> String {
     .unwrap();
     claims["jti"].as_str().unwrap().to_owned()
 }
+
+/// A grant records its access token in the family only while the family
+/// is live: revoking the family later revokes what was recorded, and a
+/// grant in a family revoked before it records and issues nothing.
+async fn grants_record_their_tokens_only_in_a_live_family(backend: Backend) {
+    use stepup_server::store::{Claimed, OneTime};
+    let store = Store::connect(&database_url(backend).await).await.unwrap();
+    let fresh = |claimed: Claimed| match claimed {
+        Claimed::Fresh(claim) => claim,
+        other => panic!("expected a fresh claim, got {other:?}"),
+    };
+    for (family, code) in [("live", "code-1"), ("revoked", "code-2")] {
+        assert!(
+            store
+                .store_code(family, "web", "alice", code, "{}", NOW + 60, None, NOW)
+                .await
+                .unwrap()
+        );
+    }
+
+    let claim = fresh(store.claim_one_time(OneTime::Code, "code-1", NOW).await.unwrap());
+    let refresh = Some(("refresh-1", "{}", NOW + 3600));
+    assert!(claim.record_issued("jti-1", NOW + 600, refresh).await.unwrap());
+    assert!(!store.is_token_revoked("jti-1").await.unwrap());
+    store.revoke_family("live", NOW + 1).await.unwrap();
+    assert!(
+        store.is_token_revoked("jti-1").await.unwrap(),
+        "the access token was recorded in its family"
+    );
+
+    store.revoke_family("revoked", NOW).await.unwrap();
+    let claim = fresh(store.claim_one_time(OneTime::Code, "code-2", NOW).await.unwrap());
+    let refresh = Some(("refresh-2", "{}", NOW + 3600));
+    assert!(!claim.record_issued("jti-2", NOW + 600, refresh).await.unwrap());
+    assert!(matches!(
+        store
+            .claim_one_time(OneTime::Refresh, "refresh-2", NOW)
+            .await
+            .unwrap(),
+        Claimed::NotFound
+    ));
+    // The code stays used.
+    assert!(matches!(
+        store.claim_one_time(OneTime::Code, "code-2", NOW).await.unwrap(),
+        Claimed::Replayed { .. }
+    ));
+}
+on_both_backends!(grants_record_their_tokens_only_in_a_live_family);
