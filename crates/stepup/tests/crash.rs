@@ -34,10 +34,6 @@ use support::{Killed, admin, enrol, free_port, server_config};
 const MFA: &str = "urn:stepup:acr:mfa";
 const CLIENT: &str = "stepup-cli";
 
-fn config(port: u16, database_url: &str) -> String {
-    instance_config(port, port, database_url)
-}
-
 /// An instance listening on `listen` for the issuer of port `issuer_port`.
 fn instance_config(issuer_port: u16, listen: u16, database_url: &str) -> String {
     server_config(
@@ -92,13 +88,6 @@ fn spawn(command: &str, config: &Path) -> (Child, String) {
     let mut line = String::new();
     let _ = BufReader::new(stdout).read_line(&mut line);
     (child, line)
-}
-
-/// `stepup serve`, waited for until it listens.
-fn serve(config: &Path) -> Child {
-    let (child, line) = spawn("serve", config);
-    assert!(line.starts_with("stepup-server listening"), "{line:?}");
-    child
 }
 
 /// `stepup serve` on a free port, which `config(port)` writes into its
@@ -243,17 +232,18 @@ async fn load(server: Arc<Server>, user: Arc<FormUser>, stop: Arc<AtomicBool>) -
 }
 
 async fn crash_and_restart(name: &str, database_url: String, dir: PathBuf) {
-    let port = free_port();
     let config = dir.join("stepup.toml");
-    std::fs::write(&config, config_toml_for(port, &database_url)).unwrap();
+    // Accounts first (the port does not matter to them), then the server on
+    // a port it could bind.
+    std::fs::write(&config, instance_config(0, 0, &database_url)).unwrap();
     let alice_totp = add_user(&config, "alice", "alice-password-1");
     let bob_totp = add_user(&config, "bob", "bob-password-1");
     add_cli_client(&config);
+    let (mut serving, port) = serve_on_free_port(&config, |port| instance_config(port, port, &database_url));
     let server = Arc::new(Server {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
     });
-    let mut child = serve(&config);
 
     // Before the load: bob uses a TOTP code; alice has a session.
     let bob = FormUser::new("bob", "bob-password-1", bob_totp);
@@ -285,8 +275,8 @@ async fn crash_and_restart(name: &str, database_url: String, dir: PathBuf) {
         .collect();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
-    child.wait().unwrap();
+    serving.0.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    serving.0.wait().unwrap();
     stop.store(true, Ordering::SeqCst);
     let mut seen = vec![settled];
     for t in tasks {
@@ -303,7 +293,15 @@ async fn crash_and_restart(name: &str, database_url: String, dir: PathBuf) {
         started.elapsed()
     );
 
-    let mut child = serve(&config);
+    // Back on another port, for the same issuer: the killed process's port
+    // may have been taken by another test meanwhile (cookies, by host, and
+    // tokens, by issuer, do not depend on the port).
+    let (_restarted, listen) =
+        serve_on_free_port(&config, |listen| instance_config(port, listen, &database_url));
+    let server = Server {
+        base: format!("http://127.0.0.1:{listen}"),
+        http: server.http.clone(),
+    };
 
     // Nothing lost: the last refresh token of a family whose rotation was
     // answered still works; then every token rotated away stays dead.
@@ -355,12 +353,6 @@ async fn crash_and_restart(name: &str, database_url: String, dir: PathBuf) {
         bob.replay_code(&again, &bob_code).await.unwrap(),
         "{name}: a TOTP code used before the crash was accepted again"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn config_toml_for(port: u16, database_url: &str) -> String {
-    config(port, database_url)
 }
 
 fn temp_dir(name: &str) -> PathBuf {
