@@ -131,6 +131,21 @@ impl Target {
         token_at(&self.token_endpoint, form, dpop).await
     }
 
+    /// The victim's access token from `skewed`, an instance of the server
+    /// whose clock is off (a genuine token, signed with the same keys), and
+    /// the status of a `GET url` with it.
+    async fn victim_token_from_skewed_clock(&self, skewed: &str, url: &str) -> Result<(String, u16), String> {
+        let token = self.access_token_from(skewed, &self.victim).await?;
+        let status = call(
+            reqwest::Method::GET,
+            url,
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await?;
+        Ok((token, status))
+    }
+
     /// An access token of `user` from another instance of the server
     /// (`base`): the same flow against its endpoints.
     async fn access_token_from(&self, base: &str, user: &VirtualUser) -> Result<String, String> {
@@ -450,18 +465,11 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     if let Some(past) = &t.past_server {
         attack!("expired-token", "token misuse", async {
             // A real token, stolen from a log two hours ago.
-            let token = t.access_token_from(past, &t.victim).await?;
+            let (token, s) = t.victim_token_from_skewed_clock(past, &balance_url).await?;
             let exp = claims_of(&token)["exp"].as_i64().unwrap_or(i64::MAX);
             if exp >= chrono_now() {
                 return Err(format!("the old token is not expired (exp {exp})"));
             }
-            let s = call(
-                reqwest::Method::GET,
-                &balance_url,
-                &[("authorization", &format!("Bearer {token}"))],
-                None,
-            )
-            .await?;
             Ok((
                 s == 401,
                 format!("a validly signed token that expired: expected 401, got {s}"),
@@ -477,14 +485,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     if let Some(future) = &t.future_server {
         attack!("not-yet-valid-token", "token misuse", async {
             // A real token from a server whose clock runs two hours ahead.
-            let token = t.access_token_from(future, &t.victim).await?;
-            let s = call(
-                reqwest::Method::GET,
-                &balance_url,
-                &[("authorization", &format!("Bearer {token}"))],
-                None,
-            )
-            .await?;
+            let (_, s) = t.victim_token_from_skewed_clock(future, &balance_url).await?;
             Ok((
                 s == 401,
                 format!("a validly signed token issued in the future: expected 401, got {s}"),
