@@ -419,14 +419,7 @@ async fn policy_reload_applies_a_good_file_and_keeps_serving_on_a_bad_one() {
     // The watcher picks up a fixed file by itself.
     let watcher = w.gateway.watch_policy(Duration::from_millis(50));
     std::fs::write(&w.policy_path, POLICY).unwrap();
-    let mut reloaded = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if balance(w.issuer.token(PWD, 30)).await == 200 {
-            reloaded = true;
-            break;
-        }
-    }
+    let reloaded = eventually(|| async { balance(w.issuer.token(PWD, 30)).await == 200 }).await;
     watcher.abort();
     assert!(reloaded, "the watcher did not reload the fixed policy");
     let metrics = w
@@ -494,13 +487,7 @@ async fn shutdown_lets_requests_in_flight_finish() {
     let token = w.issuer.token(PWD, 30);
     let in_flight = tokio::spawn(w.at("GET", "/drain").bearer_auth(&token).send());
     // Let the request reach the upstream, then stop.
-    for _ in 0..100 {
-        if w.calls() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(w.calls(), 1);
+    assert!(eventually(|| async { w.calls() == 1 }).await);
     w.shutdown.take().unwrap().send(()).unwrap();
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status(), 200, "the request in flight was cut");
@@ -718,18 +705,11 @@ async fn the_watcher_waits_for_a_policy_file_to_settle() {
     // Well inside the 250 ms the gateway waits, even on a loaded machine.
     tokio::time::sleep(Duration::from_millis(40)).await;
     std::fs::write(&w.policy_path, &stricter).unwrap();
-    let mut reloaded = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let status = w
-            .call("GET", "/accounts/42/balance", Some(&w.issuer.token(PWD, 30)))
-            .await
-            .status();
-        if status == 401 {
-            reloaded = true;
-            break;
-        }
-    }
+    let reloaded = eventually(|| async {
+        let token = w.issuer.token(PWD, 30);
+        w.call("GET", "/accounts/42/balance", Some(&token)).await.status() == 401
+    })
+    .await;
     watcher.abort();
     assert!(reloaded, "the finished file was not loaded");
     let metrics = w

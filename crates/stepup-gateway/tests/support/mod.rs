@@ -281,3 +281,19 @@ impl World {
         request.send().await.unwrap()
     }
 }
+
+/// Whether `check` comes true within about 2 s, asked every 20 ms: for what
+/// a background task (the policy watcher, a request in flight) does.
+pub async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
