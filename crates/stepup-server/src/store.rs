@@ -124,9 +124,15 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        let pool = AnyPoolOptions::new().max_connections(max).connect(&url).await?;
+        // sqlx pings a connection each time the pool lends it out, by
+        // default: on SQLite that is one more round trip to the
+        // connection's worker thread per statement, for a connection to a
+        // local file that cannot go stale. PostgreSQL's can (a server
+        // restart, a proxy's idle timeout): there the ping stays.
+        let options = || AnyPoolOptions::new().test_before_acquire(backend == Backend::Postgres);
+        let pool = options().max_connections(max).connect(&url).await?;
         let writer = match backend {
-            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).connect(&url).await?,
+            Backend::Sqlite => options().max_connections(1).connect(&url).await?,
             Backend::Postgres => pool.clone(),
         };
         let store = Self {
