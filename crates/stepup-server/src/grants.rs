@@ -220,15 +220,11 @@ async fn claim(
         }
         Claimed::Fresh(claim) => {
             if claim.expires_at <= now {
-                claim.keep_used().await?;
-                return Err(OAuthError::invalid_grant(format!("{what} expired")));
+                return refuse(claim, OAuthError::invalid_grant(format!("{what} expired"))).await;
             }
             match serde_json::from_str::<Grant>(&claim.grant_data) {
                 Ok(grant) => Ok((grant, claim)),
-                Err(_) => {
-                    claim.keep_used().await?;
-                    Err(OAuthError::server_error())
-                }
+                Err(_) => refuse(claim, OAuthError::server_error()).await,
             }
         }
     }

@@ -575,8 +575,9 @@ impl Claim {
     /// Commits the use of the value and revokes its family (and the access
     /// tokens it issued).
     pub async fn revoke_family(mut self, now: i64) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        store.revoke_family_in(&mut self.tx, &self.family_id, now).await?;
+        self.store
+            .revoke_family_in(&mut self.tx, &self.family_id, now)
+            .await?;
         self.tx.commit().await?;
         Ok(())
     }
