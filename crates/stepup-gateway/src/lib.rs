@@ -349,10 +349,14 @@ impl Gateway {
     /// one). Returns whether the policy changed; on error the old policy
     /// keeps serving and the error (located) is returned and logged.
     pub fn reload_policy(&self) -> Result<bool, GatewayError> {
+        self.apply_policy(self.read_policy_file())
+    }
+
+    /// The policy file's text.
+    fn read_policy_file(&self) -> Result<String, GatewayError> {
         let path = &self.inner.config.policy;
-        let read = std::fs::read_to_string(path)
-            .map_err(|e| GatewayError::Policy(format!("cannot read {}: {e}", path.display())));
-        self.apply_policy(read)
+        std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Policy(format!("cannot read {}: {e}", path.display())))
     }
 
     /// Puts `read` (the policy file's text, or why it could not be read)
@@ -458,12 +462,7 @@ impl Gateway {
     /// policy cut after some routes may still load, protecting less. The
     /// text returned is the one that was compared, not a third read.
     async fn settled_policy(&self) -> Option<Result<String, GatewayError>> {
-        let path = self.inner.config.policy.clone();
-        let read = || {
-            std::fs::read_to_string(&path)
-                .map_err(|e| GatewayError::Policy(format!("cannot read {}: {e}", path.display())))
-        };
-        let first = match read() {
+        let first = match self.read_policy_file() {
             Ok(text) => text,
             // Nothing to wait for: the reload reports it.
             Err(e) => return Some(Err(e)),
@@ -478,10 +477,10 @@ impl Gateway {
             return Some(Ok(first));
         }
         tokio::time::sleep(POLICY_SETTLE).await;
-        match read() {
+        match self.read_policy_file() {
             Ok(second) if second == first => Some(Ok(second)),
             _ => {
-                tracing::debug!(policy = %path.display(), "the policy file is still changing; reloading it later");
+                tracing::debug!(policy = %self.inner.config.policy.display(), "the policy file is still changing; reloading it later");
                 None
             }
         }
