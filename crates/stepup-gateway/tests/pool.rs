@@ -379,15 +379,12 @@ async fn readiness_waits_for_the_issuer_s_keys() {
     let ready = http.get(format!("{url}/-/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("keys are not loaded"));
+    let call_with = |token: String| {
+        let request = http.get(format!("{url}/x")).bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
     // A token cannot be judged yet: 503, not 401.
-    let token = Issuer::new().token(PWD, 10);
-    let call = http
-        .get(format!("{url}/x"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(call.status(), 503);
+    assert_eq!(call_with(Issuer::new().token(PWD, 10)).await, 503);
     let error = gateway.load_keys().await.unwrap_err().to_string();
     assert!(error.contains("cannot reach the issuer"), "{error}");
 
@@ -416,24 +413,15 @@ async fn readiness_waits_for_the_issuer_s_keys() {
         .await
         .unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let started = std::time::Instant::now();
-    while !gateway.keys_loaded() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(8),
-            "the keys never loaded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let loaded = eventually_within(std::time::Duration::from_secs(8), || async {
+        gateway.keys_loaded()
+    })
+    .await;
+    assert!(loaded, "the keys never loaded");
     let ready = http.get(format!("{url}/-/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let token = issuer.token_with(PWD, 10, json!({ "iss": nowhere }));
-    let call = http
-        .get(format!("{url}/x"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(call.status(), 200);
+    assert_eq!(call_with(token).await, 200);
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "the keys were fetched once");
 }
 

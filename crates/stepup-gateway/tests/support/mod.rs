@@ -284,16 +284,28 @@ impl World {
 
 /// Whether `check` comes true within about 2 s, asked every 20 ms: for what
 /// a background task (the policy watcher, a request in flight) does.
-pub async fn eventually<F, Fut>(mut check: F) -> bool
+pub async fn eventually<F, Fut>(check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..100 {
+    eventually_within(Duration::from_secs(2), check).await
+}
+
+/// Whether `check` comes true within `limit`, asked every 20 ms.
+pub async fn eventually_within<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
         if check().await {
             return true;
         }
+        if started.elapsed() >= limit {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    false
 }
