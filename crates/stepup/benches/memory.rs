@@ -147,11 +147,11 @@ async fn run() -> Result<()> {
     };
     write(
         &server_config,
-        format!(
-            "issuer = \"{issuer}\"\nlisten = \"127.0.0.1:{server_port}\"\ndatabase_url = \"sqlite://{}\"\n\
-             audiences = [\"https://api.example\"]\n\
-             [[level]]\nname = \"pwd\"\nacr = \"urn:stepup:acr:pwd\"\nfactors = [[\"pwd\"]]\n",
-            dir.join("stepup.db").display()
+        support::server_config(
+            &issuer,
+            &format!("sqlite://{}", dir.join("stepup.db").display()),
+            "https://api.example",
+            &format!("listen = \"127.0.0.1:{server_port}\""),
         ),
     )?;
     let added = admin(

@@ -17,6 +17,10 @@ use stepup_guard::{Guard, HttpFetcher, JwtVerifier, TokenVerifier, VerifiedClaim
 use stepup_server::client::{AuthMethod, Registration, register};
 use stepup_server::{Config, ServerState, Store, router, users};
 
+mod support;
+
+use support::server_config;
+
 const PASSWORD: &str = "correct horse battery";
 const AUDIENCE: &str = "https://api.example";
 
@@ -49,24 +53,8 @@ async fn world(name: &str) -> World {
     std::fs::create_dir_all(&dir).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let config = format!(
-        r#"
-issuer = "{issuer}"
-database_url = "sqlite://{}/stepup.db"
-audiences = ["{AUDIENCE}"]
-
-[[level]]
-name = "pwd"
-acr = "urn:stepup:acr:pwd"
-factors = [["pwd"]]
-
-[[level]]
-name = "mfa"
-acr = "urn:stepup:acr:mfa"
-factors = [["pwd", "otp"]]
-"#,
-        dir.display()
-    );
+    let database_url = format!("sqlite://{}/stepup.db", dir.display());
+    let config = server_config(&issuer, &database_url, AUDIENCE, "");
     let config = Config::from_toml("test.toml", &config).unwrap();
     let store = Store::connect(&config.database_url).await.unwrap();
     let state = ServerState::new(config, store, Arc::new(SystemClock))

@@ -1,7 +1,7 @@
 //! What the `stepup` binary's test files share: a server configuration,
 //! `stepup admin` runs, free ports, and child processes killed on drop.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
 use std::path::Path;
