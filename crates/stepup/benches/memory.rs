@@ -27,7 +27,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -36,25 +36,18 @@ use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use serde_json::{Value, json};
 use stepup_benchkit::headline::{Headline, Target, headlines_json};
 use stepup_benchkit::{Load, Protocol, Result, env_setting, round, serve, write_figures};
-use support::{admin, free_port};
+use support::{Killed, admin, free_port};
 
-/// A child process killed when dropped.
+/// A child process, killed when dropped.
 struct Process {
     name: &'static str,
-    child: Child,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    child: Killed,
 }
 
 impl Process {
     /// A `/proc/PID/status` member, in MiB.
     fn status_mib(&self, member: &str) -> Result<f64> {
-        let path = format!("/proc/{}/status", self.child.id());
+        let path = format!("/proc/{}/status", self.child.0.id());
         let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
         let kib: f64 = status
             .lines()
@@ -78,7 +71,10 @@ fn start(name: &'static str, args: &[&str], config: &Path, ready_line: &str) -> 
         .spawn()
         .map_err(|e| format!("starting {name}: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let process = Process { name, child };
+    let process = Process {
+        name,
+        child: Killed(child),
+    };
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
