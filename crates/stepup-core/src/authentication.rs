@@ -239,6 +239,40 @@ pub fn plan(
     Plan::Unmet
 }
 
+/// The levels as they count for binding a new authenticator (NIST SP
+/// 800-63B §6.1.2.1): every combination made of passwords alone is left
+/// out, so a level is reached for binding only with a factor a stolen
+/// password does not give. Levels left with no combination stay (in
+/// order), unreachable.
+pub fn binding_levels(levels: &[Level]) -> Vec<Level> {
+    levels
+        .iter()
+        .map(|level| Level {
+            combinations: level
+                .combinations
+                .iter()
+                .filter(|combo| combo.iter().any(|f| *f != Factor::Pwd))
+                .cloned()
+                .collect(),
+            ..level.clone()
+        })
+        .collect()
+}
+
+/// The level a user must prove afresh before binding a new authenticator
+/// by themselves: the strongest of [`binding_levels`] that the factors
+/// they hold reach, so binding never takes less assurance than the account
+/// already has. `None` when they hold nothing but a password: a password
+/// alone never binds a second factor (an administrator, or an out-of-band
+/// bootstrap, must).
+pub fn binding_level(levels: &[Level], enrolled: &Enrolled) -> Option<Acr> {
+    binding_levels(levels)
+        .iter()
+        .rev()
+        .find(|l| l.combinations.iter().any(|c| c.iter().all(|f| enrolled.has(*f))))
+        .map(|l| l.acr.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,5 +591,43 @@ mod tests {
                 auth_time: t(990)
             }
         );
+    }
+    #[test]
+    fn a_password_alone_never_binds_a_factor() {
+        assert_eq!(binding_level(&levels(), &PWD_ONLY), None);
+        assert_eq!(binding_level(&levels(), &PWD_OTP), Some(acr("mfa")));
+        assert_eq!(binding_level(&levels(), &ALL), Some(acr("phr")));
+        let passkey_only = Enrolled {
+            pwd: false,
+            otp: false,
+            hwk: true,
+        };
+        assert_eq!(binding_level(&levels(), &passkey_only), Some(acr("phr")));
+    }
+
+    #[test]
+    fn a_level_reached_by_a_password_or_a_key_binds_only_with_the_key() {
+        // A configuration where one level takes a password or a passkey:
+        // for binding, the password combination does not count.
+        let lax = vec![Level {
+            acr: acr("any"),
+            combinations: vec![vec![Factor::Pwd], vec![Factor::Hwk]],
+            lifetime_seconds: None,
+        }];
+        let binding = binding_levels(&lax);
+        assert_eq!(binding[0].combinations, vec![vec![Factor::Hwk]]);
+        let proofs = Proofs {
+            pwd: Some(t(1000)),
+            ..Proofs::default()
+        };
+        let p = plan(&binding, &proofs, Some(&ALL), &ask(&["any"], None), t(1000));
+        assert_eq!(
+            p,
+            Plan::Prove {
+                acr: acr("any"),
+                missing: vec![Factor::Hwk]
+            }
+        );
+        assert_eq!(binding_level(&lax, &PWD_ONLY), None);
     }
 }

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stepup_core::authentication::{Ask, Enrolled, Factor, Plan, Proofs, plan};
+use stepup_core::authentication::{Ask, Enrolled, Factor, Plan, Proofs, binding_level, binding_levels, plan};
 use stepup_core::pkce::CodeChallenge;
 use stepup_core::{Acr, Scope, UnixTime};
 use subtle::ConstantTimeEq;
@@ -763,12 +763,21 @@ pub(crate) async fn advance(
         ),
     };
     let mut ask = ask(req);
-    // The account page asks for the strongest level this user can reach.
-    if let (true, Some(_)) = (req.account, user) {
-        ask.acr_values = crate::passkey::account_level(state, &enrolled_factors)
-            .into_iter()
-            .collect();
-    }
+    // The account page binds authenticators: it asks for the strongest
+    // level this user can reach, and never takes a password alone for it.
+    let binding;
+    let levels = match (req.account, user) {
+        (true, Some(_)) => {
+            let Some(level) = binding_level(levels, &enrolled_factors) else {
+                let _ = state.store.delete_pending(&pending.id).await;
+                return crate::passkey::password_only_page();
+            };
+            ask.acr_values = vec![level];
+            binding = binding_levels(levels);
+            &binding
+        }
+        _ => levels,
+    };
     let mut planned = plan(levels, &proofs, Some(&enrolled_factors), &ask, UnixTime(now));
     // A level only a passkey reaches: an unknown user signs in with a
     // discoverable passkey instead of a password.

@@ -25,8 +25,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stepup_core::authentication::{Enrolled, Factor, Plan, Proofs, plan};
-use stepup_core::{Acr, UnixTime};
+use stepup_core::UnixTime;
+use stepup_core::authentication::{Factor, Plan, Proofs, binding_level, binding_levels, plan};
 use webauthn_rs::prelude::{
     CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn,
@@ -334,20 +334,9 @@ pub(crate) async fn sign_in_post(
     response
 }
 
-/// The level to prove afresh before managing passkeys: the strongest the
-/// user can reach with what they are enrolled in.
-pub(crate) fn account_level(state: &ServerState, enrolled: &Enrolled) -> Option<Acr> {
-    state
-        .config
-        .auth_levels
-        .iter()
-        .rev()
-        .find(|l| l.combinations.iter().any(|c| c.iter().all(|f| enrolled.has(*f))))
-        .map(|l| l.acr.clone())
-}
-
 /// Whether a session may manage the user's passkeys now: every factor of
-/// the strongest level the user can reach proven within `window` seconds
+/// the level binding asks of this user (`binding_level`: the strongest
+/// they reach, never by a password alone) proven within `window` seconds
 /// (one recent factor beside an old one is not a fresh sign-in).
 fn may_manage(
     state: &ServerState,
@@ -357,7 +346,8 @@ fn may_manage(
     window: u64,
 ) -> bool {
     let enrolled = authorize::enrolled(state, user);
-    let Some(level) = account_level(state, &enrolled) else {
+    let levels = binding_levels(&state.config.auth_levels);
+    let Some(level) = binding_level(&state.config.auth_levels, &enrolled) else {
         return false;
     };
     let proofs = Proofs {
@@ -372,14 +362,28 @@ fn may_manage(
         fresh_since: Some(UnixTime(since)),
     };
     matches!(
-        plan(
-            &state.config.auth_levels,
-            &proofs,
-            Some(&enrolled),
-            &ask,
-            UnixTime(now)
-        ),
+        plan(&levels, &proofs, Some(&enrolled), &ask, UnixTime(now)),
         Plan::Satisfied { .. }
+    )
+}
+
+/// Whether `user` holds a factor that lets them bind another by
+/// themselves (more than a password).
+pub(crate) fn may_bind(state: &ServerState, user: &StoredUser) -> bool {
+    binding_level(&state.config.auth_levels, &authorize::enrolled(state, user)).is_some()
+}
+
+/// The answer to a user who holds nothing but a password: they cannot
+/// bind a second factor by themselves (a stolen password would then give
+/// every level), so the page says who can.
+pub(crate) fn password_only_page() -> Response {
+    pages::error_page(
+        StatusCode::FORBIDDEN,
+        "A second factor is needed first",
+        "Your account has only a password, and a password alone cannot add a passkey: \
+         anyone who learnt it could then pass every stronger check as you. \
+         Ask your administrator to enrol a second factor (an authenticator app), \
+         then come back to this page and confirm with both.",
     )
 }
 
@@ -397,6 +401,7 @@ pub(crate) async fn account_get(State(state): State<Arc<ServerState>>, headers: 
         Some((s, u)) if may_manage(&state, &s, &u, now, ACCOUNT_FRESH_SECONDS) => {
             account_page(&state, &u, None, None).await
         }
+        Some((_, u)) if !may_bind(&state, &u) => password_only_page(),
         session => account_sign_in(&state, session, now).await,
     }
 }
@@ -531,6 +536,7 @@ pub(crate) async fn account_post(
         {
             u
         }
+        Some((_, u)) if !may_bind(&state, &u) => return password_only_page(),
         session => return account_sign_in(&state, session, now).await,
     };
     let Ok(form) = stepup_core::authorization_request::params_from(&body) else {

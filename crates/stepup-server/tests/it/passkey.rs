@@ -42,9 +42,9 @@ fn origin(s: &TestServer) -> Url {
     Url::parse(&s.issuer).unwrap()
 }
 
-/// A server reached as localhost, with `alice` (TOTP enrolled) and `bob`
-/// (password only).
-async fn setup(backend: Backend) -> (TestServer, TotpSecret) {
+/// A server reached as localhost, with `alice` and `bob` (TOTP enrolled,
+/// their secrets returned in that order) and `carol` (password only).
+async fn setup(backend: Backend) -> (TestServer, TotpSecret, TotpSecret) {
     let s = start_by_name(backend).await;
     s.register(
         "web",
@@ -54,13 +54,14 @@ async fn setup(backend: Backend) -> (TestServer, TotpSecret) {
     )
     .await;
     let rng = SystemRandom::new();
-    for name in ["alice", "bob"] {
+    for name in ["alice", "bob", "carol"] {
         users::add_user(&s.state.store, name, PASSWORD, NOW, &rng)
             .await
             .unwrap();
     }
-    let secret = users::enroll_totp(&s.state.store, "alice", &rng).await.unwrap();
-    (s, secret)
+    let alice = users::enroll_totp(&s.state.store, "alice", &rng).await.unwrap();
+    let bob = users::enroll_totp(&s.state.store, "bob", &rng).await.unwrap();
+    (s, alice, bob)
 }
 
 async fn get(b: &Browser, s: &TestServer, path: &str) -> Page {
@@ -133,7 +134,7 @@ fn assertion(page: &Page, key: &mut SoftPasskey, origin: Url) -> String {
 }
 
 async fn register_then_step_up(backend: Backend) {
-    let (s, secret) = setup(backend).await;
+    let (s, secret, _) = setup(backend).await;
     let b = Browser::new();
 
     let page = account_sign_in(&b, &s, "alice", Some(&secret)).await;
@@ -241,7 +242,7 @@ async fn register_then_step_up(backend: Backend) {
 on_both_backends!(register_then_step_up);
 
 async fn refusals(backend: Backend) {
-    let (s, secret) = setup(backend).await;
+    let (s, secret, bob_secret) = setup(backend).await;
 
     // A stolen password alone does not open the account page of a user
     // with a second factor.
@@ -270,10 +271,10 @@ async fn refusals(backend: Backend) {
     let mut alice_key = SoftPasskey::new(true);
     assert_eq!(register(&alice, &s, &page, &mut alice_key, "A").await.status, 200);
 
-    // Bob (password only) signs in to his account page. A registration
-    // answer made for another origin is refused.
+    // Bob signs in to his account page. A registration answer made for
+    // another origin is refused.
     let bob = Browser::new();
-    let page = account_sign_in(&bob, &s, "bob", None).await;
+    let page = account_sign_in(&bob, &s, "bob", Some(&bob_secret)).await;
     let ccr: CreationChallengeResponse = serde_json::from_value(options(&page)).unwrap();
     let port = Url::parse(&s.issuer).unwrap().port().unwrap();
     // Another site on the same host: the RP ID matches, the origin not.
@@ -378,6 +379,55 @@ async fn refusals(backend: Backend) {
 }
 on_both_backends!(refusals);
 
+/// Issue 16 §1: a user who holds nothing but a password cannot bind a
+/// passkey by themselves (a stolen password would then reach every level);
+/// the page says what to do, and nothing is registered. Once an
+/// administrator enrols a second factor, binding asks for both.
+async fn a_password_alone_binds_no_passkey(backend: Backend) {
+    let (s, _, _) = setup(backend).await;
+    let thief = Browser::new();
+    let page = get(&thief, &s, "/account/passkeys").await;
+    assert!(page.is_password_page(), "{}", page.body);
+    let refused = thief
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "carol"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("only a password"), "{}", refused.body);
+    assert!(!refused.body.contains("data-options"), "{}", refused.body);
+    // Signed in at the password level now, the page still refuses, and a
+    // registration posted directly (with any ceremony) registers nothing.
+    let again = get(&thief, &s, "/account/passkeys").await;
+    assert_eq!(again.status, 403, "{}", again.body);
+    assert!(again.body.contains("only a password"), "{}", again.body);
+    let posted = post(
+        &thief,
+        &s,
+        "/account/passkeys",
+        &[("ceremony", "guess"), ("credential", "{}")],
+    )
+    .await;
+    assert_eq!(posted.status, 403, "{}", posted.body);
+    let carol = s.state.store.user_by_username("carol").await.unwrap().unwrap();
+    assert_eq!(carol.passkeys, 0);
+
+    // The control: an administrator enrols TOTP; binding then asks for the
+    // password and the code, and registers.
+    let secret = users::enroll_totp(&s.state.store, "carol", &SystemRandom::new())
+        .await
+        .unwrap();
+    let carol_browser = Browser::new();
+    let page = account_sign_in(&carol_browser, &s, "carol", Some(&secret)).await;
+    let mut key = SoftPasskey::new(true);
+    let added = register(&carol_browser, &s, &page, &mut key, "C").await;
+    assert!(added.body.contains("Passkey added"), "{}", added.body);
+}
+on_both_backends!(a_password_alone_binds_no_passkey);
+
 /// A user's credentials, as an allow-list.
 async fn allow_list(s: &TestServer, user: &str) -> Value {
     let user = s.state.store.user_by_username(user).await.unwrap().unwrap();
@@ -419,7 +469,7 @@ async fn the_script_is_served_from_this_origin() {
 /// An old password plus one recent code (a client's step-up) is not a
 /// fresh sign-in: the account page asks for both again.
 async fn account_page_needs_every_factor_fresh(backend: Backend) {
-    let (s, secret) = setup(backend).await;
+    let (s, secret, _) = setup(backend).await;
     let b = Browser::new();
     let page = b.authorize(&s, &[]).await;
     let done = b
@@ -447,9 +497,9 @@ on_both_backends!(account_page_needs_every_factor_fresh);
 /// signature counter comes second and is refused (it may come from a
 /// cloned authenticator), though its own prompt saw an older counter.
 async fn a_signature_counter_never_goes_back(backend: Backend) {
-    let (s, _) = setup(backend).await;
+    let (s, _, bob_secret) = setup(backend).await;
     let b = Browser::new();
-    let page = account_sign_in(&b, &s, "bob", None).await;
+    let page = account_sign_in(&b, &s, "bob", Some(&bob_secret)).await;
     let mut key = SoftPasskey::new(true);
     assert!(
         register(&b, &s, &page, &mut key, "B")
