@@ -137,6 +137,83 @@ impl ProofError {
     }
 }
 
+/// The `Authorization` scheme an access token came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresentedScheme {
+    /// `Bearer` (RFC 6750 §2.1).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1), with a proof in the `DPoP` header.
+    Dpop,
+}
+
+/// Why a token may not be used with the scheme it came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SchemeError {
+    /// A token bound to a key (`cnf`, RFC 7800) came as a bearer token:
+    /// RFC 9449 §7.2 forbids accepting it so.
+    #[error("the token is bound to a key (cnf); present it with proof of possession")]
+    BoundTokenAsBearer,
+    /// A token bound to no key came with the `DPoP` scheme.
+    #[error("the token is not bound to a key: present it with the Bearer scheme")]
+    UnboundTokenAsDpop,
+}
+
+/// The one rule for every endpoint that accepts an access token (RFC 9449
+/// §7.1, §7.2): which key the request's proof must be made with. `cnf_jkt`
+/// is the token's `cnf.jkt`; `bound` whether it has any `cnf` at all (a
+/// binding this checker cannot verify, such as mTLS's `x5t#S256`, still
+/// rules out the Bearer scheme). `Ok(None)`: a bearer token, no proof.
+pub fn required_proof_key(
+    scheme: PresentedScheme,
+    cnf_jkt: Option<&str>,
+    bound: bool,
+) -> Result<Option<&str>, SchemeError> {
+    match (scheme, cnf_jkt) {
+        (PresentedScheme::Bearer, _) if bound || cnf_jkt.is_some() => Err(SchemeError::BoundTokenAsBearer),
+        (PresentedScheme::Bearer, _) => Ok(None),
+        (PresentedScheme::Dpop, Some(jkt)) => Ok(Some(jkt)),
+        // Bound, but not to a DPoP key: no proof can show possession.
+        (PresentedScheme::Dpop, None) if bound => Err(SchemeError::BoundTokenAsBearer),
+        (PresentedScheme::Dpop, None) => Err(SchemeError::UnboundTokenAsDpop),
+    }
+}
+
+/// [`verify_proof`] against each nonce the server currently accepts (its
+/// current one and the one before, see RFC 9449 §8.2), or with no nonce
+/// when `accepted` is `None`. The request's own `nonce` field is ignored.
+pub fn verify_proof_with_nonces(
+    proof: &str,
+    request: &ProofContext<'_>,
+    accepted: Option<&[String]>,
+    policy: &ProofPolicy,
+    now: UnixTime,
+) -> Result<VerifiedProof, ProofError> {
+    let Some(accepted) = accepted else {
+        return verify_proof(
+            proof,
+            &ProofContext {
+                nonce: None,
+                ..*request
+            },
+            policy,
+            now,
+        );
+    };
+    let mut result = Err(ProofError::NonceRequired);
+    for nonce in accepted {
+        let context = ProofContext {
+            nonce: Some(nonce),
+            ..*request
+        };
+        result = verify_proof(proof, &context, policy, now);
+        if result != Err(ProofError::NonceRequired) {
+            break;
+        }
+    }
+    result
+}
+
 /// `ath`: the base64url SHA-256 of the access token's ASCII (RFC 9449 §4.2).
 pub fn access_token_hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()))
@@ -644,5 +721,28 @@ mod tests {
         ] {
             assert_eq!(n(bad), None, "{bad}");
         }
+    }
+    #[test]
+    fn a_bound_token_needs_its_proof_and_a_bearer_token_none() {
+        use PresentedScheme::{Bearer, Dpop};
+        assert_eq!(required_proof_key(Bearer, None, false), Ok(None));
+        assert_eq!(required_proof_key(Dpop, Some("k"), true), Ok(Some("k")));
+        assert_eq!(
+            required_proof_key(Bearer, Some("k"), true),
+            Err(SchemeError::BoundTokenAsBearer)
+        );
+        // A binding other than DPoP's (mTLS) rules out both schemes here.
+        assert_eq!(
+            required_proof_key(Bearer, None, true),
+            Err(SchemeError::BoundTokenAsBearer)
+        );
+        assert_eq!(
+            required_proof_key(Dpop, None, true),
+            Err(SchemeError::BoundTokenAsBearer)
+        );
+        assert_eq!(
+            required_proof_key(Dpop, None, false),
+            Err(SchemeError::UnboundTokenAsDpop)
+        );
     }
 }

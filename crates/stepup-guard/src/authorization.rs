@@ -9,7 +9,7 @@ use http::header::AUTHORIZATION;
 
 /// Why no bearer token could be read from a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AuthorizationError {
+pub enum AuthorizationError {
     /// No `Authorization` header: RFC 6750 §3.1 says answer without an error code.
     Missing,
     /// More than one `Authorization` header.
@@ -22,7 +22,7 @@ pub(crate) enum AuthorizationError {
 
 impl AuthorizationError {
     /// Text for `error_description`.
-    pub(crate) fn description(self) -> &'static str {
+    pub fn description(self) -> &'static str {
         match self {
             AuthorizationError::Missing => "no access token",
             AuthorizationError::Multiple => "more than one Authorization header",
@@ -32,14 +32,8 @@ impl AuthorizationError {
     }
 }
 
-/// How the token was presented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scheme {
-    /// `Bearer` (RFC 6750).
-    Bearer,
-    /// `DPoP` (RFC 9449 §7.1): with a proof in the `DPoP` header.
-    Dpop,
-}
+/// How the token was presented: `Bearer`, or `DPoP` with a proof.
+pub use stepup_core::dpop::PresentedScheme as Scheme;
 
 /// The token of the single `Authorization: Bearer <token>` header.
 #[cfg(test)]
@@ -55,7 +49,7 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthorizationErr
 ///
 /// Works on bytes: a token that passes the token68 check is ASCII, so the
 /// one UTF-8 conversion at the end cannot fail and no separate pass is needed.
-pub(crate) fn access_token(headers: &HeaderMap) -> Result<(Scheme, &str), AuthorizationError> {
+pub fn access_token(headers: &HeaderMap) -> Result<(Scheme, &str), AuthorizationError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthorizationError::Missing)?;
     if values.next().is_some() {

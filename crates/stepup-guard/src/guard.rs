@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme};
-use stepup_core::dpop::{ProofContext, verify_proof};
+use stepup_core::dpop::{ProofContext, SchemeError, required_proof_key, verify_proof_with_nonces};
 use stepup_core::risk::{Signal, Signals};
 use stepup_core::{Clock, Policy, SystemClock, UnixTime, Verdict};
 
@@ -396,21 +396,19 @@ impl Guard {
             Ok((scheme, _)) => scheme,
             Err(_) => Scheme::Bearer,
         };
-        match (scheme, verified.bound_jkt()) {
-            // Any key binding (`jkt`, or one this guard cannot check, such
-            // as mTLS's `x5t#S256`) rules out the Bearer scheme.
-            (Scheme::Bearer, _) if verified.confirmation.is_some() => {
+        match required_proof_key(scheme, verified.bound_jkt(), verified.confirmation.is_some()) {
+            Ok(None) => {}
+            Ok(Some(jkt)) => self.check_proof(method, path, headers, token, jkt, now).await?,
+            Err(SchemeError::BoundTokenAsBearer) => {
                 return Err(self.verify_rejection(&VerifyError::SenderConstrained));
             }
-            (Scheme::Dpop, None) => {
+            Err(e) => {
                 return Err(Rejection::bearer(
                     inner.realm.as_deref(),
                     Some(ErrorCode::InvalidToken),
-                    Some("the token is not bound to a key: present it with the Bearer scheme".into()),
+                    Some(e.to_string()),
                 ));
             }
-            (Scheme::Dpop, Some(jkt)) => self.check_proof(method, path, headers, token, jkt, now).await?,
-            (Scheme::Bearer, _) => {}
         }
         let mut observed = observed.clone();
         if let Some(jkt) = verified.bound_jkt() {
@@ -466,24 +464,20 @@ impl Guard {
         };
         let uri = format!("{}{path}", options.origin);
         let accepted = options.nonces.as_ref().map(|n| n.accepted_at(now.seconds()));
-        let nonces: Vec<Option<&str>> = match &accepted {
-            Some(list) => list.iter().map(|n| Some(n.as_str())).collect(),
-            None => vec![None],
+        let context = ProofContext {
+            method,
+            uri: &uri,
+            access_token: Some(token),
+            bound_jkt: Some(jkt),
+            nonce: None,
         };
-        let mut result = Err(stepup_core::dpop::ProofError::NonceRequired);
-        for nonce in nonces {
-            let context = ProofContext {
-                method,
-                uri: &uri,
-                access_token: Some(token),
-                bound_jkt: Some(jkt),
-                nonce,
-            };
-            result = verify_proof(proof, &context, &options.policy, now);
-            if !matches!(result, Err(stepup_core::dpop::ProofError::NonceRequired)) {
-                break;
-            }
-        }
+        let result = verify_proof_with_nonces(
+            proof,
+            &context,
+            accepted.as_ref().map(|a| a.as_slice()),
+            &options.policy,
+            now,
+        );
         let verified = match result {
             Ok(v) => v,
             Err(e) => {

@@ -32,7 +32,7 @@
 
 pub mod activity;
 pub mod amount;
-mod authorization;
+pub mod authorization;
 pub mod client_ip;
 pub mod dpop;
 mod fetch;

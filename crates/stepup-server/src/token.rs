@@ -325,52 +325,23 @@ async fn revoke_inner(state: &ServerState, headers: &HeaderMap, body: &[u8]) -> 
 }
 
 /// OpenID Connect Core §5.3: claims about the user of an access token
-/// carrying `openid`. Errors per RFC 6750 §3.
-pub(crate) async fn userinfo(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    let challenge = |status: http::StatusCode, error: &str, description: &str| {
-        let value = format!("Bearer error=\"{error}\", error_description=\"{description}\"");
-        let mut response = (
-            status,
-            Json(json!({ "error": error, "error_description": description })),
-        )
-            .into_response();
-        if let Ok(v) = http::HeaderValue::from_str(&value) {
-            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
-        }
-        response
-    };
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    let Some(token) = token else {
-        let mut response = (http::StatusCode::UNAUTHORIZED, "").into_response();
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-        return response;
-    };
-    let claims = match active_access_token(&state, token).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return challenge(
-                http::StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the access token is not active",
-            );
-        }
-        Err(e) => return e.into_response(),
-    };
+/// carrying `openid`. The token is checked as any resource checks one
+/// (`dpop::presented_access_token`); errors per RFC 6750 §3 and RFC 9449
+/// §7.1.
+pub(crate) async fn userinfo(
+    State(state): State<Arc<ServerState>>,
+    method: http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let claims =
+        match crate::dpop::presented_access_token(&state, &headers, method.as_str(), "/userinfo").await {
+            Ok(c) => c,
+            Err(refusal) => return refusal.into_response(),
+        };
     let scopes: Vec<&str> = claims.scope.as_deref().unwrap_or("").split(' ').collect();
     if !scopes.contains(&"openid") {
-        return challenge(
-            http::StatusCode::FORBIDDEN,
-            "insufficient_scope",
-            "the openid scope is required",
-        );
+        return crate::dpop::ResourceRefusal::insufficient_scope("the openid scope is required")
+            .into_response();
     }
     let mut body = json!({ "sub": claims.sub });
     if scopes.contains(&"profile") {

@@ -29,11 +29,24 @@ impl Key {
     }
 
     fn proof(&self, s: &TestServer, jti: &str) -> String {
-        let uri = format!("{}/token", s.issuer);
+        self.proof_for(s, "POST", "/token", None, jti)
+    }
+
+    /// A proof for `method` at `path` of the server, with `ath` of
+    /// `access_token` when given.
+    fn proof_for(
+        &self,
+        s: &TestServer,
+        method: &str,
+        path: &str,
+        access_token: Option<&str>,
+        jti: &str,
+    ) -> String {
+        let uri = format!("{}{path}", s.issuer);
         let claims = ProofClaims {
-            method: "POST",
+            method,
             uri: &uri,
-            access_token: None,
+            access_token,
             nonce: None,
             jti,
             iat: NOW,
@@ -131,6 +144,109 @@ async fn bound_tokens_and_refresh(backend: Backend) {
     );
 }
 on_both_backends!(bound_tokens_and_refresh);
+
+/// A `/userinfo` request with `authorization` and an optional proof: the
+/// status, the `WWW-Authenticate` header and the body.
+async fn userinfo(s: &TestServer, authorization: &str, proof: Option<&str>) -> (u16, String, Value) {
+    let mut request = s
+        .http
+        .get(s.url("/userinfo"))
+        .header("authorization", authorization);
+    if let Some(p) = proof {
+        request = request.header("dpop", p);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, challenge, body)
+}
+
+/// Issue 16 §2: `/userinfo` takes a DPoP-bound access token only with the
+/// `DPoP` scheme and a proof of its key for this very request (RFC 9449
+/// §7.1, §7.2), never as a bearer token; the control passes.
+async fn userinfo_takes_a_bound_token_only_with_its_proof(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let key = Key::new();
+    let code = code(&s, &[("dpop_jkt", &key.jkt)]).await;
+    let (status, body) = token(&s, &pairs(&exchange_form(&code)), Some(&key.proof(&s, "p1"))).await;
+    assert_eq!(status, 200, "{body}");
+    let at = body["access_token"].as_str().unwrap().to_owned();
+
+    // Stolen and used as a bearer token: refused.
+    let (status, challenge, body) = userinfo(&s, &format!("Bearer {at}"), None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains("invalid_token"),
+        "{challenge}"
+    );
+    assert_eq!(body["error"], "invalid_token");
+    // With the scheme but no proof, a proof of another key, a proof for
+    // another request, or without `ath`: refused with a DPoP challenge.
+    let (status, challenge, _) = userinfo(&s, &format!("DPoP {at}"), None).await;
+    assert_eq!(status, 401);
+    assert!(
+        challenge.starts_with("DPoP ") && challenge.contains("invalid_dpop_proof"),
+        "{challenge}"
+    );
+    assert!(challenge.contains("algs="), "{challenge}");
+    let thief = Key::new();
+    let stolen_key = thief.proof_for(&s, "GET", "/userinfo", Some(&at), "u1");
+    let (status, _, body) = userinfo(&s, &format!("DPoP {at}"), Some(&stolen_key)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_dpop_proof")),
+        "{body}"
+    );
+    for wrong in [
+        key.proof_for(&s, "POST", "/userinfo", Some(&at), "u2"),
+        key.proof_for(&s, "GET", "/token", Some(&at), "u3"),
+        key.proof_for(&s, "GET", "/userinfo", None, "u4"),
+    ] {
+        let (status, _, body) = userinfo(&s, &format!("DPoP {at}"), Some(&wrong)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_dpop_proof")),
+            "{body}"
+        );
+    }
+    // The holder, with a proof for this request: the claims.
+    let proof = key.proof_for(&s, "GET", "/userinfo", Some(&at), "u5");
+    let (status, _, body) = userinfo(&s, &format!("DPoP {at}"), Some(&proof)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["sub"].is_string(), "{body}");
+    // The same proof again: used once.
+    let (status, _, body) = userinfo(&s, &format!("DPoP {at}"), Some(&proof)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_dpop_proof")),
+        "{body}"
+    );
+
+    // An unbound token: as a bearer token it works, with the DPoP scheme not.
+    let code = self::code(&s, &[]).await;
+    let (status, body) = token(&s, &pairs(&exchange_form(&code)), None).await;
+    assert_eq!(status, 200, "{body}");
+    let plain = body["access_token"].as_str().unwrap().to_owned();
+    let (status, _, body) = userinfo(&s, &format!("Bearer {plain}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let proof = key.proof_for(&s, "GET", "/userinfo", Some(&plain), "u6");
+    let (status, _, body) = userinfo(&s, &format!("DPoP {plain}"), Some(&proof)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    // No credentials: a challenge without an error code (RFC 6750 §3.1).
+    let response = s.http.get(s.url("/userinfo")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+}
+on_both_backends!(userinfo_takes_a_bound_token_only_with_its_proof);
 
 async fn dpop_jkt_binds_the_code(backend: Backend) {
     let (s, _) = setup(backend, false).await;
