@@ -25,6 +25,9 @@ pub struct SignIn {
     pub asked: Vec<String>,
     /// Time spent waiting for a TOTP code not yet used.
     pub waited_for_code: Duration,
+    /// Transactions approved on the approval page (not a factor, but a
+    /// page the user had to read and confirm).
+    pub approvals: usize,
 }
 
 /// Answers WebAuthn ceremonies for a [`FormUser`] with passkeys: a
@@ -199,7 +202,7 @@ impl FormUser {
         let outcome = self
             .drive(
                 url,
-                6,
+                8,
                 |field| {
                     answers.push(field.to_owned());
                     Some(None)
@@ -207,6 +210,8 @@ impl FormUser {
                 &mut waited,
             )
             .await;
+        record.approvals = answers.iter().filter(|a| *a == "approve").count();
+        answers.retain(|a| a != "approve");
         record.asked = answers;
         record.waited_for_code = waited;
         match outcome? {
@@ -281,9 +286,11 @@ impl FormUser {
     }
 
     /// Walks the sign-in pages for `pages` forms at most: `answer(field)`
-    /// (`password`, `code` or `passkey`) gives `Some(Some(value))` to
-    /// type a value, `Some(None)` for the user's own (password, a fresh
-    /// code, the passkey's answer), `None` to stop.
+    /// (`password`, `code`, `passkey`, or `approve` on a transaction's
+    /// approval page) gives `Some(Some(value))` to type a value (for
+    /// `approve`: the decision, `approve` or `decline`), `Some(None)` for
+    /// the user's own (password, a fresh code, the passkey's answer; the
+    /// approval), `None` to stop.
     pub async fn drive(
         &self,
         url: Url,
@@ -317,6 +324,25 @@ impl FormUser {
                     &body[..body.len().min(300)]
                 ));
             };
+            if body.contains("action=\"/authorize/approve\"") {
+                let decision = match answer("approve") {
+                    None => return Ok(Reached::Stopped),
+                    Some(Some(value)) => value,
+                    Some(None) => "approve".to_owned(),
+                };
+                response = self
+                    .http
+                    .post(format!("{base}/authorize/approve"))
+                    .form(&[
+                        ("request", request.as_str()),
+                        ("csrf", csrf.as_str()),
+                        ("decision", decision.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
             if body.contains("action=\"/login/passkey\"") {
                 let credential = match answer("passkey") {
                     None => return Ok(Reached::Stopped),

@@ -73,6 +73,11 @@ pub(crate) struct AuthorizationRequest {
     /// that page, without a code).
     #[serde(default)]
     pub(crate) account: bool,
+    /// The user who approved `authorization_details` on the approval page
+    /// of this request (set by `approve`, only by that user's deliberate
+    /// action): a transaction is never approved by a session alone.
+    #[serde(default)]
+    pub(crate) approved_by: Option<String>,
 }
 
 /// What a code (and the tokens issued from it) stands for.
@@ -235,6 +240,7 @@ async fn validate(
         reason: None,
         proven: Vec::new(),
         account: false,
+        approved_by: None,
     };
     let fail = |req: AuthorizationRequest, code: &'static str, m: String| {
         Err(Invalid::Redirect(Box::new(req), code, m))
@@ -490,6 +496,99 @@ fn read_details(
     Ok((value, words.join("; "), bindings))
 }
 
+/// Whether `req` carries a transaction (`authorization_details`) that
+/// `user` has not approved on its page: then nothing is issued, whatever
+/// the session's level.
+fn awaits_approval(req: &AuthorizationRequest, user: &StoredUser) -> bool {
+    req.authorization_details.is_some() && req.approved_by.as_deref() != Some(user.id.as_str())
+}
+
+/// The entries of `authorization_details` as the approval page shows them:
+/// each type with its configured fields, in order, as the client sent them
+/// (already checked by `read_details`).
+fn approval_entries(state: &ServerState, details: &Value) -> Vec<pages::ApprovalEntry> {
+    let entries = details.as_array().map(Vec::as_slice).unwrap_or_default();
+    entries
+        .iter()
+        .map(|entry| {
+            let kind = entry.get("type").and_then(Value::as_str).unwrap_or_default();
+            let fields = state
+                .config
+                .details_types
+                .get(kind)
+                .map(|(spec, _)| spec.fields.as_slice())
+                .unwrap_or_default();
+            pages::ApprovalEntry {
+                kind: kind.to_owned(),
+                fields: fields
+                    .iter()
+                    .map(|field| {
+                        let value = match entry.get(field) {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(other) => other.to_string(),
+                            None => String::new(),
+                        };
+                        (field.clone(), value)
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// `POST /authorize/approve`: the user's decision on the transaction the
+/// approval page showed. The form names only the pending request (and its
+/// CSRF token, bound to this browser): what is approved is what the
+/// server kept, never what a form says. Declining ends the request with
+/// `access_denied`.
+pub(crate) async fn approve(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, pending, mut req) = match login_form(&state, &headers, &body).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let now = state.clock.now().seconds();
+    let session = current_session(&state, &headers, now).await;
+    if req.authorization_details.is_none() {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Nothing to approve",
+            "This request has no transaction.",
+        );
+    }
+    match form.get("decision").map(String::as_str) {
+        Some("approve") => {
+            // Approved by the user signed in now; `advance` issues the
+            // code only to that same user, and asks for any factor that
+            // lapsed meanwhile.
+            if let Some((_, user)) = &session {
+                req.approved_by = Some(user.id.clone());
+                tracing::info!(user = %user.id, client = %req.client_id, "transaction approved");
+                if let Ok(params) = serde_json::to_string(&req) {
+                    if let Err(e) = state.store.set_pending_params(&pending.id, &params).await {
+                        tracing::error!(error = %e, "recording an approval failed");
+                        return server_error_page();
+                    }
+                }
+            }
+            advance(&state, &pending, &req, session, None).await
+        }
+        Some("decline") => {
+            let _ = state.store.delete_pending(&pending.id).await;
+            tracing::info!(client = %req.client_id, "transaction declined");
+            error_redirect(&state, &req, "access_denied", "the user declined the transaction")
+        }
+        _ => pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid form",
+            "Choose to approve or decline the transaction.",
+        ),
+    }
+}
+
 /// The factors a user can prove here.
 pub(crate) fn enrolled(state: &ServerState, user: &StoredUser) -> Enrolled {
     Enrolled {
@@ -603,8 +702,9 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
     };
     let session = current_session(state, headers, now).await;
     // A live session that already holds the level answers at once, without
-    // storing the request (single sign-on costs one write, the code's).
-    if let Some((s, u)) = &session {
+    // storing the request (single sign-on costs one write, the code's);
+    // unless there is a transaction to approve.
+    if let Some((s, u)) = session.as_ref().filter(|(_, u)| !awaits_approval(&req, u)) {
         let levels = &state.config.auth_levels;
         if let Plan::Satisfied { acr, amr, auth_time } = plan(
             levels,
@@ -800,6 +900,31 @@ pub(crate) async fn advance(
             let Some(user) = user else {
                 return server_error_page();
             };
+            // A transaction is shown to its user and approved by a
+            // deliberate action, every time, whatever the session's level.
+            if let Some(details) = req
+                .authorization_details
+                .as_ref()
+                .filter(|_| awaits_approval(req, user))
+            {
+                if req.prompt_none {
+                    let _ = state.store.delete_pending(&pending.id).await;
+                    return error_redirect(
+                        state,
+                        req,
+                        "interaction_required",
+                        "the user must approve the transaction",
+                    );
+                }
+                let ctx = FormContext {
+                    request_id: &pending.id,
+                    csrf: &pending.csrf,
+                    client_id: shown_client(req),
+                    reason: None,
+                    error,
+                };
+                return pages::approval_page(&ctx, &user.username, &approval_entries(state, details));
+            }
             finish(
                 state,
                 Some(&pending.id),
@@ -887,6 +1012,12 @@ async fn finish(
     auth_time: i64,
 ) -> Response {
     let now = state.clock.now().seconds();
+    if awaits_approval(req, user) {
+        // Every caller shows the approval page first; a path that did
+        // not is a bug, and issues nothing.
+        tracing::error!(client = %req.client_id, "a transaction reached issuance unapproved");
+        return server_error_page();
+    }
     if req.account {
         // The account page's own sign-in: back to it, no code.
         if let Some(id) = pending_id {

@@ -208,6 +208,70 @@ pub(crate) fn otp_page(
     page(status, layout("Confirm it is you", &body))
 }
 
+/// One `authorization_details` entry as the approval page shows it: its
+/// type and each configured field with its value.
+pub(crate) struct ApprovalEntry {
+    pub(crate) kind: String,
+    pub(crate) fields: Vec<(String, String)>,
+}
+
+/// Words for a type or field name: `payment_initiation` → "Payment initiation".
+fn words(name: &str) -> String {
+    let spaced = name.replace(['_', '-'], " ");
+    let mut chars = spaced.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// The approval of a transaction (RFC 9396 `authorization_details`): every
+/// field in words, an amount with its currency, and two deliberate
+/// choices. Shown after the sign-in, even when the session's level
+/// already suffices.
+pub(crate) fn approval_page(ctx: &FormContext<'_>, username: &str, entries: &[ApprovalEntry]) -> Response {
+    let mut shown = String::new();
+    for entry in entries {
+        let currency = entry
+            .fields
+            .iter()
+            .find(|(f, _)| f == "currency")
+            .map(|(_, v)| v.as_str());
+        shown.push_str(&format!("<h2>{}</h2>\n<dl>\n", escape(&words(&entry.kind))));
+        for (field, value) in &entry.fields {
+            let value = match (field.as_str(), currency) {
+                ("currency", Some(_)) if entry.fields.iter().any(|(f, _)| f == "amount") => continue,
+                ("amount", Some(c)) => format!("{value} {c}"),
+                _ => value.clone(),
+            };
+            shown.push_str(&format!(
+                "<dt>{}</dt><dd class=\"approval-{}\">{}</dd>\n",
+                escape(&words(field)),
+                escape(field),
+                escape(&value)
+            ));
+        }
+        shown.push_str("</dl>\n");
+    }
+    let body = format!(
+        r#"<h1>Approve this transaction?</h1>
+<p class="muted">Signed in as {user}. {client} asks for your approval of:</p>
+{error}
+{shown}
+<form method="post" action="/authorize/approve">
+{hidden}
+<button type="submit" name="decision" value="approve" id="approve">Approve</button>
+<button type="submit" name="decision" value="decline" id="decline">Decline</button>
+</form>
+<p class="muted">Approve only if you started this yourself and every detail is right.</p>"#,
+        user = escape(username),
+        client = escape(ctx.client_id),
+        error = message_block(ctx.error),
+        hidden = hidden(ctx),
+    );
+    page(StatusCode::OK, layout("Approve this transaction", &body))
+}
+
 /// The page running a passkey sign-in. `options` is the WebAuthn request
 /// options (JSON) the script hands to the browser.
 pub(crate) fn passkey_sign_in_page(

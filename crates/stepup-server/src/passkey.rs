@@ -438,6 +438,7 @@ async fn account_sign_in(
         reason: Some("Confirm it is you to manage your passkeys.".to_owned()),
         proven: Vec::new(),
         account: true,
+        approved_by: None,
     };
     authorize::start_sign_in(state, req, session, now).await
 }

@@ -143,6 +143,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/par", post(authorize::par))
         .route("/login/password", post(authorize::login_password))
         .route("/login/otp", post(authorize::login_otp))
+        .route("/authorize/approve", post(authorize::approve))
         .route(
             "/login/passkey",
             get(passkey::sign_in_get).post(passkey::sign_in_post),

@@ -219,14 +219,22 @@ async fn sign_in_read_then_step_up_to_change_payment_details() {
     wait_for_text(&c, "#log", "GET /accounts/42/balance → 200").await;
 
     // A large transfer is approved for itself (RFC 9396): the API refuses
-    // the session's token, the app asks for a token for this transfer
-    // (the second factor is recent enough: no page), and the transfer
-    // goes through with it, once.
+    // the session's token, the app asks for a token for this transfer.
+    // The second factor is recent enough, yet the authorization server
+    // shows the transfer in words and waits for the user's approval; the
+    // transfer then goes through with its token, once.
     fill(&c, "#amount", "5000").await;
     fill(&c, "#to", "Ada Lovelace").await;
     click(&c, "#transfer button[type=submit]").await;
     let panel = wait_for_text(&c, "#step-up-detail", "approving this transaction only").await;
     click(&c, "#step-up-continue").await;
+    let approval = wait_for_text(&c, "body", "Approve this transaction?").await;
+    assert!(
+        approval.contains("5000.00 EUR") && approval.contains("Ada Lovelace"),
+        "{approval}"
+    );
+    artefact("demo-approval.png", &c.screenshot().await.unwrap());
+    click(&c, "#approve").await;
     let done = wait_for_text(&c, "#result", "Sent 5000.00 EUR").await;
     assert!(
         done.contains("Ada Lovelace") && done.contains("urn:stepup:acr:mfa"),

@@ -12,7 +12,7 @@ use std::process::Command;
 
 mod support;
 
-use support::{Killed, enrol, server_config};
+use support::{Killed, admin, enrol, server_config};
 
 #[test]
 fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
@@ -139,6 +139,13 @@ fn a_simulation_runs_against_a_deployment_described_by_a_target_file() {
             "{role} = {{ name = \"{name}\", password = \"{password}\", totp_secret = \"{secret}\" }}\n"
         ));
     }
+    // And one with a password only (it must not bind a passkey).
+    admin(
+        &config,
+        &["user", "add", "t-password-only", "--password-stdin"],
+        "password-only-1\n",
+    );
+    accounts.push_str("password_only = { name = \"t-password-only\", password = \"password-only-1\" }\n");
     let target = dir.join("target.toml");
     std::fs::write(
         &target,

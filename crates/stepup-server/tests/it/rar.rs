@@ -38,6 +38,16 @@ async fn server() -> (TestServer, stepup_core::totp::TotpSecret) {
     (s, totp)
 }
 
+/// Whether `page` is the approval page of a transaction, showing every
+/// field of [`payment`] in words.
+fn is_approval_page(page: &crate::flow::Page) -> bool {
+    page.status == 200
+        && page.body.contains("action=\"/authorize/approve\"")
+        && page.body.contains("Payment initiation")
+        && page.body.contains("5000.00 EUR")
+        && page.body.contains("Ada Lovelace")
+}
+
 fn payment() -> String {
     json!([{"type": "payment_initiation", "amount": "5000.00", "currency": "EUR", "creditor": "Ada Lovelace"}])
         .to_string()
@@ -69,7 +79,14 @@ async fn a_transaction_is_shown_approved_at_its_level_and_its_token_is_short() {
     // The type needs mfa: the code is asked too.
     assert!(page.is_otp_page(), "{}", page.body);
     let code = totp.code_at(UnixTime(s.clock.0.load(Ordering::SeqCst)));
-    let done = b.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    let approval = b.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    // Signed in at the level: the transaction is shown in words before
+    // anything is issued.
+    assert!(is_approval_page(&approval), "{}", approval.body);
+    assert!(approval.location.is_none());
+    let done = b
+        .submit(&s, "/authorize/approve", &approval, &[("decision", "approve")])
+        .await;
     let (status, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
     assert_eq!(status, 200, "{tokens}");
     let expected: Value = serde_json::from_str(&details).unwrap();
@@ -125,4 +142,121 @@ async fn malformed_or_unknown_details_are_refused() {
         let description = page.redirect_param("error_description").unwrap();
         assert!(description.contains(why), "{details}: {description}");
     }
+}
+
+fn payment_to(creditor: &str) -> String {
+    json!([{"type": "payment_initiation", "amount": "5000.00", "currency": "EUR", "creditor": creditor}])
+        .to_string()
+}
+
+/// Issue 16 §6: a client that can start an authorization request while
+/// the user's session is elevated gets no transaction token without the
+/// user seeing it: the payment is shown every time, whatever the session's
+/// level; declining gives `access_denied`, `prompt=none` gives
+/// `interaction_required`, and an approval posted from elsewhere counts
+/// for nothing.
+#[tokio::test]
+async fn an_elevated_session_approves_no_payment_by_itself() {
+    let (s, totp) = server().await;
+    let b = Browser::new();
+    // The user approves one payment at mfa.
+    let page = b
+        .authorize(&s, &[("authorization_details", &payment()), ("scope", "openid")])
+        .await;
+    let page = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    let code = totp.code_at(UnixTime(s.clock.0.load(Ordering::SeqCst)));
+    let approval = b.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    let done = b
+        .submit(&s, "/authorize/approve", &approval, &[("decision", "approve")])
+        .await;
+    assert!(done.redirect_param("code").is_some(), "{}", done.body);
+
+    // A second request in the same browser, for another creditor: the
+    // session is at mfa, yet a page, not a code.
+    let evil = payment_to("Mallory Ltd");
+    let page = b
+        .authorize(&s, &[("authorization_details", &evil), ("scope", "openid")])
+        .await;
+    assert_eq!(page.status, 200, "{:?} {}", page.location, page.body);
+    assert!(page.location.is_none(), "no redirect: {:?}", page.location);
+    assert!(
+        page.body.contains("action=\"/authorize/approve\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Mallory Ltd"), "{}", page.body);
+    // Declined: access_denied.
+    let declined = b
+        .submit(&s, "/authorize/approve", &page, &[("decision", "decline")])
+        .await;
+    assert_eq!(declined.redirect_param("error").as_deref(), Some("access_denied"));
+    assert!(declined.redirect_param("code").is_none());
+    // The request is over: its form cannot approve afterwards.
+    let late = b
+        .submit(&s, "/authorize/approve", &page, &[("decision", "approve")])
+        .await;
+    assert_eq!(late.status, 400, "{:?} {}", late.location, late.body);
+    assert!(late.body.contains("expired"), "{}", late.body);
+
+    // Without interaction: interaction_required, never a code.
+    let silent = b
+        .authorize(
+            &s,
+            &[
+                ("authorization_details", &evil),
+                ("scope", "openid"),
+                ("prompt", "none"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        silent.redirect_param("error").as_deref(),
+        Some("interaction_required"),
+        "{:?} {}",
+        silent.location,
+        silent.body
+    );
+
+    // An approval posted by another browser (the attacker's), with the
+    // request's identifiers, or from this browser with a wrong CSRF token:
+    // refused, and the page stays unapproved.
+    let page = b
+        .authorize(&s, &[("authorization_details", &evil), ("scope", "openid")])
+        .await;
+    let other = Browser::new();
+    let forged = other
+        .submit(&s, "/authorize/approve", &page, &[("decision", "approve")])
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let wrong_csrf = b
+        .http
+        .post(s.url("/authorize/approve"))
+        .form(&[
+            ("request", page.hidden("request").as_str()),
+            ("csrf", "guess"),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_csrf.status().as_u16(), 403);
+    // A form without a decision approves nothing.
+    let undecided = b.submit(&s, "/authorize/approve", &page, &[]).await;
+    assert_eq!(undecided.status, 400, "{}", undecided.body);
+
+    // The control: the user approves, and the token is for what was shown.
+    let done = b
+        .submit(&s, "/authorize/approve", &page, &[("decision", "approve")])
+        .await;
+    let (status, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
+    let expected: Value = serde_json::from_str(&evil).unwrap();
+    assert_eq!(tokens["authorization_details"], expected);
 }

@@ -105,6 +105,13 @@ impl Deployment {
         Ok(format!("http://localhost:{}", addr.port()))
     }
 
+    /// Adds a user with a password and nothing else.
+    pub(crate) async fn add_password_user(&self, username: &str, password: &str) -> Result<()> {
+        let now = SystemClock.now().seconds();
+        users::add_user(&self.state.store, username, password, now, &SystemRandom::new()).await?;
+        Ok(())
+    }
+
     /// Adds a user with a password and an enrolled TOTP secret.
     pub(crate) async fn add_user(
         &self,

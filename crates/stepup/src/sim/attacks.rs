@@ -46,6 +46,8 @@ pub(crate) struct Target {
     pub(crate) brute_force_target: VirtualUser,
     /// A user whose TOTP codes are replayed.
     pub(crate) code_reuse_target: VirtualUser,
+    /// A user with nothing but a password, when the target has one.
+    pub(crate) password_only: Option<VirtualUser>,
     pub(crate) client_id: String,
     pub(crate) other_client_id: String,
     /// The same authorization server two hours in the past, and in the
@@ -876,6 +878,84 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         Ok((
             refused(s),
             format!("another amount and creditor than approved: expected a refusal, got {s}"),
+        ))
+    });
+
+    // A client (or script) holding the victim's elevated browser session
+    // asks for a token for its own payment: the user signs in as asked,
+    // but never approves it. No code may come back.
+    attack!("payment-approved-without-page", "transaction", async {
+        let details = json!([{"type": "payment_initiation", "amount": "5000.00", "currency": "EUR", "creditor": "Mallory Ltd"}]).to_string();
+        let pkce = pkce();
+        let url = t.authorize_url(
+            "openid accounts:read payments:write",
+            Some(&pkce),
+            &[("authorization_details", &details)],
+        );
+        let mut waited = Duration::ZERO;
+        let reached = t
+            .victim
+            .drive(url, 8, |field| (field != "approve").then_some(None), &mut waited)
+            .await?;
+        let issued = matches!(&reached, stepup_client::Reached::Client(u) if u.query_pairs().any(|(k, _)| k == "code"));
+        Ok((
+            !issued,
+            format!("a payment nobody approved: expected the approval page and no code, got {reached:?}"),
+        ))
+    });
+    attack!("payment-approved-with-prompt-none", "transaction", async {
+        let details = json!([{"type": "payment_initiation", "amount": "5000.00", "currency": "EUR", "creditor": "Mallory Ltd"}]).to_string();
+        let pkce = pkce();
+        let url = t.authorize_url(
+            "openid accounts:read payments:write",
+            Some(&pkce),
+            &[("authorization_details", &details), ("prompt", "none")],
+        );
+        let (_, location) = first_answer(t.victim.browser(), url).await?;
+        let issued = Url::parse(&location).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "code"));
+        Ok((
+            !issued,
+            format!("a payment without interaction: expected interaction_required, got {location:?}"),
+        ))
+    });
+
+    // A stolen password binds the thief's own passkey.
+    match &t.password_only {
+        Some(user) => attack!("password-only-passkey-bind", "enrolment", async {
+            let page = Url::parse(&format!("{}/account/passkeys", t.issuer)).map_err(|e| e.to_string())?;
+            let outcome = user.open(page).await;
+            let offered = matches!(&outcome, Ok(body) if body.contains("data-options"));
+            let shown = match &outcome {
+                Ok(body) => body.chars().take(120).collect::<String>(),
+                Err(e) => e.chars().take(120).collect(),
+            };
+            Ok((
+                !offered,
+                format!("a password alone must not reach passkey registration; got {shown:?}"),
+            ))
+        }),
+        None => not_run!(
+            "password-only-passkey-bind",
+            "enrolment",
+            "the target file names no password_only account"
+        ),
+    }
+
+    // A token bound to a key, stolen and used as a bearer token at the
+    // authorization server's own resource.
+    attack!("dpop-bound-token-at-userinfo", "sender constraint", async {
+        let token = bound.as_ref().map_err(Clone::clone)?;
+        let userinfo = format!("{}/userinfo", t.issuer);
+        let s = call(
+            reqwest::Method::GET,
+            &userinfo,
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await?;
+        Ok((
+            s == 401,
+            format!("a stolen DPoP-bound token at /userinfo without its key: expected 401, got {s}"),
         ))
     });
 

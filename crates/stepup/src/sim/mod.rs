@@ -277,6 +277,30 @@ struct TargetFile {
     victim: Account,
     brute_force_target: Account,
     code_reuse_target: Account,
+    /// An account with a password and no other factor, which must not be
+    /// able to bind a passkey by itself; the attack is not run without it.
+    #[serde(default)]
+    password_only: Option<PasswordAccount>,
+}
+
+/// An account with nothing but a password.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordAccount {
+    name: String,
+    password: String,
+}
+
+impl PasswordAccount {
+    fn user(&self) -> VirtualUser {
+        password_only_user(&self.name, &self.password)
+    }
+}
+
+/// A virtual user who has only a password. (A `VirtualUser` carries a TOTP
+/// secret; this one's is never asked for, and matches no enrolment.)
+fn password_only_user(name: &str, password: &str) -> VirtualUser {
+    VirtualUser::new(name, password, stepup_core::totp::TotpSecret::new(vec![0; 20]))
 }
 
 fn default_client_id() -> String {
@@ -332,6 +356,7 @@ struct Deployed {
     users: Vec<Arc<VirtualUser>>,
     passkeys: usize,
     victims: [VirtualUser; 3],
+    password_only: Option<VirtualUser>,
     past_server: Option<String>,
     future_server: Option<String>,
     /// The demo runs in this process: its memory is the run's.
@@ -376,6 +401,8 @@ async fn own_demo(args: &SimArgs) -> Result<Deployed> {
         let totp = d.add_user(&format!("sim-{role}"), &password).await?;
         victims.push(VirtualUser::new(&format!("sim-{role}"), &password, totp).from_address(HOME_ADDRESS));
     }
+    let password_only = "sim-password-only-password";
+    d.add_password_user("sim-password-only", password_only).await?;
     Ok(Deployed {
         issuer: d.issuer.clone(),
         api_url: d.api_url.clone(),
@@ -385,6 +412,9 @@ async fn own_demo(args: &SimArgs) -> Result<Deployed> {
         users,
         passkeys,
         victims: victims.try_into().map_err(|_| anyhow!("three victims"))?,
+        password_only: Some(
+            password_only_user("sim-password-only", password_only).from_address(HOME_ADDRESS),
+        ),
         past_server: Some(d.shifted_server(-2 * 3600).await?),
         future_server: Some(d.shifted_server(2 * 3600).await?),
         in_process: true,
@@ -418,6 +448,7 @@ fn described(path: &std::path::Path) -> Result<Deployed> {
         users,
         passkeys: 0,
         victims,
+        password_only: file.password_only.as_ref().map(PasswordAccount::user),
         past_server: None,
         future_server: None,
         in_process: false,
@@ -488,6 +519,7 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         victim,
         brute_force_target: brute,
         code_reuse_target: reuse,
+        password_only: d.password_only,
         client_id: d.client_id.clone(),
         other_client_id: d.other_client_id.clone(),
         past_server: d.past_server,
@@ -752,6 +784,19 @@ fn tally<'a>(items: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_target_file_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/target.example.toml");
+        let file = TargetFile::load(&path).unwrap();
+        assert_eq!(file.users.len(), 1);
+        assert_eq!(file.victim.name, "sim-victim");
+        assert_eq!(
+            file.password_only.map(|a| a.name).as_deref(),
+            Some("sim-password-only")
+        );
+    }
 
     #[test]
     fn the_default_scenario_loads_and_mistakes_are_named() {
