@@ -30,7 +30,7 @@ use crate::client::{self, Client};
 use crate::pages::{self, FormContext};
 use crate::server::ServerState;
 use crate::session;
-use crate::store::{Attempt, StoredPending, StoredSession, StoredUser};
+use crate::store::{Attempt, AttemptLimits, AttemptStart, StoredPending, StoredSession, StoredUser};
 use crate::token::random_id;
 use crate::users;
 
@@ -1187,14 +1187,18 @@ pub(crate) async fn login_form(
     Ok((form, pending, req))
 }
 
-/// Takes an attempt at a factor for a user: false while the account is locked.
-async fn begin_attempt(state: &ServerState, user: &StoredUser, kind: Attempt, now: i64) -> bool {
+/// Takes an attempt at a factor for a user (a store error refuses it).
+async fn begin_attempt(state: &ServerState, user: &StoredUser, kind: Attempt, now: i64) -> AttemptStart {
     let login = &state.config.login;
+    let limits = AttemptLimits {
+        max_failures: login.max_failures,
+        max_code_failures: login.max_code_failures,
+    };
     state
         .store
-        .begin_attempt(&user.id, kind, login.max_failures, now, now + login.lock_seconds)
+        .begin_attempt(&user.id, kind, limits, now, now + login.lock_seconds)
         .await
-        .unwrap_or(false)
+        .unwrap_or(AttemptStart::Locked)
 }
 
 /// Records the verdict of an attempt; true when the account is now locked.
@@ -1220,6 +1224,9 @@ async fn end_attempt(
 }
 
 const LOCKED: &str = "Too many failed attempts: this account is locked for a while. Try again later.";
+
+const CODES_BLOCKED: &str = "Too many wrong codes in a row: codes are refused for this account until it is unlocked. \
+    Sign in with a passkey if you have one, or ask your administrator to unlock the account.";
 
 /// The password page says the same for an unknown user, a wrong password and
 /// a locked account: nothing there tells whether an account exists.
@@ -1294,11 +1301,15 @@ pub(crate) async fn login_password(
         async move { advance(state, pending, req, session, Some(&error)).await }
     };
     let Some(user) = user else {
-        // Same work as for a real user: no timing difference.
+        // Same work as for a real user with a wrong password (the writes
+        // of an attempt, a hash verified): no timing difference.
+        if let Err(e) = state.store.decoy_attempt().await {
+            tracing::error!(error = %e, "the decoy attempt failed");
+        }
         users::verify_password(&state.decoy_hash, password);
         return retry(SIGN_IN_FAILED).await;
     };
-    if !begin_attempt(&state, &user, Attempt::Password, now).await {
+    if begin_attempt(&state, &user, Attempt::Password, now).await != AttemptStart::Taken {
         users::verify_password(&state.decoy_hash, password);
         return retry(SIGN_IN_FAILED).await;
     }
@@ -1379,8 +1390,10 @@ pub(crate) async fn login_otp(
     let live = Some((session.clone(), user.clone()));
     // The attempt is counted before the code is checked: concurrent guesses
     // cannot exceed the limit, and a correct password does not reset it.
-    if !begin_attempt(&state, &user, Attempt::Otp, now).await {
-        return advance(&state, &pending, &req, live, Some(LOCKED)).await;
+    match begin_attempt(&state, &user, Attempt::Otp, now).await {
+        AttemptStart::Taken => {}
+        AttemptStart::Locked => return advance(&state, &pending, &req, live, Some(LOCKED)).await,
+        AttemptStart::Blocked => return advance(&state, &pending, &req, live, Some(CODES_BLOCKED)).await,
     }
     let Some(secret) = users::totp_secret(&user) else {
         return advance(

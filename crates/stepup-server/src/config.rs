@@ -81,6 +81,12 @@ pub struct LevelConfig {
 pub struct LoginConfig {
     /// Failed password or code attempts before the account locks.
     pub max_failures: i64,
+    /// Wrong TOTP codes in a row, across locks, before codes are refused
+    /// until an administrator unlocks the account (`stepup admin user
+    /// unlock`) or the user signs in with a passkey: a slow guesser who
+    /// holds the password cannot wait out lock after lock (NIST SP
+    /// 800-63B §5.2.2 allows at most 100).
+    pub max_code_failures: i64,
     /// How long a lock lasts, in seconds.
     pub lock_seconds: i64,
     /// How long a browser session lasts, in seconds.
@@ -95,6 +101,7 @@ impl Default for LoginConfig {
     fn default() -> Self {
         Self {
             max_failures: 5,
+            max_code_failures: 100,
             lock_seconds: 900,
             session_seconds: 43_200,
             request_seconds: 600,
@@ -340,6 +347,12 @@ impl Config {
                     .into(),
             ));
         }
+        if !(l.max_failures..=100).contains(&l.max_code_failures) {
+            return Err(invalid(
+                "login.max_code_failures must be at least max_failures and at most 100 (NIST SP 800-63B §5.2.2)"
+                    .into(),
+            ));
+        }
         let assurance = AssuranceLevels::new(acrs).map_err(|e| invalid(format!("level: {e}")))?;
         let mut scope_bindings = BTreeMap::new();
         for (scope, binding) in &raw.scopes {
@@ -474,6 +487,14 @@ factors = [["pwd", "otp"], ["hwk"]]
                 "audiences",
             ),
             (format!("{GOOD}\n[tokens]\ncode_seconds = 0\n"), "code_seconds"),
+            (
+                format!("{GOOD}\n[login]\nmax_code_failures = 101\n"),
+                "max_code_failures must be at least max_failures and at most 100",
+            ),
+            (
+                format!("{GOOD}\n[login]\nmax_failures = 5\nmax_code_failures = 4\n"),
+                "max_code_failures",
+            ),
             (
                 GOOD.replace("audiences =", "signing_alg = \"HS256\"\naudiences ="),
                 "expected \"ES256\" or \"EdDSA\"",

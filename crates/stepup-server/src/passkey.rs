@@ -321,6 +321,11 @@ pub(crate) async fn sign_in_post(
         Ok(None) => return server_error(&"the passkey's user is gone"),
         Err(e) => return server_error(&e),
     };
+    // A passkey outranks the code: its sign-in clears the count of wrong
+    // codes in a row (codes refused for it work again).
+    if let Err(e) = state.store.clear_code_failures(&user.id).await {
+        return server_error(&e);
+    }
     let Some((session, cookie)) = authorize::signed_in(&state, session, &user, Factor::Hwk, now).await else {
         return server_error(&"the session could not be recorded");
     };

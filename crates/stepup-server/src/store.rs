@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_family_users.sql")),
     (7, include_str!("../migrations/0007_passkeys.sql")),
     (8, include_str!("../migrations/0008_dpop.sql")),
+    (9, include_str!("../migrations/0009_code_failures_and_timing.sql")),
 ];
 
 /// The server's database.
@@ -592,6 +593,27 @@ pub enum Attempt {
     Otp,
 }
 
+/// How many failed attempts a factor takes.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptLimits {
+    /// Failures before a temporary lock.
+    pub max_failures: i64,
+    /// Wrong TOTP codes in a row, across locks, before codes are refused
+    /// until an unlock.
+    pub max_code_failures: i64,
+}
+
+/// Whether an attempt may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptStart {
+    /// Counted: check the factor, then record the verdict.
+    Taken,
+    /// The account is locked for a while.
+    Locked,
+    /// Too many wrong codes in a row: codes are refused until an unlock.
+    Blocked,
+}
+
 /// Which one-time values.
 #[derive(Debug, Clone, Copy)]
 pub enum OneTime {
@@ -694,7 +716,7 @@ impl Store {
     /// Enrols (or replaces) a user's TOTP seed.
     pub async fn set_totp_seed(&self, user_id: &str, seed_b64: &str) -> Result<bool, StoreError> {
         let done =
-            sqlx::query(self.sql("UPDATE users SET totp_seed = ?, totp_last_step = NULL WHERE id = ?"))
+            sqlx::query(self.sql("UPDATE users SET totp_seed = ?, totp_last_step = NULL, otp_failed_attempts = 0, otp_consecutive_failures = 0 WHERE id = ?"))
                 .bind(seed_b64)
                 .bind(user_id)
                 .execute(self.writes())
@@ -717,46 +739,59 @@ impl Store {
     }
 
     /// Takes an attempt at a factor, counting it before the check, in one
-    /// statement: refused (false) while the account is locked or while
+    /// statement: refused while the account is locked or while
     /// `max_failures` attempts are already counted, so that concurrent
     /// guesses cannot exceed the limit. A count stuck at the limit (a crash
-    /// between attempt and verdict) becomes an ordinary lock.
+    /// between attempt and verdict) becomes an ordinary lock. TOTP codes
+    /// are also counted in a row across locks, and refused for good once
+    /// `max_code_failures` wrong ones came in a row.
     pub async fn begin_attempt(
         &self,
         user_id: &str,
         kind: Attempt,
-        max_failures: i64,
+        limits: AttemptLimits,
         now: i64,
         lock_until: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<AttemptStart, StoreError> {
         let (take, stuck) = match kind {
             Attempt::Password => (
                 "UPDATE users SET failed_attempts = failed_attempts + 1 WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?) AND failed_attempts < ?",
                 "UPDATE users SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ? AND (locked_until IS NULL OR locked_until <= ?)",
             ),
             Attempt::Otp => (
-                "UPDATE users SET otp_failed_attempts = otp_failed_attempts + 1 WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?) AND otp_failed_attempts < ?",
+                "UPDATE users SET otp_failed_attempts = otp_failed_attempts + 1, otp_consecutive_failures = otp_consecutive_failures + 1 WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?) AND otp_failed_attempts < ? AND otp_consecutive_failures < ?",
                 "UPDATE users SET locked_until = ?, otp_failed_attempts = 0 WHERE id = ? AND otp_failed_attempts >= ? AND (locked_until IS NULL OR locked_until <= ?)",
             ),
         };
-        let taken = sqlx::query(self.sql(take))
+        let mut query = sqlx::query(self.sql(take))
             .bind(user_id)
             .bind(now)
-            .bind(max_failures)
-            .execute(self.writes())
-            .await?
-            .rows_affected()
-            == 1;
-        if !taken {
-            sqlx::query(self.sql(stuck))
-                .bind(lock_until)
-                .bind(user_id)
-                .bind(max_failures)
-                .bind(now)
-                .execute(self.writes())
-                .await?;
+            .bind(limits.max_failures);
+        if kind == Attempt::Otp {
+            query = query.bind(limits.max_code_failures);
         }
-        Ok(taken)
+        let taken = query.execute(self.writes()).await?.rows_affected() == 1;
+        if taken {
+            return Ok(AttemptStart::Taken);
+        }
+        sqlx::query(self.sql(stuck))
+            .bind(lock_until)
+            .bind(user_id)
+            .bind(limits.max_failures)
+            .bind(now)
+            .execute(self.writes())
+            .await?;
+        if kind == Attempt::Otp {
+            let in_a_row: Option<i64> =
+                sqlx::query_scalar(self.sql("SELECT otp_consecutive_failures FROM users WHERE id = ?"))
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if in_a_row.is_some_and(|n| n >= limits.max_code_failures) {
+                return Ok(AttemptStart::Blocked);
+            }
+        }
+        Ok(AttemptStart::Locked)
     }
 
     /// Records the verdict of an attempt: a success clears the count; a
@@ -772,7 +807,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let query = match (kind, succeeded) {
             (Attempt::Password, true) => "UPDATE users SET failed_attempts = 0 WHERE id = ?",
-            (Attempt::Otp, true) => "UPDATE users SET otp_failed_attempts = 0 WHERE id = ?",
+            (Attempt::Otp, true) => {
+                "UPDATE users SET otp_failed_attempts = 0, otp_consecutive_failures = 0 WHERE id = ?"
+            }
             (Attempt::Password, false) => {
                 "UPDATE users SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ?"
             }
@@ -796,6 +833,46 @@ impl Store {
             .rows_affected()
             == 1;
         Ok(locked)
+    }
+
+    /// The writes of a failed password attempt, made on a decoy row: a
+    /// sign-in with an unknown user name costs what one with a known name
+    /// and a wrong password does (two serialized writes, the first
+    /// changing a row, the second not), so answer times do not tell
+    /// which names exist.
+    pub async fn decoy_attempt(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE timing_decoy SET attempts = attempts + 1 WHERE id = 1")
+            .execute(self.writes())
+            .await?;
+        sqlx::query(self.sql("UPDATE timing_decoy SET attempts = 0 WHERE id = 1 AND attempts < ?"))
+            .bind(0_i64)
+            .execute(self.writes())
+            .await?;
+        Ok(())
+    }
+
+    /// Clears the count of wrong TOTP codes in a row (and codes refused
+    /// for it): the user proved a stronger factor, a passkey.
+    pub async fn clear_code_failures(&self, user_id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "UPDATE users SET otp_failed_attempts = 0, otp_consecutive_failures = 0 WHERE id = ? AND otp_consecutive_failures > 0",
+        ))
+        .bind(user_id)
+        .execute(self.writes())
+        .await?;
+        Ok(())
+    }
+
+    /// Ends every lock of a user and clears their failure counts, the
+    /// count of wrong codes in a row included (an administrator's unlock).
+    pub async fn unlock_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql(
+            "UPDATE users SET failed_attempts = 0, otp_failed_attempts = 0, otp_consecutive_failures = 0, locked_until = NULL WHERE id = ?",
+        ))
+        .bind(user_id)
+        .execute(self.writes())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Starts a session.

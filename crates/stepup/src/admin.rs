@@ -68,6 +68,13 @@ enum UserCommand {
         /// Login name.
         username: String,
     },
+    /// Unlock a user's account: ends a temporary lock and clears the
+    /// failure counts, wrong TOTP codes in a row included (after which
+    /// codes are refused until an unlock).
+    Unlock {
+        /// Login name.
+        username: String,
+    },
     /// List users.
     List,
     /// List a user's passkeys (registered on the account page,
@@ -155,6 +162,15 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
             }) => user_passwd(&store, &username, password_stdin, &rng).await,
             AdminCommand::User(UserCommand::TotpEnroll { username }) => {
                 totp_enroll(&store, &config.issuer, &username, &rng).await
+            }
+            AdminCommand::User(UserCommand::Unlock { username }) => {
+                let user = store
+                    .user_by_username(&username)
+                    .await?
+                    .ok_or_else(|| anyhow!("no user named {username:?}"))?;
+                store.unlock_user(&user.id).await?;
+                println!("unlocked {username}: failure counts cleared");
+                Ok(ExitCode::SUCCESS)
             }
             AdminCommand::User(UserCommand::List) => user_list(&store, now).await,
             AdminCommand::User(UserCommand::Passkeys { username }) => passkey_list(&store, &username).await,
