@@ -154,6 +154,7 @@ token_seconds = 120
             require_par: false,
             require_dpop: false,
             jwks: None,
+            audiences: Vec::new(),
         },
         NOW,
         &rng,

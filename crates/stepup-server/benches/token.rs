@@ -414,6 +414,7 @@ async fn start_server(dir: &Path) -> Result<Server> {
         require_par: false,
         require_dpop: false,
         jwks: None,
+        audiences: Vec::new(),
     };
     let mut secrets = Vec::new();
     for id in [SERVICE, RESOURCE_SERVER] {

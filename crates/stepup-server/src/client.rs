@@ -80,6 +80,9 @@ pub struct Client {
     pub require_dpop: bool,
     /// Its public keys, for `private_key_jwt`.
     pub jwks: Option<Jwks>,
+    /// The audiences (RFC 8707 resources) it may get tokens for; empty:
+    /// only the server's default audience.
+    pub audiences: Vec<String>,
 }
 
 /// What an administrator registers.
@@ -101,6 +104,11 @@ pub struct Registration {
     pub require_dpop: bool,
     /// The client's public keys (a JWK Set, JSON), for `private_key_jwt`.
     pub jwks: Option<String>,
+    /// The audiences it may get tokens for, among the server's configured
+    /// ones (the administrator's command checks that); empty: only the
+    /// default audience, so that no client reaches another resource
+    /// server's APIs unless registered for it.
+    pub audiences: Vec<String>,
 }
 
 /// Why a registration is refused.
@@ -148,6 +156,10 @@ impl Client {
                 Some(json) => Some(Jwks::from_json(json.as_bytes()).map_err(|_| corrupt("jwks"))?),
                 None => None,
             },
+            audiences: match s.audiences {
+                Some(json) => serde_json::from_str(&json).map_err(|_| corrupt("audiences"))?,
+                None => Vec::new(),
+            },
         })
     }
 
@@ -183,6 +195,11 @@ pub async fn register(
             "client id {:?}: expected 1 to 128 letters, digits, '-', '_' or '.'",
             r.client_id
         )));
+    }
+    for a in &r.audiences {
+        if a.is_empty() || a.len() > 2048 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(format!("audience {a:?}: expected a URI without spaces")));
+        }
     }
     for g in &r.grant_types {
         if !GRANT_TYPES.contains(&g.as_str()) {
@@ -248,6 +265,11 @@ pub async fn register(
         require_dpop: r.require_dpop,
         created_at: now,
         jwks: r.jwks.clone(),
+        audiences: if r.audiences.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&r.audiences).map_err(|e| invalid(e.to_string()))?)
+        },
     };
     store.insert_client(&stored).await?;
     Ok((Client::from_stored(stored)?, secret))

@@ -132,7 +132,7 @@ fn prepare(
             subject: &grant.user_id,
             client_id: &client.id,
             scopes: &scopes,
-            audience: audience(state, form)?,
+            audience: audience(state, client, form)?,
             lifetime,
             authentication: Some((&grant.acr, &grant.amr, grant.auth_time)),
             auth_country: grant.auth_country.as_deref(),

@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_passkeys.sql")),
     (8, include_str!("../migrations/0008_dpop.sql")),
     (9, include_str!("../migrations/0009_code_failures_and_timing.sql")),
+    (10, include_str!("../migrations/0010_client_audiences.sql")),
 ];
 
 /// The server's database.
@@ -104,6 +105,9 @@ pub struct StoredClient {
     pub created_at: i64,
     /// Public keys (a JWK Set) for `private_key_jwt`.
     pub jwks: Option<String>,
+    /// JSON array of the audiences it may get tokens for; `None`: the
+    /// default audience only.
+    pub audiences: Option<String>,
 }
 
 impl Store {
@@ -289,7 +293,7 @@ impl Store {
     /// Registers a client.
     pub async fn insert_client(&self, c: &StoredClient) -> Result<(), StoreError> {
         sqlx::query(self.sql(
-            "INSERT INTO clients (client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO clients (client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks, audiences) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&c.client_id)
         .bind(&c.secret_sha256)
@@ -301,6 +305,7 @@ impl Store {
         .bind(i64::from(c.require_dpop))
         .bind(c.created_at)
         .bind(&c.jwks)
+        .bind(&c.audiences)
         .execute(self.writes())
         .await
         .map_err(|e| duplicate(e, format!("client {}", c.client_id)))?;
@@ -342,7 +347,7 @@ impl Store {
     /// Looks a client up.
     pub async fn client(&self, client_id: &str) -> Result<Option<StoredClient>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks FROM clients WHERE client_id = ?",
+            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks, audiences FROM clients WHERE client_id = ?",
         ))
         .bind(client_id)
         .fetch_optional(&self.pool)
@@ -353,7 +358,7 @@ impl Store {
     /// All clients, by id.
     pub async fn clients(&self) -> Result<Vec<StoredClient>, StoreError> {
         let rows = sqlx::query(
-            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks FROM clients ORDER BY client_id",
+            "SELECT client_id, secret_sha256, auth_method, redirect_uris, grant_types, scopes, require_par, require_dpop, created_at, jwks, audiences FROM clients ORDER BY client_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -397,6 +402,7 @@ fn client_from_row(r: &AnyRow) -> Result<StoredClient, StoreError> {
         require_dpop: r.try_get::<i64, _>("require_dpop")? != 0,
         created_at: r.try_get("created_at")?,
         jwks: r.try_get("jwks")?,
+        audiences: r.try_get("audiences")?,
     })
 }
 

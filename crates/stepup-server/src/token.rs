@@ -94,18 +94,34 @@ pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) ->
     Ok(Minted { token, jti, exp })
 }
 
-/// Picks the audience: the `resource` parameter (RFC 8707) if given, which
-/// must be a configured audience, else the default.
-pub(crate) fn audience<'c>(state: &'c ServerState, form: &Form) -> Result<&'c str, OAuthError> {
+/// Picks the audience (RFC 8707): the `resource` parameter if given, which
+/// must be a configured audience the client is registered for, else the
+/// client's first (the server's default for a client registered with
+/// none). `invalid_target` otherwise: a client gets tokens only for the
+/// resource servers it was registered for.
+pub(crate) fn audience<'c>(
+    state: &'c ServerState,
+    client: &Client,
+    form: &Form,
+) -> Result<&'c str, OAuthError> {
+    let configured = &state.config.audiences;
+    let allowed =
+        |a: &String| client.audiences.is_empty() && *a == configured[0] || client.audiences.contains(a);
     match form.get("resource") {
-        None => Ok(&state.config.audiences[0]),
-        Some(r) => state
-            .config
+        None if client.audiences.is_empty() => Ok(&configured[0]),
+        None => client
             .audiences
             .iter()
-            .find(|a| *a == r)
+            .find_map(|a| configured.iter().find(|c| *c == a))
             .map(String::as_str)
-            .ok_or_else(|| OAuthError::invalid_target(format!("unknown resource {r:?}"))),
+            .ok_or_else(|| OAuthError::invalid_target("the client is registered for no configured audience")),
+        Some(r) => match configured.iter().find(|a| *a == r) {
+            Some(a) if allowed(a) => Ok(a),
+            Some(_) => Err(OAuthError::invalid_target(format!(
+                "this client may not get tokens for {r:?}"
+            ))),
+            None => Err(OAuthError::invalid_target(format!("unknown resource {r:?}"))),
+        },
     }
 }
 
@@ -189,7 +205,7 @@ fn client_credentials(
             "scope {bound} requires user authentication and cannot be granted to client_credentials"
         )));
     }
-    let audience = audience(state, form)?;
+    let audience = audience(state, client, form)?;
     let lifetime = state.config.tokens.access_token_seconds;
     let token = mint_access_token(
         state,

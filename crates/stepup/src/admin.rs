@@ -133,6 +133,11 @@ enum ClientCommand {
         /// The client's public keys (a JWK Set file), for private_key_jwt.
         #[arg(long, value_name = "FILE")]
         jwks_file: Option<std::path::PathBuf>,
+        /// An audience (RFC 8707 resource) the client may get tokens for,
+        /// one of the server's `audiences` (repeat for several; the first
+        /// is its default). Without any: only the server's default audience.
+        #[arg(long = "audience", value_name = "URI")]
+        audiences: Vec<String>,
     },
     /// List clients.
     List,
@@ -193,7 +198,14 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                 require_par,
                 require_dpop,
                 jwks_file,
+                audiences,
             }) => {
+                if let Some(unknown) = audiences.iter().find(|a| !config.audiences.contains(a)) {
+                    bail!(
+                        "audience {unknown:?} is not one of the server's audiences ({})",
+                        config.audiences.join(", ")
+                    );
+                }
                 let jwks = match jwks_file {
                     Some(path) => Some(
                         std::fs::read_to_string(&path)
@@ -220,6 +232,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                     require_par,
                     require_dpop,
                     jwks,
+                    audiences,
                 };
                 client_add(&store, registration, now, &rng).await
             }

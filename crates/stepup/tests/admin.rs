@@ -300,6 +300,27 @@ fn clients_are_registered_and_listed() {
     assert_eq!(err, "error: a public client cannot use client_credentials\n");
     let err = fails(&env.admin(&["client", "add", "spa", "--grant", "authorization_code"]));
     assert!(err.contains("needs at least one redirect URI"), "{err}");
+    // Audiences must be the server's own (issue 16 §7).
+    let err = fails(&env.admin(&[
+        "client",
+        "add",
+        "aud",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "https://evil.example",
+    ]));
+    assert!(err.contains("is not one of the server's audiences"), "{err}");
+    let out = env.admin(&[
+        "client",
+        "add",
+        "aud",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "http://127.0.0.1:3000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let err = fails(&env.admin(&["client", "add", "spa", "--grant", "implicit"]));
     assert!(err.contains("invalid value 'implicit'"), "{err}");
     let err = fails(&env.admin(&[

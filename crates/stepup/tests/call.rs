@@ -73,6 +73,7 @@ async fn world(name: &str) -> World {
             require_par: false,
             require_dpop: false,
             jwks: None,
+            audiences: Vec::new(),
         },
         now,
         &rng,

@@ -296,6 +296,7 @@ async fn clients_can_be_required_to_use_dpop_and_discovery_says_which_algs() {
             require_par: false,
             require_dpop: true,
             jwks: None,
+            audiences: Vec::new(),
         },
         NOW,
         &SystemRandom::new(),

@@ -222,6 +222,7 @@ impl TestServer {
                 require_par: false,
                 require_dpop: false,
                 jwks: None,
+                audiences: Vec::new(),
             },
             NOW,
             &SystemRandom::new(),

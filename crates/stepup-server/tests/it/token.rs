@@ -3,11 +3,13 @@
 
 use std::sync::atomic::Ordering;
 
+use ring::rand::SystemRandom;
 use serde_json::json;
+use stepup_core::Scope;
 use stepup_core::UnixTime;
 use stepup_guard::{HttpFetcher, JwtVerifier};
 use stepup_server::Store;
-use stepup_server::client::AuthMethod;
+use stepup_server::client::{AuthMethod, Registration};
 use stepup_server::keys::KeyRing;
 
 use crate::fixtures::*;
@@ -255,18 +257,65 @@ async fn malformed_token_requests(backend: Backend) {
         .post("/token", auth, &[("grant_type", "client_credentials")])
         .await;
     assert_eq!((status, body["scope"].as_str()), (200, Some("a b")), "{body}");
-    // The resource parameter selects the audience.
+    // Issue 16 §7: a configured audience the client is not registered for
+    // is refused (before, any client could ask for any audience).
+    let other = [
+        ("grant_type", "client_credentials"),
+        ("resource", "https://other-api.example"),
+        ("scope", "a"),
+    ];
+    let (status, _, body) = s.post("/token", auth, &other).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("may not get tokens"),
+        "{body}"
+    );
+    // A client registered for both: the resource parameter selects the
+    // audience, and its first is the default.
+    let (both, secret) = stepup_server::client::register(
+        &s.state.store,
+        Registration {
+            client_id: "svc-both".into(),
+            auth_method: AuthMethod::ClientSecretBasic,
+            redirect_uris: vec![],
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec![Scope::new("a").unwrap()],
+            require_par: false,
+            require_dpop: false,
+            jwks: None,
+            audiences: vec!["https://other-api.example".into(), API.into()],
+        },
+        NOW,
+        &SystemRandom::new(),
+    )
+    .await
+    .unwrap();
+    let secret = secret.unwrap();
+    let both_auth = Some((both.id.as_str(), secret.expose_secret()));
     let (status, _, body) = s
         .post(
             "/token",
-            auth,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", "https://other-api.example"),
-                ("scope", "a"),
-            ],
+            both_auth,
+            &[("grant_type", "client_credentials"), ("resource", API)],
         )
         .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, _, intro) = s
+        .post(
+            "/introspect",
+            auth,
+            &[("token", body["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(intro["aud"], API);
+    let (status, _, body) = s.post("/token", both_auth, &other).await;
     assert_eq!(status, 200, "{body}");
     let (_, _, intro) = s
         .post(
@@ -483,6 +532,7 @@ async fn private_key_jwt_client_authentication(backend: Backend) {
         require_par: false,
         require_dpop: false,
         jwks,
+        audiences: Vec::new(),
     };
     let err = stepup_server::client::register(&s.state.store, registration("nokeys", None), NOW, &rng)
         .await

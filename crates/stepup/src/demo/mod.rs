@@ -415,6 +415,7 @@ async fn provision(state: &ServerState, app_url: &str) -> Result<String> {
                 require_par: false,
                 require_dpop: false,
                 jwks: None,
+                audiences: Vec::new(),
             },
             now,
             &rng,
