@@ -277,10 +277,15 @@ impl ScriptedUser {
             } else if body.contains("name=\"code\"") {
                 let now = UnixTime(self.clock.0.load(Ordering::SeqCst));
                 ("/login/otp", "code", self.totp.code_at(now))
+            } else if body.contains("action=\"/authorize/approve\"") {
+                // The transaction shown: the user approves it.
+                ("/authorize/approve", "decision", "approve".to_owned())
             } else {
                 return Err(UserAgentError::Other(format!("unexpected page: {body}")));
             };
-            self.asked.lock().unwrap().push(field.to_owned());
+            if field != "decision" {
+                self.asked.lock().unwrap().push(field.to_owned());
+            }
             response = self
                 .http
                 .post(format!("{base}{path}"))
@@ -648,7 +653,8 @@ async fn a_transaction_is_approved_for_itself_and_the_token_is_not_kept() {
         format!("urn:stepup:acr:mfa {body}")
     );
     // The next transaction is approved anew (the token was used up and
-    // not kept): the user is asked again (the session answers here).
+    // not kept): the user is asked again (the session answers for the
+    // factors, the user approves the page).
     let before = user.runs.load(Ordering::SeqCst);
     let request = reqwest::Client::new().post(url).body(body).build().unwrap();
     let response = c.execute_transaction(request, details).await.unwrap();

@@ -480,11 +480,15 @@ fn read_details(
         let mut parts = Vec::new();
         for field in &spec.fields {
             match object.get(field) {
-                Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => {
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 && shows_as_written(s) => {
                     parts.push(format!("{field} {s}"))
                 }
                 Some(Value::Number(n)) => parts.push(format!("{field} {n}")),
-                _ => return Err(format!("{kind}: {field} must be a string or a number")),
+                _ => {
+                    return Err(format!(
+                        "{kind}: {field} must be a number, or a string of 1 to 200 bytes without control or invisible characters"
+                    ));
+                }
             }
         }
         if let Some(extra) = object.keys().find(|k| *k != "type" && !spec.fields.contains(k)) {
@@ -494,6 +498,19 @@ fn read_details(
         bindings.push((acr.clone(), spec.max_age));
     }
     Ok((value, words.join("; "), bindings))
+}
+
+/// Whether `text` is shown as it is written: no control characters, and
+/// none of the invisible ones (zero-width, bidirectional overrides and
+/// isolates, soft hyphen, byte-order mark) that would let the approval page
+/// show one creditor or account while another is executed.
+fn shows_as_written(text: &str) -> bool {
+    !text.chars().any(|c| {
+        c.is_control()
+            || matches!(c,
+                '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+    })
 }
 
 /// Whether `req` carries a transaction (`authorization_details`) that
@@ -1388,13 +1405,8 @@ pub(crate) async fn login_otp(
         .await;
     };
     let live = Some((session.clone(), user.clone()));
-    // The attempt is counted before the code is checked: concurrent guesses
-    // cannot exceed the limit, and a correct password does not reset it.
-    match begin_attempt(&state, &user, Attempt::Otp, now).await {
-        AttemptStart::Taken => {}
-        AttemptStart::Locked => return advance(&state, &pending, &req, live, Some(LOCKED)).await,
-        AttemptStart::Blocked => return advance(&state, &pending, &req, live, Some(CODES_BLOCKED)).await,
-    }
+    // Without a TOTP seed there is nothing to attempt (and nothing may be
+    // counted that no verdict would close).
     let Some(secret) = users::totp_secret(&user) else {
         return advance(
             &state,
@@ -1405,6 +1417,13 @@ pub(crate) async fn login_otp(
         )
         .await;
     };
+    // The attempt is counted before the code is checked: concurrent guesses
+    // cannot exceed the limit, and a correct password does not reset it.
+    match begin_attempt(&state, &user, Attempt::Otp, now).await {
+        AttemptStart::Taken => {}
+        AttemptStart::Locked => return advance(&state, &pending, &req, live, Some(LOCKED)).await,
+        AttemptStart::Blocked => return advance(&state, &pending, &req, live, Some(CODES_BLOCKED)).await,
+    }
     let code = form.get("code").map(String::as_str).unwrap_or("");
     let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
     let verified = secret.verify(code, UnixTime(now), last);

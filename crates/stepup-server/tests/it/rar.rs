@@ -130,6 +130,16 @@ async fn malformed_or_unknown_details_are_refused() {
             r#"[{"type": "payment_initiation", "amount": {"v": 1}, "currency": "EUR", "creditor": "x"}]"#,
             "amount must be",
         ),
+        // Shown as one account, executed as another: invisible characters
+        // (a right-to-left override, a zero-width space) are refused.
+        (
+            "[{\"type\": \"payment_initiation\", \"amount\": \"1\", \"currency\": \"EUR\", \"creditor\": \"DE8937040044\u{202E}0003102350\"}]",
+            "creditor must be",
+        ),
+        (
+            "[{\"type\": \"payment_initiation\", \"amount\": \"1\", \"currency\": \"EUR\", \"creditor\": \"Ada\u{200B} Lovelace\"}]",
+            "creditor must be",
+        ),
     ] {
         let page = b
             .authorize(&s, &[("authorization_details", details), ("scope", "openid")])
