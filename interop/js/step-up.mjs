@@ -44,7 +44,7 @@ function hidden(html, name) {
 const asked = [];
 async function signIn(authorizationUrl) {
   let response = await browse(authorizationUrl);
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 6; i++) {
     const location = response.headers.get("location");
     if (location) return new URL(location);
     const html = await response.text();
@@ -61,6 +61,10 @@ async function signIn(authorizationUrl) {
       form.set("code", code[1]);
       path = "/login/otp";
       asked.push("code");
+    } else if (html.includes('action="/authorize/approve"')) {
+      // A scope or transaction the user approves on its page.
+      form.set("decision", "approve");
+      path = "/authorize/approve";
     } else {
       throw new Error(`unexpected page: ${html.slice(0, 300)}`);
     }

@@ -513,19 +513,34 @@ fn shows_as_written(text: &str) -> bool {
     })
 }
 
-/// Whether `req` carries a transaction (`authorization_details`) that
-/// `user` has not approved on its page: then nothing is issued, whatever
-/// the session's level.
-fn awaits_approval(req: &AuthorizationRequest, user: &StoredUser) -> bool {
-    req.authorization_details.is_some() && req.approved_by.as_deref() != Some(user.id.as_str())
+/// Whether `req` asks for something its user approves on a page, every
+/// time, whatever the session's level: a transaction
+/// (`authorization_details`), or a scope configured with `approve`.
+fn needs_approval(state: &ServerState, req: &AuthorizationRequest) -> bool {
+    req.authorization_details.is_some()
+        || req
+            .scopes
+            .iter()
+            .any(|s| state.config.approved_scopes.contains_key(s))
 }
 
-/// The entries of `authorization_details` as the approval page shows them:
-/// each type with its configured fields, in order, as the client sent them
-/// (already checked by `read_details`).
-fn approval_entries(state: &ServerState, details: &Value) -> Vec<pages::ApprovalEntry> {
-    let entries = details.as_array().map(Vec::as_slice).unwrap_or_default();
-    entries
+/// Whether `req` needs an approval that `user` has not given on its page:
+/// then nothing is issued.
+fn awaits_approval(state: &ServerState, req: &AuthorizationRequest, user: &StoredUser) -> bool {
+    needs_approval(state, req) && req.approved_by.as_deref() != Some(user.id.as_str())
+}
+
+/// What the approval page shows: each entry of `authorization_details`
+/// with its configured fields, in order, as the client sent them (already
+/// checked by `read_details`), then the scopes that need approval, in words.
+fn approval_entries(state: &ServerState, req: &AuthorizationRequest) -> Vec<pages::ApprovalEntry> {
+    let entries = req
+        .authorization_details
+        .as_ref()
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut shown: Vec<pages::ApprovalEntry> = entries
         .iter()
         .map(|entry| {
             let kind = entry.get("type").and_then(Value::as_str).unwrap_or_default();
@@ -550,7 +565,25 @@ fn approval_entries(state: &ServerState, details: &Value) -> Vec<pages::Approval
                     .collect(),
             }
         })
-        .collect()
+        .collect();
+    let scopes: Vec<(String, String)> = req
+        .scopes
+        .iter()
+        .filter_map(|s| {
+            state
+                .config
+                .approved_scopes
+                .get(s)
+                .map(|words| ("allow".to_owned(), words.clone()))
+        })
+        .collect();
+    if !scopes.is_empty() {
+        shown.push(pages::ApprovalEntry {
+            kind: "permissions".to_owned(),
+            fields: scopes,
+        });
+    }
+    shown
 }
 
 /// `POST /authorize/approve`: the user's decision on the transaction the
@@ -569,11 +602,11 @@ pub(crate) async fn approve(
     };
     let now = state.clock.now().seconds();
     let session = current_session(&state, &headers, now).await;
-    if req.authorization_details.is_none() {
+    if !needs_approval(&state, &req) {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
             "Nothing to approve",
-            "This request has no transaction.",
+            "This request has nothing to approve.",
         );
     }
     match form.get("decision").map(String::as_str) {
@@ -721,7 +754,7 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
     // A live session that already holds the level answers at once, without
     // storing the request (single sign-on costs one write, the code's);
     // unless there is a transaction to approve.
-    if let Some((s, u)) = session.as_ref().filter(|(_, u)| !awaits_approval(&req, u)) {
+    if let Some((s, u)) = session.as_ref().filter(|(_, u)| !awaits_approval(state, &req, u)) {
         let levels = &state.config.auth_levels;
         if let Plan::Satisfied { acr, amr, auth_time } = plan(
             levels,
@@ -917,20 +950,17 @@ pub(crate) async fn advance(
             let Some(user) = user else {
                 return server_error_page();
             };
-            // A transaction is shown to its user and approved by a
-            // deliberate action, every time, whatever the session's level.
-            if let Some(details) = req
-                .authorization_details
-                .as_ref()
-                .filter(|_| awaits_approval(req, user))
-            {
+            // A transaction (or a scope that moves money) is shown to its
+            // user and approved by a deliberate action, every time,
+            // whatever the session's level.
+            if awaits_approval(state, req, user) {
                 if req.prompt_none {
                     let _ = state.store.delete_pending(&pending.id).await;
                     return error_redirect(
                         state,
                         req,
                         "interaction_required",
-                        "the user must approve the transaction",
+                        "the user must approve the request",
                     );
                 }
                 let ctx = FormContext {
@@ -940,7 +970,7 @@ pub(crate) async fn advance(
                     reason: None,
                     error,
                 };
-                return pages::approval_page(&ctx, &user.username, &approval_entries(state, details));
+                return pages::approval_page(&ctx, &user.username, &approval_entries(state, req));
             }
             finish(
                 state,
@@ -1029,7 +1059,7 @@ async fn finish(
     auth_time: i64,
 ) -> Response {
     let now = state.clock.now().seconds();
-    if awaits_approval(req, user) {
+    if awaits_approval(state, req, user) {
         // Every caller shows the approval page first; a path that did
         // not is a bug, and issues nothing.
         tracing::error!(client = %req.client_id, "a transaction reached issuance unapproved");

@@ -118,6 +118,15 @@ pub struct ScopeBinding {
     pub level: String,
     /// How recent the authentication must be, in seconds.
     pub max_age: Option<u64>,
+    /// Whether the user approves it on a page, at every request that asks
+    /// for it, whatever the session's level (for scopes that move money:
+    /// a client that can start a request while the session is elevated
+    /// must not get it silently).
+    #[serde(default)]
+    pub approve: bool,
+    /// Words for the approval page ("Make payments"); the scope's name
+    /// otherwise.
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +247,9 @@ pub struct Config {
     pub assurance: AssuranceLevels,
     /// Scopes bound to levels.
     pub scope_bindings: BTreeMap<Scope, (Acr, Option<u64>)>,
+    /// Scopes the user approves on a page at every request, with the words
+    /// the page shows for each.
+    pub approved_scopes: BTreeMap<String, String>,
     /// Levels as the authentication planner sees them, weakest first.
     pub auth_levels: Vec<Level>,
     /// Login behaviour.
@@ -355,7 +367,12 @@ impl Config {
         }
         let assurance = AssuranceLevels::new(acrs).map_err(|e| invalid(format!("level: {e}")))?;
         let mut scope_bindings = BTreeMap::new();
+        let mut approved_scopes = BTreeMap::new();
         for (scope, binding) in &raw.scopes {
+            if binding.approve {
+                let words = binding.description.clone().unwrap_or_else(|| scope.clone());
+                approved_scopes.insert(scope.clone(), words);
+            }
             let scope = Scope::new(scope.as_str()).map_err(|e| invalid(format!("scopes: {e}")))?;
             let level = raw
                 .levels
@@ -429,6 +446,7 @@ impl Config {
             levels: raw.levels,
             assurance,
             scope_bindings,
+            approved_scopes,
             auth_levels,
             login: raw.login,
         })

@@ -230,6 +230,12 @@ fn words(name: &str) -> String {
 /// choices. Shown after the sign-in, even when the session's level
 /// already suffices.
 pub(crate) fn approval_page(ctx: &FormContext<'_>, username: &str, entries: &[ApprovalEntry]) -> Response {
+    // A transaction is named as one; permissions alone as an access.
+    let title = if entries.iter().any(|e| e.kind != "permissions") {
+        "Approve this transaction?"
+    } else {
+        "Approve this access?"
+    };
     let mut shown = String::new();
     for entry in entries {
         let currency = entry
@@ -254,7 +260,7 @@ pub(crate) fn approval_page(ctx: &FormContext<'_>, username: &str, entries: &[Ap
         shown.push_str("</dl>\n");
     }
     let body = format!(
-        r#"<h1>Approve this transaction?</h1>
+        r#"<h1>{title}</h1>
 <p class="muted">Signed in as {user}. {client} asks for your approval of:</p>
 {error}
 {shown}
@@ -264,12 +270,13 @@ pub(crate) fn approval_page(ctx: &FormContext<'_>, username: &str, entries: &[Ap
 <button type="submit" name="decision" value="decline" id="decline">Decline</button>
 </form>
 <p class="muted">Approve only if you started this yourself and every detail is right.</p>"#,
+        title = escape(title),
         user = escape(username),
         client = escape(ctx.client_id),
         error = message_block(ctx.error),
         hidden = hidden(ctx),
     );
-    page(StatusCode::OK, layout("Approve this transaction", &body))
+    page(StatusCode::OK, layout(title, &body))
 }
 
 /// The page running a passkey sign-in. `options` is the WebAuthn request

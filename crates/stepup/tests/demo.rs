@@ -203,6 +203,13 @@ async fn sign_in_read_then_step_up_to_change_payment_details() {
     artefact("demo-step-up-code-page.png", &c.screenshot().await.unwrap());
     fill(&c, "#code", &code).await;
     click(&c, "button[type=submit]").await;
+    // payments:write moves money: the user approves it on its page.
+    let approval = wait_for_text(&c, "body", "Approve this access?").await;
+    assert!(
+        approval.contains("Make payments and change payment details"),
+        "{approval}"
+    );
+    click(&c, "#approve").await;
 
     // Back at the app, the action is repeated once and goes through.
     let done = wait_for_text(&c, "#result", "Payment details changed").await;

@@ -110,6 +110,7 @@ factors = [["hwk"]]
 
 [scopes]
 "payments:write" = {{ level = "mfa", max_age = 300 }}
+"payees:write" = {{ level = "mfa", approve = true, description = "Add payees" }}
 "#
     )
 }

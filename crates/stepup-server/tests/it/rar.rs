@@ -270,3 +270,63 @@ async fn an_elevated_session_approves_no_payment_by_itself() {
     let expected: Value = serde_json::from_str(&evil).unwrap();
     assert_eq!(tokens["authorization_details"], expected);
 }
+
+/// Review of issue 16 §6: a scope that moves money (`approve = true`) is
+/// not given silently to a client that starts a request while the session
+/// is elevated: the page names it, in words; `prompt=none` gets
+/// `interaction_required`; the user's approval gives the code (control).
+#[tokio::test]
+async fn a_scope_to_approve_is_shown_every_time() {
+    let s = start(Backend::Sqlite).await;
+    s.register(
+        "web",
+        stepup_server::client::AuthMethod::None,
+        &["authorization_code", "refresh_token"],
+        &["payees:write"],
+    )
+    .await;
+    let rng = SystemRandom::new();
+    stepup_server::users::add_user(&s.state.store, "alice", PASSWORD, NOW, &rng)
+        .await
+        .unwrap();
+    let totp = stepup_server::users::enroll_totp(&s.state.store, "alice", &rng)
+        .await
+        .unwrap();
+    let b = Browser::new();
+    // Elevated to mfa by an ordinary step-up.
+    let page = b
+        .authorize(&s, &[("scope", "openid"), ("acr_values", "urn:stepup:acr:mfa")])
+        .await;
+    let page = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    let code = totp.code_at(UnixTime(s.clock.0.load(Ordering::SeqCst)));
+    let done = b.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    assert!(done.redirect_param("code").is_some(), "{}", done.body);
+    // The scope that needs approval: a page, not a code.
+    let page = b.authorize(&s, &[("scope", "openid payees:write")]).await;
+    assert_eq!(page.status, 200, "{:?} {}", page.location, page.body);
+    assert!(page.body.contains("Approve this access?"), "{}", page.body);
+    assert!(page.body.contains("Add payees"), "{}", page.body);
+    let silent = b
+        .authorize(&s, &[("scope", "openid payees:write"), ("prompt", "none")])
+        .await;
+    assert_eq!(
+        silent.redirect_param("error").as_deref(),
+        Some("interaction_required")
+    );
+    let done = b
+        .submit(&s, "/authorize/approve", &page, &[("decision", "approve")])
+        .await;
+    let (status, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(
+        tokens["scope"].as_str().unwrap().contains("payees:write"),
+        "{tokens}"
+    );
+}

@@ -219,7 +219,8 @@ factors = [["hwk"]]
 lifetime_seconds = 900
 
 [scopes]
-"payments:write" = {{ level = "mfa", max_age = 300 }}
+# Moves money: the user approves it on a page at every request.
+"payments:write" = {{ level = "mfa", max_age = 300, approve = true, description = "Make payments and change payment details" }}
 
 # Elevated tokens live no longer than the strictest max_age they serve (60 s).
 [tokens]

@@ -903,6 +903,24 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             format!("a payment nobody approved: expected the approval page and no code, got {reached:?}"),
         ))
     });
+    // The same with the scope that moves money instead of a transaction:
+    // a payee added, payment details changed, without the user's approval.
+    attack!("payments-scope-without-page", "transaction", async {
+        let pkce = pkce();
+        let url = t.authorize_url("openid accounts:read payments:write", Some(&pkce), &[]);
+        let mut waited = Duration::ZERO;
+        let reached = t
+            .victim
+            .drive(url, 8, |field| (field != "approve").then_some(None), &mut waited)
+            .await?;
+        let issued = matches!(&reached, stepup_client::Reached::Client(u) if u.query_pairs().any(|(k, _)| k == "code"));
+        Ok((
+            !issued,
+            format!(
+                "payments:write nobody approved: expected the approval page and no code, got {reached:?}"
+            ),
+        ))
+    });
     attack!("payment-approved-with-prompt-none", "transaction", async {
         let details = json!([{"type": "payment_initiation", "amount": "5000.00", "currency": "EUR", "creditor": "Mallory Ltd"}]).to_string();
         let pkce = pkce();
