@@ -1150,6 +1150,10 @@ pub(crate) async fn login_password(
         let error = error.to_owned();
         async move { advance(state, pending, req, session, Some(&error)).await }
     };
+    // Slowed per account before the lock: see `[rate_limit] user`.
+    if let Err(limited) = crate::rate_limit::sign_in_attempt(&state, username).await {
+        return limited.onto(retry(&limited.message()).await);
+    }
     let Some(user) = user else {
         // Same work as for a real user: no timing difference.
         users::verify_password(&state.decoy_hash, password);
@@ -1234,6 +1238,9 @@ pub(crate) async fn login_otp(
         .await;
     };
     let live = Some((session.clone(), user.clone()));
+    if let Err(limited) = crate::rate_limit::sign_in_attempt(&state, &user.username).await {
+        return limited.onto(advance(&state, &pending, &req, live, Some(&limited.message())).await);
+    }
     // The attempt is counted before the code is checked: concurrent guesses
     // cannot exceed the limit, and a correct password does not reset it.
     if !begin_attempt(&state, &user, Attempt::Otp, now).await {
