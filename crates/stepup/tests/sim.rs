@@ -45,6 +45,7 @@ fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
         "transaction",
         "header spoofing",
         "malformed request",
+        "flood",
     ] {
         assert!(
             attacks["by_kind"][kind]["attempted"].as_u64().unwrap() >= 1,
