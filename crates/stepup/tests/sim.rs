@@ -179,7 +179,9 @@ fn a_simulation_runs_against_a_deployment_described_by_a_target_file() {
         [
             "token-from-another-country",
             "expired-token",
-            "not-yet-valid-token"
+            "not-yet-valid-token",
+            // A flood from the simulation's own address would slow its users.
+            "authorize-flood"
         ],
         "{attacks}"
     );
