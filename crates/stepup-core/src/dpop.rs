@@ -654,8 +654,14 @@ mod tests {
             assert!(proof.len() <= MAX_PROOF_LEN);
             verify_proof(&proof, &request, &ProofPolicy::default(), UnixTime(1_800_000_000))
         };
-        assert!(check(&"j".repeat(MAX_JTI_LEN)).is_ok(), "the control: at the bound");
-        assert_eq!(check(&"j".repeat(MAX_JTI_LEN + 1)).err(), Some(ProofError::JtiTooLong));
+        assert!(
+            check(&"j".repeat(MAX_JTI_LEN)).is_ok(),
+            "the control: at the bound"
+        );
+        assert_eq!(
+            check(&"j".repeat(MAX_JTI_LEN + 1)).err(),
+            Some(ProofError::JtiTooLong)
+        );
         // Within the proof's own bound, a jti of kilobytes is still refused.
         assert_eq!(check(&"j".repeat(4000)).err(), Some(ProofError::JtiTooLong));
     }

@@ -574,7 +574,13 @@ factors = [["pwd", "otp"], ["hwk"]]
         assert_eq!(c.tokens.elevated_access_token_seconds, 300);
         // Rate limits are on unless switched off.
         assert!(c.rate_limit.enabled);
-        assert_eq!(c.rate_limit.user, Rate { burst: 3, per_minute: 3 });
+        assert_eq!(
+            c.rate_limit.user,
+            Rate {
+                burst: 3,
+                per_minute: 3
+            }
+        );
         let off = Config::from_toml(
             "s.toml",
             &format!("{GOOD}\n[rate_limit]\nenabled = false\nredis_url = \"redis://127.0.0.1:6379\"\ntoken = {{ burst = 1000, per_minute = 60000 }}\n"),

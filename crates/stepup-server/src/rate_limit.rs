@@ -113,10 +113,7 @@ impl Limited {
         } else {
             "Too many requests from your network"
         };
-        format!(
-            "{what}. Wait {} seconds, then try again.",
-            self.retry_after
-        )
+        format!("{what}. Wait {} seconds, then try again.", self.retry_after)
     }
 
     /// Makes `response` (a page that lets the person try again) a 429
@@ -139,7 +136,11 @@ impl IntoResponse for Limited {
             crate::error::no_store(response.headers_mut());
             response
         } else {
-            crate::pages::error_page(StatusCode::TOO_MANY_REQUESTS, "Too many requests", &self.message())
+            crate::pages::error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                &self.message(),
+            )
         };
         self.onto(response)
     }
@@ -222,22 +223,26 @@ impl RateLimits {
         let local = LIMITS
             .iter()
             .map(|&limit| {
-                let limiter = RateLimiter::hashmap_with_clock(quota(limit.rate(config)), governor_clock.clone());
+                let limiter =
+                    RateLimiter::hashmap_with_clock(quota(limit.rate(config)), governor_clock.clone());
                 (limit, limiter)
             })
             .collect();
-        let shared = config.redis_url.as_deref().and_then(|url| match redis::Client::open(url) {
-            Ok(client) => Some(Shared {
-                client,
-                prefix: config.redis_prefix.clone(),
-                connection: tokio::sync::Mutex::new(None),
-                retry_at: AtomicI64::new(i64::MIN),
-            }),
-            Err(e) => {
-                tracing::error!(error = %e, "rate_limit.redis_url unusable; counting in this instance");
-                None
-            }
-        });
+        let shared = config
+            .redis_url
+            .as_deref()
+            .and_then(|url| match redis::Client::open(url) {
+                Ok(client) => Some(Shared {
+                    client,
+                    prefix: config.redis_prefix.clone(),
+                    connection: tokio::sync::Mutex::new(None),
+                    retry_at: AtomicI64::new(i64::MIN),
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "rate_limit.redis_url unusable; counting in this instance");
+                    None
+                }
+            });
         Self {
             enabled: config.enabled,
             config: config.clone(),
@@ -297,7 +302,9 @@ impl RateLimits {
                     match ConnectionManager::new_with_config(shared.client.clone(), config).await {
                         Ok(c) => slot.insert(c).clone(),
                         Err(e) => {
-                            shared.retry_at.store(now + REDIS_RETRY_SECONDS, Ordering::Relaxed);
+                            shared
+                                .retry_at
+                                .store(now + REDIS_RETRY_SECONDS, Ordering::Relaxed);
                             return Err(e.to_string());
                         }
                     }
@@ -319,7 +326,9 @@ impl RateLimits {
         match wait {
             Ok(ms) => Ok(u64::try_from(ms).unwrap_or(0)),
             Err(e) => {
-                shared.retry_at.store(now + REDIS_RETRY_SECONDS, Ordering::Relaxed);
+                shared
+                    .retry_at
+                    .store(now + REDIS_RETRY_SECONDS, Ordering::Relaxed);
                 Err(e.to_string())
             }
         }
@@ -331,7 +340,10 @@ impl RateLimits {
             Err(poisoned) => poisoned.into_inner(),
         };
         if !*warned {
-            tracing::warn!(error, "rate limits: Redis unreachable; counting in this instance meanwhile");
+            tracing::warn!(
+                error,
+                "rate limits: Redis unreachable; counting in this instance meanwhile"
+            );
             *warned = true;
         }
     }

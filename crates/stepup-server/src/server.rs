@@ -198,7 +198,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "/userinfo",
             capped(TOKEN_BODY_BYTES, get(token::userinfo).post(token::userinfo)),
         )
-        .route("/token", limited(Limit::Token, TOKEN_BODY_BYTES, post(token::token)))
+        .route(
+            "/token",
+            limited(Limit::Token, TOKEN_BODY_BYTES, post(token::token)),
+        )
         .route(
             "/introspect",
             capped(INTROSPECTION_BODY_BYTES, post(token::introspect)),

@@ -248,7 +248,10 @@ async fn proofs_with_a_huge_jti_are_refused() {
     let (status, body) = token(&s, &pairs(&form), Some(&key.proof(&s, &huge))).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_dpop_proof");
-    assert!(body["error_description"].as_str().unwrap().contains("jti"), "{body}");
+    assert!(
+        body["error_description"].as_str().unwrap().contains("jti"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

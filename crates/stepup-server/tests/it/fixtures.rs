@@ -128,7 +128,9 @@ user = { burst = 10000, per_minute = 10000 }
 /// How many rows `table` holds.
 pub async fn count_rows(s: &TestServer, table: &str) -> i64 {
     sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&s.state.config.database_url).await.unwrap();
+    let pool = sqlx::AnyPool::connect(&s.state.config.database_url)
+        .await
+        .unwrap();
     let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
         .fetch_one(&pool)
         .await

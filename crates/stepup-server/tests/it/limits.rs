@@ -51,12 +51,22 @@ async fn oversized_parameters_are_refused_and_nothing_is_stored(backend: Backend
     // The control: a request within the bounds waits for the user, with
     // the hint at its longest on the page.
     let hint = "h".repeat(256);
-    let page = authorize_get(&s, &[("login_hint", hint.clone()), ("state", "s".repeat(512))], None).await;
+    let page = authorize_get(
+        &s,
+        &[("login_hint", hint.clone()), ("state", "s".repeat(512))],
+        None,
+    )
+    .await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(&hint));
     assert_eq!(count_rows(&s, "pending_requests").await, 1);
 
-    for (name, len) in [("state", 513), ("nonce", 513), ("login_hint", 257), ("scope", 1025)] {
+    for (name, len) in [
+        ("state", 513),
+        ("nonce", 513),
+        ("login_hint", 257),
+        ("scope", 1025),
+    ] {
         let value = "x".repeat(len);
         for page in [
             authorize_get(&s, &[(name, value.clone())], None).await,
@@ -64,14 +74,21 @@ async fn oversized_parameters_are_refused_and_nothing_is_stored(backend: Backend
         ] {
             assert_eq!(page.status, 400, "{name}: {}", page.body);
             assert!(page.location.is_none(), "{name}: not sent on to the client");
-            assert!(page.body.contains(&format!("parameter {name} is longer than")), "{}", page.body);
+            assert!(
+                page.body.contains(&format!("parameter {name} is longer than")),
+                "{}",
+                page.body
+            );
             assert!(!page.body.contains(&value), "{name} is not echoed");
         }
     }
     // The outsider's request: a 1.5 MB state and a 400 kB hint, and each
     // alone, are refused before they are read.
     for extra in [
-        vec![("state", "s".repeat(1_500_000)), ("login_hint", "h".repeat(400_000))],
+        vec![
+            ("state", "s".repeat(1_500_000)),
+            ("login_hint", "h".repeat(400_000)),
+        ],
         vec![("login_hint", "h".repeat(400_000))],
     ] {
         let page = authorize_post(&s, &extra).await;
@@ -102,7 +119,11 @@ async fn pushed_requests_and_forms_are_bounded_too() {
     assert_eq!(body["error"], "invalid_request");
     let (status, _) = push(vec![("claims", "x".repeat(100_000))]).await;
     assert_eq!(status, 413);
-    assert_eq!(count_rows(&s, "pushed_requests").await, 1, "only the control was stored");
+    assert_eq!(
+        count_rows(&s, "pushed_requests").await,
+        1,
+        "only the control was stored"
+    );
 
     // The token endpoint: bounds are checked before the client is.
     let token = |body: String| {
@@ -131,12 +152,22 @@ async fn pushed_requests_and_forms_are_bounded_too() {
     let page = b.authorize(&s, &[]).await;
     let long = "u".repeat(257);
     let refused = b
-        .submit(&s, "/login/password", &page, &[("username", &long), ("password", "p")])
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", &long), ("password", "p")],
+        )
         .await;
     assert_eq!(refused.status, 400);
     assert!(!refused.body.contains(&long));
     let ok = b
-        .submit(&s, "/login/password", &page, &[("username", "alice"), ("password", PASSWORD)])
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!(ok.status, 303, "the control: {}", ok.body);
 }
@@ -192,7 +223,11 @@ async fn a_flood_from_one_address_is_slowed_and_others_still_pass() {
         .unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "30");
-    assert_eq!(count_rows(&s, "pending_requests").await, 3, "the refused request stored nothing");
+    assert_eq!(
+        count_rows(&s, "pending_requests").await,
+        3,
+        "the refused request stored nothing"
+    );
     // The control: another address, and the proxy itself, still pass.
     assert_eq!(authorize_get(&s, &[], Some("203.0.113.67")).await.status, 200);
     assert_eq!(authorize_get(&s, &[], None).await.status, 200);
@@ -239,7 +274,14 @@ async fn the_token_endpoint_answers_a_flood_as_oauth() {
     assert_ne!(post("203.0.113.10").await.status(), 429, "the control");
 }
 
-async fn password_from(s: &TestServer, b: &Browser, page: &Page, ip: &str, user: &str, password: &str) -> Page {
+async fn password_from(
+    s: &TestServer,
+    b: &Browser,
+    page: &Page,
+    ip: &str,
+    user: &str,
+    password: &str,
+) -> Page {
     let form = [
         ("request", page.hidden("request")),
         ("csrf", page.hidden("csrf")),
@@ -282,7 +324,10 @@ async fn a_flood_against_one_account_from_many_addresses_is_slowed_not_locking_i
                 limited += 1;
                 assert!(answer.body.contains("Too many sign-in attempts for this account"));
                 assert!(answer.body.contains("retry-after 20"), "{}", answer.body);
-                assert!(answer.body.contains("name=\"password\""), "the form is there to try again");
+                assert!(
+                    answer.body.contains("name=\"password\""),
+                    "the form is there to try again"
+                );
             }
             other => panic!("{other}: {}", answer.body),
         }
@@ -299,7 +344,9 @@ async fn a_flood_against_one_account_from_many_addresses_is_slowed_not_locking_i
         assert_eq!(answer.status, 401);
     }
     assert_eq!(
-        password_from(&s, &b, &page, "198.51.100.2", "nobody", "guess").await.status,
+        password_from(&s, &b, &page, "198.51.100.2", "nobody", "guess")
+            .await
+            .status,
         429
     );
     // Twenty seconds later the real user signs in: the account was slowed,
@@ -347,10 +394,8 @@ async fn instances_sharing_redis_share_the_limits() {
 
 #[tokio::test]
 async fn without_reachable_redis_each_instance_still_counts() {
-    let s = behind_proxy(
-        "redis_url = \"redis://127.0.0.1:1\"\nauthorize = { burst = 2, per_minute = 1 }",
-    )
-    .await;
+    let s =
+        behind_proxy("redis_url = \"redis://127.0.0.1:1\"\nauthorize = { burst = 2, per_minute = 1 }").await;
     let from = Some("203.0.113.90");
     for _ in 0..2 {
         assert_eq!(authorize_get(&s, &[], from).await.status, 200);
