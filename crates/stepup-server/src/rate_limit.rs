@@ -13,8 +13,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
@@ -198,7 +198,8 @@ pub struct RateLimits {
     local: Vec<(Limit, Local)>,
     checks: AtomicU64,
     shared: Option<Shared>,
-    warned: Mutex<bool>,
+    /// Whether the loss of Redis was logged (once per outage).
+    redis_lost: AtomicBool,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -250,7 +251,7 @@ impl RateLimits {
             local,
             checks: AtomicU64::new(0),
             shared,
-            warned: Mutex::new(false),
+            redis_lost: AtomicBool::new(false),
         }
     }
 
@@ -261,9 +262,23 @@ impl RateLimits {
         }
         if let Some(shared) = &self.shared {
             match self.check_shared(shared, limit, key).await {
-                Ok(0) => return Ok(()),
-                Ok(wait_ms) => return Err(Limited::after_millis(limit, wait_ms)),
-                Err(e) => self.warn_once(&e),
+                Ok(wait_ms) => {
+                    if self.redis_lost.swap(false, Ordering::Relaxed) {
+                        tracing::info!("rate limits: Redis reached again; counting across instances");
+                    }
+                    return match wait_ms {
+                        0 => Ok(()),
+                        _ => Err(Limited::after_millis(limit, wait_ms)),
+                    };
+                }
+                Err(e) => {
+                    if !self.redis_lost.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = e,
+                            "rate limits: Redis unreachable; counting in this instance meanwhile"
+                        );
+                    }
+                }
             }
         }
         self.check_local(limit, key)
@@ -333,20 +348,6 @@ impl RateLimits {
             }
         }
     }
-
-    fn warn_once(&self, error: &str) {
-        let mut warned = match self.warned.lock() {
-            Ok(w) => w,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if !*warned {
-            tracing::warn!(
-                error,
-                "rate limits: Redis unreachable; counting in this instance meanwhile"
-            );
-            *warned = true;
-        }
-    }
 }
 
 /// The key of a client address: the address, or for IPv6 its /64 (one
@@ -375,7 +376,7 @@ pub(crate) async fn by_address(
     if let Some(peer) = peer {
         let ip = client_ip(peer, request.headers(), &state.config.trusted_proxies);
         if let Err(limited) = state.limits.check(limit, &address_key(ip)).await {
-            tracing::info!(limit = limit.name(), client = %ip, "rate limited");
+            tracing::debug!(limit = limit.name(), client = %ip, "rate limited");
             return limited.into_response();
         }
     }
@@ -387,7 +388,7 @@ pub(crate) async fn by_address(
 pub(crate) async fn sign_in_attempt(state: &ServerState, username: &str) -> Result<(), Limited> {
     let result = state.limits.check(Limit::User, username).await;
     if result.is_err() {
-        tracing::info!(limit = "user", "rate limited");
+        tracing::debug!(limit = "user", "rate limited");
     }
     result
 }
