@@ -117,8 +117,12 @@ impl Limited {
     }
 
     /// Makes `response` (a page that lets the person try again) a 429
-    /// with `Retry-After`.
+    /// with `Retry-After`; a redirect (the session already answers the
+    /// request, nothing was tried) goes on as it is.
     pub(crate) fn onto(&self, mut response: Response) -> Response {
+        if response.status().is_redirection() {
+            return response;
+        }
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         response
             .headers_mut()
