@@ -135,4 +135,22 @@ mod tests {
         assert!(max_param_bytes("code_challenge") >= 43);
         assert_eq!(max_param_bytes("code_verifier"), 128);
     }
+
+    proptest::proptest! {
+        /// Whatever is sent, a value is accepted exactly when it is within
+        /// its parameter's bound, counted after percent-decoding.
+        #[test]
+        fn values_are_accepted_exactly_within_their_bound(
+            which in 0..PARAM_BYTES.len() + 1,
+            extra in 0usize..3,
+            shorter in 0usize..40,
+            encoded in proptest::bool::ANY,
+        ) {
+            let (name, max) = PARAM_BYTES.get(which).copied().unwrap_or(("ui_locales", DEFAULT_PARAM_BYTES));
+            let len = (max + extra).saturating_sub(shorter).max(1);
+            let value = if encoded { "%C3%A9".repeat(len / 2) + &"e".repeat(len % 2) } else { "e".repeat(len) };
+            let parsed = crate::authorization_request::params_from(format!("{name}={value}").as_bytes());
+            proptest::prop_assert_eq!(parsed.is_ok(), len <= max, "{} of {} bytes", name, len);
+        }
+    }
 }
