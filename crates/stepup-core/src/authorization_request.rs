@@ -7,21 +7,65 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use thiserror::Error;
+
+use crate::limits;
+
+/// Why a query string or form body is refused: `invalid_request` (RFC
+/// 6749 §4.1.2.1, §5.2), before anything in it is stored or echoed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ParamError {
+    /// A name or value with NUL (PostgreSQL refuses it in text).
+    #[error("parameters may not contain NUL")]
+    Nul,
+    /// A parameter sent twice (RFC 6749 §3.1).
+    #[error("parameter {0} is repeated")]
+    Repeated(String),
+    /// More than [`limits::MAX_PARAMS`] parameters.
+    #[error("more than {} parameters", limits::MAX_PARAMS)]
+    TooMany,
+    /// A name longer than [`limits::MAX_PARAM_NAME_BYTES`] (not echoed).
+    #[error("a parameter name is longer than {} bytes", limits::MAX_PARAM_NAME_BYTES)]
+    NameTooLong,
+    /// A value longer than its bound in [`limits::PARAM_BYTES`].
+    #[error("parameter {name} is longer than {max} bytes")]
+    TooLong {
+        /// The parameter.
+        name: String,
+        /// Its bound.
+        max: usize,
+    },
+}
 
 /// The parameters of a query string or form body: each at most once (RFC
-/// 6749 §3.1), empty ones dropped (as if absent), NUL refused.
-pub fn params_from(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+/// 6749 §3.1), empty ones dropped (as if absent), NUL refused, and each
+/// within its bound (the table in [`limits`]).
+pub fn params_from(raw: &[u8]) -> Result<HashMap<String, String>, ParamError> {
     let mut params = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(raw) {
+    for (count, (name, value)) in url::form_urlencoded::parse(raw).enumerate() {
+        if count >= limits::MAX_PARAMS {
+            return Err(ParamError::TooMany);
+        }
+        if name.len() > limits::MAX_PARAM_NAME_BYTES {
+            return Err(ParamError::NameTooLong);
+        }
         // NUL has no place in any parameter, and PostgreSQL refuses it in text.
         if name.contains('\0') || value.contains('\0') {
-            return Err("parameters may not contain NUL".into());
+            return Err(ParamError::Nul);
+        }
+        let max = limits::max_param_bytes(&name);
+        if value.len() > max {
+            return Err(ParamError::TooLong {
+                name: name.into_owned(),
+                max,
+            });
         }
         if value.is_empty() {
             continue;
         }
         if params.insert(name.to_string(), value.into_owned()).is_some() {
-            return Err(format!("parameter {name} is repeated"));
+            return Err(ParamError::Repeated(name.into_owned()));
         }
     }
     Ok(params)
@@ -167,5 +211,32 @@ mod tests {
     fn repeated_parameters_are_refused() {
         assert!(params_from(b"a=1&a=2").is_err());
         assert_eq!(params_from(b"a=1&b=&c=%20").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn parameters_are_bounded() {
+        let at = |name: &str, len: usize| format!("{name}={}", "x".repeat(len));
+        assert!(params_from(at("state", 512).as_bytes()).is_ok());
+        assert_eq!(
+            params_from(at("state", 513).as_bytes()),
+            Err(ParamError::TooLong {
+                name: "state".into(),
+                max: 512
+            })
+        );
+        assert!(params_from(at("login_hint", 257).as_bytes()).is_err());
+        // Bounded after decoding: %41 is one byte.
+        assert!(params_from(format!("state={}", "%41".repeat(512)).as_bytes()).is_ok());
+        // Unknown parameters too, and their names, and how many.
+        assert!(params_from(at("ui_locales", limits::DEFAULT_PARAM_BYTES + 1).as_bytes()).is_err());
+        assert_eq!(
+            params_from(at(&"n".repeat(65), 1).as_bytes()),
+            Err(ParamError::NameTooLong)
+        );
+        let many: Vec<String> = (0..=limits::MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
+        assert_eq!(params_from(many.join("&").as_bytes()), Err(ParamError::TooMany));
+        // Empty values count towards the number of parameters.
+        let empty: Vec<String> = (0..=limits::MAX_PARAMS).map(|i| format!("p{i}=")).collect();
+        assert_eq!(params_from(empty.join("&").as_bytes()), Err(ParamError::TooMany));
     }
 }

@@ -25,8 +25,12 @@ use crate::jws::AlgorithmSet;
 use crate::time::UnixTime;
 
 /// Longest proof accepted (a proof carries one public key: RSA 4096 is
-/// the largest, well under this).
-pub const MAX_PROOF_LEN: usize = 8 * 1024;
+/// the largest, well under this); the bound is in [`crate::limits`].
+pub const MAX_PROOF_LEN: usize = crate::limits::DPOP_PROOF_BYTES;
+
+/// Longest `jti` accepted: each one is remembered until the proof
+/// expires (in the server's store, the guard's replay cache).
+pub const MAX_JTI_LEN: usize = crate::limits::DPOP_JTI_BYTES;
 
 /// The request a proof came with.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +96,9 @@ pub enum ProofError {
     /// Longer than [`MAX_PROOF_LEN`].
     #[error("the DPoP proof is too long")]
     TooLong,
+    /// A `jti` longer than [`MAX_JTI_LEN`].
+    #[error("the DPoP proof's jti is longer than {MAX_JTI_LEN} bytes")]
+    JtiTooLong,
     /// `typ` is not `dpop+jwt`.
     #[error("the DPoP proof's typ is not dpop+jwt")]
     WrongType,
@@ -293,6 +300,9 @@ pub fn verify_proof(
     let claims: Claims = serde_json::from_slice(&decode(payload_b64, "payload is not base64url")?)
         .map_err(|_| ProofError::Malformed("payload is not a JSON object"))?;
     let jti = string_claim(claims.jti.as_ref(), "jti")?;
+    if jti.len() > MAX_JTI_LEN {
+        return Err(ProofError::JtiTooLong);
+    }
     let htm = string_claim(claims.htm.as_ref(), "htm")?;
     let htu = string_claim(claims.htu.as_ref(), "htu")?;
     let iat = claims
@@ -695,6 +705,42 @@ mod tests {
                 verify_proof(&proof, &request, &ProofPolicy::default(), UnixTime(1_800_000_010)).unwrap();
             assert_eq!((verified.jkt, verified.jti.as_str()), (jkt, "j-1"));
         }
+    }
+
+    #[test]
+    fn a_jti_beyond_its_bound_is_refused() {
+        let rng = ring::rand::SystemRandom::new();
+        let key = crate::jws::SigningKey::generate_es256(&rng).unwrap();
+        let request = ProofContext {
+            method: "POST",
+            uri: "https://as.example/token",
+            access_token: None,
+            bound_jkt: None,
+            nonce: None,
+        };
+        let check = |jti: &str| {
+            let claims = ProofClaims {
+                method: "POST",
+                uri: "https://as.example/token",
+                access_token: None,
+                nonce: None,
+                jti,
+                iat: 1_800_000_000,
+            };
+            let proof = sign_proof(&key, &claims, &rng).unwrap();
+            assert!(proof.len() <= MAX_PROOF_LEN);
+            verify_proof(&proof, &request, &ProofPolicy::default(), UnixTime(1_800_000_000))
+        };
+        assert!(
+            check(&"j".repeat(MAX_JTI_LEN)).is_ok(),
+            "the control: at the bound"
+        );
+        assert_eq!(
+            check(&"j".repeat(MAX_JTI_LEN + 1)).err(),
+            Some(ProofError::JtiTooLong)
+        );
+        // Within the proof's own bound, a jti of kilobytes is still refused.
+        assert_eq!(check(&"j".repeat(4000)).err(), Some(ProofError::JtiTooLong));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod decision;
 pub mod dpop;
 pub mod jwk;
 pub mod jws;
+pub mod limits;
 pub mod pkce;
 pub mod policy;
 pub mod risk;

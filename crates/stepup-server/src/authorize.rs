@@ -438,9 +438,9 @@ async fn validate(
     Ok((client, req))
 }
 
-/// The most `authorization_details` entries, and bytes, a request may carry.
-const MAX_DETAILS: usize = 5;
-const MAX_DETAILS_BYTES: usize = 4096;
+/// The most `authorization_details` entries a request may carry (its
+/// size is bounded where the parameters are read).
+const MAX_DETAILS: usize = stepup_core::limits::AUTHORIZATION_DETAILS_ENTRIES;
 
 /// Checks `authorization_details` against the configured types: a JSON
 /// array of objects, each of a known `type` with exactly its fields, as
@@ -451,11 +451,6 @@ fn read_details(
     state: &ServerState,
     raw: &str,
 ) -> Result<(Value, String, Vec<(Option<Acr>, Option<u64>)>), String> {
-    if raw.len() > MAX_DETAILS_BYTES {
-        return Err(format!(
-            "authorization_details is longer than {MAX_DETAILS_BYTES} bytes"
-        ));
-    }
     let value: Value =
         serde_json::from_str(raw).map_err(|_| "authorization_details is not JSON".to_owned())?;
     let entries = value
@@ -480,7 +475,11 @@ fn read_details(
         let mut parts = Vec::new();
         for field in &spec.fields {
             match object.get(field) {
-                Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 && shows_as_written(s) => {
+                Some(Value::String(s))
+                    if !s.is_empty()
+                        && s.len() <= stepup_core::limits::AUTHORIZATION_DETAILS_FIELD_BYTES
+                        && shows_as_written(s) =>
+                {
                     parts.push(format!("{field} {s}"))
                 }
                 Some(Value::Number(n)) => parts.push(format!("{field} {n}")),
@@ -734,7 +733,7 @@ async fn authorize(state: &ServerState, headers: &HeaderMap, raw: &[u8]) -> Resp
     let now = state.clock.now().seconds();
     let params = match params_from(raw) {
         Ok(p) => p,
-        Err(m) => return pages::error_page(StatusCode::BAD_REQUEST, "Invalid request", &m),
+        Err(e) => return pages::error_page(StatusCode::BAD_REQUEST, "Invalid request", &e.to_string()),
     };
     let req = if let Some(request_uri) = params.get("request_uri") {
         match pushed_request(state, &params, request_uri, now).await {
@@ -1347,6 +1346,10 @@ pub(crate) async fn login_password(
         let error = error.to_owned();
         async move { advance(state, pending, req, session, Some(&error)).await }
     };
+    // Slowed per account before the lock: see `[rate_limit] user`.
+    if let Err(limited) = crate::rate_limit::sign_in_attempt(&state, username).await {
+        return limited.onto(retry(&limited.message()).await);
+    }
     let Some(user) = user else {
         // Same work as for a real user with a wrong password (the writes
         // of an attempt, a hash verified): no timing difference.
@@ -1435,6 +1438,9 @@ pub(crate) async fn login_otp(
         .await;
     };
     let live = Some((session.clone(), user.clone()));
+    if let Err(limited) = crate::rate_limit::sign_in_attempt(&state, &user.username).await {
+        return limited.onto(advance(&state, &pending, &req, live, Some(&limited.message())).await);
+    }
     // Without a TOTP seed there is nothing to attempt (and nothing may be
     // counted that no verdict would close).
     let Some(secret) = users::totp_secret(&user) else {

@@ -154,6 +154,125 @@ struct RawConfig {
     dpop: DpopConfig,
     #[serde(default)]
     authorization_details: BTreeMap<String, DetailsType>,
+    #[serde(default)]
+    rate_limit: RateLimitConfig,
+}
+
+/// How many requests a key may make: `burst` at once, then one more every
+/// `60 / per_minute` seconds (GCRA: a token bucket of `burst` tokens
+/// refilled at `per_minute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests allowed at once (1 to 100 000).
+    pub burst: u32,
+    /// Requests allowed per minute once the burst is spent (1 to 1 000 000).
+    pub per_minute: u32,
+}
+
+impl Rate {
+    const fn new(burst: u32, per_minute: u32) -> Self {
+        Self { burst, per_minute }
+    }
+}
+
+/// Rate limits (`[rate_limit]`), on by default: beyond them a request is
+/// answered 429 with `Retry-After`, before its body is read.
+///
+/// Per client address (the peer, or the address trusted proxies name; an
+/// IPv6 address counts by its /64): `authorize` (`/authorize`), `par`,
+/// `token`, `login` (`/login/*`) and `account` (`/account/*`). Per account:
+/// `user` counts sign-in attempts (passwords, codes) at one user name,
+/// known or not, from any number of addresses.
+///
+/// The per-account limit and the lock (`[login] max_failures`,
+/// `lock_seconds`) work together: the limit slows guessing against one
+/// account (by default 3 attempts at once, then one every 20 s), and the
+/// attempts it refuses are not failures, so a flood from many addresses
+/// costs the account at most one failure per 20 s instead of locking it
+/// at once; the lock stays the backstop after `max_failures` consecutive
+/// failures that got through. To favour slowing over locking further,
+/// raise `max_failures` (NIST SP 800-63B §5.2.2 allows up to 100) rather
+/// than the per-account limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Off only for benchmarks and tests that flood on purpose.
+    pub enabled: bool,
+    /// Share the counters of every instance through Redis
+    /// (`redis://host:6379`); without it each instance counts alone. When
+    /// Redis cannot be reached, each instance counts alone meanwhile.
+    pub redis_url: Option<String>,
+    /// The prefix of the Redis keys.
+    pub redis_prefix: String,
+    /// `/authorize`, per client address.
+    pub authorize: Rate,
+    /// `/par`, per client address.
+    pub par: Rate,
+    /// `/token`, per client address (clients' servers call it hard).
+    pub token: Rate,
+    /// `/login/*`, per client address.
+    pub login: Rate,
+    /// `/account/*`, per client address.
+    pub account: Rate,
+    /// Sign-in attempts (password, code) per user name, from any address.
+    pub user: Rate,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            redis_url: None,
+            redis_prefix: "stepup:rate".into(),
+            authorize: Rate::new(60, 300),
+            par: Rate::new(60, 600),
+            token: Rate::new(300, 6000),
+            login: Rate::new(30, 120),
+            account: Rate::new(30, 120),
+            user: Rate::new(3, 3),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The rates by name, as the configuration spells them.
+    pub fn rates(&self) -> [(&'static str, Rate); 6] {
+        [
+            ("authorize", self.authorize),
+            ("par", self.par),
+            ("token", self.token),
+            ("login", self.login),
+            ("account", self.account),
+            ("user", self.user),
+        ]
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (name, rate) in self.rates() {
+            if !(1..=100_000).contains(&rate.burst) || !(1..=1_000_000).contains(&rate.per_minute) {
+                return Err(format!(
+                    "rate_limit.{name}: burst must be 1 to 100000 and per_minute 1 to 1000000"
+                ));
+            }
+        }
+        if let Some(redis_url) = &self.redis_url {
+            let scheme_ok = url::Url::parse(redis_url)
+                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix"));
+            if !scheme_ok || redis::Client::open(redis_url.as_str()).is_err() {
+                return Err(format!(
+                    "rate_limit.redis_url {redis_url:?}: expected redis://host:port or rediss://host:port"
+                ));
+            }
+        }
+        let prefix_ok = !self.redis_prefix.is_empty()
+            && self.redis_prefix.len() <= 64
+            && self.redis_prefix.bytes().all(|b| b.is_ascii_graphic());
+        if !prefix_ok {
+            return Err("rate_limit.redis_prefix must be 1 to 64 visible ASCII characters".into());
+        }
+        Ok(())
+    }
 }
 
 /// A type of `authorization_details` (RFC 9396) clients may ask for:
@@ -262,6 +381,8 @@ pub struct Config {
     pub dpop: DpopConfig,
     /// `authorization_details` types, with the level each needs (as acr).
     pub details_types: BTreeMap<String, (DetailsType, Option<Acr>)>,
+    /// Rate limits.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Config {
@@ -406,6 +527,7 @@ impl Config {
                 ));
             }
         }
+        raw.rate_limit.check().map_err(invalid)?;
         let mut details_types = BTreeMap::new();
         for (name, t) in raw.authorization_details {
             if t.fields.is_empty() || t.fields.iter().any(|f| f == "type" || f.is_empty()) {
@@ -433,6 +555,7 @@ impl Config {
             details_types.insert(name, (t, acr));
         }
         Ok(Self {
+            rate_limit: raw.rate_limit,
             details_types,
             dpop: raw.dpop,
             trusted_proxies,
@@ -480,6 +603,22 @@ factors = [["pwd", "otp"], ["hwk"]]
         let c = Config::from_toml("s.toml", GOOD).unwrap();
         assert_eq!(c.assurance.levels().len(), 2);
         assert_eq!(c.tokens.elevated_access_token_seconds, 300);
+        // Rate limits are on unless switched off.
+        assert!(c.rate_limit.enabled);
+        assert_eq!(
+            c.rate_limit.user,
+            Rate {
+                burst: 3,
+                per_minute: 3
+            }
+        );
+        let off = Config::from_toml(
+            "s.toml",
+            &format!("{GOOD}\n[rate_limit]\nenabled = false\nredis_url = \"redis://127.0.0.1:6379\"\ntoken = {{ burst = 1000, per_minute = 60000 }}\n"),
+        )
+        .unwrap();
+        assert!(!off.rate_limit.enabled);
+        assert_eq!(off.rate_limit.token.burst, 1000);
         let (acr, max_age) = &c.scope_bindings[&Scope::new("payments:write").unwrap()];
         assert_eq!((acr.as_str(), *max_age), ("urn:stepup:acr:mfa", Some(300)));
     }
@@ -518,6 +657,38 @@ factors = [["pwd", "otp"], ["hwk"]]
                 "expected \"ES256\" or \"EdDSA\"",
             ),
             (GOOD.replace("audiences", "audience"), "unknown field `audience`"),
+            (
+                format!("{GOOD}\n[rate_limit]\nuser = {{ burst = 0, per_minute = 3 }}\n"),
+                "rate_limit.user: burst must be 1 to 100000",
+            ),
+            (
+                format!("{GOOD}\n[rate_limit]\ntoken = {{ burst = 10, per_minute = 0 }}\n"),
+                "rate_limit.token",
+            ),
+            (
+                format!("{GOOD}\n[rate_limit]\nlogin = {{ burst = 10 }}\n"),
+                "missing field `per_minute`",
+            ),
+            (
+                format!("{GOOD}\n[rate_limit]\nlogin = {{ burst = 10, per_minute = 5, per_hour = 1 }}\n"),
+                "unknown field `per_hour`",
+            ),
+            (
+                format!("{GOOD}\n[rate_limit]\nper_address = 5\n"),
+                "unknown field `per_address`",
+            ),
+            (
+                format!("{GOOD}\n[rate_limit]\nredis_url = \"http://cache:6379\"\n"),
+                "rate_limit.redis_url",
+            ),
+            (
+                format!("{GOOD}\n[rate_limit]\nredis_prefix = \"\"\n"),
+                "rate_limit.redis_prefix",
+            ),
+            (
+                format!("{GOOD}\n[rate_limit]\nenabled = \"yes\"\n"),
+                "invalid type",
+            ),
         ];
         for (source, expected) in cases {
             let e = Config::from_toml("s.toml", &source).unwrap_err().to_string();

@@ -1,10 +1,12 @@
 //! `application/x-www-form-urlencoded` request bodies, read strictly:
 //! RFC 6749 §3.1/§3.2 parameters sent without a value are treated as
-//! omitted, and a parameter sent twice is an error.
+//! omitted, a parameter sent twice is an error, and each is bounded
+//! (`stepup_core::limits`).
 
 use std::collections::HashMap;
 
 use http::HeaderMap;
+use stepup_core::authorization_request::params_from;
 
 use crate::error::OAuthError;
 
@@ -27,21 +29,8 @@ impl Form {
                 "the body must be application/x-www-form-urlencoded",
             ));
         }
-        let mut params = HashMap::new();
-        for (name, value) in url::form_urlencoded::parse(body) {
-            // NUL has no place in any parameter, and PostgreSQL refuses it in text.
-            if name.contains('\0') || value.contains('\0') {
-                return Err(OAuthError::invalid_request("parameters may not contain NUL"));
-            }
-            if value.is_empty() {
-                continue;
-            }
-            if params.insert(name.to_string(), value.into_owned()).is_some() {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {name} is repeated"
-                )));
-            }
-        }
+        // One reading of parameters (and their bounds) for every endpoint.
+        let params = params_from(body).map_err(|e| OAuthError::invalid_request(e.to_string()))?;
         Ok(Self { params })
     }
 

@@ -26,6 +26,7 @@ mod grants;
 pub mod keys;
 mod pages;
 mod passkey;
+pub mod rate_limit;
 pub mod server;
 mod session;
 pub mod store;

@@ -3,7 +3,8 @@
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{MethodRouter, get, post};
 use ring::rand::SystemRandom;
 use stepup_core::Clock;
 
@@ -12,6 +13,7 @@ use stepup_guard::risk::GeoLookup;
 
 use crate::config::Config;
 use crate::keys::{KeyError, KeyRing};
+use crate::rate_limit::{Limit, RateLimits};
 use crate::store::Store;
 use crate::{authorize, discovery, passkey, token};
 
@@ -44,6 +46,8 @@ pub struct ServerState {
     pub(crate) webauthn: Option<Arc<webauthn_rs::Webauthn>>,
     /// Where client addresses are looked up, if configured.
     pub(crate) geo: Option<Arc<dyn GeoLookup>>,
+    /// The rate limits (`[rate_limit]`).
+    pub limits: RateLimits,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -80,7 +84,9 @@ impl ServerState {
             KeyRing::load_or_create(&store, clock.now().seconds(), keep_retired_for(&config), &rng).await?;
         let decoy_hash = crate::users::hash_password("decoy password never used", &rng)
             .map_err(|e| KeyError::Crypto(e.to_string()))?;
+        let limits = RateLimits::new(&config.rate_limit, Arc::clone(&clock));
         Ok(Arc::new(Self {
+            limits,
             store,
             keys: RwLock::new(Arc::new(keys)),
             rng,
@@ -128,8 +134,22 @@ pub(crate) fn keep_retired_for(config: &Config) -> i64 {
         + 300
 }
 
-/// The server's routes.
+/// The server's routes. Each endpoint anyone may call has its body capped
+/// (413 beyond; `stepup_core::limits`) and, where `[rate_limit]` says,
+/// a rate limit per client address (429 beyond).
 pub fn router(state: Arc<ServerState>) -> Router {
+    use stepup_core::limits::{FORM_BODY_BYTES, INTROSPECTION_BODY_BYTES, TOKEN_BODY_BYTES};
+    let limited = |limit: Limit, body_bytes: usize, route: MethodRouter<Arc<ServerState>>| {
+        route
+            .layer::<_, std::convert::Infallible>(axum::middleware::from_fn_with_state(
+                (Arc::clone(&state), limit),
+                crate::rate_limit::by_address,
+            ))
+            .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(body_bytes))
+    };
+    let capped = |body_bytes: usize, route: MethodRouter<Arc<ServerState>>| {
+        route.layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(body_bytes))
+    };
     Router::new()
         .route(
             "/.well-known/oauth-authorization-server",
@@ -138,29 +158,59 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/jwks", get(discovery::jwks))
         .route(
             "/authorize",
-            get(authorize::authorize_get).post(authorize::authorize_post),
+            limited(
+                Limit::Authorize,
+                FORM_BODY_BYTES,
+                get(authorize::authorize_get).post(authorize::authorize_post),
+            ),
         )
-        .route("/par", post(authorize::par))
-        .route("/login/password", post(authorize::login_password))
-        .route("/login/otp", post(authorize::login_otp))
-        .route("/authorize/approve", post(authorize::approve))
+        .route("/par", limited(Limit::Par, FORM_BODY_BYTES, post(authorize::par)))
+        .route(
+            "/login/password",
+            limited(Limit::Login, FORM_BODY_BYTES, post(authorize::login_password)),
+        )
+        .route(
+            "/login/otp",
+            limited(Limit::Login, FORM_BODY_BYTES, post(authorize::login_otp)),
+        )
+        .route(
+            "/authorize/approve",
+            limited(Limit::Login, FORM_BODY_BYTES, post(authorize::approve)),
+        )
         .route(
             "/login/passkey",
-            get(passkey::sign_in_get).post(passkey::sign_in_post),
+            limited(
+                Limit::Login,
+                FORM_BODY_BYTES,
+                get(passkey::sign_in_get).post(passkey::sign_in_post),
+            ),
         )
         .route(
             passkey::ACCOUNT_PATH,
-            get(passkey::account_get).post(passkey::account_post),
+            limited(
+                Limit::Account,
+                FORM_BODY_BYTES,
+                get(passkey::account_get).post(passkey::account_post),
+            ),
         )
         .route("/assets/passkey.js", get(passkey::script))
         .route(
             "/.well-known/openid-configuration",
             get(discovery::openid_configuration),
         )
-        .route("/userinfo", get(token::userinfo).post(token::userinfo))
-        .route("/token", post(token::token))
-        .route("/introspect", post(token::introspect))
-        .route("/revoke", post(token::revoke))
+        .route(
+            "/userinfo",
+            capped(TOKEN_BODY_BYTES, get(token::userinfo).post(token::userinfo)),
+        )
+        .route(
+            "/token",
+            limited(Limit::Token, TOKEN_BODY_BYTES, post(token::token)),
+        )
+        .route(
+            "/introspect",
+            capped(INTROSPECTION_BODY_BYTES, post(token::introspect)),
+        )
+        .route("/revoke", capped(TOKEN_BODY_BYTES, post(token::revoke)))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             crate::geo::locate_client,

@@ -348,6 +348,30 @@ async fn clients_can_be_required_to_use_dpop_and_discovery_says_which_algs() {
 }
 
 #[tokio::test]
+async fn proofs_with_a_huge_jti_are_refused() {
+    let (s, _) = setup(Backend::Sqlite, false).await;
+    let key = Key::new();
+    // The control: a proof with an ordinary jti binds the token.
+    let issued = code(&s, &[]).await;
+    let form = exchange_form(&issued);
+    let (status, body) = token(&s, &pairs(&form), Some(&key.proof(&s, "jti-1"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    // A jti of kilobytes (the proof still within its 8 KiB) is refused,
+    // before anything is remembered of it.
+    let issued = code(&s, &[]).await;
+    let form = exchange_form(&issued);
+    let huge = "j".repeat(4000);
+    let (status, body) = token(&s, &pairs(&form), Some(&key.proof(&s, &huge))).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    assert!(
+        body["error_description"].as_str().unwrap().contains("jti"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn nonces_are_asked_for_when_configured() {
     let extra = "\n[dpop]\nnonce_secret = \"0123456789abcdef0123456789abcdef\"\nnonce_seconds = 60\n";
     let s = start_with(Backend::Sqlite, extra, None).await;

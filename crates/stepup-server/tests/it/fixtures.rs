@@ -115,6 +115,31 @@ factors = [["hwk"]]
     )
 }
 
+/// Rate limits no test reaches unless it means to.
+pub const TEST_RATE_LIMITS: &str = r#"
+[rate_limit]
+authorize = { burst = 10000, per_minute = 10000 }
+par = { burst = 10000, per_minute = 10000 }
+token = { burst = 10000, per_minute = 10000 }
+login = { burst = 10000, per_minute = 10000 }
+account = { burst = 10000, per_minute = 10000 }
+user = { burst = 10000, per_minute = 10000 }
+"#;
+
+/// How many rows `table` holds.
+pub async fn count_rows(s: &TestServer, table: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&s.state.config.database_url)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
 pub struct TestServer {
     pub issuer: String,
     /// Where this instance listens (differs from the issuer behind a shared name).
@@ -177,7 +202,14 @@ async fn serve_with(
     extra: &str,
     geo: Option<Arc<dyn stepup_guard::risk::GeoLookup>>,
 ) -> TestServer {
-    let source = format!("{}{extra}", config_toml(&issuer, database_url));
+    // Tests sign in many times at a fixed clock from one address: rate
+    // limits on, but far above what they do, unless a test sets its own.
+    let limits = if extra.contains("[rate_limit]") {
+        ""
+    } else {
+        TEST_RATE_LIMITS
+    };
+    let source = format!("{}{extra}{limits}", config_toml(&issuer, database_url));
     let config = Config::from_toml("test.toml", &source).unwrap();
     let store = Store::connect(&config.database_url).await.unwrap();
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));

@@ -15,6 +15,7 @@ mod fixtures;
 mod flow;
 mod geo;
 mod interop;
+mod limits;
 mod par;
 mod passkey;
 mod rar;

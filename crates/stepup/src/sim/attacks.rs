@@ -1042,7 +1042,119 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             format!("a dot segment to dodge the payee rule: expected 400, got {status}"),
         ))
     });
+
+    // Unbounded input and floods, from anyone on the internet.
+    attack!("oversized-parameters", "malformed request", async {
+        let browser = no_redirects()?;
+        // The outsider's request: 1.5 MB of state and a 400 kB hint.
+        let form: Vec<(String, String)> = t
+            .authorize_url("openid", Some(&pkce()), &[])
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .filter(|(k, _)| k != "state")
+            .chain([
+                ("state".to_owned(), "s".repeat(1_500_000)),
+                ("login_hint".to_owned(), "h".repeat(400_000)),
+            ])
+            .collect();
+        let huge = browser
+            .post(t.authorization_endpoint.as_str())
+            .form(&form)
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        // Just beyond the bounds (512 and 256 bytes), in the query: refused,
+        // and the hint not echoed on the page.
+        let hint = format!("{}-echoed", "h".repeat(300));
+        let url = t.authorize_url(
+            "openid",
+            Some(&pkce()),
+            &[("state", &"s".repeat(600)), ("login_hint", &hint)],
+        );
+        let response = browser.get(url).send().await.map_err(|e| e.to_string())?;
+        let over = response.status().as_u16();
+        let echoed = response.text().await.map_err(|e| e.to_string())?.contains(&hint);
+        // A pushed request with 100 kB of claims.
+        let pushed = browser
+            .post(format!("{}/par", t.issuer))
+            .form(&[
+                ("client_id", t.client_id.as_str()),
+                ("response_type", "code"),
+                ("claims", &"c".repeat(100_000)),
+            ])
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        let closed_or = |s: &Result<u16, reqwest::Error>| s.as_ref().map_or(true, |s| matches!(s, 400 | 413));
+        Ok((
+            closed_or(&huge) && over == 400 && !echoed && closed_or(&pushed),
+            format!(
+                "expected 413 (or a closed connection) for 1.9 MB, 400 without echo for 600 bytes of state, 413 for a 100 kB PAR; got {:?}, {over} (echoed: {echoed}), {:?}",
+                huge.map_err(|e| e.to_string()),
+                pushed.map_err(|e| e.to_string())
+            ),
+        ))
+    });
+    if t.locates_addresses {
+        attack!("authorize-flood", "flood", async {
+            // From an address of its own (the deployment believes the
+            // simulation's X-Forwarded-For): the users' is not slowed.
+            let browser = no_redirects()?;
+            let url = t.authorize_url("openid", Some(&pkce()), &[]);
+            let mut limited = None;
+            for sent in 1..=1000 {
+                let response = browser
+                    .get(url.clone())
+                    .header("x-forwarded-for", FLOOD_ADDRESS)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if response.status() == 429 {
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    limited = Some((sent, retry_after));
+                    break;
+                }
+            }
+            // The control: another address at the same moment passes.
+            let control = browser
+                .get(url)
+                .header("x-forwarded-for", CONTROL_ADDRESS)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .status()
+                .as_u16();
+            Ok((
+                matches!(limited, Some((_, Some(wait))) if wait > 0) && control == 200,
+                format!(
+                    "expected 429 with Retry-After within 1000 requests from one address, and 200 from another; got {limited:?} (request, Retry-After), control {control}"
+                ),
+            ))
+        });
+    } else {
+        not_run!(
+            "authorize-flood",
+            "flood",
+            "the target does not believe the simulation's X-Forwarded-For: a flood would slow its own users"
+        );
+    }
     out
+}
+
+/// Where the flood comes from, and the control beside it (RFC 5737).
+const FLOOD_ADDRESS: &str = "203.0.113.66";
+const CONTROL_ADDRESS: &str = "203.0.113.67";
+
+/// An HTTP client that shows redirects instead of following them.
+fn no_redirects() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// The status and `Location` of the first answer to `GET url` in `browser`.

@@ -26,6 +26,16 @@ factors = [["pwd"]]
 name = "mfa"
 acr = "urn:stepup:acr:mfa"
 factors = [["pwd", "otp"]]
+
+# The crash tests and the memory bench load the server from loopback as
+# fast as they can: rate limits on, far above that load.
+[rate_limit]
+authorize = {{ burst = 100000, per_minute = 1000000 }}
+par = {{ burst = 100000, per_minute = 1000000 }}
+token = {{ burst = 100000, per_minute = 1000000 }}
+login = {{ burst = 100000, per_minute = 1000000 }}
+account = {{ burst = 100000, per_minute = 1000000 }}
+user = {{ burst = 100000, per_minute = 1000000 }}
 "#
     )
 }

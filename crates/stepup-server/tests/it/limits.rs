@@ -1,0 +1,404 @@
+//! What anyone on the internet may send: parameters within their bounds
+//! (400 `invalid_request` beyond, nothing stored or echoed), bodies within
+//! their caps (413), and rate limits per client address and per account
+//! (429 with `Retry-After`), shared through Redis when configured.
+
+use std::sync::atomic::Ordering;
+
+use stepup_core::pkce::CodeChallenge;
+
+use crate::fixtures::*;
+use crate::flow::{Browser, PASSWORD, Page, REDIRECT, VERIFIER, setup};
+use crate::on_both_backends;
+
+/// The authorization request of the test client, with `extra` parameters.
+fn request(extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let challenge = CodeChallenge::from_verifier(VERIFIER).unwrap();
+    let mut params: Vec<(String, String)> = [
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid"),
+        ("state", "st-1"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    for (k, v) in extra {
+        params.retain(|(pk, _)| pk != k);
+        params.push(((*k).to_owned(), v.clone()));
+    }
+    params
+}
+
+async fn authorize_get(s: &TestServer, extra: &[(&str, String)], from: Option<&str>) -> Page {
+    let mut r = s.http.get(s.url("/authorize")).query(&request(extra));
+    if let Some(ip) = from {
+        r = r.header("x-forwarded-for", ip);
+    }
+    Browser::page(r.send().await.unwrap()).await
+}
+
+async fn authorize_post(s: &TestServer, extra: &[(&str, String)]) -> Page {
+    let r = s.http.post(s.url("/authorize")).form(&request(extra));
+    Browser::page(r.send().await.unwrap()).await
+}
+
+async fn oversized_parameters_are_refused_and_nothing_is_stored(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    // The control: a request within the bounds waits for the user, with
+    // the hint at its longest on the page.
+    let hint = "h".repeat(256);
+    let page = authorize_get(
+        &s,
+        &[("login_hint", hint.clone()), ("state", "s".repeat(512))],
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&hint));
+    assert_eq!(count_rows(&s, "pending_requests").await, 1);
+
+    for (name, len) in [
+        ("state", 513),
+        ("nonce", 513),
+        ("login_hint", 257),
+        ("scope", 1025),
+    ] {
+        let value = "x".repeat(len);
+        for page in [
+            authorize_get(&s, &[(name, value.clone())], None).await,
+            authorize_post(&s, &[(name, value.clone())]).await,
+        ] {
+            assert_eq!(page.status, 400, "{name}: {}", page.body);
+            assert!(page.location.is_none(), "{name}: not sent on to the client");
+            assert!(
+                page.body.contains(&format!("parameter {name} is longer than")),
+                "{}",
+                page.body
+            );
+            assert!(!page.body.contains(&value), "{name} is not echoed");
+        }
+    }
+    // The outsider's request: a 1.5 MB state and a 400 kB hint, and each
+    // alone, are refused before they are read.
+    for extra in [
+        vec![
+            ("state", "s".repeat(1_500_000)),
+            ("login_hint", "h".repeat(400_000)),
+        ],
+        vec![("login_hint", "h".repeat(400_000))],
+    ] {
+        let page = authorize_post(&s, &extra).await;
+        assert_eq!(page.status, 413);
+        assert!(page.body.len() < 1000);
+    }
+    assert_eq!(count_rows(&s, "pending_requests").await, 1, "nothing more stored");
+}
+on_both_backends!(oversized_parameters_are_refused_and_nothing_is_stored);
+
+#[tokio::test]
+async fn pushed_requests_and_forms_are_bounded_too() {
+    let (s, _) = setup(Backend::Sqlite, false).await;
+    let push = |extra: Vec<(&'static str, String)>| {
+        let s = &s;
+        async move {
+            let form = request(&extra);
+            let response = s.http.post(s.url("/par")).form(&form).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, body) = push(vec![]).await;
+    assert_eq!(status, 201, "the control: {body}");
+    let (status, body) = push(vec![("state", "x".repeat(513))]).await;
+    assert_eq!(status, 400, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    let (status, _) = push(vec![("claims", "x".repeat(100_000))]).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        count_rows(&s, "pushed_requests").await,
+        1,
+        "only the control was stored"
+    );
+
+    // The token endpoint: bounds are checked before the client is.
+    let token = |body: String| {
+        let s = &s;
+        async move {
+            let response = s
+                .http
+                .post(s.url("/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, _) = token(format!("grant_type=authorization_code&code={}", "c".repeat(256))).await;
+    assert_eq!(status, 401, "the control: on to client authentication");
+    let (status, body) = token(format!("grant_type=authorization_code&code={}", "c".repeat(257))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_request") && body.contains("parameter code is longer than 256 bytes"));
+    let (status, _) = token(format!("grant_type=x&pad={}", "p".repeat(20_000))).await;
+    assert_eq!(status, 413);
+    let b = Browser::new();
+    let page = b.authorize(&s, &[]).await;
+    let long = "u".repeat(257);
+    let refused = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", &long), ("password", "p")],
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(!refused.body.contains(&long));
+    let ok = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(ok.status, 303, "the control: {}", ok.body);
+}
+
+/// A server behind a proxy on loopback (so tests can come from any
+/// address), with these rate limits.
+async fn behind_proxy(limits: &str) -> TestServer {
+    let extra = format!("\n[risk]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{TEST_RATE_LIMITS}");
+    // The test's own limits replace the generous ones, line by line.
+    let mut config = extra;
+    for line in limits.lines().filter(|l| !l.trim().is_empty()) {
+        let name = line.split('=').next().unwrap().trim();
+        let old = config
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} =")))
+            .map(str::to_owned);
+        match old {
+            Some(old) => config = config.replace(&old, line),
+            None => config = config.replace("[rate_limit]\n", &format!("[rate_limit]\n{line}\n")),
+        }
+    }
+    let s = start_with(Backend::Sqlite, &config, None).await;
+    s.register(
+        "web",
+        stepup_server::client::AuthMethod::None,
+        &["authorization_code", "refresh_token"],
+        &["profile"],
+    )
+    .await;
+    let rng = ring::rand::SystemRandom::new();
+    for name in ["alice", "bob"] {
+        stepup_server::users::add_user(&s.state.store, name, PASSWORD, NOW, &rng)
+            .await
+            .unwrap();
+    }
+    s
+}
+
+#[tokio::test]
+async fn a_flood_from_one_address_is_slowed_and_others_still_pass() {
+    let s = behind_proxy("authorize = { burst = 3, per_minute = 2 }").await;
+    let flood = Some("203.0.113.66");
+    for _ in 0..3 {
+        assert_eq!(authorize_get(&s, &[], flood).await.status, 200);
+    }
+    let response = s
+        .http
+        .get(s.url("/authorize"))
+        .query(&request(&[]))
+        .header("x-forwarded-for", "203.0.113.66")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "30");
+    assert_eq!(
+        count_rows(&s, "pending_requests").await,
+        3,
+        "the refused request stored nothing"
+    );
+    // The control: another address, and the proxy itself, still pass.
+    assert_eq!(authorize_get(&s, &[], Some("203.0.113.67")).await.status, 200);
+    assert_eq!(authorize_get(&s, &[], None).await.status, 200);
+    // An address the client claims from outside the trusted proxies is
+    // not believed: a second hop before the proxy's changes nothing.
+    let spoofed = s
+        .http
+        .get(s.url("/authorize"))
+        .query(&request(&[]))
+        .header("x-forwarded-for", "198.51.100.1, 203.0.113.66")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 429);
+    // Time refills the bucket: one request every 30 s.
+    s.clock.0.fetch_add(30, Ordering::SeqCst);
+    assert_eq!(authorize_get(&s, &[], flood).await.status, 200);
+    assert_eq!(authorize_get(&s, &[], flood).await.status, 429);
+}
+
+#[tokio::test]
+async fn the_token_endpoint_answers_a_flood_as_oauth() {
+    let s = behind_proxy("token = { burst = 2, per_minute = 60 }").await;
+    let post = |ip: &'static str| {
+        let s = &s;
+        async move {
+            s.http
+                .post(s.url("/token"))
+                .header("x-forwarded-for", ip)
+                .form(&[("grant_type", "client_credentials"), ("client_id", "web")])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..2 {
+        assert_ne!(post("203.0.113.9").await.status(), 429);
+    }
+    let limited = post("203.0.113.9").await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "slow_down");
+    assert_ne!(post("203.0.113.10").await.status(), 429, "the control");
+}
+
+async fn password_from(
+    s: &TestServer,
+    b: &Browser,
+    page: &Page,
+    ip: &str,
+    user: &str,
+    password: &str,
+) -> Page {
+    let form = [
+        ("request", page.hidden("request")),
+        ("csrf", page.hidden("csrf")),
+        ("username", user.to_owned()),
+        ("password", password.to_owned()),
+    ];
+    let response = b
+        .http
+        .post(s.url("/login/password"))
+        .header("x-forwarded-for", ip)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let mut page = Browser::page(response).await;
+    if let Some(r) = retry_after {
+        page.body.push_str(&format!("\n<!-- retry-after {r} -->"));
+    }
+    page
+}
+
+#[tokio::test]
+async fn a_flood_against_one_account_from_many_addresses_is_slowed_not_locking_it() {
+    let s = behind_proxy("user = { burst = 3, per_minute = 3 }").await;
+    let b = Browser::new();
+    let page = b.authorize(&s, &[]).await;
+    let mut limited = 0;
+    // Fifty guesses from fifty addresses: a few reach the account, the
+    // rest are slowed, and none of those counts as a failure.
+    for i in 0..50 {
+        let ip = format!("198.51.100.{i}");
+        let answer = password_from(&s, &b, &page, &ip, "alice", "guess").await;
+        match answer.status {
+            401 => {}
+            429 => {
+                limited += 1;
+                assert!(answer.body.contains("Too many sign-in attempts for this account"));
+                assert!(answer.body.contains("retry-after 20"), "{}", answer.body);
+                assert!(
+                    answer.body.contains("name=\"password\""),
+                    "the form is there to try again"
+                );
+            }
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    assert_eq!(limited, 47);
+    // The control: another account is not slowed by it.
+    let bob = password_from(&s, &b, &page, "198.51.100.1", "bob", PASSWORD).await;
+    assert_eq!(bob.status, 303, "{}", bob.body);
+    // Unknown accounts are counted the same (nothing tells them apart).
+    let b = Browser::new();
+    let page = b.authorize(&s, &[]).await;
+    for _ in 0..3 {
+        let answer = password_from(&s, &b, &page, "198.51.100.2", "nobody", "guess").await;
+        assert_eq!(answer.status, 401);
+    }
+    assert_eq!(
+        password_from(&s, &b, &page, "198.51.100.2", "nobody", "guess")
+            .await
+            .status,
+        429
+    );
+    // Twenty seconds later the real user signs in: the account was slowed,
+    // never locked (three failures, below max_failures).
+    s.clock.0.fetch_add(20, Ordering::SeqCst);
+    let b = Browser::new();
+    let page = b.authorize(&s, &[]).await;
+    let alice = password_from(&s, &b, &page, "192.0.2.10", "alice", PASSWORD).await;
+    assert_eq!(alice.status, 303, "{}", alice.body);
+}
+
+fn redis_url() -> String {
+    std::env::var("STEPUP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_share_the_limits() {
+    let prefix = format!(
+        "stepup-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let limits = format!(
+        "redis_url = \"{}\"\nredis_prefix = \"{prefix}\"\nauthorize = {{ burst = 4, per_minute = 1 }}",
+        redis_url()
+    );
+    let one = behind_proxy(&limits).await;
+    let two = behind_proxy(&limits).await;
+    let from = Some("203.0.113.80");
+    // Four requests, alternating between the instances, spend the burst.
+    for s in [&one, &two, &one, &two] {
+        assert_eq!(authorize_get(s, &[], from).await.status, 200);
+    }
+    assert_eq!(authorize_get(&one, &[], from).await.status, 429);
+    assert_eq!(authorize_get(&two, &[], from).await.status, 429);
+    // The control: another address at either instance.
+    assert_eq!(authorize_get(&two, &[], Some("203.0.113.81")).await.status, 200);
+    // An instance on another prefix counts on its own.
+    let other = behind_proxy(&limits.replace(&prefix, &format!("{prefix}-other"))).await;
+    assert_eq!(authorize_get(&other, &[], from).await.status, 200);
+}
+
+#[tokio::test]
+async fn without_reachable_redis_each_instance_still_counts() {
+    let s =
+        behind_proxy("redis_url = \"redis://127.0.0.1:1\"\nauthorize = { burst = 2, per_minute = 1 }").await;
+    let from = Some("203.0.113.90");
+    for _ in 0..2 {
+        assert_eq!(authorize_get(&s, &[], from).await.status, 200);
+    }
+    assert_eq!(authorize_get(&s, &[], from).await.status, 429);
+}
