@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
+use stepup_core::json::Json;
 use stepup_core::risk::Signals;
 
 use crate::activity::{Activity, ActivityStore};
@@ -139,8 +140,9 @@ pub struct Observed<'h> {
     pub proof_key: Option<String>,
     /// The transaction in its body, when read.
     pub transaction: Option<Transaction>,
-    /// The JSON body, when read (for transaction-bound routes).
-    pub body: Option<serde_json::Value>,
+    /// The JSON body, when read (for transaction-bound routes), numbers
+    /// as written.
+    pub body: Option<stepup_core::json::Json>,
 }
 
 impl RiskOptions {
@@ -185,16 +187,14 @@ pub(crate) fn signals<'a>(
     let approved = token
         .authorization_details
         .as_ref()
-        .and_then(serde_json::Value::as_array)
+        .and_then(Json::as_array)
         .and_then(|entries| entries.first());
-    let approved_amount = approved.and_then(|e| match e.get("amount") {
-        Some(serde_json::Value::Number(n)) => n.as_f64(),
-        Some(serde_json::Value::String(s)) => crate::amount::decimal(s),
-        _ => None,
-    });
-    let approved_currency = approved
-        .and_then(|e| e.get("currency"))
-        .and_then(serde_json::Value::as_str);
+    // One that cannot be read exactly is unknown (`missing(amount)`).
+    let approved_amount = approved
+        .and_then(|e| e.get("amount"))
+        .and_then(Json::amount)
+        .and_then(Result::ok);
+    let approved_currency = approved.and_then(|e| e.get("currency")).and_then(Json::as_str);
     Signals {
         request_rate: a.map(|a| a.requests),
         distinct_ips: a.map(|a| a.distinct_ips),
