@@ -14,7 +14,7 @@ use stepup_core::risk::Signals;
 
 use crate::activity::{Activity, ActivityStore};
 use crate::amount::{AmountSource, Transaction};
-use crate::client_ip::{IpNet, client_ip};
+use crate::client_ip::{ForwardedHeader, IpNet, client_ip};
 use crate::verify::VerifiedToken;
 
 /// An ISO 3166-1 alpha-2 country code, upper-case.
@@ -67,6 +67,7 @@ pub trait GeoLookup: Send + Sync {
 #[derive(Clone, Default)]
 pub struct RiskOptions {
     pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) forwarded_header: ForwardedHeader,
     pub(crate) geo: Option<Arc<dyn GeoLookup>>,
     pub(crate) amount: Option<AmountSource>,
     pub(crate) device_header: Option<HeaderName>,
@@ -77,6 +78,7 @@ impl fmt::Debug for RiskOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RiskOptions")
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded_header", &self.forwarded_header)
             .field("geo", &self.geo.is_some())
             .field("amount", &self.amount)
             .field("device_header", &self.device_header)
@@ -91,9 +93,18 @@ impl RiskOptions {
         Self::default()
     }
 
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    /// Proxies whose forwarded header (see
+    /// [`RiskOptions::forwarded_header`]) is believed.
     pub fn trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
         self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The header the trusted proxies write the client's address in
+    /// (`X-Forwarded-For` by default); the other is ignored, since those
+    /// proxies pass it on as the client wrote it.
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.forwarded_header = header;
         self
     }
 
@@ -148,7 +159,7 @@ pub struct Observed<'h> {
 impl RiskOptions {
     /// Observes a request that came from `peer`.
     pub(crate) fn observe<'h>(&self, peer: Option<IpAddr>, headers: &'h HeaderMap) -> Observed<'h> {
-        let client = peer.map(|p| client_ip(p, headers, &self.trusted_proxies));
+        let client = peer.map(|p| client_ip(p, headers, &self.trusted_proxies, self.forwarded_header));
         let geo = match (&self.geo, client) {
             (Some(geo), Some(ip)) => geo.lookup(ip),
             _ => GeoPoint::default(),
