@@ -189,6 +189,7 @@ token_seconds = 120
             ("amount".into(), "/amount".into()),
             ("creditor".into(), "/to".into()),
         ],
+        amount_fields: vec!["amount".into()],
         max_token_seconds: 300,
     };
     let guard = guard

@@ -154,9 +154,10 @@ pub struct AccessTokenClaims {
     /// The device the token was issued to, when it is not bound by `cnf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
-    /// The transaction the token was issued for (RFC 9396 §9.1).
+    /// The transaction the token was issued for (RFC 9396 §9.1), read
+    /// exactly: its numbers as written, to be compared with a request's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authorization_details: Option<serde_json::Value>,
+    pub authorization_details: Option<crate::json::Json>,
 }
 
 /// RFC 7519 §2 allows non-integer NumericDates; whole seconds are all the

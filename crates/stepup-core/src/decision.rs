@@ -346,6 +346,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amount::Decimal;
 
     const POLICY: &str = r#"
 levels = [
@@ -595,9 +596,9 @@ require = { acr = ["mfa"] }
         Policy::from_toml("risky.toml", RISKY).unwrap()
     }
 
-    fn transfer(amount: f64) -> Signals<'static> {
+    fn transfer(amount: i64) -> Signals<'static> {
         Signals {
-            amount: Some(amount),
+            amount: Some(Decimal::from(amount)),
             currency: Some("EUR"),
             ..Signals::NONE
         }
@@ -611,13 +612,13 @@ require = { acr = ["mfa"] }
         let token = facts(Some(MFA), Some(880), "");
         let now = UnixTime(1000);
         let small = p
-            .decide_with("POST", "/accounts/1/transfers", &token, &transfer(250.0), now)
+            .decide_with("POST", "/accounts/1/transfers", &token, &transfer(250), now)
             .unwrap();
         assert_eq!(small.verdict, Verdict::Allow);
         assert!(small.fired.is_empty());
 
         let large = p
-            .decide_with("POST", "/accounts/1/transfers", &token, &transfer(5000.0), now)
+            .decide_with("POST", "/accounts/1/transfers", &token, &transfer(5000), now)
             .unwrap();
         let names: Vec<&str> = large.fired.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["large transfer"]);
@@ -643,7 +644,7 @@ require = { acr = ["mfa"] }
         // Proven 30 s ago: the large transfer passes.
         let fresh = facts(Some(MFA), Some(970), "");
         let large = p
-            .decide_with("POST", "/accounts/1/transfers", &fresh, &transfer(5000.0), now)
+            .decide_with("POST", "/accounts/1/transfers", &fresh, &transfer(5000), now)
             .unwrap();
         assert_eq!(large.verdict, Verdict::Allow);
         assert_eq!(large.fired.len(), 1, "fired, but met");
@@ -656,7 +657,7 @@ require = { acr = ["mfa"] }
         let now = UnixTime(1000);
         // The large-transfer rule names only the transfer route.
         let d = p
-            .decide_with("GET", "/accounts/1/balance", &pwd, &transfer(5000.0), now)
+            .decide_with("GET", "/accounts/1/balance", &pwd, &transfer(5000), now)
             .unwrap();
         assert_eq!(d.verdict, Verdict::Allow);
         // No amount known: the rule cannot fire.
@@ -745,9 +746,10 @@ require = { acr = ["mfa"] }
 
     use proptest::prelude::*;
 
-    fn any_signals() -> impl Strategy<Value = (Option<f64>, bool, Option<bool>)> {
+    fn any_signals() -> impl Strategy<Value = (Option<Decimal>, bool, Option<bool>)> {
         (
-            proptest::option::of(0.0f64..5000.0),
+            // Cents, as amounts are written.
+            proptest::option::of((0i64..500_000).prop_map(|cents| Decimal::new(cents, 2))),
             any::<bool>(),
             proptest::option::of(any::<bool>()),
         )

@@ -10,11 +10,13 @@
 
 pub mod access_token;
 pub mod acr;
+pub mod amount;
 pub mod authentication;
 pub mod authorization_request;
 pub mod challenge;
 pub mod decision;
 pub mod dpop;
+pub mod json;
 pub mod jwk;
 pub mod jws;
 pub mod limits;

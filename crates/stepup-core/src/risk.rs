@@ -25,17 +25,23 @@
 //! ```
 //!
 //! Strings are in single or double quotes; numbers are decimal.
+//!
+//! `amount` is money: an exact decimal, compared exactly with the numbers a
+//! condition writes out (`1000.0000000000001 > 1000` holds), and with
+//! nothing else (not with another number signal, which is a binary float).
 
 use std::fmt;
 
 use thiserror::Error;
 
+use crate::amount::{Decimal, parse_amount};
+
 /// What the guard knows about a request beyond its token. `None`: unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Signals<'a> {
     /// The transaction amount (from the body or the token's
-    /// `authorization_details`).
-    pub amount: Option<f64>,
+    /// `authorization_details`), exact.
+    pub amount: Option<Decimal>,
     /// Its currency (ISO 4217, e.g. `EUR`).
     pub currency: Option<&'a str>,
     /// The country the request comes from (ISO 3166-1 alpha-2).
@@ -85,6 +91,7 @@ impl Signals<'_> {
     pub fn text(&self, signal: Signal) -> Option<String> {
         self.value(signal).map(|v| match v {
             Value::Number(n) => n.to_string(),
+            Value::Amount(a) | Value::Literal { exact: a, .. } => a.to_string(),
             Value::Str(s) => s.to_owned(),
             Value::Bool(b) => b.to_string(),
         })
@@ -93,7 +100,7 @@ impl Signals<'_> {
     fn value(&self, signal: Signal) -> Option<Value<'_>> {
         let num = |v: Option<f64>| v.map(Value::Number);
         match signal {
-            Signal::Amount => num(self.amount),
+            Signal::Amount => self.amount.map(Value::Amount),
             Signal::Currency => self.currency.map(Value::Str),
             Signal::Country => self.country.map(Value::Str),
             Signal::AuthCountry => self.auth_country.map(Value::Str),
@@ -120,7 +127,7 @@ impl Signals<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Signal {
-    /// `amount`, a number.
+    /// `amount`, an exact decimal.
     Amount,
     /// `currency`, a string.
     Currency,
@@ -195,6 +202,7 @@ impl Signal {
 
     fn kind(self) -> Kind {
         match self {
+            Signal::Amount => Kind::Amount,
             Signal::Currency | Signal::Country | Signal::AuthCountry => Kind::Str,
             Signal::CountryChanged | Signal::DeviceChanged | Signal::ImpossibleTravel => Kind::Bool,
             _ => Kind::Number,
@@ -209,6 +217,8 @@ impl Signal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Number,
+    /// Money: compared only with numbers written in the condition.
+    Amount,
     Str,
     Bool,
 }
@@ -217,6 +227,7 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Kind::Number => "a number",
+            Kind::Amount => "an amount",
             Kind::Str => "a string",
             Kind::Bool => "a boolean",
         })
@@ -224,9 +235,26 @@ impl fmt::Display for Kind {
 }
 
 impl Kind {
+    /// Whether values of these kinds compare: the same kind, or an amount
+    /// and a number written out (`literal`: the number side is one).
+    fn compares_with(self, other: Kind, literal: bool) -> bool {
+        self == other
+            || (literal
+                && matches!(
+                    (self, other),
+                    (Kind::Amount, Kind::Number) | (Kind::Number, Kind::Amount)
+                ))
+    }
+
+    /// Whether `<`, `<=`, `>`, `>=` apply.
+    fn ordered(self) -> bool {
+        matches!(self, Kind::Number | Kind::Amount)
+    }
+
     fn plural(self) -> &'static str {
         match self {
             Kind::Number => "numbers",
+            Kind::Amount => "amounts",
             Kind::Str => "strings",
             Kind::Bool => "booleans",
         }
@@ -235,7 +263,16 @@ impl Kind {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Value<'a> {
+    /// A number signal (a rate, a speed, a score).
     Number(f64),
+    /// An amount signal.
+    Amount(Decimal),
+    /// A number written in the condition, both ways: as a float for number
+    /// signals, exactly for amounts.
+    Literal {
+        float: f64,
+        exact: Decimal,
+    },
     Str(&'a str),
     Bool(bool),
 }
@@ -243,7 +280,7 @@ enum Value<'a> {
 /// A literal of a compiled condition.
 #[derive(Debug, Clone, PartialEq)]
 enum Literal {
-    Number(f64),
+    Number { float: f64, exact: Decimal },
     Str(String),
     Bool(bool),
 }
@@ -251,7 +288,7 @@ enum Literal {
 impl Literal {
     fn kind(&self) -> Kind {
         match self {
-            Literal::Number(_) => Kind::Number,
+            Literal::Number { .. } => Kind::Number,
             Literal::Str(_) => Kind::Str,
             Literal::Bool(_) => Kind::Bool,
         }
@@ -259,7 +296,10 @@ impl Literal {
 
     fn value(&self) -> Value<'_> {
         match self {
-            Literal::Number(n) => Value::Number(*n),
+            Literal::Number { float, exact } => Value::Literal {
+                float: *float,
+                exact: *exact,
+            },
             Literal::Str(s) => Value::Str(s),
             Literal::Bool(b) => Value::Bool(*b),
         }
@@ -283,14 +323,12 @@ impl Op {
 
     fn holds(self, left: Value<'_>, right: Value<'_>) -> Option<bool> {
         match (left, right) {
-            (Value::Number(a), Value::Number(b)) => Some(match self {
-                Op::Eq => a == b,
-                Op::Ne => a != b,
-                Op::Lt => a < b,
-                Op::Le => a <= b,
-                Op::Gt => a > b,
-                Op::Ge => a >= b,
-            }),
+            (Value::Number(a), Value::Number(b) | Value::Literal { float: b, .. })
+            | (Value::Literal { float: a, .. }, Value::Number(b)) => Some(self.compare(a.partial_cmp(&b))),
+            (
+                Value::Amount(a) | Value::Literal { exact: a, .. },
+                Value::Amount(b) | Value::Literal { exact: b, .. },
+            ) => Some(self.compare(Some(a.cmp(&b)))),
             (Value::Str(a), Value::Str(b)) => match self {
                 Op::Eq => Some(a == b),
                 Op::Ne => Some(a != b),
@@ -302,6 +340,20 @@ impl Op {
                 _ => None,
             },
             _ => None,
+        }
+    }
+
+    /// The comparison given how the left side orders against the right
+    /// (`None`: unordered, a NaN; only `!=` holds).
+    fn compare(self, ordering: Option<std::cmp::Ordering>) -> bool {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match self {
+            Op::Eq => ordering == Some(Equal),
+            Op::Ne => ordering != Some(Equal),
+            Op::Lt => ordering == Some(Less),
+            Op::Le => matches!(ordering, Some(Less | Equal)),
+            Op::Gt => ordering == Some(Greater),
+            Op::Ge => matches!(ordering, Some(Greater | Equal)),
         }
     }
 }
@@ -467,7 +519,7 @@ fn err(offset: usize, message: String) -> ConditionError {
 #[derive(Debug, Clone, PartialEq)]
 enum TokenKind {
     Ident(String),
-    Number(f64),
+    Number { float: f64, exact: Decimal },
     Str(String),
     Op(Op),
     In,
@@ -485,7 +537,7 @@ impl fmt::Display for TokenKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TokenKind::Ident(i) => write!(f, "`{i}`"),
-            TokenKind::Number(n) => write!(f, "the number {n}"),
+            TokenKind::Number { exact, .. } => write!(f, "the number {exact}"),
             TokenKind::Str(s) => write!(f, "the string {s:?}"),
             TokenKind::Op(op) => write!(
                 f,
@@ -573,10 +625,12 @@ fn lex(text: &str) -> Result<Vec<Token>, ConditionError> {
                     j += 1;
                 }
                 let raw: String = chars[i..j].iter().filter(|c| **c != '_').collect();
-                let number: f64 = raw
+                // The nearest float for number signals, and exact for amounts.
+                let float: f64 = raw
                     .parse()
                     .map_err(|_| err(i, format!("{raw:?} is not a number")))?;
-                push(&mut tokens, TokenKind::Number(number));
+                let exact = parse_amount(&raw).map_err(|e| err(i, e.to_string()))?;
+                push(&mut tokens, TokenKind::Number { float, exact });
                 i = j;
             }
             _ if c.is_ascii_alphabetic() || c == '_' => {
@@ -684,13 +738,19 @@ impl Parser {
                 let (Some(a), Some(b)) = (as_operand(&left), as_operand(&right)) else {
                     return Err(err(op_at, "compare a signal or a value, not a condition".into()));
                 };
-                if left_kind != right_kind {
+                let literal = matches!(a, Operand::Literal(_)) || matches!(b, Operand::Literal(_));
+                if !left_kind.compares_with(right_kind, literal) {
+                    let hint = if matches!(left_kind, Kind::Amount) || matches!(right_kind, Kind::Amount) {
+                        " (an amount compares with numbers written out, such as amount > 1000)"
+                    } else {
+                        ""
+                    };
                     return Err(err(
                         right_start,
-                        format!("cannot compare {left_kind} with {right_kind}"),
+                        format!("cannot compare {left_kind} with {right_kind}{hint}"),
                     ));
                 }
-                if op.ordering() && left_kind != Kind::Number {
+                if op.ordering() && !left_kind.ordered() {
                     return Err(err(
                         op_at,
                         format!("`<`, `<=`, `>`, `>=` compare numbers, not {}", left_kind.plural()),
@@ -737,7 +797,7 @@ impl Parser {
             };
             let literal = match t.kind {
                 TokenKind::CloseBracket if list.is_empty() => return Ok(list),
-                TokenKind::Number(n) => Literal::Number(n),
+                TokenKind::Number { float, exact } => Literal::Number { float, exact },
                 TokenKind::Str(s) => Literal::Str(s),
                 other => {
                     return Err(err(
@@ -746,7 +806,7 @@ impl Parser {
                     ));
                 }
             };
-            if literal.kind() != kind {
+            if !kind.compares_with(literal.kind(), true) {
                 return Err(err(
                     t.offset,
                     format!("this list holds {}, not {}", kind.plural(), literal.kind()),
@@ -776,7 +836,11 @@ impl Parser {
             ));
         };
         match t.kind {
-            TokenKind::Number(n) => Ok((literal_node(Literal::Number(n)), Kind::Number, t.offset)),
+            TokenKind::Number { float, exact } => Ok((
+                literal_node(Literal::Number { float, exact }),
+                Kind::Number,
+                t.offset,
+            )),
             TokenKind::Str(s) => Ok((literal_node(Literal::Str(s)), Kind::Str, t.offset)),
             TokenKind::Ident(word) if word == "true" || word == "false" => {
                 Ok((Node::Const(word == "true"), Kind::Bool, t.offset))
@@ -860,9 +924,9 @@ mod tests {
         Condition::parse(condition).unwrap().eval(signals)
     }
 
-    fn transfer(amount: f64, currency: &'static str) -> Signals<'static> {
+    fn transfer(amount: &str, currency: &'static str) -> Signals<'static> {
         Signals {
-            amount: Some(amount),
+            amount: Some(parse_amount(amount).unwrap()),
             currency: Some(currency),
             ..Signals::NONE
         }
@@ -871,22 +935,61 @@ mod tests {
     #[test]
     fn comparisons_and_logic() {
         let large = "amount > 1000 and currency == 'EUR'";
-        assert_eq!(holds(large, &transfer(1500.0, "EUR")), Some(true));
-        assert_eq!(holds(large, &transfer(1000.0, "EUR")), Some(false));
-        assert_eq!(holds(large, &transfer(1500.0, "USD")), Some(false));
-        assert_eq!(holds("amount >= 1_000", &transfer(1000.0, "EUR")), Some(true));
-        assert_eq!(holds("not (amount < 10.5)", &transfer(10.5, "EUR")), Some(true));
+        assert_eq!(holds(large, &transfer("1500", "EUR")), Some(true));
+        assert_eq!(holds(large, &transfer("1000", "EUR")), Some(false));
+        assert_eq!(holds(large, &transfer("1500", "USD")), Some(false));
+        assert_eq!(holds("amount >= 1_000", &transfer("1000", "EUR")), Some(true));
+        assert_eq!(holds("not (amount < 10.5)", &transfer("10.5", "EUR")), Some(true));
         assert_eq!(
-            holds("currency in ['EUR', \"CHF\"]", &transfer(1.0, "CHF")),
+            holds("currency in ['EUR', \"CHF\"]", &transfer("1", "CHF")),
             Some(true)
         );
-        assert_eq!(holds("currency in []", &transfer(1.0, "CHF")), Some(false));
-        assert_eq!(holds("amount in [1, 2]", &transfer(2.0, "EUR")), Some(true));
+        assert_eq!(holds("currency in []", &transfer("1", "CHF")), Some(false));
+        assert_eq!(holds("amount in [1, 2]", &transfer("2", "EUR")), Some(true));
         assert_eq!(
-            holds("amount > 5 or currency == 'X'", &transfer(1.0, "X")),
+            holds("amount > 5 or currency == 'X'", &transfer("1", "X")),
             Some(true)
         );
         assert_eq!(holds("true", &Signals::NONE), Some(true));
+    }
+
+    #[test]
+    fn amounts_are_exact_decimals() {
+        let just_over = transfer("1000.0000000000001", "EUR");
+        assert_eq!(holds("amount > 1000", &just_over), Some(true));
+        // As a float, 1000.00000000000001 is 1000: under the threshold.
+        let hair_over = transfer("1000.00000000000001", "EUR");
+        assert_eq!(holds("amount > 1000", &hair_over), Some(true));
+        assert_eq!(holds("amount <= 1000", &hair_over), Some(false));
+        assert_eq!(holds("amount == 1000", &just_over), Some(false));
+        assert_eq!(holds("amount > 1000.0000000000001", &just_over), Some(false));
+        assert_eq!(holds("amount >= 1000.00000000000010", &just_over), Some(true));
+        assert_eq!(holds("amount == 5000", &transfer("5000.00", "EUR")), Some(true));
+        assert_eq!(
+            holds("amount in [1, 5000.0]", &transfer("5000", "EUR")),
+            Some(true)
+        );
+        assert_eq!(
+            Signals::text(&just_over, Signal::Amount).as_deref(),
+            Some("1000.0000000000001")
+        );
+        // Money is not compared with a float signal, nor with a
+        // threshold that does not fit an exact decimal.
+        let e = fails("amount > anomaly_score");
+        assert!(
+            e.message.starts_with("cannot compare an amount with a number"),
+            "{e}"
+        );
+        let e = fails(&format!("amount > {}", "9".repeat(30)));
+        assert_eq!(e.offset, 9);
+        assert!(e.message.contains("more digits than an amount holds"), "{e}");
+        // Number signals still compare with numbers written out.
+        let busy = Signals {
+            request_rate: Some(30.5),
+            ..Signals::NONE
+        };
+        assert_eq!(holds("request_rate > 30", &busy), Some(true));
+        assert_eq!(holds("request_rate in [30.5]", &busy), Some(true));
     }
 
     #[test]
@@ -898,7 +1001,7 @@ mod tests {
         assert_eq!(holds("amount > 1000 or true", &none), Some(true));
         assert_eq!(holds("missing(amount)", &none), Some(true));
         assert_eq!(
-            holds("missing(amount) or amount > 1000", &transfer(5.0, "EUR")),
+            holds("missing(amount) or amount > 1000", &transfer("5", "EUR")),
             Some(false)
         );
         assert_eq!(holds("country_changed", &none), None);
@@ -955,11 +1058,11 @@ mod tests {
         );
         assert_eq!(
             fails("amount == 'EUR'").message,
-            "cannot compare a number with a string"
+            "cannot compare an amount with a string (an amount compares with numbers written out, such as amount > 1000)"
         );
         assert_eq!(
             fails("amount").message,
-            "a condition must be true or false, this is a number"
+            "a condition must be true or false, this is an amount"
         );
         assert_eq!(
             fails("amount > 5 and").message,
@@ -975,7 +1078,7 @@ mod tests {
         assert_eq!(fails("5 > 3").message, "this compares two values: name a signal");
         assert_eq!(
             fails("amount and true").message,
-            "`and` needs true or false on each side, this is a number"
+            "`and` needs true or false on each side, this is an amount"
         );
         assert_eq!(
             fails("missing(5)").message,

@@ -8,7 +8,8 @@
 //! forward_token = false                 # pass the Authorization header on
 //! max_body_bytes = 10485760             # longest request body streamed on (413 above)
 //! max_header_bytes = 16384              # largest header section (431 above)
-//! # trusted_proxies = ["10.0.0.0/8"]    # whose Forwarded / X-Forwarded-For count
+//! # trusted_proxies = ["10.0.0.0/8"]    # whose forwarded header counts
+//! # forwarded_header = "x-forwarded-for"  # the one they write (or "forwarded"); the other is ignored
 //! # geoip = "GeoLite2-City.mmdb"        # client IP -> country, for risk rules
 //! # dpop_origin = "https://api.example" # accept DPoP (RFC 9449); the public origin
 //! # admin_allow = ["127.0.0.0/8", "::1/128"]  # who may call /-/healthz, /-/readyz, /-/metrics
@@ -17,6 +18,7 @@
 //! # route = "large transfer"            # a policy route, by name
 //! # type = "payment_initiation"         # the authorization_details type
 //! # fields = { amount = "/amount", creditor = "/to" }   # field -> body JSON pointer
+//! # amount_fields = ["amount"]          # compared by value ("5000.00" = 5000); others exactly
 //! # max_token_seconds = 300
 //!
 //! # [amount]                            # risk rules that read the body's amount
@@ -132,9 +134,30 @@ pub struct TransactionConfig {
     pub details_type: String,
     /// Each field of the entry and the JSON pointer of the body holding it.
     pub fields: std::collections::BTreeMap<String, String>,
+    /// The fields that are amounts, compared as exact decimals
+    /// (`"5000.00"` equals `5000`); every other field must be the same
+    /// JSON value as approved. By default the field named `amount`, if
+    /// bound.
+    pub amount_fields: Option<Vec<String>>,
     /// The longest a token for it may live, seconds (300 by default).
     #[serde(default = "default_transaction_seconds")]
     pub max_token_seconds: i64,
+}
+
+impl TransactionConfig {
+    /// The fields compared as amounts: as configured, or else `amount`
+    /// when the rule binds a field of that name (what a payment's
+    /// `authorization_details` call their amount).
+    pub fn amount_fields(&self) -> Vec<String> {
+        match &self.amount_fields {
+            Some(fields) => fields.clone(),
+            None => ["amount"]
+                .into_iter()
+                .filter(|f| self.fields.contains_key(*f))
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
 }
 
 fn default_transaction_seconds() -> i64 {
@@ -156,9 +179,15 @@ pub struct GatewayConfig {
     /// Pass the client's `Authorization` header to the upstream.
     #[serde(default)]
     pub forward_token: bool,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    /// Proxies whose forwarded header is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The header those proxies write the client's address in:
+    /// `"x-forwarded-for"` (the default, nginx's) or `"forwarded"` (RFC
+    /// 7239). The other is ignored: the proxies pass it on as the client
+    /// wrote it.
+    #[serde(default)]
+    pub forwarded_header: stepup_guard::client_ip::ForwardedHeader,
     /// The longest request body passed to an upstream (10 MiB by default);
     /// a longer one gets 413. Bodies are streamed, not buffered, except on
     /// routes whose risk rules read the amount (see `[amount]`).
@@ -307,6 +336,17 @@ impl GatewayConfig {
                     t.route
                 )));
             }
+            if let Some(unbound) = t
+                .amount_fields
+                .iter()
+                .flatten()
+                .find(|f| !t.fields.contains_key(f.as_str()))
+            {
+                return Err(invalid(format!(
+                    "transaction {:?}: amount_fields names {unbound:?}, which is not one of its fields",
+                    t.route
+                )));
+            }
             if t.max_token_seconds < 1 {
                 return Err(invalid(format!(
                     "transaction {:?}: max_token_seconds must be at least 1",
@@ -406,6 +446,56 @@ url = "http://127.0.0.1:9200"
         );
         assert_eq!(url(None, "/accounts/1").unwrap(), "http://127.0.0.1:9000");
         assert_eq!(c.admin_prefix, "/-/");
+    }
+
+    #[test]
+    fn the_forwarded_header_is_named_by_the_operator() {
+        use stepup_guard::client_ip::ForwardedHeader;
+        let with = |line: &str| {
+            GatewayConfig::from_toml(
+                "g.toml",
+                &GOOD.replacen("[[upstream]]", &format!("{line}\n[[upstream]]"), 1),
+            )
+        };
+        let c = GatewayConfig::from_toml("g.toml", GOOD).unwrap();
+        assert_eq!(
+            c.forwarded_header,
+            ForwardedHeader::XForwardedFor,
+            "nginx's by default"
+        );
+        let c = with("forwarded_header = \"forwarded\"").unwrap();
+        assert_eq!(c.forwarded_header, ForwardedHeader::Forwarded);
+        let e = with("forwarded_header = \"x-real-ip\"").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown variant `x-real-ip`, expected `x-forwarded-for` or `forwarded`"),
+            "{e}"
+        );
+        assert!(e.contains("line 7, column 20"), "where: {e}");
+    }
+
+    #[test]
+    fn amount_fields_default_to_the_amount() {
+        let with = |transaction: &str| {
+            GatewayConfig::from_toml(
+                "g.toml",
+                &format!(
+                    "{GOOD}\n[[transaction]]\nroute = \"t\"\ntype = \"payment_initiation\"\n{transaction}\n"
+                ),
+            )
+        };
+        let c = with("fields = { amount = \"/amount\", creditor = \"/to\" }").unwrap();
+        assert_eq!(c.transactions[0].amount_fields(), ["amount"]);
+        let c = with("fields = { creditor = \"/to\" }").unwrap();
+        assert!(c.transactions[0].amount_fields().is_empty());
+        let c = with("fields = { sum = \"/sum\", to = \"/to\" }\namount_fields = [\"sum\"]").unwrap();
+        assert_eq!(c.transactions[0].amount_fields(), ["sum"]);
+        let e = with("fields = { sum = \"/sum\" }\namount_fields = [\"amount\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("amount_fields names \"amount\", which is not one of its fields"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -261,7 +261,9 @@ impl Gateway {
                     .map_err(|e| GatewayError::Setup(format!("trusted_proxies: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        risk = risk.trusted_proxies(proxies);
+        risk = risk
+            .trusted_proxies(proxies)
+            .forwarded_header(config.forwarded_header);
         if let Some(path) = &config.geoip {
             let geo = MaxMindGeo::open(path, None).map_err(|e| GatewayError::Setup(e.to_string()))?;
             risk = risk.geo(Arc::new(geo));
@@ -283,6 +285,7 @@ impl Gateway {
                 route: t.route.clone(),
                 details_type: t.details_type.clone(),
                 fields: t.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                amount_fields: t.amount_fields(),
                 max_token_seconds: t.max_token_seconds,
             })
             .collect();

@@ -23,7 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use stepup_guard::VerifiedClaims;
-use stepup_guard::client_ip::IpNet;
+use stepup_guard::client_ip::{ForwardedHeader, IpNet};
 
 use crate::config::{GatewayConfig, Upstream, select_upstream};
 use crate::metrics::Metrics;
@@ -153,6 +153,8 @@ pub(crate) struct Proxy {
     forward_token: bool,
     max_body_bytes: u64,
     trusted_proxies: Vec<IpNet>,
+    /// The header the trusted proxies write; the other one is a client's.
+    forwarded_header: ForwardedHeader,
     started: Instant,
     /// KiB of bodies kept for retries ([`REPLAY_BUDGET_KIB`]).
     replay_budget: tokio::sync::Semaphore,
@@ -212,6 +214,7 @@ impl Proxy {
             forward_token: config.forward_token,
             max_body_bytes: config.max_body_bytes,
             trusted_proxies,
+            forwarded_header: config.forwarded_header,
             started: Instant::now(),
             replay_budget: tokio::sync::Semaphore::new(REPLAY_BUDGET_KIB),
         })
@@ -488,6 +491,12 @@ impl Proxy {
     ) {
         remove_hop_by_hop(headers);
         let trusted_peer = peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(p)));
+        // The forwarding header our proxies do not write came from the
+        // client even through them: the upstream must not read it either.
+        let unwritten = match self.forwarded_header {
+            ForwardedHeader::XForwardedFor => "forwarded",
+            ForwardedHeader::Forwarded => "x-forwarded-for",
+        };
         // Names compared as CGI-style servers read them (`_` and `-` alike:
         // `X-Stepup_Acr` is `HTTP_X_STEPUP_ACR` there, CVE-2024-45614).
         let dropped: Vec<HeaderName> = headers
@@ -500,6 +509,7 @@ impl Proxy {
                     // Only a trusted proxy may set these, and proxies
                     // spell them with dashes.
                     || (FORWARDING.iter().any(|known| read_as(known)) && (raw.contains('_') || !trusted_peer))
+                    || read_as(unwritten)
             })
             .cloned()
             .collect();

@@ -688,6 +688,40 @@ async fn a_trusted_proxy_s_forwarding_chain_is_kept_whole() {
     );
 }
 
+/// Behind proxies that write X-Forwarded-For, a `Forwarded` header is the
+/// client's own words even from a trusted proxy: the upstream must not
+/// read it either, so it is dropped; and the other way round.
+#[tokio::test]
+async fn only_the_forwarding_header_the_proxies_write_reaches_the_upstream() {
+    // (setting, whether the client's Forwarded reaches the upstream, the
+    // X-Forwarded-For the upstream gets)
+    for (mode, forwarded_kept, chain) in [
+        ("", false, "198.51.100.2, 127.0.0.1"),
+        ("forwarded_header = \"forwarded\"", true, "127.0.0.1"),
+    ] {
+        let w = world(
+            if forwarded_kept { "fwd-rfc7239" } else { "fwd-xff" },
+            &format!("trusted_proxies = [\"127.0.0.1/32\"]\n{mode}"),
+        )
+        .await;
+        let response = w
+            .at("GET", "/accounts/42/balance")
+            .bearer_auth(w.issuer.token(PWD, 30))
+            .header("Forwarded", "for=192.0.2.9")
+            .header("X-Forwarded-For", "198.51.100.2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let seen: Value = response.json().await.unwrap();
+        let headers = seen["headers"].as_object().unwrap();
+        assert_eq!(headers.contains_key("forwarded"), forwarded_kept, "{mode}");
+        // The gateway writes X-Forwarded-For itself: the chain it believed,
+        // then its peer.
+        assert_eq!(headers["x-forwarded-for"], chain, "{mode}");
+    }
+}
+
 /// A policy file written in place is read only once it stops changing: a
 /// half-written file may still load, with fewer routes.
 #[tokio::test]

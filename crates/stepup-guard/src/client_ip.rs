@@ -1,15 +1,62 @@
 //! The client's IP address: the peer's, unless the peer is a proxy the
-//! guard was told to trust; then the nearest address in `Forwarded`
-//! (RFC 7239) or `X-Forwarded-For` that is not itself a trusted proxy.
+//! guard was told to trust; then the nearest address, in the one header
+//! those proxies write (`X-Forwarded-For`, or `Forwarded` of RFC 7239),
+//! that is not itself a trusted proxy.
 //!
 //! Nothing is trusted by default: any client can write those headers, so
-//! from an untrusted peer they are ignored.
+//! from an untrusted peer they are ignored. Behind trusted proxies, the
+//! header they do not write is ignored as well: a proxy that appends to
+//! `X-Forwarded-For` (nginx's default, most cloud balancers) passes a
+//! client's `Forwarded` on untouched, and reading it would let the client
+//! choose its address.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use http::HeaderMap;
+use serde::Deserialize;
 use thiserror::Error;
+
+/// The header the trusted proxies write the client's address in; the
+/// other one is never read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx's `proxy_add_x_forwarded_for`, most cloud
+    /// load balancers): the default.
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239), for proxies configured to write it.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+/// Why a forwarded-header name is not one the guard reads.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0:?} is not a forwarded header: expected \"x-forwarded-for\" or \"forwarded\"")]
+pub struct ForwardedHeaderError(String);
+
+impl FromStr for ForwardedHeader {
+    type Err = ForwardedHeaderError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            _ => Err(ForwardedHeaderError(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for ForwardedHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        })
+    }
+}
 
 /// A network in CIDR notation (`10.0.0.0/8`, `::1/128`, or one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,14 +117,23 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client address of a request that came from `peer`.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+/// The client address of a request that came from `peer`, reading only
+/// `header` (the one the trusted proxies write).
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted_proxies: &[IpNet],
+    header: ForwardedHeader,
+) -> IpAddr {
     let trusted = |ip: IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
     if !trusted(peer) {
         return canonical(peer);
     }
-    // The hops, nearest last. RFC 7239 first; X-Forwarded-For otherwise.
-    let hops = forwarded_for(headers).or_else(|| x_forwarded_for(headers));
+    // The hops, nearest last, from the proxies' header only.
+    let hops = match header {
+        ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+        ForwardedHeader::Forwarded => forwarded_for(headers),
+    };
     let Some(hops) = hops else {
         return canonical(peer);
     };
@@ -195,51 +251,101 @@ mod tests {
         }
     }
 
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+    const RFC7239: ForwardedHeader = ForwardedHeader::Forwarded;
+
     #[test]
     fn headers_from_an_untrusted_peer_are_ignored() {
         let spoofed = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
-        assert_eq!(
-            client_ip(ip("203.0.113.9"), &spoofed, &proxies()),
-            ip("203.0.113.9")
-        );
-        // Nothing trusted by default.
-        assert_eq!(client_ip(ip("10.0.0.2"), &spoofed, &[]), ip("10.0.0.2"));
+        for header in [XFF, RFC7239] {
+            assert_eq!(
+                client_ip(ip("203.0.113.9"), &spoofed, &proxies(), header),
+                ip("203.0.113.9")
+            );
+            // Nothing trusted by default.
+            assert_eq!(client_ip(ip("10.0.0.2"), &spoofed, &[], header), ip("10.0.0.2"));
+        }
     }
 
     #[test]
     fn through_trusted_proxies_the_nearest_untrusted_hop_is_the_client() {
         // The client wrote a fake first hop; our proxies appended the rest.
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies(), XFF), ip("198.51.100.7"));
         // Several headers are one list, in order.
         let h = headers(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "198.51.100.7"),
         ]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("198.51.100.7"));
-        // RFC 7239, with ports, quotes and IPv6; it wins over X-Forwarded-For.
-        let h = headers(&[
-            (
-                "forwarded",
-                "for=\"[2001:db8::7]:4711\";proto=https, for=10.0.0.3",
-            ),
-            ("x-forwarded-for", "9.9.9.9"),
-        ]);
-        assert_eq!(client_ip(ip("::1"), &h, &proxies()), ip("2001:db8::7"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies(), XFF), ip("198.51.100.7"));
+        // RFC 7239, with ports, quotes and IPv6, from proxies that write it.
+        let h = headers(&[(
+            "forwarded",
+            "for=\"[2001:db8::7]:4711\";proto=https, for=10.0.0.3",
+        )]);
+        assert_eq!(client_ip(ip("::1"), &h, &proxies(), RFC7239), ip("2001:db8::7"));
         let h = headers(&[("forwarded", "for=\"192.0.2.60:8080\"")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("192.0.2.60"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &h, &proxies(), RFC7239),
+            ip("192.0.2.60")
+        );
         // Only proxies in the chain: the farthest one.
         let h = headers(&[("x-forwarded-for", "10.0.0.9, 10.0.0.5")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("10.0.0.9"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies(), XFF), ip("10.0.0.9"));
         // An unreadable hop ends the walk at the last trusted address.
         let h = headers(&[("forwarded", "for=unknown, for=10.0.0.5")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("10.0.0.5"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies(), RFC7239), ip("10.0.0.5"));
         let h = headers(&[("x-forwarded-for", "1.1.1.1, garbage")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies()), ip("10.0.0.2"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies(), XFF), ip("10.0.0.2"));
         // No header: the proxy itself.
+        for header in [XFF, RFC7239] {
+            assert_eq!(
+                client_ip(ip("10.0.0.2"), &HeaderMap::new(), &proxies(), header),
+                ip("10.0.0.2")
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_header_the_proxies_write_is_read() {
+        // nginx appended the client's address to X-Forwarded-For and passed
+        // on the Forwarded header the client wrote.
+        let h = headers(&[
+            ("forwarded", "for=203.0.113.66"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies(), XFF), ip("198.51.100.7"));
         assert_eq!(
-            client_ip(ip("10.0.0.2"), &HeaderMap::new(), &proxies()),
-            ip("10.0.0.2")
+            client_ip(ip("10.0.0.2"), &h, &proxies(), ForwardedHeader::default()),
+            ip("198.51.100.7"),
+            "X-Forwarded-For by default"
         );
+        // A Forwarded alone does not stand in for a missing X-Forwarded-For.
+        let h = headers(&[("forwarded", "for=203.0.113.66")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies(), XFF), ip("10.0.0.2"));
+        // The control: proxies that write Forwarded, and a client's
+        // X-Forwarded-For passed on.
+        let h = headers(&[
+            ("forwarded", "for=198.51.100.7"),
+            ("x-forwarded-for", "203.0.113.66"),
+        ]);
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &h, &proxies(), RFC7239),
+            ip("198.51.100.7")
+        );
+        let h = headers(&[("x-forwarded-for", "203.0.113.66")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies(), RFC7239), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn forwarded_header_names() {
+        assert_eq!("x-forwarded-for".parse(), Ok(XFF));
+        assert_eq!("forwarded".parse(), Ok(RFC7239));
+        let e = "X-Real-IP".parse::<ForwardedHeader>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"X-Real-IP\" is not a forwarded header: expected \"x-forwarded-for\" or \"forwarded\""
+        );
+        assert_eq!(RFC7239.to_string(), "forwarded");
     }
 }

@@ -254,7 +254,7 @@ impl Guard {
     pub fn read_body(
         &self,
         body: &[u8],
-    ) -> Result<(Option<Transaction>, Option<serde_json::Value>), Rejection> {
+    ) -> Result<(Option<Transaction>, Option<stepup_core::json::Json>), Rejection> {
         let refuse = |e: AmountError| match e {
             AmountError::TooLarge(_) => Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
             e => Rejection::bearer(

@@ -9,11 +9,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
+use stepup_core::json::Json;
 use stepup_core::risk::Signals;
 
 use crate::activity::{Activity, ActivityStore};
 use crate::amount::{AmountSource, Transaction};
-use crate::client_ip::{IpNet, client_ip};
+use crate::client_ip::{ForwardedHeader, IpNet, client_ip};
 use crate::verify::VerifiedToken;
 
 /// An ISO 3166-1 alpha-2 country code, upper-case.
@@ -66,6 +67,7 @@ pub trait GeoLookup: Send + Sync {
 #[derive(Clone, Default)]
 pub struct RiskOptions {
     pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) forwarded_header: ForwardedHeader,
     pub(crate) geo: Option<Arc<dyn GeoLookup>>,
     pub(crate) amount: Option<AmountSource>,
     pub(crate) device_header: Option<HeaderName>,
@@ -76,6 +78,7 @@ impl fmt::Debug for RiskOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RiskOptions")
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded_header", &self.forwarded_header)
             .field("geo", &self.geo.is_some())
             .field("amount", &self.amount)
             .field("device_header", &self.device_header)
@@ -90,9 +93,18 @@ impl RiskOptions {
         Self::default()
     }
 
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    /// Proxies whose forwarded header (see
+    /// [`RiskOptions::forwarded_header`]) is believed.
     pub fn trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
         self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The header the trusted proxies write the client's address in
+    /// (`X-Forwarded-For` by default); the other is ignored, since those
+    /// proxies pass it on as the client wrote it.
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.forwarded_header = header;
         self
     }
 
@@ -139,14 +151,15 @@ pub struct Observed<'h> {
     pub proof_key: Option<String>,
     /// The transaction in its body, when read.
     pub transaction: Option<Transaction>,
-    /// The JSON body, when read (for transaction-bound routes).
-    pub body: Option<serde_json::Value>,
+    /// The JSON body, when read (for transaction-bound routes), numbers
+    /// as written.
+    pub body: Option<stepup_core::json::Json>,
 }
 
 impl RiskOptions {
     /// Observes a request that came from `peer`.
     pub(crate) fn observe<'h>(&self, peer: Option<IpAddr>, headers: &'h HeaderMap) -> Observed<'h> {
-        let client = peer.map(|p| client_ip(p, headers, &self.trusted_proxies));
+        let client = peer.map(|p| client_ip(p, headers, &self.trusted_proxies, self.forwarded_header));
         let geo = match (&self.geo, client) {
             (Some(geo), Some(ip)) => geo.lookup(ip),
             _ => GeoPoint::default(),
@@ -185,16 +198,14 @@ pub(crate) fn signals<'a>(
     let approved = token
         .authorization_details
         .as_ref()
-        .and_then(serde_json::Value::as_array)
+        .and_then(Json::as_array)
         .and_then(|entries| entries.first());
-    let approved_amount = approved.and_then(|e| match e.get("amount") {
-        Some(serde_json::Value::Number(n)) => n.as_f64(),
-        Some(serde_json::Value::String(s)) => crate::amount::decimal(s),
-        _ => None,
-    });
-    let approved_currency = approved
-        .and_then(|e| e.get("currency"))
-        .and_then(serde_json::Value::as_str);
+    // One that cannot be read exactly is unknown (`missing(amount)`).
+    let approved_amount = approved
+        .and_then(|e| e.get("amount"))
+        .and_then(Json::amount)
+        .and_then(Result::ok);
+    let approved_currency = approved.and_then(|e| e.get("currency")).and_then(Json::as_str);
     Signals {
         request_rate: a.map(|a| a.requests),
         distinct_ips: a.map(|a| a.distinct_ips),

@@ -42,7 +42,7 @@ pub struct VerifiedToken {
     /// `device_id`: the device the token was issued to.
     pub device_id: Option<String>,
     /// `authorization_details`: the transaction the token was approved for.
-    pub authorization_details: Option<serde_json::Value>,
+    pub authorization_details: Option<stepup_core::json::Json>,
 }
 
 impl VerifiedToken {
@@ -257,7 +257,7 @@ struct IntrospectionResponse {
     #[serde(default)]
     device_id: Option<String>,
     #[serde(default)]
-    authorization_details: Option<serde_json::Value>,
+    authorization_details: Option<stepup_core::json::Json>,
 }
 
 /// Verifies opaque tokens at an RFC 7662 introspection endpoint.

@@ -324,10 +324,15 @@ pub struct RiskConfig {
     pub geoip_database: Option<std::path::PathBuf>,
     /// A MaxMind ASN database (optional).
     pub geoip_asn_database: Option<std::path::PathBuf>,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed (CIDR);
-    /// none by default.
+    /// Proxies whose forwarded header is believed (CIDR); none by default.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The header those proxies write the client's address in:
+    /// `"x-forwarded-for"` (the default, nginx's) or `"forwarded"` (RFC
+    /// 7239). The other is ignored: the proxies pass it on as the client
+    /// wrote it.
+    #[serde(default)]
+    pub forwarded_header: stepup_guard::client_ip::ForwardedHeader,
 }
 
 fn default_listen() -> SocketAddr {

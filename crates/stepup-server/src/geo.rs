@@ -31,7 +31,12 @@ pub(crate) async fn locate_client(
 ) -> Response {
     let country = state.geo.as_ref().and_then(|geo| {
         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-        let ip = client_ip(peer, request.headers(), &state.config.trusted_proxies);
+        let ip = client_ip(
+            peer,
+            request.headers(),
+            &state.config.trusted_proxies,
+            state.config.risk.forwarded_header,
+        );
         geo.lookup(ip).country.map(|c| c.as_str().to_owned())
     });
     CLIENT_COUNTRY.scope(country, next.run(request)).await

@@ -378,7 +378,12 @@ pub(crate) async fn by_address(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if let Some(peer) = peer {
-        let ip = client_ip(peer, request.headers(), &state.config.trusted_proxies);
+        let ip = client_ip(
+            peer,
+            request.headers(),
+            &state.config.trusted_proxies,
+            state.config.risk.forwarded_header,
+        );
         if let Err(limited) = state.limits.check(limit, &address_key(ip)).await {
             tracing::debug!(limit = limit.name(), client = %ip, "rate limited");
             return limited.into_response();

@@ -298,7 +298,12 @@ async fn introspect_inner(
         ("cnf", bound.map(|jkt| json!({ "jkt": jkt }))),
         ("auth_country", c.auth_country.clone().map(Value::from)),
         ("device_id", c.device_id.clone().map(Value::from)),
-        ("authorization_details", c.authorization_details.clone()),
+        (
+            "authorization_details",
+            c.authorization_details
+                .as_ref()
+                .and_then(|d| serde_json::to_value(d).ok()),
+        ),
     ] {
         if let Some(v) = value {
             body[name] = v;

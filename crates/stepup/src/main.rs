@@ -108,9 +108,10 @@ struct SignalArgs {
     /// A MaxMind database (Country or City) for --ip.
     #[arg(long)]
     geoip: Option<PathBuf>,
-    /// Transaction amount.
-    #[arg(long)]
-    amount: Option<f64>,
+    /// Transaction amount, a plain decimal (read exactly: 1000.0000001 is
+    /// more than 1000).
+    #[arg(long, value_parser = stepup_core::amount::parse_amount)]
+    amount: Option<stepup_core::amount::Decimal>,
     /// Its currency, e.g. EUR.
     #[arg(long)]
     currency: Option<String>,

@@ -52,6 +52,20 @@ fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
             "no {kind} attack"
         );
     }
+    // Issue 16's attacks ran (the sim's deployment locates its addresses)
+    // and were refused.
+    for name in ["creditor-near-collision", "forwarded-spoof-behind-proxy"] {
+        let attempt = attacks["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name);
+        assert_eq!(
+            attempt.map(|a| &a["blocked"]),
+            Some(&serde_json::json!(true)),
+            "{name}: {attacks}"
+        );
+    }
     let calls = &report["trusted_calls"];
     assert!(calls["total"].as_u64().unwrap() > 20, "{calls}");
     assert_eq!(calls["refused"], 0, "{calls}");
@@ -185,6 +199,7 @@ fn a_simulation_runs_against_a_deployment_described_by_a_target_file() {
         not_run,
         [
             "token-from-another-country",
+            "forwarded-spoof-behind-proxy",
             "expired-token",
             "not-yet-valid-token",
             // A flood from the simulation's own address would slow its users.

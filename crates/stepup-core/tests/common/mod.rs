@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use stepup_core::Policy;
+use stepup_core::amount::Decimal;
 use stepup_core::risk::Signals;
 
 /// 100 routes over 20 services, and 20 risk rules: 10 for every request,
@@ -63,7 +64,7 @@ pub fn policy_with_risk(risk_rules: bool) -> Policy {
 /// Every signal known, nothing suspicious: no rule fires.
 pub fn trusted() -> Signals<'static> {
     Signals {
-        amount: Some(250.0),
+        amount: Some(Decimal::new(250, 0)),
         currency: Some("EUR"),
         country: Some("FR"),
         auth_country: Some("FR"),
@@ -82,7 +83,7 @@ pub fn trusted() -> Signals<'static> {
 /// A large amount from another country on another device.
 pub fn suspicious() -> Signals<'static> {
     Signals {
-        amount: Some(5000.0),
+        amount: Some(Decimal::new(5000, 0)),
         country: Some("BR"),
         device: Some("jkt-2"),
         ..trusted()

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use stepup_core::Policy;
 use stepup_guard::amount::AmountSource;
+use stepup_guard::client_ip::ForwardedHeader;
 use stepup_guard::risk::{CountryCode, GeoLookup, GeoPoint, RiskOptions};
 use stepup_guard::{Guard, KeySource, VerifiedClaims};
 use tower::ServiceExt;
@@ -328,9 +329,32 @@ async fn another_country_is_challenged_and_spoofed_headers_are_ignored() {
             .contains("You seem to be somewhere else")
     );
     // Through our proxy, from France: fine.
-    let via = [("x-device-id", "dev-1"), ("forwarded", "for=203.0.113.5")];
+    let via = [("x-device-id", "dev-1"), ("x-forwarded-for", "203.0.113.5")];
     let sent = send(&app, "GET", "/accounts/1/balance", &t, "10.0.0.2", &via, "").await;
     assert_eq!(sent.status, 200, "{}", sent.body);
+    // Through our proxy, which appends X-Forwarded-For and passes on the
+    // Forwarded header the client wrote (nginx's default), from Brazil
+    // claiming France: the client's Forwarded is not read.
+    let spoof = [
+        ("x-device-id", "dev-1"),
+        ("forwarded", "for=203.0.113.5"),
+        ("x-forwarded-for", "198.51.100.7"),
+    ];
+    let sent = send(&app, "GET", "/accounts/1/balance", &t, "10.0.0.2", &spoof, "").await;
+    assert_eq!(sent.status, 401, "{}", sent.body);
+    // The control: proxies configured to write Forwarded are read, and an
+    // X-Forwarded-For the client wrote is then the one ignored.
+    let rfc7239 = app_with(&issuer, options().forwarded_header(ForwardedHeader::Forwarded));
+    let via = [
+        ("x-device-id", "dev-1"),
+        ("forwarded", "for=203.0.113.5"),
+        ("x-forwarded-for", "198.51.100.7"),
+    ];
+    let sent = send(&rfc7239, "GET", "/accounts/1/balance", &t, "10.0.0.2", &via, "").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let via = [("x-device-id", "dev-1"), ("forwarded", "for=198.51.100.7")];
+    let sent = send(&rfc7239, "GET", "/accounts/1/balance", &t, "10.0.0.2", &via, "").await;
+    assert_eq!(sent.status, 401, "{}", sent.body);
     // A client writing X-Forwarded-For itself (not through our proxy) is
     // judged by its own address: the header is ignored, both ways.
     let spoof = [("x-device-id", "dev-1"), ("x-forwarded-for", "203.0.113.5")];

@@ -46,6 +46,7 @@ fn txn_app(issuer: &Issuer) -> Router {
             ("currency".into(), "/currency".into()),
             ("creditor".into(), "/to".into()),
         ],
+        amount_fields: vec!["amount".into()],
         max_token_seconds: 300,
     };
     let guard = Guard::builder(
@@ -138,6 +139,39 @@ async fn only_the_approved_transaction_passes_and_only_once() {
     let a = transfer(&app, &token, body).await;
     assert_eq!(a.status, 401);
     assert!(a.www_authenticate.unwrap().contains("already used"));
+}
+
+#[tokio::test]
+async fn a_near_identical_creditor_account_is_another_creditor() {
+    let issuer = Issuer::es256("k1");
+    let app = txn_app(&issuer);
+    let approved = json!([{
+        "type": "payment_initiation", "amount": "5000.00", "currency": "EUR",
+        "creditor": "40817810099910004312"
+    }]);
+    let token = transaction_token(&issuer, "txn-near", 120, Some(approved));
+    // As floats, these account numbers (and 0001234 and 1234) are equal.
+    for other in ["40817810099910004399", "040817810099910004312"] {
+        let a = transfer(
+            &app,
+            &token,
+            json!({"amount": 5000, "currency": "EUR", "to": other}),
+        )
+        .await;
+        assert_eq!(a.status, 401, "{other}: {}", a.body);
+        assert!(
+            a.www_authenticate.unwrap().contains("creditor differs"),
+            "{other}"
+        );
+    }
+    // The control: the very account, with the amount written another way.
+    let a = transfer(
+        &app,
+        &token,
+        json!({"amount": "5000", "currency": "EUR", "to": "40817810099910004312"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
 }
 
 #[tokio::test]

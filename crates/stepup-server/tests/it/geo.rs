@@ -25,10 +25,19 @@ fn geo() -> Arc<dyn GeoLookup> {
     let mut table = HashMap::new();
     table.insert("127.0.0.1".parse().unwrap(), "FR");
     table.insert("198.51.100.7".parse().unwrap(), "BR");
+    table.insert("203.0.113.5".parse().unwrap(), "FR");
     Arc::new(Table(table))
 }
 
 async fn sign_in(s: &TestServer, forwarded_for: Option<&str>) -> serde_json::Value {
+    let headers: Vec<(&str, &str)> = forwarded_for
+        .map(|ip| ("x-forwarded-for", ip))
+        .into_iter()
+        .collect();
+    sign_in_with(s, &headers).await
+}
+
+async fn sign_in_with(s: &TestServer, headers: &[(&str, &str)]) -> serde_json::Value {
     let b = Browser::new();
     let mut page = b.authorize(s, &[]).await;
     assert!(page.is_password_page(), "{}", page.body);
@@ -39,8 +48,8 @@ async fn sign_in(s: &TestServer, forwarded_for: Option<&str>) -> serde_json::Val
         ("password".to_owned(), PASSWORD.to_owned()),
     ];
     let mut request = b.http.post(s.url("/login/password")).form(&form);
-    if let Some(ip) = forwarded_for {
-        request = request.header("x-forwarded-for", ip);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     page = Browser::page(request.send().await.unwrap()).await;
     let (status, tokens) = exchange(s, &page.redirect_param("code").unwrap()).await;
@@ -49,12 +58,11 @@ async fn sign_in(s: &TestServer, forwarded_for: Option<&str>) -> serde_json::Val
 }
 
 async fn server(trusted: &str) -> TestServer {
-    let s = start_with(
-        Backend::Sqlite,
-        &format!("\n[risk]\ntrusted_proxies = [{trusted}]\n"),
-        Some(geo()),
-    )
-    .await;
+    server_with(&format!("trusted_proxies = [{trusted}]")).await
+}
+
+async fn server_with(risk: &str) -> TestServer {
+    let s = start_with(Backend::Sqlite, &format!("\n[risk]\n{risk}\n"), Some(geo())).await;
     s.register(
         "web",
         stepup_server::client::AuthMethod::None,
@@ -89,6 +97,39 @@ async fn tokens_say_where_the_user_authenticated() {
     // An address the database does not know: no claim.
     let claims = sign_in(&behind_proxy, Some("192.0.2.1")).await;
     assert!(claims.get("auth_country").is_none(), "{claims}");
+}
+
+#[tokio::test]
+async fn a_forwarded_header_the_proxy_passes_on_is_not_believed() {
+    // The proxy (nginx by default) appends the client's address to
+    // X-Forwarded-For and passes on the Forwarded header the client wrote,
+    // claiming France from Brazil.
+    let spoofed = [
+        ("forwarded", "for=203.0.113.5"),
+        ("x-forwarded-for", "198.51.100.7"),
+    ];
+    let behind_proxy = server("\"127.0.0.1\"").await;
+    assert_eq!(sign_in_with(&behind_proxy, &spoofed).await["auth_country"], "BR");
+    // The control: proxies that write Forwarded are believed, and an
+    // X-Forwarded-For is then the client's.
+    let rfc7239 = server_with("trusted_proxies = [\"127.0.0.1\"]\nforwarded_header = \"forwarded\"").await;
+    assert_eq!(sign_in_with(&rfc7239, &spoofed).await["auth_country"], "FR");
+}
+
+#[test]
+fn forwarded_header_is_checked_at_load() {
+    let source = format!(
+        "{}\n[risk]\ntrusted_proxies = [\"10.0.0.0/8\"]\nforwarded_header = \"x-real-ip\"\n",
+        config_toml("https://as.example", "sqlite::memory:")
+    );
+    let e = stepup_server::Config::from_toml("t.toml", &source)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown variant `x-real-ip`, expected `x-forwarded-for` or `forwarded`"),
+        "{e}"
+    );
+    assert!(e.contains("line"), "where: {e}");
 }
 
 #[test]

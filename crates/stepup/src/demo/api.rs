@@ -247,35 +247,50 @@ async fn payment_details(
 
 /// A transfer. Its amount is read by the guard too: the policy's "large
 /// amount" risk rule asks for a recent second factor above 1000 EUR.
-#[derive(Deserialize)]
 struct Transfer {
-    amount: f64,
-    #[serde(default = "euro")]
+    /// Whole cents.
+    cents: i64,
     currency: String,
     to: String,
 }
 
-fn euro() -> String {
-    "EUR".to_owned()
+impl Transfer {
+    /// `{"amount": …, "currency": …, "to": …}`, the amount read exactly as
+    /// the guard reads it (never through a float), in whole cents, positive
+    /// and under a billion; the currency EUR by default.
+    fn read(body: &[u8]) -> Option<Transfer> {
+        let body = stepup_core::json::Json::from_slice(body).ok()?;
+        let amount = body.get("amount")?.amount()?.ok()?;
+        let hundred = stepup_core::amount::Decimal::ONE_HUNDRED;
+        let cents = amount.checked_mul(hundred)?;
+        let whole = cents.fract().is_zero() && cents.is_sign_positive() && !cents.is_zero();
+        let cents = i64::try_from(cents)
+            .ok()
+            .filter(|c| whole && *c < 100_000_000_000)?;
+        let currency = match body.get("currency") {
+            None => "EUR".to_owned(),
+            Some(c) => c.as_str()?.to_owned(),
+        };
+        let to = body.get("to")?.as_str()?.to_owned();
+        Some(Transfer { cents, currency, to })
+    }
 }
 
 async fn transfer(
     State(bank): State<Bank>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Result<Json<Transfer>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Response {
-    let Ok(Json(transfer)) = body else {
-        return bad_request("expected {\"amount\": …, \"to\": …}");
+    let Some(transfer) = Transfer::read(&body) else {
+        return bad_request(
+            "expected {\"amount\": …, \"to\": …}: a positive amount in whole cents, under a billion",
+        );
     };
-    if !(transfer.amount.is_finite() && transfer.amount > 0.0 && transfer.amount < 1e9)
-        || transfer.to.trim().is_empty()
-        || transfer.currency != "EUR"
-    {
+    if transfer.to.trim().is_empty() || transfer.currency != "EUR" {
         return bad_request("a transfer needs a positive amount in EUR and a recipient");
     }
-    #[allow(clippy::cast_possible_truncation)]
-    let cents = (transfer.amount * 100.0).round() as i64;
+    let cents = transfer.cents;
     let balance = bank.with_account(&caller, |a| {
         a.balance_cents -= cents;
         a.transactions.push(json!({

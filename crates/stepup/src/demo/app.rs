@@ -409,12 +409,13 @@ fn transaction_of(route: &str, body: &[u8]) -> Option<Value> {
     if !large_transfer {
         return None;
     }
-    let body: Value = serde_json::from_slice(body).ok()?;
-    let amount = body.get("amount")?.as_f64()?;
+    // Exactly as the guard will compare it: never through a float.
+    let body = stepup_core::json::Json::from_slice(body).ok()?;
+    let amount = body.get("amount")?.amount()?.ok()?;
     Some(json!([{
         "type": "payment_initiation",
         "amount": format!("{amount:.2}"),
-        "currency": body.get("currency").and_then(Value::as_str).unwrap_or("EUR"),
+        "currency": body.get("currency").and_then(stepup_core::json::Json::as_str).unwrap_or("EUR"),
         "creditor": body.get("to")?.as_str()?,
     }]))
 }

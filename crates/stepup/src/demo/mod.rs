@@ -354,6 +354,9 @@ pub(crate) fn transaction_options() -> TransactionOptions {
             ("currency".into(), "/currency".into()),
             ("creditor".into(), "/to".into()),
         ],
+        // The amount by value ("5000.00" is 5000); the creditor and
+        // currency exactly as approved.
+        amount_fields: vec!["amount".into()],
         max_token_seconds: 300,
     };
     TransactionOptions::new(vec![rule], Arc::new(MemoryReplayCache::new(100_000)))

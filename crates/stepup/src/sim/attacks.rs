@@ -457,10 +457,41 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
                 format!("expected 200 from home and a 401 step-up from abroad, got {home} and {abroad}"),
             ))
         });
+        attack!("forwarded-spoof-behind-proxy", "header spoofing", async {
+            // The thief abroad, behind the deployment's proxy (which appends
+            // X-Forwarded-For, as nginx does, and passes other headers on),
+            // writes a Forwarded header claiming the victim's home address.
+            let at = |headers: Vec<(&'static str, String)>| {
+                let bearer = bearer.clone();
+                let url = balance_url.clone();
+                async move {
+                    let mut sent: Vec<(&str, &str)> = vec![("authorization", bearer.as_str())];
+                    sent.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+                    call(reqwest::Method::GET, &url, &sent, None).await
+                }
+            };
+            let home = at(vec![("x-forwarded-for", super::HOME_ADDRESS.to_owned())]).await?;
+            let spoofed = at(vec![
+                ("forwarded", format!("for={}", super::HOME_ADDRESS)),
+                ("x-forwarded-for", super::FOREIGN_ADDRESS.to_owned()),
+            ])
+            .await?;
+            Ok((
+                home == 200 && spoofed == 401,
+                format!(
+                    "a client's Forwarded must not move it home: expected 200 from home and a 401 step-up from abroad, got {home} and {spoofed}"
+                ),
+            ))
+        });
     } else {
         not_run!(
             "token-from-another-country",
             "token misuse",
+            "the deployment does not locate the simulation's addresses (the demo only)"
+        );
+        not_run!(
+            "forwarded-spoof-behind-proxy",
+            "header spoofing",
             "the deployment does not locate the simulation's addresses (the demo only)"
         );
     }
@@ -974,6 +1005,43 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         Ok((
             s == 401,
             format!("a stolen DPoP-bound token at /userinfo without its key: expected 401, got {s}"),
+        ))
+    });
+
+    attack!("creditor-near-collision", "transaction binding", async {
+        // Approved for one 20-digit account; used to pay one that differs
+        // in its last digits (the same number as a float).
+        let account = "40817810099910004312";
+        let details = json!([{"type": "payment_initiation", "amount": "2500.00", "currency": "EUR", "creditor": account}]).to_string();
+        let token = t
+            .access_token(
+                &t.victim,
+                "openid accounts:read payments:write",
+                &[("authorization_details", &details)],
+            )
+            .await?;
+        let pay = |to: &'static str| {
+            let large = large.clone();
+            let bearer = format!("Bearer {token}");
+            async move {
+                let body = json!({"amount": 2500, "currency": "EUR", "to": to});
+                call(
+                    reqwest::Method::POST,
+                    &large,
+                    &[("authorization", &bearer)],
+                    Some(body),
+                )
+                .await
+            }
+        };
+        let near = pay("40817810099910004399").await?;
+        // The control: the approved account, with the same token.
+        let approved = pay(account).await?;
+        Ok((
+            refused(near) && approved == 200,
+            format!(
+                "a near-identical creditor account: expected a refusal, then 200 for the approved one, got {near} and {approved}"
+            ),
         ))
     });
 
