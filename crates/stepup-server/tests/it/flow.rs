@@ -140,7 +140,11 @@ impl Browser {
 
 /// A server with the public client `web` and user `alice` (TOTP enrolled unless told otherwise).
 pub async fn setup(backend: Backend, totp: bool) -> (TestServer, Option<TotpSecret>) {
-    let s = start(backend).await;
+    setup_with(start(backend).await, totp).await
+}
+
+/// [`setup`] on a server already started (with a configuration of its own).
+pub async fn setup_with(s: TestServer, totp: bool) -> (TestServer, Option<TotpSecret>) {
     s.register(
         "web",
         AuthMethod::None,
@@ -795,24 +799,14 @@ on_both_backends!(wrong_codes_lock_the_account);
 /// passkey or an administrator unlocks. (Before, a slow guesser holding the
 /// password got `max_failures` tries per lock, for ever.)
 async fn wrong_codes_in_a_row_across_locks_block_codes(backend: Backend) {
-    let s = start_with(
+    let started = start_with(
         backend,
         "[login]\nmax_failures = 2\nlock_seconds = 60\nmax_code_failures = 6\n",
         None,
     )
     .await;
-    s.register(
-        "web",
-        AuthMethod::None,
-        &["authorization_code", "refresh_token"],
-        &["profile"],
-    )
-    .await;
-    let rng = SystemRandom::new();
-    users::add_user(&s.state.store, "alice", PASSWORD, NOW, &rng)
-        .await
-        .unwrap();
-    let secret = users::enroll_totp(&s.state.store, "alice", &rng).await.unwrap();
+    let (s, secret) = setup_with(started, true).await;
+    let secret = secret.unwrap();
     let codes = |at: i64| {
         let right = secret.code_at(UnixTime(at));
         let mut wrong = right.clone();

@@ -25,7 +25,7 @@ async fn server() -> (TestServer, stepup_core::totp::TotpSecret) {
         "web",
         stepup_server::client::AuthMethod::None,
         &["authorization_code", "refresh_token"],
-        &["payments:write"],
+        &["payments:write", "payees:write"],
     )
     .await;
     let rng = SystemRandom::new();
@@ -46,6 +46,27 @@ fn is_approval_page(page: &crate::flow::Page) -> bool {
         && page.body.contains("Payment initiation")
         && page.body.contains("5000.00 EUR")
         && page.body.contains("Ada Lovelace")
+}
+
+/// Alice's password, then her current code, on the pages from `page`:
+/// the page that follows.
+async fn password_and_code(
+    b: &Browser,
+    s: &TestServer,
+    totp: &stepup_core::totp::TotpSecret,
+    page: &crate::flow::Page,
+) -> crate::flow::Page {
+    let page = b
+        .submit(
+            s,
+            "/login/password",
+            page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(page.is_otp_page(), "{}", page.body);
+    let code = totp.code_at(UnixTime(s.clock.0.load(Ordering::SeqCst)));
+    b.submit(s, "/login/otp", &page, &[("code", &code)]).await
 }
 
 fn payment() -> String {
@@ -173,16 +194,7 @@ async fn an_elevated_session_approves_no_payment_by_itself() {
     let page = b
         .authorize(&s, &[("authorization_details", &payment()), ("scope", "openid")])
         .await;
-    let page = b
-        .submit(
-            &s,
-            "/login/password",
-            &page,
-            &[("username", "alice"), ("password", PASSWORD)],
-        )
-        .await;
-    let code = totp.code_at(UnixTime(s.clock.0.load(Ordering::SeqCst)));
-    let approval = b.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    let approval = password_and_code(&b, &s, &totp, &page).await;
     let done = b
         .submit(&s, "/authorize/approve", &approval, &[("decision", "approve")])
         .await;
@@ -277,36 +289,13 @@ async fn an_elevated_session_approves_no_payment_by_itself() {
 /// `interaction_required`; the user's approval gives the code (control).
 #[tokio::test]
 async fn a_scope_to_approve_is_shown_every_time() {
-    let s = start(Backend::Sqlite).await;
-    s.register(
-        "web",
-        stepup_server::client::AuthMethod::None,
-        &["authorization_code", "refresh_token"],
-        &["payees:write"],
-    )
-    .await;
-    let rng = SystemRandom::new();
-    stepup_server::users::add_user(&s.state.store, "alice", PASSWORD, NOW, &rng)
-        .await
-        .unwrap();
-    let totp = stepup_server::users::enroll_totp(&s.state.store, "alice", &rng)
-        .await
-        .unwrap();
+    let (s, totp) = server().await;
     let b = Browser::new();
     // Elevated to mfa by an ordinary step-up.
     let page = b
         .authorize(&s, &[("scope", "openid"), ("acr_values", "urn:stepup:acr:mfa")])
         .await;
-    let page = b
-        .submit(
-            &s,
-            "/login/password",
-            &page,
-            &[("username", "alice"), ("password", PASSWORD)],
-        )
-        .await;
-    let code = totp.code_at(UnixTime(s.clock.0.load(Ordering::SeqCst)));
-    let done = b.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    let done = password_and_code(&b, &s, &totp, &page).await;
     assert!(done.redirect_param("code").is_some(), "{}", done.body);
     // The scope that needs approval: a page, not a code.
     let page = b.authorize(&s, &[("scope", "openid payees:write")]).await;

@@ -128,6 +128,28 @@ impl Target {
         Ok((code, pkce))
     }
 
+    /// The victim, whose browser session a hostile client uses, signs in
+    /// as a request for `payments:write` (and `extra`) asks, but never
+    /// approves the page: whether no code came back, and what did.
+    async fn code_without_approval(
+        &self,
+        what: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(bool, String), String> {
+        let pkce = pkce();
+        let url = self.authorize_url("openid accounts:read payments:write", Some(&pkce), extra);
+        let mut waited = Duration::ZERO;
+        let reached = self
+            .victim
+            .drive(url, 8, |field| (field != "approve").then_some(None), &mut waited)
+            .await?;
+        let issued = matches!(&reached, stepup_client::Reached::Client(u) if u.query_pairs().any(|(k, _)| k == "code"));
+        Ok((
+            !issued,
+            format!("{what} nobody approved: expected the approval page and no code, got {reached:?}"),
+        ))
+    }
+
     /// A token request; the status and the JSON answer.
     async fn token(&self, form: &[(&str, &str)], dpop: Option<String>) -> Result<(u16, Value), String> {
         token_at(&self.token_endpoint, form, dpop).await
@@ -917,40 +939,13 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     // but never approves it. No code may come back.
     attack!("payment-approved-without-page", "transaction", async {
         let details = json!([{"type": "payment_initiation", "amount": "5000.00", "currency": "EUR", "creditor": "Mallory Ltd"}]).to_string();
-        let pkce = pkce();
-        let url = t.authorize_url(
-            "openid accounts:read payments:write",
-            Some(&pkce),
-            &[("authorization_details", &details)],
-        );
-        let mut waited = Duration::ZERO;
-        let reached = t
-            .victim
-            .drive(url, 8, |field| (field != "approve").then_some(None), &mut waited)
-            .await?;
-        let issued = matches!(&reached, stepup_client::Reached::Client(u) if u.query_pairs().any(|(k, _)| k == "code"));
-        Ok((
-            !issued,
-            format!("a payment nobody approved: expected the approval page and no code, got {reached:?}"),
-        ))
+        t.code_without_approval("a payment", &[("authorization_details", &details)])
+            .await
     });
     // The same with the scope that moves money instead of a transaction:
     // a payee added, payment details changed, without the user's approval.
     attack!("payments-scope-without-page", "transaction", async {
-        let pkce = pkce();
-        let url = t.authorize_url("openid accounts:read payments:write", Some(&pkce), &[]);
-        let mut waited = Duration::ZERO;
-        let reached = t
-            .victim
-            .drive(url, 8, |field| (field != "approve").then_some(None), &mut waited)
-            .await?;
-        let issued = matches!(&reached, stepup_client::Reached::Client(u) if u.query_pairs().any(|(k, _)| k == "code"));
-        Ok((
-            !issued,
-            format!(
-                "payments:write nobody approved: expected the approval page and no code, got {reached:?}"
-            ),
-        ))
+        t.code_without_approval("payments:write", &[]).await
     });
     attack!("payment-approved-with-prompt-none", "transaction", async {
         let details = json!([{"type": "payment_initiation", "amount": "5000.00", "currency": "EUR", "creditor": "Mallory Ltd"}]).to_string();
