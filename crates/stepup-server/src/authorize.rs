@@ -1438,7 +1438,7 @@ pub(crate) async fn login_otp(
         .await;
     };
     let live = Some((session.clone(), user.clone()));
-    if let Err(limited) = crate::rate_limit::sign_in_attempt(&state, &user.username).await {
+    if let Err(limited) = crate::rate_limit::code_attempt(&state, &user.username).await {
         return limited.onto(advance(&state, &pending, &req, live, Some(&limited.message())).await);
     }
     // Without a TOTP seed there is nothing to attempt (and nothing may be

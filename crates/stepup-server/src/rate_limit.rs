@@ -311,6 +311,12 @@ impl RateLimits {
         }
         let mut connection = {
             let mut slot = shared.connection.lock().await;
+            // Checked again under the lock: requests that queued behind a
+            // connection attempt that failed do not each try (and wait)
+            // again.
+            if shared.retry_at.load(Ordering::Relaxed) > now {
+                return Err("Redis unreachable a moment ago".into());
+            }
             match slot.as_ref() {
                 Some(c) => c.clone(),
                 None => {
@@ -395,7 +401,18 @@ pub(crate) async fn by_address(
 /// Counts a sign-in attempt at `username` (as typed: user names are
 /// matched exactly), whatever the address and whether the account exists.
 pub(crate) async fn sign_in_attempt(state: &ServerState, username: &str) -> Result<(), Limited> {
-    let result = state.limits.check(Limit::User, username).await;
+    attempt_at(state, username).await
+}
+
+/// Before a code is checked: the per-account limit of codes, a bucket of
+/// its own (only someone who passed the password can fill it), so a flood
+/// of passwords at a user name does not also refuse the user's codes.
+pub(crate) async fn code_attempt(state: &ServerState, username: &str) -> Result<(), Limited> {
+    attempt_at(state, &format!("code:{username}")).await
+}
+
+async fn attempt_at(state: &ServerState, key: &str) -> Result<(), Limited> {
+    let result = state.limits.check(Limit::User, key).await;
     if result.is_err() {
         tracing::debug!(limit = "user", "rate limited");
     }

@@ -358,6 +358,34 @@ async fn a_flood_against_one_account_from_many_addresses_is_slowed_not_locking_i
     assert_eq!(alice.status, 303, "{}", alice.body);
 }
 
+/// A flood of passwords at a user name empties that name's bucket of
+/// password attempts, not the bucket of codes: a user who has passed the
+/// password still steps up (only someone who passed it can spend codes).
+#[tokio::test]
+async fn a_password_flood_does_not_refuse_the_users_codes() {
+    let s = behind_proxy("user = { burst = 3, per_minute = 3 }").await;
+    let secret = stepup_server::users::enroll_totp(&s.state.store, "alice", &ring::rand::SystemRandom::new())
+        .await
+        .unwrap();
+    let alice = Browser::new();
+    let page = alice.authorize(&s, &[("acr_values", "urn:stepup:acr:mfa")]).await;
+    let page = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
+    assert!(page.is_otp_page(), "{}", page.body);
+    // The flood, from elsewhere.
+    let thief = Browser::new();
+    let form = thief.authorize(&s, &[]).await;
+    for i in 0..5 {
+        let ip = format!("198.51.100.{i}");
+        password_from(&s, &thief, &form, &ip, "alice", "guess").await;
+    }
+    let refused = password_from(&s, &thief, &form, "198.51.100.9", "alice", "guess").await;
+    assert_eq!(refused.status, 429, "the password bucket is empty");
+    // Alice's code still counts.
+    let code = secret.code_at(stepup_core::UnixTime(s.clock.0.load(Ordering::SeqCst)));
+    let done = alice.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+}
+
 fn redis_url() -> String {
     std::env::var("STEPUP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
