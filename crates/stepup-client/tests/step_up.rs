@@ -343,6 +343,7 @@ async fn call(
 ) -> Result<(u16, String), ClientError> {
     let request = reqwest::Client::new()
         .request(method, url)
+        .header("content-type", "application/json")
         .body(body.to_owned())
         .build()
         .unwrap();
@@ -644,6 +645,7 @@ async fn a_transaction_is_approved_for_itself_and_the_token_is_not_kept() {
     let details = serde_json::json!([{"type": "payment_initiation", "amount": "5000", "creditor": "Ada"}]);
     let request = reqwest::Client::new()
         .post(url.clone())
+        .header("content-type", "application/json")
         .body(body)
         .build()
         .unwrap();
@@ -657,7 +659,12 @@ async fn a_transaction_is_approved_for_itself_and_the_token_is_not_kept() {
     // not kept): the user is asked again (the session answers for the
     // factors, the user approves the page).
     let before = user.runs.load(Ordering::SeqCst);
-    let request = reqwest::Client::new().post(url).body(body).build().unwrap();
+    let request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .build()
+        .unwrap();
     let response = c.execute_transaction(request, details).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(user.runs.load(Ordering::SeqCst), before + 1);

@@ -171,10 +171,19 @@ impl<'de> Visitor<'de> for Nested {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut members = BTreeMap::new();
+        let mut folded = std::collections::BTreeSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if members.contains_key(&key) {
                 return Err(de::Error::custom(format!(
                     "the key {key:?} appears twice in one object"
+                )));
+            }
+            // Readers that match keys ignoring case (Go's encoding/json,
+            // ASP.NET's web defaults) would take the other spelling: one
+            // object, two readings. Refused.
+            if !folded.insert(fold_case(&key)) {
+                return Err(de::Error::custom(format!(
+                    "the key {key:?} appears twice in one object, in another case"
                 )));
             }
             let raw: &'de RawValue = map.next_value()?;
@@ -183,6 +192,19 @@ impl<'de> Visitor<'de> for Nested {
         }
         Ok(Json::Object(members))
     }
+}
+
+/// A key as readers that ignore case see it: Unicode lower case, with the
+/// long s and the Kelvin sign folded as Go folds them.
+fn fold_case(key: &str) -> String {
+    key.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            '\u{017F}' => 's',
+            '\u{212A}' => 'k',
+            other => other,
+        })
+        .collect()
 }
 
 impl<'de> Deserialize<'de> for Json {
@@ -292,6 +314,19 @@ mod tests {
         assert!(e.to_string().contains("appears twice"), "{e}");
         let e = Json::from_slice(br#"{"x": [{"a": 1, "a": 2}]}"#).unwrap_err();
         assert!(e.to_string().contains("appears twice"), "nested too: {e}");
+        // Keys a case-blind reader takes for one (Go folds ſ and K too).
+        for text in [
+            r#"{"to": "Ada", "To": "Mallory"}"#,
+            "{\"task\": 1, \"ta\u{017F}k\": 2}",
+            "{\"kind\": 1, \"\u{212A}ind\": 2}",
+        ] {
+            let e = Json::from_slice(text.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("in another case"), "{text}: {e}");
+        }
+        assert!(
+            Json::from_slice(br#"{"to": "Ada", "toe": 1}"#).is_ok(),
+            "the control"
+        );
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         let e = Json::from_slice(deep.as_bytes()).unwrap_err();
         assert!(e.to_string().contains("nested deeper"), "{e}");

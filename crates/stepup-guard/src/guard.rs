@@ -251,10 +251,22 @@ impl Guard {
     /// Reads a request body for [`Observed::transaction`] and
     /// [`Observed::body`]; a body that cannot be read is a rejection (413
     /// or 400).
+    ///
+    /// A body is read only as the JSON it says it is: another
+    /// `Content-Type`, or any `Content-Encoding`, is refused (415), so the
+    /// guard never judges JSON that the application then reads as a form
+    /// (or decompresses into something else).
     pub fn read_body(
         &self,
+        headers: &http::HeaderMap,
         body: &[u8],
     ) -> Result<(Option<Transaction>, Option<stepup_core::json::Json>), Rejection> {
+        if !body.iter().all(u8::is_ascii_whitespace) && !is_plain_json(headers) {
+            return Err(Rejection::plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the body must be application/json (UTF-8, no content encoding)",
+            ));
+        }
         let refuse = |e: AmountError| match e {
             AmountError::TooLarge(_) => Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
             e => Rejection::bearer(
@@ -641,6 +653,36 @@ impl Guard {
             }
         }
     }
+}
+
+/// Whether a request's body is declared as plain JSON: one `Content-Type`,
+/// `application/json` or a `+json` type, with no charset or UTF-8, and no
+/// `Content-Encoding` (other than `identity`).
+fn is_plain_json(headers: &http::HeaderMap) -> bool {
+    let encoded = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let mut types = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let (Some(declared), None) = (types.next(), types.next()) else {
+        return false;
+    };
+    let Ok(declared) = declared.to_str() else {
+        return false;
+    };
+    let mut parts = declared.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len());
+    let utf8 = parts.all(|p| match p.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => false,
+    });
+    !encoded && json && utf8
 }
 
 /// The audit event of a decision where risk rules fired: who, from where,

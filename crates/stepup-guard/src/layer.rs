@@ -139,7 +139,7 @@ where
                 let message = format!("the request body is longer than {limit} bytes");
                 return Ok(Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &message).into_response());
             };
-            let (transaction, json) = match guard.read_body(&bytes) {
+            let (transaction, json) = match guard.read_body(&parts.headers, &bytes) {
                 Ok(read) => read,
                 Err(rejection) => return Ok(rejection.into_response()),
             };

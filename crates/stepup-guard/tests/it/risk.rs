@@ -155,6 +155,14 @@ async fn send(
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
+    // A body is JSON unless the test says otherwise.
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        request = request.header("content-type", "application/json");
+    }
     let response = app
         .clone()
         .oneshot(request.body(Body::from(body.to_owned())).unwrap())

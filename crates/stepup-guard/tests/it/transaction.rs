@@ -80,6 +80,11 @@ fn to_ada() -> Value {
 }
 
 async fn transfer(app: &Router, token: &str, body: Value) -> Answer {
+    transfer_as(app, token, "application/json", &body.to_string()).await
+}
+
+/// A transfer whose body is `body`, declared as `content_type`.
+async fn transfer_as(app: &Router, token: &str, content_type: &str, body: &str) -> Answer {
     use http::Request;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -87,8 +92,8 @@ async fn transfer(app: &Router, token: &str, body: Value) -> Answer {
         .method("POST")
         .uri("/accounts/1/transfers")
         .header("authorization", bearer(token))
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.to_string()))
+        .header("content-type", content_type)
+        .body(axum::body::Body::from(body.to_owned()))
         .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status().as_u16();
@@ -169,6 +174,45 @@ async fn a_near_identical_creditor_account_is_another_creditor() {
         &app,
         &token,
         json!({"amount": "5000", "currency": "EUR", "to": "40817810099910004312"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
+/// Review of issue 16: the guard judges the body only as the JSON it says
+/// it is. The same bytes declared as a form (which the application would
+/// read as `amount=99999&to=Mallory`), or compressed, or a body whose keys
+/// differ only in case (which a case-blind reader takes as one), are
+/// refused; the control passes.
+#[tokio::test]
+async fn a_body_read_two_ways_is_refused() {
+    let issuer = Issuer::es256("k1");
+    let app = txn_app(&issuer);
+    let token = transaction_token(&issuer, "txn-two-ways", 120, Some(to_ada()));
+    let body = r#"{"amount":5000,"currency":"EUR","to":"Ada","x":"&amount=99999&to=Mallory&"}"#;
+    for content_type in [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "application/json; charset=latin1",
+        "multipart/form-data; boundary=x",
+    ] {
+        let a = transfer_as(&app, &token, content_type, body).await;
+        assert_eq!(a.status, 415, "{content_type}: {}", a.body);
+    }
+    let a = transfer_as(
+        &app,
+        &token,
+        "application/json",
+        r#"{"amount":5000,"currency":"EUR","to":"Ada","To":"Mallory"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    // The control: the same transfer, declared as JSON.
+    let a = transfer_as(
+        &app,
+        &token,
+        "application/json; charset=utf-8",
+        r#"{"amount":5000,"currency":"EUR","to":"Ada"}"#,
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
