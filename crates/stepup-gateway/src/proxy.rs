@@ -525,16 +525,19 @@ impl Proxy {
         // the URI); the client's is kept for it in X-Forwarded-Host.
         headers.remove(header::HOST);
         if let Some(peer) = peer {
-            // Every X-Forwarded-For line of a trusted proxy, in order; a line
-            // that is not text loses the chain (only the peer is sent).
-            let lines: Option<Vec<&str>> = headers
+            // Every X-Forwarded-For element of a trusted proxy, in order;
+            // one that is not visible ASCII goes on as `unknown` (an
+            // unreadable hop), so that what a client wrote before its
+            // proxy's hop cannot hide that hop.
+            let earlier: Vec<&str> = headers
                 .get_all(&X_FORWARDED_FOR)
                 .iter()
-                .map(|v| v.to_str().ok())
+                .flat_map(stepup_guard::client_ip::list_elements)
+                .map(|element| element.map_or("unknown", str::trim))
                 .collect();
-            let chain = match lines.filter(|l| !l.is_empty()) {
-                Some(earlier) => format!("{}, {peer}", earlier.join(", ")),
-                None => peer.to_string(),
+            let chain = match earlier.is_empty() {
+                false => format!("{}, {peer}", earlier.join(", ")),
+                true => peer.to_string(),
             };
             if let Ok(value) = HeaderValue::from_str(&chain) {
                 headers.insert(X_FORWARDED_FOR, value);

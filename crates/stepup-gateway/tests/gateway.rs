@@ -688,6 +688,32 @@ async fn a_trusted_proxy_s_forwarding_chain_is_kept_whole() {
     );
 }
 
+/// Bytes beyond ASCII that a client wrote in its part of a trusted
+/// proxy's X-Forwarded-For line go on as an `unknown` hop: the hop the
+/// proxy appended after them reaches the upstream (before, the whole chain
+/// was dropped and the upstream took the proxy for the client).
+#[tokio::test]
+async fn a_clients_bytes_beyond_ascii_do_not_hide_its_proxys_hop() {
+    let w = world("obs-text", "trusted_proxies = [\"127.0.0.1/32\"]").await;
+    let token = w.issuer.token(PWD, 30);
+    let url = w.url.trim_start_matches("http://").to_owned();
+    let mut raw = format!(
+        "GET /accounts/42/balance HTTP/1.1\r\nHost: {url}\r\nAuthorization: Bearer {token}\r\nX-Forwarded-For: "
+    )
+    .into_bytes();
+    raw.extend_from_slice(b"\xff, 198.51.100.2\r\nConnection: close\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(&url).await.unwrap();
+    stream.write_all(&raw).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("unknown, 198.51.100.2, 127.0.0.1"),
+        "the proxy's hop was lost: {answer}"
+    );
+}
+
 /// Behind proxies that write X-Forwarded-For, a `Forwarded` header is the
 /// client's own words even from a trusted proxy: the upstream must not
 /// read it either, so it is dropped; and the other way round.

@@ -158,19 +158,29 @@ fn forwarded_for(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
     let mut seen = false;
     for value in headers.get_all("forwarded") {
         seen = true;
-        let Ok(text) = value.to_str() else {
-            hops.push(None);
-            continue;
-        };
-        for element in text.split(',') {
-            let for_value = element.split(';').find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                name.trim().eq_ignore_ascii_case("for").then(|| value.trim())
+        for element in list_elements(value) {
+            let for_value = element.and_then(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.trim().eq_ignore_ascii_case("for").then(|| value.trim())
+                })
             });
             hops.push(for_value.and_then(parse_node));
         }
     }
     seen.then_some(hops)
+}
+
+/// The comma-separated elements of one forwarding header line, each `None`
+/// when it is not visible ASCII. Element by element, not line by line: a
+/// client that writes bytes beyond ASCII into its part of a line must not
+/// make unreadable the hop a trusted proxy appended after it.
+pub fn list_elements(value: &http::HeaderValue) -> impl Iterator<Item = Option<&str>> {
+    value.as_bytes().split(|b| *b == b',').map(|element| {
+        std::str::from_utf8(element)
+            .ok()
+            .filter(|text| text.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+    })
 }
 
 /// An RFC 7239 node: `192.0.2.1`, `"192.0.2.1:8080"`, `"[2001:db8::1]:4711"`.
@@ -195,11 +205,7 @@ fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
     let mut seen = false;
     for value in headers.get_all("x-forwarded-for") {
         seen = true;
-        let Ok(text) = value.to_str() else {
-            hops.push(None);
-            continue;
-        };
-        hops.extend(text.split(',').map(|h| parse_node(h.trim())));
+        hops.extend(list_elements(value).map(|h| h.and_then(|h| parse_node(h.trim()))));
     }
     seen.then_some(hops)
 }
@@ -304,6 +310,29 @@ mod tests {
                 ip("10.0.0.2")
             );
         }
+    }
+
+    /// Review of issue 16 §5: bytes beyond ASCII in the part of a line the
+    /// client wrote (nginx appends to the same line) leave the hop the
+    /// proxy appended readable; before, the whole line was unreadable and
+    /// the client was taken to be the proxy.
+    #[test]
+    fn a_clients_bytes_beyond_ascii_do_not_hide_the_hop_after_them() {
+        for (name, line, header) in [
+            ("x-forwarded-for", &b"\xff, 198.51.100.7"[..], XFF),
+            ("forwarded", &b"for=\xff, for=198.51.100.7"[..], RFC7239),
+        ] {
+            let mut h = HeaderMap::new();
+            h.append(name, HeaderValue::from_bytes(line).unwrap());
+            assert_eq!(
+                client_ip(ip("10.0.0.2"), &h, &proxies(), header),
+                ip("198.51.100.7"),
+                "{name}"
+            );
+        }
+        let value = HeaderValue::from_bytes(b"1.1.1.1, \xfe\xff ,2.2.2.2").unwrap();
+        let elements: Vec<Option<&str>> = list_elements(&value).collect();
+        assert_eq!(elements, [Some("1.1.1.1"), None, Some("2.2.2.2")]);
     }
 
     #[test]
