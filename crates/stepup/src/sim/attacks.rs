@@ -1134,11 +1134,14 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             Some(&pkce()),
             &[("state", &"s".repeat(600)), ("login_hint", &hint)],
         );
-        let response = browser.get(url).send().await.map_err(|e| e.to_string())?;
+        // A client of its own: the server may close the connection that
+        // carried the huge body while the client still sends it, and a
+        // pooled client would try to reuse it.
+        let response = no_redirects()?.get(url).send().await.map_err(|e| e.to_string())?;
         let over = response.status().as_u16();
         let echoed = response.text().await.map_err(|e| e.to_string())?.contains(&hint);
         // A pushed request with 100 kB of claims.
-        let pushed = browser
+        let pushed = no_redirects()?
             .post(format!("{}/par", t.issuer))
             .form(&[
                 ("client_id", t.client_id.as_str()),
