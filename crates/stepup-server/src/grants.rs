@@ -357,10 +357,15 @@ pub(crate) async fn refresh_token(
 }
 
 /// Refreshing never keeps more than the authentication still supports:
-/// a scope bound to a level is dropped once its `max_age` has passed since
+/// a scope the user approves on a page (`approve = true`) is never
+/// refreshed (the approval was for the tokens of that request); a scope
+/// bound to a level is dropped once its `max_age` has passed since
 /// `auth_time`, and once the level's lifetime has passed the grant falls
 /// back to the base level, without the scopes bound to higher levels.
 fn decay(state: &ServerState, grant: &mut Grant) {
+    grant
+        .scopes
+        .retain(|s| !state.config.approved_scopes.contains_key(s));
     let now = state.clock.now().seconds();
     let age = u64::try_from(now.saturating_sub(grant.auth_time)).unwrap_or(0);
     let bindings = &state.config.scope_bindings;

@@ -318,4 +318,22 @@ async fn a_scope_to_approve_is_shown_every_time() {
         tokens["scope"].as_str().unwrap().contains("payees:write"),
         "{tokens}"
     );
+    // The approval was for this request's tokens: a refresh drops the scope.
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, _, refreshed) = s
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("client_id", "web"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert!(
+        !refreshed["scope"].as_str().unwrap().contains("payees:write"),
+        "{refreshed}"
+    );
 }
