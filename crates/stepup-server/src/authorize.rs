@@ -27,6 +27,7 @@ use stepup_core::{Acr, Scope, UnixTime};
 use subtle::ConstantTimeEq;
 
 use crate::client::{self, Client};
+use crate::known_device::{self, KnownDevice};
 use crate::pages::{self, FormContext};
 use crate::server::ServerState;
 use crate::session;
@@ -810,7 +811,7 @@ pub(crate) async fn start_sign_in(
     response
 }
 
-fn secure(state: &ServerState) -> bool {
+pub(crate) fn secure(state: &ServerState) -> bool {
     state.config.issuer.starts_with("https://")
 }
 
@@ -1346,8 +1347,18 @@ pub(crate) async fn login_password(
         let error = error.to_owned();
         async move { advance(state, pending, req, session, Some(&error)).await }
     };
-    // Slowed per account before the lock: see `[rate_limit] user`.
-    if let Err(limited) = crate::rate_limit::sign_in_attempt(&state, username).await {
+    // A browser where this user signed in before is counted by itself;
+    // any other attempt is the account's (see `known_device`).
+    let device = match &user {
+        Some(user) => known_device::recognised(&state, &headers, user, now).await,
+        None => None,
+    };
+    // Slowed per account (or browser) before the lock: `[rate_limit] user`.
+    let slowed = match &device {
+        Some(device) => crate::rate_limit::known_device_attempt(&state, &device.stored.id).await,
+        None => crate::rate_limit::sign_in_attempt(&state, username).await,
+    };
+    if let Err(limited) = slowed {
         return limited.onto(retry(&limited.message()).await);
     }
     let Some(user) = user else {
@@ -1359,26 +1370,77 @@ pub(crate) async fn login_password(
         users::verify_password(&state.decoy_hash, password);
         return retry(SIGN_IN_FAILED).await;
     };
-    if begin_attempt(&state, &user, Attempt::Password, now).await != AttemptStart::Taken {
-        users::verify_password(&state.decoy_hash, password);
-        return retry(SIGN_IN_FAILED).await;
-    }
+    let counted = match device {
+        Some(device) => begin_device_attempt(&state, &user, device, now).await,
+        None => None,
+    };
+    let device = match counted {
+        Some(device) => Some(device),
+        None if begin_attempt(&state, &user, Attempt::Password, now).await == AttemptStart::Taken => None,
+        None => {
+            users::verify_password(&state.decoy_hash, password);
+            return retry(SIGN_IN_FAILED).await;
+        }
+    };
     let ok = users::verify_password(&user.password_hash, password);
-    end_attempt(&state, &user, Attempt::Password, ok, now).await;
+    match &device {
+        Some(device) if !ok => {
+            let login = &state.config.login;
+            let until = now + login.lock_seconds;
+            if let Err(e) = (state.store)
+                .device_failed(&device.stored.id, login.max_failures, until)
+                .await
+            {
+                tracing::error!(error = %e, "a failed attempt of a known browser was not recorded");
+            }
+        }
+        // A success renews the browser's memory below.
+        Some(_) => {}
+        None => {
+            end_attempt(&state, &user, Attempt::Password, ok, now).await;
+        }
+    }
     if !ok {
         return retry(SIGN_IN_FAILED).await;
     }
     let Some((session, cookie)) = signed_in(&state, session, &user, Factor::Pwd, now).await else {
         return server_error_page();
     };
+    let device_cookie = known_device::remember(&state, &user, device.as_ref(), now).await;
     let _ = state.store.set_pending_user(&pending.id, &user.id).await;
     let mut req = req;
     note_proven(&state, &pending, &mut req, Factor::Pwd.amr()).await;
     let mut response = advance(&state, &pending, &req, Some((session, user)), None).await;
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, v);
+    for cookie in std::iter::once(cookie).chain(device_cookie) {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     response
+}
+
+/// Takes a password attempt from a remembered browser of `user`: `None`
+/// when the browser just reached its own lock (the attempt is then the
+/// account's, as from any unknown browser).
+async fn begin_device_attempt(
+    state: &ServerState,
+    user: &StoredUser,
+    device: KnownDevice,
+    now: i64,
+) -> Option<KnownDevice> {
+    let login = &state.config.login;
+    let taken = state
+        .store
+        .begin_device_attempt(
+            &device.stored.id,
+            &user.id,
+            login.max_failures,
+            now,
+            now + login.lock_seconds,
+        )
+        .await
+        .unwrap_or(false);
+    taken.then_some(device)
 }
 
 /// Records a factor that identified `user`: the session of the same user

@@ -93,6 +93,11 @@ pub struct LoginConfig {
     pub session_seconds: i64,
     /// How long a pending authorization request waits for the user.
     pub request_seconds: i64,
+    /// How long a browser where the user signed in with their password is
+    /// remembered, in seconds (each sign-in there renews it). Its password
+    /// attempts are counted apart from the account's, so a flood of
+    /// guesses at the account from elsewhere does not lock it out.
+    pub known_device_seconds: i64,
     /// Demo only: show the current TOTP code on the code page.
     pub demo_show_totp_code: bool,
 }
@@ -105,6 +110,7 @@ impl Default for LoginConfig {
             lock_seconds: 900,
             session_seconds: 43_200,
             request_seconds: 600,
+            known_device_seconds: 7_776_000,
             demo_show_totp_code: false,
         }
     }
@@ -479,9 +485,14 @@ impl Config {
             acrs.push(acr);
         }
         let l = &raw.login;
-        if l.max_failures < 1 || l.lock_seconds < 1 || l.session_seconds < 1 || l.request_seconds < 1 {
+        if l.max_failures < 1
+            || l.lock_seconds < 1
+            || l.session_seconds < 1
+            || l.request_seconds < 1
+            || l.known_device_seconds < 1
+        {
             return Err(invalid(
-                "login: max_failures, lock_seconds, session_seconds and request_seconds must be positive"
+                "login: max_failures, lock_seconds, session_seconds, request_seconds and known_device_seconds must be positive"
                     .into(),
             ));
         }

@@ -24,6 +24,7 @@ mod form;
 mod geo;
 mod grants;
 pub mod keys;
+mod known_device;
 mod pages;
 mod passkey;
 pub mod rate_limit;

@@ -398,10 +398,17 @@ pub(crate) async fn by_address(
     next.run(request).await
 }
 
-/// Counts a sign-in attempt at `username` (as typed: user names are
+/// Counts a password attempt at `username` (as typed: user names are
 /// matched exactly), whatever the address and whether the account exists.
 pub(crate) async fn sign_in_attempt(state: &ServerState, username: &str) -> Result<(), Limited> {
-    attempt_at(state, username).await
+    attempt_at(state, &format!("name:{username}")).await
+}
+
+/// Counts a password attempt from a browser where the user signed in
+/// before (its stored id), in a bucket of its own: a flood at the user
+/// name from elsewhere does not refuse it (see `known_device`).
+pub(crate) async fn known_device_attempt(state: &ServerState, device_id: &str) -> Result<(), Limited> {
+    attempt_at(state, &format!("device:{device_id}")).await
 }
 
 /// Before a code is checked: the per-account limit of codes, a bucket of

@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_dpop.sql")),
     (9, include_str!("../migrations/0009_code_failures_and_timing.sql")),
     (10, include_str!("../migrations/0010_client_audiences.sql")),
+    (11, include_str!("../migrations/0011_known_devices.sql")),
 ];
 
 /// The server's database.
@@ -433,13 +434,33 @@ pub struct StoredUser {
     pub totp_last_step: Option<i64>,
     /// Consecutive failed attempts.
     pub failed_attempts: i64,
-    /// Locked until then, after too many failures.
+    /// Password attempts from unknown browsers are refused until then,
+    /// after too many failures.
     pub locked_until: Option<i64>,
+    /// Codes are refused until then, after too many wrong codes.
+    pub otp_locked_until: Option<i64>,
     /// When the user was created.
     pub created_at: i64,
     /// How many passkeys the user has registered (read only: counted
     /// when the user is loaded).
     pub passkeys: i64,
+}
+
+/// A browser where a user signed in before, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDevice {
+    /// SHA-256 of the cookie secret, base64url.
+    pub id: String,
+    /// The user who signed in there.
+    pub user_id: String,
+    /// Consecutive failed password attempts from this browser.
+    pub failed_attempts: i64,
+    /// Its attempts count as the account's until then.
+    pub locked_until: Option<i64>,
+    /// When it was first remembered.
+    pub created_at: i64,
+    /// When it is forgotten, unless the user signs in there again.
+    pub expires_at: i64,
 }
 
 /// A browser session as stored.
@@ -638,6 +659,7 @@ fn user_from_row(r: &AnyRow) -> Result<StoredUser, StoreError> {
         totp_last_step: r.try_get("totp_last_step")?,
         failed_attempts: r.try_get("failed_attempts")?,
         locked_until: r.try_get("locked_until")?,
+        otp_locked_until: r.try_get("otp_locked_until")?,
         created_at: r.try_get("created_at")?,
         passkeys: r.try_get("passkeys")?,
     })
@@ -678,7 +700,7 @@ impl Store {
     /// A user by login name.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<StoredUser>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE username = ?",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE username = ?",
         ))
         .bind(username)
         .fetch_optional(&self.pool)
@@ -689,7 +711,7 @@ impl Store {
     /// A user by subject id.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<StoredUser>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE id = ?",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE id = ?",
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -700,7 +722,7 @@ impl Store {
     /// All users, by name.
     pub async fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users ORDER BY username",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users ORDER BY username",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -765,8 +787,8 @@ impl Store {
                 "UPDATE users SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ? AND (locked_until IS NULL OR locked_until <= ?)",
             ),
             Attempt::Otp => (
-                "UPDATE users SET otp_failed_attempts = otp_failed_attempts + 1, otp_consecutive_failures = otp_consecutive_failures + 1 WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?) AND otp_failed_attempts < ? AND otp_consecutive_failures < ?",
-                "UPDATE users SET locked_until = ?, otp_failed_attempts = 0 WHERE id = ? AND otp_failed_attempts >= ? AND (locked_until IS NULL OR locked_until <= ?)",
+                "UPDATE users SET otp_failed_attempts = otp_failed_attempts + 1, otp_consecutive_failures = otp_consecutive_failures + 1 WHERE id = ? AND (otp_locked_until IS NULL OR otp_locked_until <= ?) AND otp_failed_attempts < ? AND otp_consecutive_failures < ?",
+                "UPDATE users SET otp_locked_until = ?, otp_failed_attempts = 0 WHERE id = ? AND otp_failed_attempts >= ? AND (otp_locked_until IS NULL OR otp_locked_until <= ?)",
             ),
         };
         let mut query = sqlx::query(self.sql(take))
@@ -820,7 +842,7 @@ impl Store {
                 "UPDATE users SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ?"
             }
             (Attempt::Otp, false) => {
-                "UPDATE users SET locked_until = ?, otp_failed_attempts = 0 WHERE id = ? AND otp_failed_attempts >= ?"
+                "UPDATE users SET otp_locked_until = ?, otp_failed_attempts = 0 WHERE id = ? AND otp_failed_attempts >= ?"
             }
         };
         if succeeded {
@@ -873,12 +895,135 @@ impl Store {
     /// count of wrong codes in a row included (an administrator's unlock).
     pub async fn unlock_user(&self, user_id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(self.sql(
-            "UPDATE users SET failed_attempts = 0, otp_failed_attempts = 0, otp_consecutive_failures = 0, locked_until = NULL WHERE id = ?",
+            "UPDATE users SET failed_attempts = 0, otp_failed_attempts = 0, otp_consecutive_failures = 0, locked_until = NULL, otp_locked_until = NULL WHERE id = ?",
         ))
         .bind(user_id)
         .execute(self.writes())
         .await?;
+        sqlx::query(
+            self.sql("UPDATE known_devices SET failed_attempts = 0, locked_until = NULL WHERE user_id = ?"),
+        )
+        .bind(user_id)
+        .execute(self.writes())
+        .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Remembers a browser where a user signed in.
+    pub async fn insert_device(&self, d: &StoredDevice) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO known_devices (id, user_id, failed_attempts, locked_until, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&d.id)
+        .bind(&d.user_id)
+        .bind(d.failed_attempts)
+        .bind(d.locked_until)
+        .bind(d.created_at)
+        .bind(d.expires_at)
+        .execute(self.writes())
+        .await?;
+        Ok(())
+    }
+
+    /// A remembered browser that has not expired.
+    pub async fn device(&self, id: &str, now: i64) -> Result<Option<StoredDevice>, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT id, user_id, failed_attempts, locked_until, created_at, expires_at FROM known_devices WHERE id = ? AND expires_at > ?",
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(|r| {
+                Ok(StoredDevice {
+                    id: r.try_get("id")?,
+                    user_id: r.try_get("user_id")?,
+                    failed_attempts: r.try_get("failed_attempts")?,
+                    locked_until: r.try_get("locked_until")?,
+                    created_at: r.try_get("created_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Counts a password attempt from a remembered browser of `user_id`,
+    /// before the password is checked (as [`Store::begin_attempt`] does
+    /// for the account). False when the browser is locked (or gone): the
+    /// attempt is then the account's, as from any unknown browser.
+    pub async fn begin_device_attempt(
+        &self,
+        id: &str,
+        user_id: &str,
+        max_failures: i64,
+        now: i64,
+        lock_until: i64,
+    ) -> Result<bool, StoreError> {
+        let taken = sqlx::query(self.sql(
+            "UPDATE known_devices SET failed_attempts = failed_attempts + 1 WHERE id = ? AND user_id = ? AND expires_at > ? AND (locked_until IS NULL OR locked_until <= ?) AND failed_attempts < ?",
+        ))
+        .bind(id)
+        .bind(user_id)
+        .bind(now)
+        .bind(now)
+        .bind(max_failures)
+        .execute(self.writes())
+        .await?
+        .rows_affected()
+            == 1;
+        if !taken {
+            sqlx::query(self.sql(
+                "UPDATE known_devices SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ? AND (locked_until IS NULL OR locked_until <= ?)",
+            ))
+            .bind(lock_until)
+            .bind(id)
+            .bind(max_failures)
+            .bind(now)
+            .execute(self.writes())
+            .await?;
+        }
+        Ok(taken)
+    }
+
+    /// A remembered browser proved the password: its count clears and it
+    /// stays remembered until `expires_at`.
+    pub async fn device_signed_in(&self, id: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query(self.sql("UPDATE known_devices SET failed_attempts = 0, expires_at = ? WHERE id = ?"))
+            .bind(expires_at)
+            .bind(id)
+            .execute(self.writes())
+            .await?;
+        Ok(())
+    }
+
+    /// A remembered browser sent a wrong password: reaching
+    /// `max_failures` locks it until `lock_until`.
+    pub async fn device_failed(
+        &self,
+        id: &str,
+        max_failures: i64,
+        lock_until: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "UPDATE known_devices SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ?",
+        ))
+        .bind(lock_until)
+        .bind(id)
+        .bind(max_failures)
+        .execute(self.writes())
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets every browser of a user (their password changed: a browser
+    /// is remembered for the password it proved).
+    pub async fn delete_user_devices(&self, user_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(self.sql("DELETE FROM known_devices WHERE user_id = ?"))
+            .bind(user_id)
+            .execute(self.writes())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Starts a session.
@@ -946,6 +1091,7 @@ impl Store {
             "DELETE FROM family_access_tokens WHERE expires_at <= ?",
             "DELETE FROM revoked_tokens WHERE expires_at <= ?",
             "DELETE FROM webauthn_ceremonies WHERE expires_at <= ?",
+            "DELETE FROM known_devices WHERE expires_at <= ?",
         ] {
             removed += sqlx::query(self.sql(query))
                 .bind(now)

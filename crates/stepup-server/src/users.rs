@@ -92,6 +92,7 @@ pub async fn add_user(
         totp_last_step: None,
         failed_attempts: 0,
         locked_until: None,
+        otp_locked_until: None,
         created_at: now,
         passkeys: 0,
     };
@@ -114,8 +115,10 @@ pub async fn set_password(
         .set_password_hash(&user.id, &hash_password(password, rng)?)
         .await?;
     // A changed credential ends the sessions proven with the old one, and
-    // what was issued on them.
+    // what was issued on them; browsers remembered for the old password
+    // are forgotten.
     store.delete_user_sessions(&user.id).await?;
+    store.delete_user_devices(&user.id).await?;
     store.revoke_user_families(&user.id, now_seconds()).await?;
     Ok(())
 }

@@ -363,9 +363,12 @@ async fn user_list(store: &Store, now: i64) -> Result<ExitCode> {
     let rows = users
         .iter()
         .map(|u| {
-            let locked = match u.locked_until {
-                Some(until) if until > now => format!("yes, {} s left", until - now),
-                _ => "no".to_owned(),
+            let left = |until: Option<i64>| until.filter(|t| *t > now).map(|t| t - now);
+            let locked = match (left(u.locked_until), left(u.otp_locked_until)) {
+                (None, None) => "no".to_owned(),
+                (Some(p), None) => format!("passwords, {p} s left"),
+                (None, Some(c)) => format!("codes, {c} s left"),
+                (Some(p), Some(c)) => format!("passwords {p} s, codes {c} s left"),
             };
             vec![
                 u.username.clone(),

@@ -175,6 +175,10 @@ async fn pushed_requests_and_forms_are_bounded_too() {
 /// A server behind a proxy on loopback (so tests can come from any
 /// address), with these rate limits.
 async fn behind_proxy(limits: &str) -> TestServer {
+    behind_proxy_on(Backend::Sqlite, limits).await
+}
+
+async fn behind_proxy_on(backend: Backend, limits: &str) -> TestServer {
     let extra = format!("\n[risk]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{TEST_RATE_LIMITS}");
     // The test's own limits replace the generous ones, line by line.
     let mut config = extra;
@@ -189,7 +193,7 @@ async fn behind_proxy(limits: &str) -> TestServer {
             None => config = config.replace("[rate_limit]\n", &format!("[rate_limit]\n{line}\n")),
         }
     }
-    let s = start_with(Backend::Sqlite, &config, None).await;
+    let s = start_with(backend, &config, None).await;
     s.register(
         "web",
         stepup_server::client::AuthMethod::None,
@@ -385,6 +389,91 @@ async fn a_password_flood_does_not_refuse_the_users_codes() {
     let done = alice.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
     assert_eq!(done.status, 303, "{}", done.body);
 }
+
+/// A flood of wrong passwords at a user name, one a second from ever new
+/// addresses, spends the account's bucket and locks the account for
+/// browsers it does not know. The browser where the user signed in before
+/// is counted by itself: the user still signs in there, and steps up with
+/// a code (codes lock apart from passwords). A stolen cookie of that
+/// browser buys a guesser `max_failures` attempts, then the browser is
+/// locked by itself and counts as unknown.
+async fn a_flood_at_an_account_does_not_keep_out_its_known_browser(backend: Backend) {
+    let s = behind_proxy_on(backend, "user = { burst = 3, per_minute = 3 }").await;
+    let secret = stepup_server::users::enroll_totp(&s.state.store, "alice", &ring::rand::SystemRandom::new())
+        .await
+        .unwrap();
+    // Alice signed in on her browser before.
+    let alice = Browser::new();
+    let page = alice.authorize(&s, &[]).await;
+    let done = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let remembered = alice
+        .cookie(&s, "stepup_device")
+        .expect("the browser is remembered");
+    // The flood: a guess a second for two minutes, each from a new address.
+    let thief = Browser::new();
+    let form = thief.authorize(&s, &[]).await;
+    let mut failures = 0;
+    for i in 0..120 {
+        let ip = format!("198.51.100.{i}");
+        let answer = password_from(&s, &thief, &form, &ip, "alice", "guess").await;
+        assert!(matches!(answer.status, 401 | 429), "{}", answer.body);
+        failures += usize::from(answer.status == 401);
+        s.clock.0.fetch_add(1, Ordering::SeqCst);
+    }
+    assert!(failures >= 5, "the flood reached the lock ({failures} failures)");
+    // The control: the right password from a browser the account does not
+    // know is refused (the account is locked, or its bucket empty).
+    let stranger = Browser::new();
+    let page = stranger.authorize(&s, &[]).await;
+    let refused = password_from(&s, &stranger, &page, "192.0.2.20", "alice", PASSWORD).await;
+    assert!(matches!(refused.status, 401 | 429), "{}", refused.body);
+    // Alice's browser signs in, and steps up with her code.
+    let page = alice
+        .authorize(&s, &[("prompt", "login"), ("acr_values", "urn:stepup:acr:mfa")])
+        .await;
+    assert!(page.is_password_page(), "{}", page.body);
+    let page = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
+    assert!(page.is_otp_page(), "{}: {}", page.status, page.body);
+    let code = secret.code_at(stepup_core::UnixTime(s.clock.0.load(Ordering::SeqCst)));
+    let done = alice.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.redirect_param("error"), None);
+
+    // The thief steals the cookie: it names alice's browser for alice
+    // only. Guessing bob's password with it counts at bob's account.
+    let thief = Browser::new();
+    thief.jar.add_cookie_str(
+        &format!("stepup_device={remembered}"),
+        &url::Url::parse(&s.url("/")).unwrap(),
+    );
+    let form = thief.authorize(&s, &[]).await;
+    let bob = password_from(&s, &thief, &form, "198.51.100.200", "bob", "guess").await;
+    assert_eq!(bob.status, 401);
+    let bob = s.state.store.user_by_username("bob").await.unwrap().unwrap();
+    assert_eq!(bob.failed_attempts, 1, "counted at bob's account");
+    // At alice, it buys max_failures guesses (5), slowed like any browser.
+    for i in 0..5 {
+        s.clock.0.fetch_add(20, Ordering::SeqCst);
+        let ip = format!("198.51.100.{}", 201 + i);
+        let answer = password_from(&s, &thief, &form, &ip, "alice", "guess").await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
+    // Then the browser is locked by itself: even the right password from
+    // it is now the locked account's attempt.
+    s.clock.0.fetch_add(20, Ordering::SeqCst);
+    let page = alice.authorize(&s, &[("prompt", "login")]).await;
+    let refused = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    // An administrator's unlock ends both locks.
+    let id = s.state.store.user_by_username("alice").await.unwrap().unwrap().id;
+    assert!(s.state.store.unlock_user(&id).await.unwrap());
+    s.clock.0.fetch_add(20, Ordering::SeqCst);
+    let done = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+}
+
+on_both_backends!(a_flood_at_an_account_does_not_keep_out_its_known_browser);
 
 fn redis_url() -> String {
     std::env::var("STEPUP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
