@@ -157,6 +157,12 @@ impl FormUser {
         self
     }
 
+    /// The same person on a browser the server has never seen (no
+    /// session, no remembered device), coming from `ip`.
+    pub fn on_another_browser(&self, ip: &str) -> Self {
+        Self::new(&self.username, &self.password, self.totp.clone()).from_address(ip)
+    }
+
     /// The user's browser (its cookie jar: the session).
     pub fn browser(&self) -> &reqwest::Client {
         &self.http

@@ -202,6 +202,7 @@ fn a_simulation_runs_against_a_deployment_described_by_a_target_file() {
             "forwarded-spoof-behind-proxy",
             "expired-token",
             "not-yet-valid-token",
+            "account-lockout-flood",
             // A flood from the simulation's own address would slow its users.
             "authorize-flood"
         ],

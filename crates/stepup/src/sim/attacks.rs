@@ -853,6 +853,83 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             "after repeated wrong codes the right one is refused too (locked)".into(),
         ))
     });
+    if t.locates_addresses {
+        attack!("account-lockout-flood", "flood", async {
+            // The brute-force target signed in on its browser above. Wrong
+            // passwords at its name, each from a new address, empty the
+            // account's bucket (and would lock it): the cheapest way to
+            // keep a user from approving a payment.
+            let user = &t.brute_force_target;
+            // A browser (cookies kept: the sign-in page binds its form to it).
+            let browser = reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?;
+            let page = browser
+                .get(t.authorize_url("openid", Some(&pkce()), &[]))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            let field = |name| {
+                stepup_client::page_hidden(&page, name).ok_or(format!("no {name} on the sign-in page"))
+            };
+            let (request, csrf) = (field("request")?, field("csrf")?);
+            let mut statuses = Vec::new();
+            for i in 0..10 {
+                let status = browser
+                    .post(format!("{}/login/password", t.issuer))
+                    .header("x-forwarded-for", format!("198.51.100.{}", 100 + i))
+                    .form(&[
+                        ("request", request.as_str()),
+                        ("csrf", csrf.as_str()),
+                        ("username", user.username()),
+                        ("password", "guess"),
+                    ])
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status()
+                    .as_u16();
+                statuses.push(status);
+            }
+            // The control: the flood works (the right password from a
+            // browser the account does not know is refused).
+            let url = t.authorize_url("openid", Some(&pkce()), &[("prompt", "login")]);
+            let stranger = user
+                .on_another_browser(CONTROL_ADDRESS)
+                .sign_in(url.clone())
+                .await;
+            // The user's own browser still signs in.
+            let own = user.sign_in(url).await;
+            let reached = own
+                .as_ref()
+                .is_ok_and(|back| back.query_pairs().any(|(k, _)| k == "code"));
+            Ok((
+                stranger.is_err() && reached,
+                format!(
+                    "after 10 wrong passwords from 10 addresses (answers {statuses:?}), the right one from an unknown browser is refused and from the user's own browser accepted; got unknown browser {}, own browser {}",
+                    stranger.map_or_else(
+                        |e| format!("refused ({})", e.chars().take(80).collect::<String>()),
+                        |_| "signed in".into()
+                    ),
+                    own.map_or_else(
+                        |e| format!("refused ({})", e.chars().take(120).collect::<String>()),
+                        |_| "signed in".into()
+                    ),
+                ),
+            ))
+        });
+    } else {
+        not_run!(
+            "account-lockout-flood",
+            "flood",
+            "the target does not believe the simulation's X-Forwarded-For: the flood would come from one address, slowed as such"
+        );
+    }
     attack!("login-csrf", "sign-in", async {
         let response = reqwest::Client::new()
             .post(format!("{}/login/password", t.issuer))
