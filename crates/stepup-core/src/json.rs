@@ -116,6 +116,27 @@ impl Json {
     }
 }
 
+impl Json {
+    /// The first number (depth first, object members by key) that a
+    /// `serde_json::Value` would not write back as written: beyond 64-bit
+    /// integers, or a fraction or exponent its `f64` does not spell the
+    /// same way (`2500.50` comes back `2500.5`, `1e3` as `1000.0`,
+    /// `40817810099910004312` as `4.081781009991e19`). Code that hands a
+    /// value on through `serde_json` refuses these and asks for strings.
+    pub fn number_not_kept_by_serde_json(&self) -> Option<&str> {
+        match self {
+            Json::Number(text) => {
+                let kept =
+                    serde_json::from_str::<serde_json::Number>(text).is_ok_and(|n| n.to_string() == *text);
+                (!kept).then_some(text.as_str())
+            }
+            Json::Array(items) => items.iter().find_map(Json::number_not_kept_by_serde_json),
+            Json::Object(members) => members.values().find_map(Json::number_not_kept_by_serde_json),
+            Json::Null | Json::Bool(_) | Json::String(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Json {
     /// Compact JSON, numbers as written.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -250,6 +271,29 @@ mod tests {
 
     fn json(text: &str) -> Json {
         Json::from_slice(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn numbers_serde_json_would_change_are_found() {
+        for kept in [
+            r#"{"a": 5000, "b": [-12, 2500.5, 0.1], "c": "1e3"}"#,
+            "18446744073709551615",
+        ] {
+            assert_eq!(json(kept).number_not_kept_by_serde_json(), None, "{kept}");
+        }
+        for (changed, first) in [
+            (r#"{"a": "x", "b": 40817810099910004312}"#, "40817810099910004312"),
+            (r#"[1, 2500.50]"#, "2500.50"),
+            (r#"{"amount": 1e3}"#, "1e3"),
+            ("-0", "-0"),
+            ("18446744073709551616", "18446744073709551616"),
+        ] {
+            assert_eq!(
+                json(changed).number_not_kept_by_serde_json(),
+                Some(first),
+                "{changed}"
+            );
+        }
     }
 
     #[test]

@@ -452,6 +452,17 @@ fn read_details(
     state: &ServerState,
     raw: &str,
 ) -> Result<(Value, String, Vec<(Option<Acr>, Option<u64>)>), String> {
+    // Read exactly first: a key twice in one object (the page showing one
+    // value, the resource server reading another) is refused, and so is a
+    // number the stored `Value` would not keep as written (a 20-digit
+    // account number rounded, `2500.50` shown as `2500.5`).
+    let exact = stepup_core::json::Json::from_slice(raw.as_bytes())
+        .map_err(|e| format!("authorization_details is not JSON read exactly: {e}"))?;
+    if let Some(number) = exact.number_not_kept_by_serde_json() {
+        return Err(format!(
+            "authorization_details: write the number {number} as a string (\"{number}\"): it would not be kept exactly"
+        ));
+    }
     let value: Value =
         serde_json::from_str(raw).map_err(|_| "authorization_details is not JSON".to_owned())?;
     let entries = value

@@ -151,6 +151,20 @@ async fn malformed_or_unknown_details_are_refused() {
             r#"[{"type": "payment_initiation", "amount": {"v": 1}, "currency": "EUR", "creditor": "x"}]"#,
             "amount must be",
         ),
+        // Shown as one value, read as another: a key twice, and numbers
+        // that would not be kept as written.
+        (
+            r#"[{"type": "payment_initiation", "amount": "1", "currency": "EUR", "creditor": "Bob", "creditor": "Eve"}]"#,
+            "not JSON read exactly",
+        ),
+        (
+            r#"[{"type": "payment_initiation", "amount": "1", "currency": "EUR", "creditor": 40817810099910004312}]"#,
+            "write the number 40817810099910004312 as a string",
+        ),
+        (
+            r#"[{"type": "payment_initiation", "amount": 2500.50, "currency": "EUR", "creditor": "Bob"}]"#,
+            "write the number 2500.50 as a string",
+        ),
         // Shown as one account, executed as another: invisible characters
         // (a right-to-left override, a zero-width space) are refused.
         (

@@ -1116,6 +1116,35 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             ),
         ))
     });
+    attack!("details-read-two-ways", "transaction binding", async {
+        // Details the approval page and the resource server would read
+        // differently: a 20-digit account as a number (rounded when stored
+        // as a float), and a creditor named twice.
+        let mut answers = Vec::new();
+        for details in [
+            r#"[{"type": "payment_initiation", "amount": "2500.00", "currency": "EUR", "creditor": 40817810099910004312}]"#,
+            r#"[{"type": "payment_initiation", "amount": "2500.00", "currency": "EUR", "creditor": "Bob", "creditor": "Mallory Ltd"}]"#,
+        ] {
+            let url = t.authorize_url(
+                "openid payments:write",
+                Some(&pkce()),
+                &[("authorization_details", details)],
+            );
+            let (_, location) = first_answer(&no_redirects()?, url).await?;
+            let error = Url::parse(&location).ok().and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "error")
+                    .map(|(_, v)| v.into_owned())
+            });
+            answers.push(error);
+        }
+        Ok((
+            answers
+                .iter()
+                .all(|e| e.as_deref() == Some("invalid_authorization_details")),
+            format!("expected invalid_authorization_details for both, got {answers:?}"),
+        ))
+    });
 
     // Malformed requests.
     attack!("oversized-header", "malformed request", async {
