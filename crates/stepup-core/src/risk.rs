@@ -35,6 +35,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::amount::{Decimal, parse_amount};
+use crate::json::Json;
 
 /// What the guard knows about a request beyond its token. `None`: unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -916,9 +917,69 @@ fn signal_named(name: &str, offset: usize) -> Result<Signal, ConditionError> {
     })
 }
 
+/// The amount a token's `authorization_details` (RFC 9396) approves, with
+/// its currency, for the `amount` signal of a call whose body carries
+/// none: the sum of every entry's `amount`, so a small first entry cannot
+/// hide a large second one from a rule such as `amount > 10000`. Unknown
+/// (`None`, `missing(amount)` in conditions) when an amount cannot be read
+/// exactly, when the entries are in different currencies (no sum means
+/// anything then), or when none has an amount.
+pub fn approved_amount(details: &Json) -> (Option<Decimal>, Option<&str>) {
+    let mut total: Option<(Decimal, Option<&str>)> = None;
+    for entry in details.as_array().unwrap_or_default() {
+        let Some(amount) = entry.get("amount").and_then(Json::amount) else {
+            continue;
+        };
+        let currency = entry.get("currency").and_then(Json::as_str);
+        let sum = match (amount, total) {
+            (Err(_), _) => None,
+            (Ok(amount), None) => Some((amount, currency)),
+            (Ok(amount), Some((sum, seen))) if seen == currency => {
+                sum.checked_add(amount).map(|sum| (sum, currency))
+            }
+            (Ok(_), Some(_)) => None,
+        };
+        match sum {
+            Some(sum) => total = Some(sum),
+            None => return (None, None),
+        }
+    }
+    total.map_or((None, None), |(sum, currency)| (Some(sum), currency))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_approves_the_sum_of_its_entries() {
+        let read = |text: &str| {
+            let details = Json::from_slice(text.as_bytes()).unwrap();
+            let (amount, currency) = approved_amount(&details);
+            (amount.map(|a| a.to_string()), currency.map(str::to_owned))
+        };
+        let eur = |a: &str| (Some(a.to_owned()), Some("EUR".to_owned()));
+        assert_eq!(
+            read(r#"[{"amount": "5000.00", "currency": "EUR"}]"#),
+            eur("5000.00")
+        );
+        // A small first entry does not hide a large second one.
+        assert_eq!(
+            read(
+                r#"[{"amount": "1", "currency": "EUR"}, {"amount": 20000, "currency": "EUR"}, {"type": "x"}]"#
+            ),
+            eur("20001")
+        );
+        for unknown in [
+            r#"[{"amount": "1", "currency": "EUR"}, {"amount": "20000", "currency": "USD"}]"#,
+            r#"[{"amount": "1", "currency": "EUR"}, {"amount": "1e9", "currency": "EUR"}]"#,
+            r#"[{"amount": "79228162514264337593543950335"}, {"amount": "1"}]"#,
+            r#"[{"type": "account_information"}]"#,
+            r#"{"amount": "1"}"#,
+        ] {
+            assert_eq!(read(unknown), (None, None), "{unknown}");
+        }
+    }
 
     fn holds(condition: &str, signals: &Signals<'_>) -> Option<bool> {
         Condition::parse(condition).unwrap().eval(signals)

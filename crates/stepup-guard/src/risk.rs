@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
-use stepup_core::json::Json;
 use stepup_core::risk::Signals;
 
 use crate::activity::{Activity, ActivityStore};
@@ -194,18 +193,11 @@ pub(crate) fn signals<'a>(
         Some((a, o)) => (Some(a), Some(o)),
         None => (None, None),
     };
-    // Without an amount in the body, the one the token was approved for.
-    let approved = token
+    // Without an amount in the body, what the token was approved for.
+    let (approved_amount, approved_currency) = token
         .authorization_details
         .as_ref()
-        .and_then(Json::as_array)
-        .and_then(|entries| entries.first());
-    // One that cannot be read exactly is unknown (`missing(amount)`).
-    let approved_amount = approved
-        .and_then(|e| e.get("amount"))
-        .and_then(Json::amount)
-        .and_then(Result::ok);
-    let approved_currency = approved.and_then(|e| e.get("currency")).and_then(Json::as_str);
+        .map_or((None, None), stepup_core::risk::approved_amount);
     Signals {
         request_rate: a.map(|a| a.requests),
         distinct_ips: a.map(|a| a.distinct_ips),
