@@ -27,7 +27,7 @@ use stepup_core::{Acr, Scope, UnixTime};
 use subtle::ConstantTimeEq;
 
 use crate::client::{self, Client};
-use crate::known_device::{self, KnownDevice};
+use crate::known_device;
 use crate::pages::{self, FormContext};
 use crate::server::ServerState;
 use crate::session;
@@ -1360,10 +1360,7 @@ pub(crate) async fn login_password(
     };
     // A browser where this user signed in before is counted by itself;
     // any other attempt is the account's (see `known_device`).
-    let device = match &user {
-        Some(user) => known_device::recognised(&state, &headers, user, now).await,
-        None => None,
-    };
+    let device = known_device::recognised(&state, &headers, username, user.as_ref(), now).await;
     // Slowed per account (or browser) before the lock: `[rate_limit] user`.
     let slowed = match &device {
         Some(device) => crate::rate_limit::known_device_attempt(&state, &device.stored.id).await,
@@ -1381,33 +1378,47 @@ pub(crate) async fn login_password(
         users::verify_password(&state.decoy_hash, password);
         return retry(SIGN_IN_FAILED).await;
     };
-    let counted = match device {
-        Some(device) => begin_device_attempt(&state, &user, device, now).await,
-        None => None,
+    let login = &state.config.login;
+    let by_device = match &device {
+        Some(device) => (state.store)
+            .begin_device_attempt(&device.stored.id, &user.id, login.max_failures, now)
+            .await
+            .unwrap_or(false),
+        None => false,
     };
-    let device = match counted {
-        Some(device) => Some(device),
-        None if begin_attempt(&state, &user, Attempt::Password, now).await == AttemptStart::Taken => None,
-        None => {
+    if !by_device {
+        // A browser that has just used up its attempts counts as any other,
+        // in the account's bucket too.
+        if device.is_some() {
+            if let Err(limited) = crate::rate_limit::sign_in_attempt(&state, username).await {
+                return limited.onto(retry(&limited.message()).await);
+            }
+        }
+        if begin_attempt(&state, &user, Attempt::Password, now).await != AttemptStart::Taken {
             users::verify_password(&state.decoy_hash, password);
             return retry(SIGN_IN_FAILED).await;
         }
-    };
+    }
     let ok = users::verify_password(&user.password_hash, password);
-    match &device {
-        Some(device) if !ok => {
-            let login = &state.config.login;
-            let until = now + login.lock_seconds;
-            if let Err(e) = (state.store)
-                .device_failed(&device.stored.id, login.max_failures, until)
-                .await
-            {
-                tracing::error!(error = %e, "a failed attempt of a known browser was not recorded");
+    match (&device, by_device) {
+        (Some(device), true) if !ok => match state
+            .store
+            .device_failed(&device.stored.id, login.max_failures)
+            .await
+        {
+            Ok(true) => tracing::warn!(
+                user = %user.id,
+                "a remembered browser sent {} wrong passwords in a row: forgotten",
+                login.max_failures
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "a failed attempt of a remembered browser was not recorded")
             }
-        }
-        // A success renews the browser's memory below.
-        Some(_) => {}
-        None => {
+        },
+        // A success remembers the browser under a new secret, below.
+        (_, true) => {}
+        (_, false) => {
             end_attempt(&state, &user, Attempt::Password, ok, now).await;
         }
     }
@@ -1428,30 +1439,6 @@ pub(crate) async fn login_password(
         }
     }
     response
-}
-
-/// Takes a password attempt from a remembered browser of `user`: `None`
-/// when the browser just reached its own lock (the attempt is then the
-/// account's, as from any unknown browser).
-async fn begin_device_attempt(
-    state: &ServerState,
-    user: &StoredUser,
-    device: KnownDevice,
-    now: i64,
-) -> Option<KnownDevice> {
-    let login = &state.config.login;
-    let taken = state
-        .store
-        .begin_device_attempt(
-            &device.stored.id,
-            &user.id,
-            login.max_failures,
-            now,
-            now + login.lock_seconds,
-        )
-        .await
-        .unwrap_or(false);
-    taken.then_some(device)
 }
 
 /// Records a factor that identified `user`: the session of the same user

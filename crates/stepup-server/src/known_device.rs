@@ -2,96 +2,116 @@
 //!
 //! Anyone can send wrong passwords at a user name, so the per-account limit
 //! and lock alone let a flood of guesses from many addresses keep the real
-//! user out. A browser that proved the user's password once gets a cookie
-//! (256 random bits; the store keeps their SHA-256, as for sessions): its
-//! password attempts for that user are then counted per browser, in a
-//! bucket and a lock of its own, and the account's lock does not apply to
-//! them. A remembered browser that fails `max_failures` times is locked
-//! by itself and counts as unknown meanwhile, so a stolen cookie buys a
-//! guesser no more than a few attempts. The cookie names one user: signing
-//! in as another on the same browser replaces it.
+//! user out. A browser that proves the user's password gets a cookie for
+//! that account (256 random bits; the store keeps their SHA-256, as for
+//! sessions; a new secret at every sign-in): its password attempts for the
+//! account are then counted per browser, in a bucket of their own, and the
+//! account's lock does not apply to them. A remembered browser that fails
+//! `max_failures` times in a row is forgotten, so a stolen cookie buys a
+//! guesser that many attempts once, and is worth nothing after the user's
+//! next sign-in there. Each account has its own cookie: people sharing a
+//! browser do not replace each other's.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
+use ring::digest::{SHA256, digest};
 
 use crate::authorize::secure;
 use crate::server::ServerState;
 use crate::session;
 use crate::store::{StoredDevice, StoredUser};
 
-/// A remembered browser: as stored, and the secret its cookie holds.
+/// The most browsers remembered for one account: the oldest go first.
+const PER_ACCOUNT: i64 = 16;
+
+/// A remembered browser, as stored.
 pub(crate) struct KnownDevice {
     pub(crate) stored: StoredDevice,
-    secret: String,
 }
 
-/// The cookie's name: with an https issuer the `__Host-` prefix keeps
-/// sibling subdomains and plain-http pages from planting one.
-pub(crate) fn cookie_name(secure: bool) -> &'static str {
-    if secure {
-        "__Host-stepup_device"
-    } else {
-        "stepup_device"
-    }
+/// The cookie's name for the account `username` (as typed: user names are
+/// matched exactly): a short hash of it, so the name tells nothing. With an
+/// https issuer the `__Host-` prefix keeps sibling subdomains and
+/// plain-http pages from planting one.
+pub(crate) fn cookie_name(secure: bool, username: &str) -> String {
+    let hash = URL_SAFE_NO_PAD.encode(digest(&SHA256, username.as_bytes()));
+    let prefix = if secure { "__Host-" } else { "" };
+    format!("{prefix}stepup_device_{}", &hash[..12])
 }
 
-/// The remembered browser of `user` that sent `headers`, when it is
-/// remembered for that user and not locked at `now`.
+/// The remembered browser of the account `username` that sent `headers`,
+/// when `user` is that account. The cookie is looked up whether or not the
+/// account exists, so that sending one tells nothing about the name.
 pub(crate) async fn recognised(
     state: &ServerState,
     headers: &HeaderMap,
-    user: &StoredUser,
+    username: &str,
+    user: Option<&StoredUser>,
     now: i64,
 ) -> Option<KnownDevice> {
-    let secret = session::cookie(headers, cookie_name(secure(state)))?;
+    let secret = session::cookie(headers, &cookie_name(secure(state), username))?;
     let stored = state
         .store
         .device(&session::secret_id(secret), now)
         .await
         .ok()??;
-    let unlocked = stored.locked_until.is_none_or(|until| until <= now);
-    (stored.user_id == user.id && unlocked).then(|| KnownDevice {
-        stored,
-        secret: secret.to_owned(),
-    })
+    (Some(stored.user_id.as_str()) == user.map(|u| u.id.as_str())).then_some(KnownDevice { stored })
 }
 
-/// After `user` proved their password: renews the browser's memory, or
-/// remembers a new browser. Returns the `Set-Cookie` value.
+/// After `user` proved `password_hash`'s password: remembers the browser
+/// under a new secret (the old one, if any, is forgotten: a copy taken
+/// earlier stops counting). Nothing is remembered when the password changed
+/// meanwhile. Returns the `Set-Cookie` value.
 pub(crate) async fn remember(
     state: &ServerState,
     user: &StoredUser,
-    device: Option<&KnownDevice>,
+    replaced: Option<&KnownDevice>,
     now: i64,
 ) -> Option<String> {
     let login = &state.config.login;
-    let expires_at = now + login.known_device_seconds;
-    let secret = match device {
-        Some(device) => {
-            state
-                .store
-                .device_signed_in(&device.stored.id, expires_at)
-                .await
-                .ok()?;
-            device.secret.clone()
+    if let Some(old) = replaced {
+        if let Err(e) = state.store.delete_device(&old.stored.id).await {
+            tracing::error!(error = %e, "a remembered browser was not forgotten");
         }
-        None => {
-            let secret = session::new_secret(&state.rng)?;
-            let stored = StoredDevice {
-                id: session::secret_id(&secret),
-                user_id: user.id.clone(),
-                failed_attempts: 0,
-                locked_until: None,
-                created_at: now,
-                expires_at,
-            };
-            state.store.insert_device(&stored).await.ok()?;
-            secret
-        }
+    }
+    let secret = session::new_secret(&state.rng)?;
+    let stored = StoredDevice {
+        id: session::secret_id(&secret),
+        user_id: user.id.clone(),
+        failed_attempts: 0,
+        created_at: now,
+        expires_at: now + login.known_device_seconds,
     };
+    let inserted = state
+        .store
+        .insert_device(&stored, &user.password_hash, PER_ACCOUNT)
+        .await;
+    match inserted {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => {
+            tracing::error!(error = %e, "a browser was not remembered");
+            return None;
+        }
+    }
     Some(session::set_cookie(
-        cookie_name(secure(state)),
+        &cookie_name(secure(state), &user.username),
         &secret,
         secure(state),
         login.known_device_seconds,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_account_has_a_cookie_of_its_own() {
+        let alice = cookie_name(false, "alice");
+        assert!(alice.starts_with("stepup_device_") && alice.len() == "stepup_device_".len() + 12);
+        assert_ne!(alice, cookie_name(false, "Alice"));
+        assert_eq!(cookie_name(true, "alice"), format!("__Host-{alice}"));
+    }
 }

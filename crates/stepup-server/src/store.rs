@@ -455,8 +455,6 @@ pub struct StoredDevice {
     pub user_id: String,
     /// Consecutive failed password attempts from this browser.
     pub failed_attempts: i64,
-    /// Its attempts count as the account's until then.
-    pub locked_until: Option<i64>,
     /// When it was first remembered.
     pub created_at: i64,
     /// When it is forgotten, unless the user signs in there again.
@@ -900,35 +898,54 @@ impl Store {
         .bind(user_id)
         .execute(self.writes())
         .await?;
-        sqlx::query(
-            self.sql("UPDATE known_devices SET failed_attempts = 0, locked_until = NULL WHERE user_id = ?"),
-        )
-        .bind(user_id)
-        .execute(self.writes())
-        .await?;
+        sqlx::query(self.sql("UPDATE known_devices SET failed_attempts = 0 WHERE user_id = ?"))
+            .bind(user_id)
+            .execute(self.writes())
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Remembers a browser where a user signed in.
-    pub async fn insert_device(&self, d: &StoredDevice) -> Result<(), StoreError> {
-        sqlx::query(self.sql(
-            "INSERT INTO known_devices (id, user_id, failed_attempts, locked_until, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+    /// Remembers a browser where a user signed in, while the user's
+    /// password is still the one proven (`password_hash`: a change racing
+    /// the sign-in leaves nothing remembered for the old password); the
+    /// user's oldest browsers beyond `per_user` are forgotten. Returns
+    /// whether it was remembered.
+    pub async fn insert_device(
+        &self,
+        d: &StoredDevice,
+        password_hash: &str,
+        per_user: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(self.sql(
+            "INSERT INTO known_devices (id, user_id, failed_attempts, created_at, expires_at) SELECT ?, id, ?, ?, ? FROM users WHERE id = ? AND password_hash = ?",
         ))
         .bind(&d.id)
-        .bind(&d.user_id)
         .bind(d.failed_attempts)
-        .bind(d.locked_until)
         .bind(d.created_at)
         .bind(d.expires_at)
-        .execute(self.writes())
+        .bind(&d.user_id)
+        .bind(password_hash)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        sqlx::query(self.sql(
+            "DELETE FROM known_devices WHERE user_id = ? AND id NOT IN (SELECT id FROM known_devices WHERE user_id = ? ORDER BY expires_at DESC, id LIMIT ?)",
+        ))
+        .bind(&d.user_id)
+        .bind(&d.user_id)
+        .bind(per_user)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     /// A remembered browser that has not expired.
     pub async fn device(&self, id: &str, now: i64) -> Result<Option<StoredDevice>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT id, user_id, failed_attempts, locked_until, created_at, expires_at FROM known_devices WHERE id = ? AND expires_at > ?",
+            "SELECT id, user_id, failed_attempts, created_at, expires_at FROM known_devices WHERE id = ? AND expires_at > ?",
         ))
         .bind(id)
         .bind(now)
@@ -940,7 +957,6 @@ impl Store {
                     id: r.try_get("id")?,
                     user_id: r.try_get("user_id")?,
                     failed_attempts: r.try_get("failed_attempts")?,
-                    locked_until: r.try_get("locked_until")?,
                     created_at: r.try_get("created_at")?,
                     expires_at: r.try_get("expires_at")?,
                 })
@@ -950,22 +966,21 @@ impl Store {
 
     /// Counts a password attempt from a remembered browser of `user_id`,
     /// before the password is checked (as [`Store::begin_attempt`] does
-    /// for the account). False when the browser is locked (or gone): the
-    /// attempt is then the account's, as from any unknown browser.
+    /// for the account). False when the browser has used up its
+    /// `max_failures` (it is then forgotten) or is gone: the attempt is
+    /// the account's, as from any unknown browser.
     pub async fn begin_device_attempt(
         &self,
         id: &str,
         user_id: &str,
         max_failures: i64,
         now: i64,
-        lock_until: i64,
     ) -> Result<bool, StoreError> {
         let taken = sqlx::query(self.sql(
-            "UPDATE known_devices SET failed_attempts = failed_attempts + 1 WHERE id = ? AND user_id = ? AND expires_at > ? AND (locked_until IS NULL OR locked_until <= ?) AND failed_attempts < ?",
+            "UPDATE known_devices SET failed_attempts = failed_attempts + 1 WHERE id = ? AND user_id = ? AND expires_at > ? AND failed_attempts < ?",
         ))
         .bind(id)
         .bind(user_id)
-        .bind(now)
         .bind(now)
         .bind(max_failures)
         .execute(self.writes())
@@ -973,46 +988,32 @@ impl Store {
         .rows_affected()
             == 1;
         if !taken {
-            sqlx::query(self.sql(
-                "UPDATE known_devices SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ? AND (locked_until IS NULL OR locked_until <= ?)",
-            ))
-            .bind(lock_until)
-            .bind(id)
-            .bind(max_failures)
-            .bind(now)
-            .execute(self.writes())
-            .await?;
+            self.device_failed(id, max_failures).await?;
         }
         Ok(taken)
     }
 
-    /// A remembered browser proved the password: its count clears and it
-    /// stays remembered until `expires_at`.
-    pub async fn device_signed_in(&self, id: &str, expires_at: i64) -> Result<(), StoreError> {
-        sqlx::query(self.sql("UPDATE known_devices SET failed_attempts = 0, expires_at = ? WHERE id = ?"))
-            .bind(expires_at)
+    /// After a wrong password from a remembered browser: one that has
+    /// failed `max_failures` times in a row is forgotten. Returns whether
+    /// it was.
+    pub async fn device_failed(&self, id: &str, max_failures: i64) -> Result<bool, StoreError> {
+        let forgotten =
+            sqlx::query(self.sql("DELETE FROM known_devices WHERE id = ? AND failed_attempts >= ?"))
+                .bind(id)
+                .bind(max_failures)
+                .execute(self.writes())
+                .await?
+                .rows_affected()
+                == 1;
+        Ok(forgotten)
+    }
+
+    /// Forgets a remembered browser.
+    pub async fn delete_device(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("DELETE FROM known_devices WHERE id = ?"))
             .bind(id)
             .execute(self.writes())
             .await?;
-        Ok(())
-    }
-
-    /// A remembered browser sent a wrong password: reaching
-    /// `max_failures` locks it until `lock_until`.
-    pub async fn device_failed(
-        &self,
-        id: &str,
-        max_failures: i64,
-        lock_until: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(self.sql(
-            "UPDATE known_devices SET locked_until = ?, failed_attempts = 0 WHERE id = ? AND failed_attempts >= ?",
-        ))
-        .bind(lock_until)
-        .bind(id)
-        .bind(max_failures)
-        .execute(self.writes())
-        .await?;
         Ok(())
     }
 

@@ -390,26 +390,42 @@ async fn a_password_flood_does_not_refuse_the_users_codes() {
     assert_eq!(done.status, 303, "{}", done.body);
 }
 
+/// The cookie by which the server remembers `b` for an account: `(name, secret)`.
+fn device_cookie(s: &TestServer, b: &Browser) -> Option<(String, String)> {
+    use reqwest::cookie::CookieStore;
+    let header = b.jar.cookies(&url::Url::parse(&s.url("/")).unwrap())?;
+    header.to_str().unwrap().split("; ").find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.starts_with("stepup_device_")
+            .then(|| (name.to_owned(), value.to_owned()))
+    })
+}
+
 /// A flood of wrong passwords at a user name, one a second from ever new
 /// addresses, spends the account's bucket and locks the account for
 /// browsers it does not know. The browser where the user signed in before
 /// is counted by itself: the user still signs in there, and steps up with
-/// a code (codes lock apart from passwords). A stolen cookie of that
-/// browser buys a guesser `max_failures` attempts, then the browser is
-/// locked by itself and counts as unknown.
+/// a code (codes lock apart from passwords). Each sign-in gives the browser
+/// a new secret; a stolen one buys a guesser `max_failures` attempts once,
+/// then the browser is forgotten and the thief's guesses are the account's.
 async fn a_flood_at_an_account_does_not_keep_out_its_known_browser(backend: Backend) {
     let s = behind_proxy_on(backend, "user = { burst = 3, per_minute = 3 }").await;
     let secret = stepup_server::users::enroll_totp(&s.state.store, "alice", &ring::rand::SystemRandom::new())
         .await
         .unwrap();
+    let failures_at = |name: &'static str| {
+        let s = &s;
+        async move {
+            let user = s.state.store.user_by_username(name).await.unwrap().unwrap();
+            user.failed_attempts
+        }
+    };
     // Alice signed in on her browser before.
     let alice = Browser::new();
     let page = alice.authorize(&s, &[]).await;
     let done = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
     assert_eq!(done.status, 303, "{}", done.body);
-    let remembered = alice
-        .cookie(&s, "stepup_device")
-        .expect("the browser is remembered");
+    let (name, first) = device_cookie(&s, &alice).expect("the browser is remembered");
     // The flood: a guess a second for two minutes, each from a new address.
     let thief = Browser::new();
     let form = thief.authorize(&s, &[]).await;
@@ -439,38 +455,56 @@ async fn a_flood_at_an_account_does_not_keep_out_its_known_browser(backend: Back
     let done = alice.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(done.redirect_param("error"), None);
+    // Remembered under a new secret: the first one no longer counts.
+    let (same_name, current) = device_cookie(&s, &alice).unwrap();
+    assert_eq!(same_name, name);
+    assert_ne!(current, first);
 
-    // The thief steals the cookie: it names alice's browser for alice
-    // only. Guessing bob's password with it counts at bob's account.
-    let thief = Browser::new();
-    thief.jar.add_cookie_str(
-        &format!("stepup_device={remembered}"),
-        &url::Url::parse(&s.url("/")).unwrap(),
-    );
+    let with_cookie = |secret: &str| {
+        let b = Browser::new();
+        b.jar.add_cookie_str(
+            &format!("{name}={secret}"),
+            &url::Url::parse(&s.url("/")).unwrap(),
+        );
+        b
+    };
+    // The cookie is alice's only: with it, guesses at bob count at bob's
+    // account (the cookie of another name is not even read).
+    let thief = with_cookie(&current);
     let form = thief.authorize(&s, &[]).await;
     let bob = password_from(&s, &thief, &form, "198.51.100.200", "bob", "guess").await;
     assert_eq!(bob.status, 401);
-    let bob = s.state.store.user_by_username("bob").await.unwrap().unwrap();
-    assert_eq!(bob.failed_attempts, 1, "counted at bob's account");
-    // At alice, it buys max_failures guesses (5), slowed like any browser.
+    assert_eq!(failures_at("bob").await, 1, "counted at bob's account");
+    // At alice, the stolen secret buys max_failures guesses (5), slowed
+    // like any browser.
     for i in 0..5 {
         s.clock.0.fetch_add(20, Ordering::SeqCst);
         let ip = format!("198.51.100.{}", 201 + i);
         let answer = password_from(&s, &thief, &form, &ip, "alice", "guess").await;
         assert_eq!(answer.status, 401, "{}", answer.body);
     }
-    // Then the browser is locked by itself: even the right password from
-    // it is now the locked account's attempt.
+    // Then the browser is forgotten: even the right password from it is
+    // now the locked account's attempt.
     s.clock.0.fetch_add(20, Ordering::SeqCst);
     let page = alice.authorize(&s, &[("prompt", "login")]).await;
     let refused = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
     assert_eq!(refused.status, 401, "{}", refused.body);
-    // An administrator's unlock ends both locks.
-    let id = s.state.store.user_by_username("alice").await.unwrap().unwrap().id;
-    assert!(s.state.store.unlock_user(&id).await.unwrap());
-    s.clock.0.fetch_add(20, Ordering::SeqCst);
+    // Once the account's lock is over, the stolen secret and the first one
+    // buy nothing more: their guesses count at the account.
+    s.clock.0.fetch_add(1000, Ordering::SeqCst);
+    for (i, stolen) in [&current, &first].into_iter().enumerate() {
+        let thief = with_cookie(stolen);
+        let form = thief.authorize(&s, &[]).await;
+        let answer = password_from(&s, &thief, &form, "198.51.100.250", "alice", "guess").await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+        assert_eq!(failures_at("alice").await, i as i64 + 1, "counted at the account");
+    }
+    // Alice signs in (the account's limits allow it now) and is remembered again.
+    s.clock.0.fetch_add(40, Ordering::SeqCst);
+    let page = alice.authorize(&s, &[("prompt", "login")]).await;
     let done = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
     assert_eq!(done.status, 303, "{}", done.body);
+    assert_ne!(device_cookie(&s, &alice).unwrap().1, current);
 }
 
 on_both_backends!(a_flood_at_an_account_does_not_keep_out_its_known_browser);
@@ -519,3 +553,67 @@ async fn without_reachable_redis_each_instance_still_counts() {
     }
     assert_eq!(authorize_get(&s, &[], from).await.status, 429);
 }
+
+/// A browser is remembered only for the password it proved (a change racing
+/// the sign-in leaves nothing), and an account keeps its newest 16 browsers:
+/// someone scripting sign-ins cannot fill the store.
+async fn remembered_browsers_are_bounded_and_tied_to_the_password(backend: Backend) {
+    let s = behind_proxy_on(backend, "").await;
+    let store = &s.state.store;
+    let alice = store.user_by_username("alice").await.unwrap().unwrap();
+    let device = |i: i64| stepup_server::store::StoredDevice {
+        id: format!("device-{i:02}"),
+        user_id: alice.id.clone(),
+        failed_attempts: 0,
+        created_at: NOW,
+        expires_at: NOW + 1000 + i,
+    };
+    assert!(
+        !store
+            .insert_device(&device(0), "$argon2id$old", 16)
+            .await
+            .unwrap(),
+        "the password changed meanwhile"
+    );
+    assert!(store.device("device-00", NOW).await.unwrap().is_none());
+    for i in 1..=20 {
+        assert!(
+            store
+                .insert_device(&device(i), &alice.password_hash, 16)
+                .await
+                .unwrap()
+        );
+    }
+    for i in 1..=4 {
+        assert!(
+            store
+                .device(&format!("device-{i:02}"), NOW)
+                .await
+                .unwrap()
+                .is_none(),
+            "{i}"
+        );
+    }
+    for i in 5..=20 {
+        assert!(
+            store
+                .device(&format!("device-{i:02}"), NOW)
+                .await
+                .unwrap()
+                .is_some(),
+            "{i}"
+        );
+    }
+    // A new password forgets them all.
+    stepup_server::users::set_password(
+        store,
+        "alice",
+        "another password",
+        &ring::rand::SystemRandom::new(),
+    )
+    .await
+    .unwrap();
+    assert!(store.device("device-20", NOW).await.unwrap().is_none());
+}
+
+on_both_backends!(remembered_browsers_are_bounded_and_tied_to_the_password);
