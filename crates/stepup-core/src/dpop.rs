@@ -166,6 +166,36 @@ pub enum SchemeError {
     UnboundTokenAsDpop,
 }
 
+/// Why the `DPoP` header of a request cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ProofHeaderError {
+    /// More than one `DPoP` header (RFC 9449 §4.3: exactly one proof).
+    #[error("send exactly one DPoP header")]
+    Several,
+    /// A value that is not visible ASCII (a JWS compact serialization is).
+    #[error("the DPoP header is not ASCII")]
+    NotAscii,
+}
+
+/// The proof of a request, from the values of its `DPoP` headers (as
+/// sent, in order): `None` when there is none. One rule for every endpoint
+/// that reads proofs, the token endpoint's and the resources'.
+pub fn single_proof<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<&'a str>, ProofHeaderError> {
+    let mut values = values.into_iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(ProofHeaderError::Several),
+        (Some(value), None) => std::str::from_utf8(value)
+            .ok()
+            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(Some)
+            .ok_or(ProofHeaderError::NotAscii),
+    }
+}
+
 /// The one rule for every endpoint that accepts an access token (RFC 9449
 /// §7.1, §7.2): which key the request's proof must be made with. `cnf_jkt`
 /// is the token's `cnf.jkt`; `bound` whether it has any `cnf` at all (a
@@ -470,6 +500,20 @@ mod tests {
     const ACCESS_TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
     /// RFC 9449 §6.1, Figure 9: the thumbprint of the examples' key.
     const JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+
+    #[test]
+    fn a_request_carries_one_readable_proof_or_none() {
+        let none: [&[u8]; 0] = [];
+        assert_eq!(single_proof(none), Ok(None));
+        assert_eq!(single_proof([&b"a.b.c"[..]]), Ok(Some("a.b.c")));
+        assert_eq!(
+            single_proof([&b"a.b.c"[..], b"d.e.f"]),
+            Err(ProofHeaderError::Several)
+        );
+        for bad in [&b"a.b\xff"[..], "a.b.\u{e9}".as_bytes(), b"a.b c", b"a.b\tc"] {
+            assert_eq!(single_proof([bad]), Err(ProofHeaderError::NotAscii), "{bad:?}");
+        }
+    }
 
     fn token_request() -> ProofContext<'static> {
         ProofContext {

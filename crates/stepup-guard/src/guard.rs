@@ -7,7 +7,9 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme};
-use stepup_core::dpop::{ProofContext, SchemeError, required_proof_key, verify_proof_with_nonces};
+use stepup_core::dpop::{
+    ProofContext, SchemeError, required_proof_key, single_proof, verify_proof_with_nonces,
+};
 use stepup_core::risk::{Signal, Signals};
 use stepup_core::{Clock, Policy, SystemClock, UnixTime, Verdict};
 
@@ -459,20 +461,16 @@ impl Guard {
         let refuse = |error: &str, description: String, nonce: Option<String>| {
             Rejection::dpop(realm, options.algs(), error, description, nonce)
         };
-        let mut proofs = headers.get_all("dpop").iter();
-        let (Some(proof), None) = (proofs.next(), proofs.next()) else {
-            return Err(refuse(
-                "invalid_dpop_proof",
-                "exactly one DPoP header is required".into(),
-                None,
-            ));
-        };
-        let Ok(proof) = proof.to_str() else {
-            return Err(refuse(
-                "invalid_dpop_proof",
-                "the DPoP header is not ASCII".into(),
-                None,
-            ));
+        let proof = match single_proof(headers.get_all("dpop").iter().map(http::HeaderValue::as_bytes)) {
+            Ok(Some(proof)) => proof,
+            Ok(None) => {
+                return Err(refuse(
+                    "invalid_dpop_proof",
+                    "a DPoP proof is required".into(),
+                    None,
+                ));
+            }
+            Err(e) => return Err(refuse("invalid_dpop_proof", e.to_string(), None)),
         };
         let uri = format!("{}{path}", options.origin);
         let accepted = options.nonces.as_ref().map(|n| n.accepted_at(now.seconds()));

@@ -13,7 +13,7 @@ use serde_json::json;
 use stepup_core::AccessTokenClaims;
 use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme};
 use stepup_core::dpop::{
-    ProofContext, ProofError, ProofPolicy, required_proof_key, verify_proof_with_nonces,
+    ProofContext, ProofError, ProofHeaderError, ProofPolicy, required_proof_key, verify_proof_with_nonces,
 };
 use stepup_guard::authorization::{AuthorizationError, access_token};
 use stepup_guard::dpop::NonceSource;
@@ -39,7 +39,7 @@ pub(crate) async fn token_proof(
         }
         Ok(None) => return Ok(None),
         Ok(Some(proof)) => proof,
-        Err(description) => return Err(refuse(description)),
+        Err(e) => return Err(refuse(e.to_string())),
     };
     let uri = format!("{}/token", state.config.issuer);
     let context = ProofContext {
@@ -65,13 +65,8 @@ pub(crate) async fn token_proof(
 
 /// The single `DPoP` header of a request, if any; a description of the
 /// fault for several, or one that is not text.
-fn single_proof(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
-    let mut proofs = headers.get_all("dpop").iter();
-    match (proofs.next(), proofs.next()) {
-        (None, _) => Ok(None),
-        (Some(_), Some(_)) => Err("send one DPoP header"),
-        (Some(p), None) => p.to_str().map(Some).map_err(|_| "the DPoP header is not ASCII"),
-    }
+fn single_proof(headers: &HeaderMap) -> Result<Option<&str>, ProofHeaderError> {
+    stepup_core::dpop::single_proof(headers.get_all("dpop").iter().map(HeaderValue::as_bytes))
 }
 
 /// Why a proof was refused.
@@ -261,12 +256,8 @@ pub(crate) async fn presented_access_token(
                         None,
                     ));
                 }
-                Err(description) => {
-                    return Err(ResourceRefusal::dpop(
-                        "invalid_dpop_proof",
-                        description.to_owned(),
-                        None,
-                    ));
+                Err(e) => {
+                    return Err(ResourceRefusal::dpop("invalid_dpop_proof", e.to_string(), None));
                 }
             };
             let uri = format!("{}{path}", state.config.issuer);
