@@ -413,9 +413,7 @@ impl Guard {
         match required_proof_key(scheme, verified.bound_jkt(), verified.confirmation.is_some()) {
             Ok(None) => {}
             Ok(Some(jkt)) => self.check_proof(method, path, headers, token, jkt, now).await?,
-            Err(SchemeError::BoundTokenAsBearer) => {
-                return Err(self.verify_rejection(&VerifyError::SenderConstrained));
-            }
+            Err(SchemeError::BoundTokenAsBearer) => return Err(self.bound_token_as_bearer(&verified)),
             Err(e) => {
                 return Err(Rejection::bearer(
                     inner.realm.as_deref(),
@@ -563,7 +561,7 @@ impl Guard {
         }
         match inner.cache.get(token, now) {
             Some(verified) if verified.confirmation.is_some() => {
-                Precheck::Done(Err(self.verify_rejection(&VerifyError::SenderConstrained)))
+                Precheck::Done(Err(self.bound_token_as_bearer(&verified)))
             }
             Some(verified) => {
                 Precheck::Done(self.decide_as(method, path, verified, now, observed, Scheme::Bearer))
@@ -631,6 +629,23 @@ impl Guard {
             rule: Some(decision.rule.name.clone()),
             dpop_nonce: None,
         })
+    }
+
+    /// A key-bound token that came as a bearer token: refused (RFC 9449
+    /// §7.2), with a `DPoP` challenge when it is bound to a DPoP key and
+    /// proofs are accepted here (§7.1: the client learns which scheme, and
+    /// which algorithms, to use).
+    fn bound_token_as_bearer(&self, verified: &VerifiedToken) -> Rejection {
+        match (&self.inner.dpop, verified.bound_jkt()) {
+            (Some(options), Some(_)) => Rejection::dpop(
+                self.inner.realm.as_deref(),
+                options.algs(),
+                "invalid_token",
+                VerifyError::SenderConstrained.public_description(),
+                None,
+            ),
+            _ => self.verify_rejection(&VerifyError::SenderConstrained),
+        }
     }
 
     fn verify_rejection(&self, e: &VerifyError) -> Rejection {

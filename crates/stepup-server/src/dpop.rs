@@ -13,7 +13,8 @@ use serde_json::json;
 use stepup_core::AccessTokenClaims;
 use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme};
 use stepup_core::dpop::{
-    ProofContext, ProofError, ProofHeaderError, ProofPolicy, required_proof_key, verify_proof_with_nonces,
+    ProofContext, ProofError, ProofHeaderError, ProofPolicy, SchemeError, required_proof_key,
+    verify_proof_with_nonces,
 };
 use stepup_guard::authorization::{AuthorizationError, access_token};
 use stepup_guard::dpop::NonceSource;
@@ -287,6 +288,10 @@ pub(crate) async fn presented_access_token(
                     ))
                 }
             }
+        }
+        // RFC 9449 §7.1: tell the client which scheme, and algorithms, to use.
+        Err(e @ SchemeError::BoundTokenAsBearer) if jkt.is_some() => {
+            Err(ResourceRefusal::dpop("invalid_token", e.to_string(), None))
         }
         Err(e) => Err(invalid_token(e.to_string())),
     }

@@ -187,10 +187,15 @@ async fn stolen_tokens_and_misfit_proofs_are_refused() {
         &send(&app, "GET", path, &token, &["not.a.proof"]).await,
         "garbage",
     );
-    // The bound token as a bearer token.
+    // The bound token as a bearer token: the challenge names the scheme
+    // (and algorithms) to use instead.
     let a = call(&app, "GET", path, &[&bearer(&token)]).await;
     assert_eq!(a.status, 401);
-    assert!(a.www_authenticate.unwrap().contains("bound to a key"));
+    let challenge = a.www_authenticate.unwrap();
+    assert!(challenge.starts_with("DPoP "), "{challenge}");
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(challenge.contains("algs="), "{challenge}");
+    assert!(challenge.contains("bound to a key"), "{challenge}");
     // An unbound token with the DPoP scheme.
     let plain = issuer.mint(&claims(MFA, 10, "accounts:read"));
     let a = send(

@@ -177,11 +177,12 @@ async fn userinfo_takes_a_bound_token_only_with_its_proof(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     let at = body["access_token"].as_str().unwrap().to_owned();
 
-    // Stolen and used as a bearer token: refused.
+    // Stolen and used as a bearer token: refused, with a challenge naming
+    // the scheme (and algorithms) to use instead.
     let (status, challenge, body) = userinfo(&s, &format!("Bearer {at}"), None).await;
     assert_eq!(status, 401, "{body}");
     assert!(
-        challenge.starts_with("Bearer ") && challenge.contains("invalid_token"),
+        challenge.starts_with("DPoP ") && challenge.contains("invalid_token") && challenge.contains("algs="),
         "{challenge}"
     );
     assert_eq!(body["error"], "invalid_token");
