@@ -131,7 +131,7 @@ async fn run() {
     println!();
     println!("| per request | median | p99 | × one ES256 signature |");
     println!("|---|---|---|---|");
-    let mut row = |name: &str, f: &mut Figure| {
+    let row = |name: &str, f: &mut Figure| {
         let (median, p99) = (f.percentile(0.5), f.percentile(0.99));
         println!(
             "| {name} | {} | {} | {:.3} |",
