@@ -134,9 +134,12 @@ impl IntoResponse for Rejection {
             body.insert("error".into(), "temporarily_unavailable".into());
         }
         let mut response = (self.status, axum::Json(serde_json::Value::Object(body))).into_response();
-        // A body too large to check is the request's fault, not a
-        // credential's: no challenge.
-        let challenges = self.status != StatusCode::PAYLOAD_TOO_LARGE;
+        // A body too large or too slow to check is the request's fault,
+        // not a credential's: no challenge.
+        let challenges = !matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        );
         if let Some(value) = self
             .www_authenticate()
             .filter(|_| challenges)
@@ -169,6 +172,7 @@ pub(crate) struct GuardInner {
     pub(crate) risk: RiskOptions,
     pub(crate) dpop: Option<DpopOptions>,
     pub(crate) transactions: Option<TransactionOptions>,
+    pub(crate) body_read_timeout: std::time::Duration,
 }
 
 /// A configured guard: cheap to clone, shared by every request.
@@ -204,6 +208,7 @@ impl Guard {
             risk: RiskOptions::default(),
             dpop: None,
             transactions: None,
+            body_read_timeout: crate::limits::DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 
@@ -284,6 +289,12 @@ impl Guard {
             (None, _) => None,
         };
         Ok((transaction, json))
+    }
+
+    /// How long the layer waits for a body it reads (routes whose risk
+    /// rules read an amount) before answering `408`.
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        self.inner.body_read_timeout
     }
 
     /// The most body bytes [`Guard::read_body`] accepts.
@@ -734,6 +745,7 @@ pub struct GuardBuilder {
     risk: RiskOptions,
     dpop: Option<DpopOptions>,
     transactions: Option<TransactionOptions>,
+    body_read_timeout: std::time::Duration,
 }
 
 impl GuardBuilder {
@@ -774,6 +786,14 @@ impl GuardBuilder {
         self
     }
 
+    /// How long a client has to send a body the guard reads (routes whose
+    /// risk rules read an amount); 30 s unless set. A body still arriving
+    /// then is answered `408`.
+    pub fn body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
     /// The guard.
     pub fn build(self) -> Guard {
         Guard {
@@ -786,6 +806,7 @@ impl GuardBuilder {
                 risk: self.risk,
                 dpop: self.dpop,
                 transactions: self.transactions,
+                body_read_timeout: self.body_read_timeout,
             }),
         }
     }

@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::guard::{Guard, Precheck, Rejection};
+use crate::limits::read_body;
 use crate::verify::VerifiedToken;
 
 /// Applies a [`Guard`] to every request of the wrapped service.
@@ -134,10 +135,9 @@ where
         let guard = self.guard.clone();
         ResponseFuture::verifying(Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let limit = guard.max_body_bytes();
-            let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-                let message = format!("the request body is longer than {limit} bytes");
-                return Ok(Rejection::plain(StatusCode::PAYLOAD_TOO_LARGE, &message).into_response());
+            let bytes = match read_body(body, guard.max_body_bytes(), guard.body_read_timeout()).await {
+                Ok(bytes) => bytes,
+                Err(e) => return Ok(Rejection::plain(e.status(), &e.to_string()).into_response()),
             };
             let (transaction, json) = match guard.read_body(&parts.headers, &bytes) {
                 Ok(read) => read,

@@ -43,6 +43,7 @@ mod layer;
 pub mod limits;
 pub mod redis_activity;
 pub mod risk;
+pub mod serve;
 pub mod transaction;
 mod verify;
 

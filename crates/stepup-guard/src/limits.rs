@@ -1,16 +1,26 @@
-//! A bound on request headers: a request whose header section is larger
-//! than the limit is answered `431 Request Header Fields Too Large` (RFC
-//! 6585 §5) before anything reads it. HTTP servers accept far larger
-//! headers by default (hyper: hundreds of KiB), which a protected API
-//! rarely needs and an attacker can use to make every call expensive.
+//! Bounds on what a request may cost.
+//!
+//! Headers: a request whose header section is larger than the limit is
+//! answered `431 Request Header Fields Too Large` (RFC 6585 §5) before
+//! anything reads it. HTTP servers accept far larger headers by default
+//! (hyper: hundreds of KiB), which a protected API rarely needs and an
+//! attacker can use to make every call expensive.
+//!
+//! Bodies: [`read_body`] reads a body whole, at most so many bytes and
+//! within a deadline, and says which bound was hit ([`BodyReadError`]), so
+//! the guard and the gateway answer a too-long, too-slow or cut-short body
+//! the same way.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{Request, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -136,10 +146,153 @@ where
     }
 }
 
+/// How long a client has, by default, to send a request body the guard
+/// reads whole: a body of a few KiB takes milliseconds, and a client that
+/// sends one byte at a time must not hold a task and a connection for
+/// ever.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request body could not be read whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyReadError {
+    /// More bytes than the limit.
+    #[error("the request body is longer than {0} bytes")]
+    TooLong(usize),
+    /// Not all there before the deadline.
+    #[error("the request body did not arrive within {}", duration_text(*.0))]
+    TooSlow(Duration),
+    /// The connection ended, or the body was malformed, before its end.
+    #[error("the request body was cut short")]
+    CutShort,
+}
+
+impl BodyReadError {
+    /// The status that answers it: 413, 408 or 400.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::CutShort => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// What an error met while reading or forwarding a body was, looking
+    /// through its causes for a length limit ([`Limited`]) or a body
+    /// deadline ([`crate::serve::BodyTimeout`]); `None` when neither is
+    /// there (the error is someone else's).
+    pub fn cause_of(error: &(dyn std::error::Error + 'static), max_bytes: usize) -> Option<Self> {
+        let mut source = Some(error);
+        while let Some(e) = source {
+            if e.is::<LengthLimitError>() {
+                return Some(Self::TooLong(max_bytes));
+            }
+            if let Some(timeout) = e.downcast_ref::<crate::serve::BodyTimeout>() {
+                return Some(Self::TooSlow(timeout.limit()));
+            }
+            source = e.source();
+        }
+        None
+    }
+
+    /// The answer: the status, and the guard's JSON error body.
+    pub fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": "invalid_request",
+            "error_description": self.to_string(),
+        });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+/// A duration as an error message says it: `30 s`, or `300 ms` below a
+/// second.
+pub(crate) fn duration_text(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
+}
+
+/// Reads `body` whole: at most `max_bytes`, within `timeout`.
+pub async fn read_body(body: Body, max_bytes: usize, timeout: Duration) -> Result<Bytes, BodyReadError> {
+    match tokio::time::timeout(timeout, Limited::new(body, max_bytes).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => Err(BodyReadError::cause_of(e.as_ref(), max_bytes).unwrap_or(BodyReadError::CutShort)),
+        Err(_) => Err(BodyReadError::TooSlow(timeout)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    /// A body that sends `first`, then nothing, ever.
+    struct Stalled(Option<Bytes>);
+
+    impl http_body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            match self.0.take() {
+                Some(first) => Poll::Ready(Some(Ok(http_body::Frame::data(first)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// A body that sends `first`, then fails.
+    struct Broken(Option<Bytes>);
+
+    impl http_body::Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(Some(match self.0.take() {
+                Some(first) => Ok(http_body::Frame::data(first)),
+                None => Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_within_its_bounds_or_the_bound_is_named() {
+        let whole = read_body(Body::from("{\"amount\": 5}"), 64, Duration::from_secs(1)).await;
+        assert_eq!(whole.unwrap(), Bytes::from_static(b"{\"amount\": 5}"));
+
+        let long = read_body(Body::from("x".repeat(65)), 64, Duration::from_secs(1)).await;
+        assert_eq!(long, Err(BodyReadError::TooLong(64)));
+        assert_eq!(long.unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+        let started = std::time::Instant::now();
+        let slow = read_body(
+            Body::new(Stalled(Some(Bytes::from_static(b"{")))),
+            64,
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(slow, Err(BodyReadError::TooSlow(Duration::from_millis(200))));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(slow.unwrap_err().status(), StatusCode::REQUEST_TIMEOUT);
+
+        let cut = read_body(
+            Body::new(Broken(Some(Bytes::from_static(b"{")))),
+            64,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(cut, Err(BodyReadError::CutShort));
+        assert_eq!(cut.unwrap_err().status(), StatusCode::BAD_REQUEST);
+    }
 
     #[tokio::test]
     async fn large_header_sections_get_431_and_others_pass() {

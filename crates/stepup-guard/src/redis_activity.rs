@@ -122,6 +122,10 @@ impl RedisActivity {
         let weak: Weak<Self> = Arc::downgrade(&store);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(sync_interval);
+            // The first tick is immediate, and there is nothing to sync yet.
+            // (It also raced a caller's own first `sync`: this task took the
+            // events and that `sync` returned before they reached Redis.)
+            every.tick().await;
             loop {
                 every.tick().await;
                 let Some(store) = weak.upgrade() else { break };

@@ -15,4 +15,5 @@ mod mmdb;
 mod redis;
 mod remote;
 mod risk;
+mod serve;
 mod transaction;

@@ -530,3 +530,60 @@ async fn impossible_travel_is_challenged() {
     assert_eq!(sent.status, 401, "São Paulo five minutes later: {}", sent.body);
     assert!(sent.www_authenticate.unwrap().contains("travelled that fast"));
 }
+
+/// A request body that sends `{"amount": 1` and then nothing, ever: a
+/// client trickling its body, or gone without closing.
+struct Stalled(bool);
+
+impl http_body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"{\"amount\": 1",
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn a_body_the_guard_reads_must_arrive_in_time() {
+    let issuer = Issuer::es256("k1");
+    let policy = Arc::new(Policy::from_toml("risk.toml", RISK_POLICY).unwrap());
+    let guard = Guard::builder(policy, jwt_verifier(KeySource::fixed(issuer.jwks())))
+        .clock(clock())
+        .risk(options())
+        .body_read_timeout(std::time::Duration::from_millis(300))
+        .build();
+    let app = Router::new()
+        .route("/accounts/{id}/transfers", post(echo))
+        .layer(guard.layer());
+    let request = Request::post("/accounts/1/transfers")
+        .header("authorization", bearer(&token(&issuer)))
+        .header("content-type", "application/json")
+        .header("x-device-id", "dev-1")
+        .extension(ConnectInfo(SocketAddr::new("127.0.0.1".parse().unwrap(), 40000)))
+        .body(Body::new(Stalled(false)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), app.oneshot(request))
+        .await
+        .expect("the guard waited for the body for ever")
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    assert!(response.headers().get("www-authenticate").is_none());
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(
+        body["error_description"],
+        "the request body did not arrive within 300 ms"
+    );
+}

@@ -1,0 +1,184 @@
+//! `stepup_guard::serve`: slow, idle and numerous clients are bounded.
+//! Each test talks raw TCP, as an attacker would.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::routing::{get, post};
+use stepup_guard::limits::read_body;
+use stepup_guard::serve::{ConnectionLimits, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn app() -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { format!("hello {}", peer.ip()) }),
+        )
+        // Waits for the body as long as the connection lets it: only the
+        // server's deadline can end the wait.
+        .route(
+            "/upload",
+            post(|body: Body| async move {
+                match read_body(body, 1 << 20, Duration::from_secs(3600)).await {
+                    Ok(bytes) => (http::StatusCode::OK, format!("{} bytes", bytes.len())),
+                    Err(e) => (e.status(), e.to_string()),
+                }
+            }),
+        )
+}
+
+/// A server with `limits` on a free port; it stops with the test.
+async fn start(limits: ConnectionLimits) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        serve(listener, app(), limits, std::future::pending())
+            .await
+            .unwrap()
+    });
+    addr
+}
+
+fn short() -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_seconds: 1,
+        body_read_seconds: 1,
+        ..ConnectionLimits::default()
+    }
+}
+
+/// Reads until the server closes the connection (or `within` passes):
+/// what it sent, and whether it closed.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&received).into_owned(), true),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => return (String::from_utf8_lossy(&received).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn half_a_header_section_does_not_hold_a_connection() {
+    let addr = start(short()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(closed, "a half-sent header section kept its connection open");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let addr = start(short()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The peer address reaches handlers.
+    assert!(answer.ends_with("hello 127.0.0.1"), "{answer}");
+    assert!(closed, "an idle connection was kept open");
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_refused_at_its_deadline() {
+    let addr = start(short()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // One byte every 200 ms: never idle long, never done.
+    let trickle = async {
+        for _ in 0..100 {
+            if stream.write_all(b"a").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1500), trickle).await;
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.ends_with("the request body did not arrive within 1 s"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_body_sent_in_time_is_read_whole() {
+    let addr = start(short()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("5 bytes"), "{answer}");
+    assert!(closed);
+}
+
+#[tokio::test]
+async fn connections_above_the_limit_wait_for_a_free_place() {
+    let addr = start(ConnectionLimits {
+        max_connections: 1,
+        ..ConnectionLimits::default()
+    })
+    .await;
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = first.read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    // The first connection is kept alive: the second waits.
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buffer)).await;
+    assert!(waited.is_err(), "a second connection was served above the limit");
+    drop(first);
+    let (answer, _) = read_until_closed(&mut second, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn bad_limits_are_refused_by_name() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let limits = ConnectionLimits {
+        body_read_seconds: 0,
+        ..ConnectionLimits::default()
+    };
+    let error = serve(listener, app(), limits, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("body_read_seconds"), "{error}");
+}
