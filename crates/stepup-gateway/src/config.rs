@@ -21,6 +21,11 @@
 //! # amount_fields = ["amount"]          # compared by value ("5000.00" = 5000); others exactly
 //! # max_token_seconds = 300
 //!
+//! # [connections]                       # bounds on clients (the defaults)
+//! # header_read_seconds = 10            # to send a header section; also how long an idle connection stays
+//! # body_read_seconds = 30              # to send a whole body, after its headers (408 after)
+//! # max_connections = 4096              # served at once; more wait in the listen queue
+//!
 //! # [amount]                            # risk rules that read the body's amount
 //! # amount_pointer = "/amount"
 //! # currency_pointer = "/currency"
@@ -219,6 +224,10 @@ pub struct GatewayConfig {
     /// Transaction-bound routes.
     #[serde(default, rename = "transaction")]
     pub transactions: Vec<TransactionConfig>,
+    /// Bounds on clients: how long one may take to send its headers and
+    /// its body, and how many are served at once.
+    #[serde(default)]
+    pub connections: stepup_guard::serve::ConnectionLimits,
 }
 
 /// `example.com:8443` → `example.com`; `[::1]:80` → `[::1]`.
@@ -256,6 +265,9 @@ impl GatewayConfig {
             toml::from_str(source).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
         if config.upstreams.is_empty() {
             return Err(invalid("expected at least one [[upstream]]".into()));
+        }
+        if let Some(problem) = config.connections.problem() {
+            return Err(invalid(problem));
         }
         for u in &config.upstreams {
             if let Some(host) = &u.host
@@ -519,6 +531,21 @@ url = "http://127.0.0.1:9200"
             .contains("admin_allow")
         );
         assert!(bad("timeout_seconds = 5", "timeout_seconds = 0").contains("at least 1"));
+        let connections = |table: &str| format!("{GOOD}\n[connections]\n{table}\n");
+        let limits = GatewayConfig::from_toml("g.toml", &connections("max_connections = 64")).unwrap();
+        assert_eq!(limits.connections.max_connections, 64);
+        assert_eq!(limits.connections.header_read_seconds, 10);
+        for (table, named) in [
+            ("header_read_seconds = 0", "connections.header_read_seconds"),
+            ("body_read_seconds = 86400", "connections.body_read_seconds"),
+            ("max_connections = 0", "connections.max_connections"),
+            ("idle_seconds = 5", "unknown field `idle_seconds`"),
+        ] {
+            let error = GatewayConfig::from_toml("g.toml", &connections(table))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(named), "{table}: {error}");
+        }
         assert!(
             bad(
                 "[[upstream]]\nprefix = \"/\"",

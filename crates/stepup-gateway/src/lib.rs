@@ -107,6 +107,8 @@ struct GuardParts {
     transaction_routes: Vec<String>,
     /// The upstream table, which no policy route may lead past the guard.
     upstreams: Vec<Upstream>,
+    /// How long a body the guard reads may take to arrive.
+    body_read_timeout: std::time::Duration,
 }
 
 impl GuardParts {
@@ -123,7 +125,9 @@ impl GuardParts {
                 )));
             }
         }
-        let mut builder = Guard::builder(policy, self.verifier.clone()).risk(self.risk.clone());
+        let mut builder = Guard::builder(policy, self.verifier.clone())
+            .risk(self.risk.clone())
+            .body_read_timeout(self.body_read_timeout);
         if let Some(dpop) = &self.dpop {
             builder = builder.dpop(dpop.clone());
         }
@@ -299,6 +303,7 @@ impl Gateway {
             transactions,
             transaction_routes,
             upstreams: config.upstreams.clone(),
+            body_read_timeout: config.connections.body_read_timeout(),
         };
         let policy = Arc::new(policy);
         let generation = Generation {
@@ -508,23 +513,22 @@ impl Gateway {
     }
 
     /// Serves on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge)
-    /// until `shutdown` completes; then stops accepting, answers `503` on
-    /// readiness, and lets requests in flight finish.
+    /// within the configured `[connections]` bounds until `shutdown`
+    /// completes; then stops accepting, answers `503` on readiness, and
+    /// lets requests in flight finish.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let inner = self.inner.clone();
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         self.load_keys_in_background();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                inner.draining.store(true, Ordering::SeqCst);
-                tracing::info!("shutting down: finishing the requests in flight");
-            })
-            .await
+        let shutdown = async move {
+            shutdown.await;
+            inner.draining.store(true, Ordering::SeqCst);
+            tracing::info!("shutting down: finishing the requests in flight");
+        };
+        stepup_guard::serve::serve(listener, self.router(), self.inner.config.connections, shutdown).await
     }
 
     /// The policy file.

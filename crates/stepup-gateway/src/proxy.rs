@@ -24,6 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use stepup_guard::VerifiedClaims;
 use stepup_guard::client_ip::{ForwardedHeader, IpNet};
+use stepup_guard::limits::{BodyReadError, read_body};
 
 use crate::config::{GatewayConfig, Upstream, select_upstream};
 use crate::metrics::Metrics;
@@ -78,9 +79,6 @@ const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 /// All bodies kept for a second attempt at once, in KiB (64 MiB): past
 /// it, bodies stream and are not sent twice.
 const REPLAY_BUDGET_KIB: usize = 64 * 1024;
-
-/// How long a kept body may take to arrive.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest an instance that could not be reached is left out.
 const MAX_DOWN: Duration = Duration::from_secs(30);
@@ -152,6 +150,8 @@ pub(crate) struct Proxy {
     client: Client<HttpConnector, UpstreamBody>,
     forward_token: bool,
     max_body_bytes: u64,
+    /// How long a body kept for a second attempt may take to arrive.
+    body_read_timeout: Duration,
     trusted_proxies: Vec<IpNet>,
     /// The header the trusted proxies write; the other one is a client's.
     forwarded_header: ForwardedHeader,
@@ -213,6 +213,7 @@ impl Proxy {
             client,
             forward_token: config.forward_token,
             max_body_bytes: config.max_body_bytes,
+            body_read_timeout: config.connections.body_read_timeout(),
             trusted_proxies,
             forwarded_header: config.forwarded_header,
             started: Instant::now(),
@@ -286,13 +287,18 @@ impl Proxy {
                 failure(StatusCode::NOT_FOUND, "not_found", "no upstream serves this path"),
             );
         };
-        let too_long = || {
-            let message = format!("the request body is longer than {} bytes", self.max_body_bytes);
-            failure(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message)
+        // A body too long, too slow or cut short: the client's fault,
+        // answered as the guard answers it.
+        let body_failed = |e: BodyReadError| {
+            let e = match e {
+                BodyReadError::TooLong(_) => BodyReadError::TooLong(self.max_body_bytes as usize),
+                e => e,
+            };
+            forwarded(true, failure(e.status(), "invalid_request", &e.to_string()))
         };
         let length = content_length(&parts.headers);
         if length.is_some_and(|length| length > self.max_body_bytes) {
-            return forwarded(true, too_long());
+            return body_failed(BodyReadError::TooLong(0));
         }
         let path_and_query = parts
             .uri
@@ -334,30 +340,9 @@ impl Proxy {
         }) {
             _buffered = Some(permit);
             let body = streamed.take().unwrap_or_default();
-            let read = Limited::new(body, REPLAYABLE_BODY_BYTES as usize).collect();
-            match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
-                Ok(Ok(collected)) => Some(collected.to_bytes()),
-                Ok(Err(e)) if body_too_long(e.as_ref()) => return forwarded(true, too_long()),
-                Ok(Err(_)) => {
-                    return forwarded(
-                        true,
-                        failure(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_request",
-                            "the request body was cut short",
-                        ),
-                    );
-                }
-                Err(_) => {
-                    return forwarded(
-                        true,
-                        failure(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "invalid_request",
-                            "the request body did not arrive in time",
-                        ),
-                    );
-                }
+            match read_body(body, REPLAYABLE_BODY_BYTES as usize, self.body_read_timeout).await {
+                Ok(bytes) => Some(bytes),
+                Err(e) => return body_failed(e),
             }
         } else {
             None
@@ -420,6 +405,13 @@ impl Proxy {
                     Err(_) => Attempt::TimedOut,
                 };
             metrics.upstream_latency.observe(sent.elapsed());
+            // The client's body failed (too long, too slow), not the
+            // upstream: the instance is not to blame.
+            if let Attempt::Failed(e) = &attempt
+                && let Some(e) = BodyReadError::cause_of(e, self.max_body_bytes as usize)
+            {
+                return body_failed(e);
+            }
             match attempt {
                 Attempt::Answered(response) => {
                     instance.answered();
@@ -430,7 +422,6 @@ impl Proxy {
                         Response::from_parts(parts, Body::new(body.map_err(axum::Error::new))),
                     );
                 }
-                Attempt::Failed(e) if body_too_long(&e) => return forwarded(true, too_long()),
                 Attempt::NotConnected(e) => {
                     let down = instance.failed(self.now_ms());
                     tracing::warn!(upstream = %instance.authority, error = %error_chain(&e), left_out_for = ?down, "upstream instance unreachable");
@@ -644,17 +635,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-}
-
-fn body_too_long(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

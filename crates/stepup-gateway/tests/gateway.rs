@@ -800,3 +800,92 @@ async fn admin_endpoints_answer_only_the_allowed_addresses() {
     let open = world("admin-default", "").await;
     assert_eq!(open.at("GET", "/-/metrics").send().await.unwrap().status(), 200);
 }
+
+/// Reads until the gateway closes the connection or `within` passes: what
+/// it sent, and whether it closed.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&received).into_owned(), true),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => return (String::from_utf8_lossy(&received).into_owned(), false),
+        }
+    }
+}
+
+/// Sends `head` (a request's header section), then its body one byte
+/// every 200 ms until the gateway answers: what it answered.
+async fn trickle(w: &World, head: String) -> String {
+    let mut stream = tokio::net::TcpStream::connect(w.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sending = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buffer[..n]),
+            _ => break,
+        }
+    }
+    sending.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn slow_clients_do_not_hold_the_gateway() {
+    let w = world_with(
+        "slow",
+        "",
+        "[connections]\nheader_read_seconds = 1\nbody_read_seconds = 1",
+    )
+    .await;
+    let addr = w.url.trim_start_matches("http://").to_owned();
+
+    // Half a header section: the connection is closed, not kept.
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /accounts/1/balance HTTP/1.1\r\nHost: api.example\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (_, closed) = read_until_closed(&mut half, Duration::from_secs(5)).await;
+    assert!(closed, "a half-sent header section kept its connection");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    let token = w.issuer.token(PWD, 30);
+    // A body the guard reads for its amount rule, sent one byte at a time.
+    let started = std::time::Instant::now();
+    let answer = trickle(
+        &w,
+        format!(
+            "POST /accounts/1/transfers HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"amount\": 1"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A body streamed to the upstream, the same way.
+    let answer = trickle(
+        &w,
+        format!(
+            "POST /patient/upload HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // The gateway still serves.
+    let response = w.call("GET", "/accounts/1/balance", Some(&token)).await;
+    assert_eq!(response.status(), 200);
+}

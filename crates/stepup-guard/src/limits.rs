@@ -193,15 +193,6 @@ impl BodyReadError {
         }
         None
     }
-
-    /// The answer: the status, and the guard's JSON error body.
-    pub fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": "invalid_request",
-            "error_description": self.to_string(),
-        });
-        (self.status(), axum::Json(body)).into_response()
-    }
 }
 
 /// A duration as an error message says it: `30 s`, or `300 ms` below a

@@ -223,6 +223,13 @@ prefix = "/"
 url = "http://{upstream_addr}"
 timeout_seconds = 1
 
+# The same upstream, patient: for what must fail before the upstream's
+# own timeout.
+[[upstream]]
+prefix = "/patient/"
+url = "http://{upstream_addr}"
+timeout_seconds = 30
+
 [[upstream]]
 prefix = "/down/"
 url = "http://{closed}"
