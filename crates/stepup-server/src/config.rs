@@ -162,6 +162,8 @@ struct RawConfig {
     authorization_details: BTreeMap<String, DetailsType>,
     #[serde(default)]
     rate_limit: RateLimitConfig,
+    #[serde(default)]
+    connections: stepup_guard::serve::ConnectionLimits,
 }
 
 /// How many requests a key may make: `burst` at once, then one more every
@@ -394,6 +396,9 @@ pub struct Config {
     pub details_types: BTreeMap<String, (DetailsType, Option<Acr>)>,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
+    /// Bounds on clients (`[connections]`): how long one may take to send
+    /// its headers and its body, and how many are served at once.
+    pub connections: stepup_guard::serve::ConnectionLimits,
 }
 
 impl Config {
@@ -544,6 +549,9 @@ impl Config {
             }
         }
         raw.rate_limit.check().map_err(invalid)?;
+        if let Some(problem) = raw.connections.problem() {
+            return Err(invalid(problem));
+        }
         let mut details_types = BTreeMap::new();
         for (name, t) in raw.authorization_details {
             if t.fields.is_empty() || t.fields.iter().any(|f| f == "type" || f.is_empty()) {
@@ -572,6 +580,7 @@ impl Config {
         }
         Ok(Self {
             rate_limit: raw.rate_limit,
+            connections: raw.connections,
             details_types,
             dpop: raw.dpop,
             trusted_proxies,
@@ -688,6 +697,14 @@ factors = [["pwd", "otp"], ["hwk"]]
             (
                 format!("{GOOD}\n[rate_limit]\nlogin = {{ burst = 10, per_minute = 5, per_hour = 1 }}\n"),
                 "unknown field `per_hour`",
+            ),
+            (
+                format!("{GOOD}\n[connections]\nheader_read_seconds = 0\n"),
+                "connections.header_read_seconds must be between 1 and 3600",
+            ),
+            (
+                format!("{GOOD}\n[connections]\nslow_seconds = 5\n"),
+                "unknown field `slow_seconds`",
             ),
             (
                 format!("{GOOD}\n[rate_limit]\nper_address = 5\n"),

@@ -73,6 +73,7 @@ pub(crate) fn serve(config_file: &Path) -> Result<ExitCode> {
         .init();
     runtime()?.block_on(async move {
         let listen = config.listen;
+        let connections = config.connections;
         if config.login.demo_show_totp_code {
             tracing::warn!(
                 "login.demo_show_totp_code is on: the code page shows the current TOTP code, so TOTP proves nothing. Demo only."
@@ -107,10 +108,10 @@ pub(crate) fn serve(config_file: &Path) -> Result<ExitCode> {
             }
         });
         println!("stepup-server listening on http://{addr} (issuer {issuer})");
-        // With the peer address: geolocation and trusted proxies need it.
-        let app = stepup_server::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        // With the peer address (geolocation and trusted proxies need it),
+        // within the `[connections]` bounds on slow and idle clients.
+        let app = stepup_server::router(state);
+        stepup_guard::serve::serve(listener, app, connections, shutdown_signal())
             .await
             .context("the server stopped with an error")?;
         tracing::info!("stopped");

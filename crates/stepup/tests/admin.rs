@@ -462,6 +462,40 @@ fn serve_answers_metadata_and_stops_on_interrupt() {
     stop(&mut child);
 }
 
+#[test]
+fn serve_closes_a_connection_that_sends_half_a_request() {
+    let env = Env::with_config(
+        "slow",
+        &format!("{CONFIG}\n[connections]\nheader_read_seconds = 1\n"),
+    );
+    let (mut child, addr) = start_server(&env);
+    // Served first: the server is up.
+    assert!(get(addr, "/jwks").starts_with("HTTP/1.1 200"));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .write_all(b"GET /jwks HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 1024];
+    // Closed (0 bytes, or a reset), not left waiting until the read
+    // timeout.
+    let closed = match stream.read(&mut buffer) {
+        Ok(n) => n == 0 || !buffer[..n].starts_with(b"HTTP/1.1 200"),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(closed, "a half-sent request kept its connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    stop(&mut child);
+}
+
 /// Stops the server as Ctrl-C would, and checks it exits cleanly; false
 /// when it had to be killed instead.
 #[cfg(unix)]

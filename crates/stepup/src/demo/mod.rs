@@ -362,9 +362,12 @@ pub(crate) fn transaction_options() -> TransactionOptions {
     TransactionOptions::new(vec![rule], Arc::new(MemoryReplayCache::new(100_000)))
 }
 
+/// Every demo server within the default bounds on slow and idle clients,
+/// as `stepup serve` and the gateway are: the demo is what people try
+/// attacks on.
 async fn serve(listener: TcpListener, router: axum::Router) {
-    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
+    let limits = stepup_guard::serve::ConnectionLimits::default();
+    if let Err(e) = stepup_guard::serve::serve(listener, router, limits, std::future::pending()).await {
         tracing::error!(error = %e, "a demo server stopped");
     }
 }
