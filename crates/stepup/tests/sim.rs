@@ -54,7 +54,12 @@ fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
     }
     // Issue 16's attacks ran (the sim's deployment locates its addresses)
     // and were refused.
-    for name in ["creditor-near-collision", "forwarded-spoof-behind-proxy"] {
+    for name in [
+        "creditor-near-collision",
+        "forwarded-spoof-behind-proxy",
+        // Issue 17.
+        "slow-client",
+    ] {
         let attempt = attacks["list"]
             .as_array()
             .unwrap()

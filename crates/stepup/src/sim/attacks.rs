@@ -348,6 +348,20 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         }};
     }
 
+    // Slow clients take seconds to be found out: they hold their
+    // connections while the other attacks run.
+    let mut slow_clients = vec![("authorization server", t.issuer.clone()), ("API", t.api.clone())];
+    if let Some(gateway) = &t.gateway {
+        slow_clients.push(("gateway", gateway.clone()));
+    }
+    // Over TLS a plaintext half-request is refused at the handshake, which
+    // would prove nothing: those are not probed.
+    let slow_clients: Vec<_> = slow_clients
+        .into_iter()
+        .filter(|(_, base)| base.starts_with("http://"))
+        .map(|(what, base)| (what, tokio::spawn(async move { half_request_held(&base).await })))
+        .collect();
+
     // A stolen password-level token: the victim's, taken from a log.
     let stolen = t.access_token(&t.victim, "openid accounts:read", &[]).await;
     let stolen = stolen.unwrap_or_default();
@@ -1314,7 +1328,82 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             "the target does not believe the simulation's X-Forwarded-For: a flood would slow its own users"
         );
     }
+    if slow_clients.is_empty() {
+        not_run!(
+            "slow-client",
+            "flood",
+            "the target is served over TLS only: a plaintext probe would prove nothing"
+        );
+    } else {
+        attack!("slow-client", "flood", async {
+            // Half a header section, then silence (slowloris): a server that
+            // waits for the rest holds a connection per attacker socket, and a
+            // few thousand take it off the air.
+            let mut held = Vec::new();
+            for (what, probe) in slow_clients {
+                match probe.await.map_err(|e| e.to_string())?? {
+                    Some(closed_after) => {
+                        held.push(format!("{what}: closed after {} s", closed_after.as_secs()))
+                    }
+                    None => {
+                        return Ok((
+                            false,
+                            format!(
+                                "the {what} kept a half-sent request's connection open for {} s",
+                                SLOW_CLIENT_LIMIT.as_secs()
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok((
+                true,
+                format!(
+                    "expected every server to close a half-sent request within {} s; {}",
+                    SLOW_CLIENT_LIMIT.as_secs(),
+                    held.join(", ")
+                ),
+            ))
+        });
+    }
     out
+}
+
+/// How long a half-sent request may hold its connection before the
+/// deployment is said to let slow clients in: the default header-read
+/// timeout (10 s) and a margin.
+const SLOW_CLIENT_LIMIT: Duration = Duration::from_secs(15);
+
+/// Connects to the origin of `base`, sends half a header section, and
+/// waits: how long until the server closed the connection, or `None` if
+/// it was still open after [`SLOW_CLIENT_LIMIT`].
+async fn half_request_held(base: &str) -> Result<Option<Duration>, String> {
+    let url = Url::parse(base).map_err(|e| e.to_string())?;
+    let host = url.host_str().ok_or_else(|| format!("{base} has no host"))?;
+    let addr = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Slow: ");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let sent = std::time::Instant::now();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(sent + SLOW_CLIENT_LIMIT),
+            stream.read(&mut buffer),
+        )
+        .await
+        {
+            Ok(Ok(0) | Err(_)) => return Ok(Some(sent.elapsed())),
+            // A 408 before closing is fine: keep reading to the close.
+            Ok(Ok(_)) => {}
+            Err(_) => return Ok(None),
+        }
+    }
 }
 
 /// Where the flood comes from, and the control beside it (RFC 5737).
