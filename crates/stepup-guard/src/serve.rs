@@ -205,14 +205,22 @@ pub async fn serve(
     loop {
         // A free place first, then a connection to put in it: above the
         // limit, connections wait in the kernel's queue, not in memory.
+        //
+        // The shutdown future is polled first, always: a signal handler it
+        // installs on its first poll is then in place before the first
+        // connection is served (unbiased, a ready branch could keep it
+        // from being polled, and a signal then kills the process).
         let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
             permit = Arc::clone(&connections).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break, // closed: never, as nothing closes it
             },
-            () = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -220,7 +228,6 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
         };
         // Answers are small and latency matters more than packet count.
         if let Err(e) = stream.set_nodelay(true) {
