@@ -471,7 +471,9 @@ fn read_details(
         .ok_or_else(|| format!("authorization_details must be an array of 1 to {MAX_DETAILS} objects"))?;
     let mut words = Vec::new();
     let mut bindings = Vec::new();
-    for entry in entries {
+    // The currency of the entries with an amount: one for all.
+    let mut currencies: Option<Option<&str>> = None;
+    for (entry, exact_entry) in entries.iter().zip(exact.as_array().unwrap_or_default()) {
         let object = entry
             .as_object()
             .ok_or_else(|| "each authorization_details entry must be an object".to_owned())?;
@@ -504,6 +506,35 @@ fn read_details(
         }
         if let Some(extra) = object.keys().find(|k| *k != "type" && !spec.fields.contains(k)) {
             return Err(format!("{kind}: unknown field {extra:?}"));
+        }
+        // Resource servers read `amount` and `currency` (the amount of a
+        // risk rule, the sum of all entries; transaction binding): each
+        // must mean one thing there. A negative line would net a large
+        // payment down, an unreadable one or a second currency would leave
+        // the sum unknown, and a rule such as `amount > 10000` silent.
+        let currency = object.get("currency").map(|c| match c.as_str() {
+            Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) => Ok(code),
+            _ => Err(format!(
+                "{kind}: currency must be an ISO 4217 code such as \"EUR\""
+            )),
+        });
+        let currency = currency.transpose()?;
+        if let Some(amount) = exact_entry.get("amount") {
+            match amount.amount() {
+                Some(Ok(amount)) if !amount.is_sign_negative() => {}
+                _ => {
+                    return Err(format!(
+                        "{kind}: amount must be a plain decimal of 0 or more, such as \"5000.00\""
+                    ));
+                }
+            }
+            match currencies {
+                None => currencies = Some(currency),
+                Some(seen) if seen == currency => {}
+                Some(_) => {
+                    return Err("authorization_details: every entry with an amount must be in the same currency: approve one currency at a time".into());
+                }
+            }
         }
         words.push(format!("{kind} ({})", parts.join(", ")));
         bindings.push((acr.clone(), spec.max_age));
@@ -1428,7 +1459,14 @@ pub(crate) async fn login_password(
     let Some((session, cookie)) = signed_in(&state, session, &user, Factor::Pwd, now).await else {
         return server_error_page();
     };
-    let device_cookie = known_device::remember(&state, &user, device.as_ref(), now).await;
+    // A remembered browser gets a new secret; another is remembered only
+    // when the password is all the account has (else after its second
+    // factor: see `known_device::proves_enough`).
+    let device_cookie = if by_device || known_device::proves_enough(&state, &session, &user) {
+        known_device::remember(&state, &user, device.as_ref(), now).await
+    } else {
+        None
+    };
     let _ = state.store.set_pending_user(&pending.id, &user.id).await;
     let mut req = req;
     note_proven(&state, &pending, &mut req, Factor::Pwd.amr()).await;
@@ -1467,7 +1505,11 @@ pub(crate) async fn signed_in(
         created_at: now,
         expires_at: now + state.config.login.session_seconds,
     };
-    state.store.insert_session(&s).await.ok()?;
+    // A password's session only while that password is the user's.
+    let password_hash = (factor == Factor::Pwd).then_some(user.password_hash.as_str());
+    if !state.store.insert_session(&s, password_hash).await.ok()? {
+        return None;
+    }
     let cookie = session::set_cookie(
         session::session_cookie_name(secure(state)),
         &secret,
@@ -1548,11 +1590,14 @@ pub(crate) async fn login_otp(
     let Some((session, cookie)) = prove_factor(&state, session, Factor::Otp, now).await else {
         return server_error_page();
     };
+    let device_cookie = known_device::remember_if_proven(&state, &headers, &session, &user, now).await;
     let mut req = req;
     note_proven(&state, &pending, &mut req, Factor::Otp.amr()).await;
     let mut response = advance(&state, &pending, &req, Some((session, user)), None).await;
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, v);
+    for cookie in std::iter::once(cookie).chain(device_cookie) {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     response
 }

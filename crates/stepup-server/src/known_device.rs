@@ -10,17 +10,20 @@
 //! `max_failures` times in a row is forgotten, so a stolen cookie buys a
 //! guesser that many attempts once, and is worth nothing after the user's
 //! next sign-in there. Each account has its own cookie: people sharing a
-//! browser do not replace each other's.
+//! browser do not replace each other's. A browser is remembered anew only
+//! once the sign-in there proved what the account has beyond its password
+//! ([`proves_enough`]); a remembered one gets a new secret at each
+//! password sign-in.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use ring::digest::{SHA256, digest};
 
-use crate::authorize::secure;
+use crate::authorize::{self, secure};
 use crate::server::ServerState;
 use crate::session;
-use crate::store::{StoredDevice, StoredUser};
+use crate::store::{StoredDevice, StoredSession, StoredUser};
 
 /// The most browsers remembered for one account: the oldest go first.
 const PER_ACCOUNT: i64 = 16;
@@ -57,6 +60,39 @@ pub(crate) async fn recognised(
         .await
         .ok()??;
     (Some(stored.user_id.as_str()) == user.map(|u| u.id.as_str())).then_some(KnownDevice { stored })
+}
+
+/// Whether `session` proves enough of `user` for a browser to be
+/// remembered anew: the password when that is all the account has;
+/// otherwise the password and a code, or a passkey. A password alone must
+/// not do for an account that has more: a thief holding only the password
+/// could sign in 16 times, push the user's own browsers out, and then lock
+/// the account with a flood of guesses.
+pub(crate) fn proves_enough(state: &ServerState, session: &StoredSession, user: &StoredUser) -> bool {
+    let enrolled = authorize::enrolled(state, user);
+    if enrolled.otp || enrolled.hwk {
+        (session.pwd_at.is_some() && session.otp_at.is_some()) || session.hwk_at.is_some()
+    } else {
+        session.pwd_at.is_some()
+    }
+}
+
+/// After a second factor proven in `session`: remembers the browser that
+/// sent `headers` for `user` (its cookie for the account, if any, gets a
+/// new secret) when the session now [proves enough](proves_enough).
+/// Returns the `Set-Cookie` value.
+pub(crate) async fn remember_if_proven(
+    state: &ServerState,
+    headers: &HeaderMap,
+    session: &StoredSession,
+    user: &StoredUser,
+    now: i64,
+) -> Option<String> {
+    if !proves_enough(state, session, user) {
+        return None;
+    }
+    let replaced = recognised(state, headers, &user.username, Some(user), now).await;
+    remember(state, user, replaced.as_ref(), now).await
 }
 
 /// After `user` proved `password_hash`'s password: remembers the browser

@@ -898,10 +898,8 @@ impl Store {
         .bind(user_id)
         .execute(self.writes())
         .await?;
-        sqlx::query(self.sql("UPDATE known_devices SET failed_attempts = 0 WHERE user_id = ?"))
-            .bind(user_id)
-            .execute(self.writes())
-            .await?;
+        // Remembered browsers keep their counts: a stolen device cookie
+        // must not get its guesses back from an unlock.
         Ok(done.rows_affected() == 1)
     }
 
@@ -1028,20 +1026,32 @@ impl Store {
     }
 
     /// Starts a session.
-    pub async fn insert_session(&self, s: &StoredSession) -> Result<(), StoreError> {
-        sqlx::query(self.sql(
-            "INSERT INTO sessions (id, user_id, pwd_at, otp_at, hwk_at, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    ///
+    /// A session started by a password (`password_hash`: the hash it was
+    /// checked against) is recorded only while the user's password is
+    /// still that one: a change racing the sign-in, which ends every
+    /// session, leaves none behind for the old password. Returns whether
+    /// it was recorded.
+    pub async fn insert_session(
+        &self,
+        s: &StoredSession,
+        password_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql(
+            "INSERT INTO sessions (id, user_id, pwd_at, otp_at, hwk_at, created_at, expires_at) SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND (? IS NULL OR password_hash = ?)",
         ))
         .bind(&s.id)
-        .bind(&s.user_id)
         .bind(s.pwd_at)
         .bind(s.otp_at)
         .bind(s.hwk_at)
         .bind(s.created_at)
         .bind(s.expires_at)
+        .bind(&s.user_id)
+        .bind(password_hash)
+        .bind(password_hash)
         .execute(self.writes())
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// A live session.

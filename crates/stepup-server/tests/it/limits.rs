@@ -420,12 +420,37 @@ async fn a_flood_at_an_account_does_not_keep_out_its_known_browser(backend: Back
             user.failed_attempts
         }
     };
-    // Alice signed in on her browser before.
+    let mfa = [("acr_values", "urn:stepup:acr:mfa")];
+    // Alice signed in on her browser before, with her password and code:
+    // her account has a code, so the password alone does not get a
+    // browser remembered.
     let alice = Browser::new();
-    let page = alice.authorize(&s, &[]).await;
-    let done = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
+    let page = alice.authorize(&s, &mfa).await;
+    let page = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
+    assert!(page.is_otp_page(), "{}: {}", page.status, page.body);
+    assert!(
+        device_cookie(&s, &alice).is_none(),
+        "remembered for a password alone"
+    );
+    let code = secret.code_at(stepup_core::UnixTime(s.clock.0.load(Ordering::SeqCst)));
+    let done = alice.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
     assert_eq!(done.status, 303, "{}", done.body);
     let (name, first) = device_cookie(&s, &alice).expect("the browser is remembered");
+    // A thief who knows the password (and not the code) signs in from
+    // twenty browsers: none is remembered, so the thief cannot push
+    // alice's browser out of the account's sixteen.
+    for i in 0..20 {
+        s.clock.0.fetch_add(20, Ordering::SeqCst);
+        let thief = Browser::new();
+        let page = thief.authorize(&s, &[]).await;
+        let ip = format!("198.51.100.{}", 130 + i);
+        let done = password_from(&s, &thief, &page, &ip, "alice", PASSWORD).await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        assert!(
+            device_cookie(&s, &thief).is_none(),
+            "a password thief's browser was remembered"
+        );
+    }
     // The flood: a guess a second for two minutes, each from a new address.
     let thief = Browser::new();
     let form = thief.authorize(&s, &[]).await;
@@ -499,7 +524,8 @@ async fn a_flood_at_an_account_does_not_keep_out_its_known_browser(backend: Back
         assert_eq!(answer.status, 401, "{}", answer.body);
         assert_eq!(failures_at("alice").await, i as i64 + 1, "counted at the account");
     }
-    // Alice signs in (the account's limits allow it now) and is remembered again.
+    // Alice signs in (the account's limits allow it now) and is remembered
+    // again: her browser's session holds the code she proved there.
     s.clock.0.fetch_add(40, Ordering::SeqCst);
     let page = alice.authorize(&s, &[("prompt", "login")]).await;
     let done = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
@@ -617,3 +643,62 @@ async fn remembered_browsers_are_bounded_and_tied_to_the_password(backend: Backe
 }
 
 on_both_backends!(remembered_browsers_are_bounded_and_tied_to_the_password);
+
+/// A sign-in that checked the old password while the password changed
+/// (which ends every session) leaves no session behind: the session is
+/// recorded only while the password it proved is the user's. And an unlock
+/// gives remembered browsers no attempts back.
+async fn a_password_change_racing_a_sign_in_leaves_no_session(backend: Backend) {
+    let s = behind_proxy_on(backend, "").await;
+    let store = &s.state.store;
+    let alice = store.user_by_username("alice").await.unwrap().unwrap();
+    let session = |id: &str| stepup_server::store::StoredSession {
+        id: id.to_owned(),
+        user_id: alice.id.clone(),
+        pwd_at: Some(NOW),
+        otp_at: None,
+        hwk_at: None,
+        created_at: NOW,
+        expires_at: NOW + 600,
+    };
+    assert!(
+        !store
+            .insert_session(&session("raced"), Some("$argon2id$old"))
+            .await
+            .unwrap(),
+        "recorded for a password that is no longer the user's"
+    );
+    assert!(store.session("raced", NOW).await.unwrap().is_none());
+    assert!(
+        store
+            .insert_session(&session("proved"), Some(&alice.password_hash))
+            .await
+            .unwrap()
+    );
+    assert!(store.session("proved", NOW).await.unwrap().is_some());
+    // A session not started by a password (a passkey) is not tied to it.
+    assert!(store.insert_session(&session("passkey"), None).await.unwrap());
+    assert!(store.session("passkey", NOW).await.unwrap().is_some());
+    // An administrator's unlock leaves remembered browsers' counts alone:
+    // a stolen device cookie does not get its guesses back.
+    let worn = stepup_server::store::StoredDevice {
+        id: "worn".into(),
+        user_id: alice.id.clone(),
+        failed_attempts: 3,
+        created_at: NOW,
+        expires_at: NOW + 1000,
+    };
+    assert!(
+        store
+            .insert_device(&worn, &alice.password_hash, 16)
+            .await
+            .unwrap()
+    );
+    assert!(store.unlock_user(&alice.id).await.unwrap());
+    assert_eq!(
+        store.device("worn", NOW).await.unwrap().unwrap().failed_attempts,
+        3
+    );
+}
+
+on_both_backends!(a_password_change_racing_a_sign_in_leaves_no_session);
