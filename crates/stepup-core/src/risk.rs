@@ -920,10 +920,12 @@ fn signal_named(name: &str, offset: usize) -> Result<Signal, ConditionError> {
 /// The amount a token's `authorization_details` (RFC 9396) approves, with
 /// its currency, for the `amount` signal of a call whose body carries
 /// none: the sum of every entry's `amount`, so a small first entry cannot
-/// hide a large second one from a rule such as `amount > 10000`. Unknown
+/// hide a large second one from a rule such as `amount > 10000`. A
+/// negative entry counts as nothing: it would net a large one down. Unknown
 /// (`None`, `missing(amount)` in conditions) when an amount cannot be read
 /// exactly, when the entries are in different currencies (no sum means
-/// anything then), or when none has an amount.
+/// anything then), or when none has an amount. (stepup's authorization
+/// server issues none of these unknown cases: it refuses such details.)
 pub fn approved_amount(details: &Json) -> (Option<Decimal>, Option<&str>) {
     let mut total: Option<(Decimal, Option<&str>)> = None;
     for entry in details.as_array().unwrap_or_default() {
@@ -933,6 +935,9 @@ pub fn approved_amount(details: &Json) -> (Option<Decimal>, Option<&str>) {
         let currency = entry.get("currency").and_then(Json::as_str);
         let sum = match (amount, total) {
             (Err(_), _) => None,
+            (Ok(amount), total) if amount.is_sign_negative() => {
+                Some(total.unwrap_or((Decimal::ZERO, currency)))
+            }
             (Ok(amount), None) => Some((amount, currency)),
             (Ok(amount), Some((sum, seen))) if seen == currency => {
                 sum.checked_add(amount).map(|sum| (sum, currency))
@@ -969,6 +974,11 @@ mod tests {
                 r#"[{"amount": "1", "currency": "EUR"}, {"amount": 20000, "currency": "EUR"}, {"type": "x"}]"#
             ),
             eur("20001")
+        );
+        // A negative line does not net a large one down.
+        assert_eq!(
+            read(r#"[{"amount": 20000, "currency": "EUR"}, {"amount": "-19999.99", "currency": "EUR"}]"#),
+            eur("20000")
         );
         for unknown in [
             r#"[{"amount": "1", "currency": "EUR"}, {"amount": "20000", "currency": "USD"}]"#,

@@ -193,11 +193,16 @@ pub(crate) fn signals<'a>(
         Some((a, o)) => (Some(a), Some(o)),
         None => (None, None),
     };
-    // Without an amount in the body, what the token was approved for.
-    let (approved_amount, approved_currency) = token
-        .authorization_details
-        .as_ref()
-        .map_or((None, None), stepup_core::risk::approved_amount);
+    // The body's amount with the body's currency; without an amount in
+    // the body, both from what the token was approved for (a body with a
+    // currency and no amount must not relabel the token's amount).
+    let (amount, currency) = match transaction.and_then(|t| t.amount) {
+        Some(amount) => (Some(amount), transaction.and_then(|t| t.currency.as_deref())),
+        None => token
+            .authorization_details
+            .as_ref()
+            .map_or((None, None), stepup_core::risk::approved_amount),
+    };
     Signals {
         request_rate: a.map(|a| a.requests),
         distinct_ips: a.map(|a| a.distinct_ips),
@@ -205,10 +210,8 @@ pub(crate) fn signals<'a>(
         anomaly_score: a.zip(options).map(|(a, o)| a.anomaly_score(o)),
         travel_speed_kmh: a.and_then(|a| a.travel_speed_kmh),
         impossible_travel: a.zip(options).and_then(|(a, o)| a.impossible_travel(o)),
-        amount: transaction.and_then(|t| t.amount).or(approved_amount),
-        currency: transaction
-            .and_then(|t| t.currency.as_deref())
-            .or(approved_currency),
+        amount,
+        currency,
         country: observed.geo.country.as_ref().map(CountryCode::as_str),
         auth_country: token.auth_country.as_deref(),
         asn: observed.geo.asn,

@@ -424,6 +424,18 @@ impl Config {
                 "issuer must have no query, no fragment and no trailing '/' (RFC 8414 §2)".into(),
             ));
         }
+        // Written as URLs are read (scheme and host in lower case, no
+        // default port): clients compare `iss` as a string, and whether
+        // cookies are `Secure` follows the scheme as written.
+        let canonical = match issuer.path() {
+            "/" => issuer.as_str().trim_end_matches('/'),
+            _ => issuer.as_str(),
+        };
+        if canonical != raw.issuer {
+            return Err(invalid(format!(
+                "issuer must be written {canonical:?} (scheme and host in lower case, no default port)"
+            )));
+        }
         if raw.audiences.is_empty() {
             return Err(invalid(
                 "audiences: expected at least one resource server URI".into(),
@@ -682,6 +694,14 @@ factors = [["pwd", "otp"], ["hwk"]]
                 "expected \"ES256\" or \"EdDSA\"",
             ),
             (GOOD.replace("audiences", "audience"), "unknown field `audience`"),
+            (
+                GOOD.replace("https://as.example", "HTTPS://as.example"),
+                "issuer must be written \"https://as.example\"",
+            ),
+            (
+                GOOD.replace("https://as.example", "https://AS.example:443"),
+                "issuer must be written \"https://as.example\"",
+            ),
             (
                 format!("{GOOD}\n[rate_limit]\nuser = {{ burst = 0, per_minute = 3 }}\n"),
                 "rate_limit.user: burst must be 1 to 100000",

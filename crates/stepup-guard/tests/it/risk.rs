@@ -587,3 +587,38 @@ async fn a_body_the_guard_reads_must_arrive_in_time() {
         "the request body did not arrive within 300 ms"
     );
 }
+
+/// A body without an amount takes amount and currency both from the token:
+/// a currency in the body alone does not relabel the token's 20000 EUR as
+/// yen and keep the large-amount rule silent.
+#[tokio::test]
+async fn a_body_currency_without_an_amount_does_not_relabel_the_token_s_amount() {
+    let issuer = Issuer::es256("k1");
+    let app = app_with(&issuer, options());
+    let mut c = claims(MFA, 120, "");
+    c["auth_country"] = Value::from("FR");
+    c["device_id"] = Value::from("dev-1");
+    c["authorization_details"] = serde_json::json!([
+        { "type": "payment_initiation", "amount": "20000.00", "currency": "EUR" }
+    ]);
+    let t = issuer.mint(&c);
+    let dev = [("x-device-id", "dev-1")];
+    for body in [r#"{"currency": "JPY", "to": "Eve"}"#, r#"{"to": "Eve"}"#] {
+        let sent = send(&app, "POST", "/accounts/1/transfers", &t, "127.0.0.1", &dev, body).await;
+        assert_eq!(sent.status, 401, "{body}: {}", sent.body);
+        let challenge = sent.www_authenticate.unwrap();
+        assert!(challenge.contains("max_age=\"60\""), "{body}: {challenge}");
+    }
+    // The control: the body's own small amount, in its own currency.
+    let sent = send(
+        &app,
+        "POST",
+        "/accounts/1/transfers",
+        &t,
+        "127.0.0.1",
+        &dev,
+        r#"{"amount": 20, "currency": "EUR", "to": "Eve"}"#,
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+}

@@ -151,6 +151,30 @@ async fn malformed_or_unknown_details_are_refused() {
             r#"[{"type": "payment_initiation", "amount": {"v": 1}, "currency": "EUR", "creditor": "x"}]"#,
             "amount must be",
         ),
+        // Amounts and currencies a resource server would read otherwise
+        // than the page shows them, or sum to something harmless: a
+        // negative line netting a large one down, an exponent, a currency
+        // with a trailing space, two currencies in one approval.
+        (
+            r#"[{"type": "payment_initiation", "amount": "20000", "currency": "EUR", "creditor": "Eve"}, {"type": "payment_initiation", "amount": "-19999.99", "currency": "EUR", "creditor": "Eve"}]"#,
+            "amount must be a plain decimal of 0 or more",
+        ),
+        (
+            r#"[{"type": "payment_initiation", "amount": 1e-7, "currency": "EUR", "creditor": "Eve"}]"#,
+            "amount must be a plain decimal of 0 or more",
+        ),
+        (
+            r#"[{"type": "payment_initiation", "amount": "n/a", "currency": "EUR", "creditor": "Eve"}]"#,
+            "amount must be a plain decimal of 0 or more",
+        ),
+        (
+            r#"[{"type": "payment_initiation", "amount": "20000", "currency": "EUR", "creditor": "Eve"}, {"type": "payment_initiation", "amount": "0.01", "currency": "EUR ", "creditor": "Eve"}]"#,
+            "currency must be an ISO 4217 code",
+        ),
+        (
+            r#"[{"type": "payment_initiation", "amount": "20000", "currency": "EUR", "creditor": "Eve"}, {"type": "payment_initiation", "amount": "0.01", "currency": "USD", "creditor": "Eve"}]"#,
+            "every entry with an amount must be in the same currency",
+        ),
         // Shown as one value, read as another: a key twice, and numbers
         // that would not be kept as written.
         (
