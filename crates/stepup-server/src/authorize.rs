@@ -1459,14 +1459,7 @@ pub(crate) async fn login_password(
     let Some((session, cookie)) = signed_in(&state, session, &user, Factor::Pwd, now).await else {
         return server_error_page();
     };
-    // A remembered browser gets a new secret; another is remembered only
-    // when the password is all the account has (else after its second
-    // factor: see `known_device::proves_enough`).
-    let device_cookie = if by_device || known_device::proves_enough(&state, &session, &user) {
-        known_device::remember(&state, &user, device.as_ref(), now).await
-    } else {
-        None
-    };
+    let device_cookie = known_device::remember(&state, &user, device.as_ref(), now).await;
     let _ = state.store.set_pending_user(&pending.id, &user.id).await;
     let mut req = req;
     note_proven(&state, &pending, &mut req, Factor::Pwd.amr()).await;
@@ -1590,14 +1583,11 @@ pub(crate) async fn login_otp(
     let Some((session, cookie)) = prove_factor(&state, session, Factor::Otp, now).await else {
         return server_error_page();
     };
-    let device_cookie = known_device::remember_if_proven(&state, &headers, &session, &user, now).await;
     let mut req = req;
     note_proven(&state, &pending, &mut req, Factor::Otp.amr()).await;
     let mut response = advance(&state, &pending, &req, Some((session, user)), None).await;
-    for cookie in std::iter::once(cookie).chain(device_cookie) {
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, v);
-        }
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
 }

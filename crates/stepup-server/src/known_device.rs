@@ -10,22 +10,25 @@
 //! `max_failures` times in a row is forgotten, so a stolen cookie buys a
 //! guesser that many attempts once, and is worth nothing after the user's
 //! next sign-in there. Each account has its own cookie: people sharing a
-//! browser do not replace each other's. A browser is remembered anew only
-//! once the sign-in there proved what the account has beyond its password
-//! ([`proves_enough`]); a remembered one gets a new secret at each
-//! password sign-in.
+//! browser do not replace each other's. An account has 16 remembered
+//! browsers at most, and none is pushed out for a new one: a thief holding
+//! the password could otherwise sign in 16 times, push out the user's own
+//! browsers, and then lock the account with a flood. (The user's new
+//! browsers are then not remembered until some expire, or the password
+//! changes, which forgets them all.)
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use ring::digest::{SHA256, digest};
 
-use crate::authorize::{self, secure};
+use crate::authorize::secure;
 use crate::server::ServerState;
 use crate::session;
-use crate::store::{StoredDevice, StoredSession, StoredUser};
+use crate::store::{StoredDevice, StoredUser};
 
-/// The most browsers remembered for one account: the oldest go first.
+/// The most browsers remembered for one account; beyond, a new one is not
+/// remembered (none is pushed out).
 const PER_ACCOUNT: i64 = 16;
 
 /// A remembered browser, as stored.
@@ -62,39 +65,6 @@ pub(crate) async fn recognised(
     (Some(stored.user_id.as_str()) == user.map(|u| u.id.as_str())).then_some(KnownDevice { stored })
 }
 
-/// Whether `session` proves enough of `user` for a browser to be
-/// remembered anew: the password when that is all the account has;
-/// otherwise the password and a code, or a passkey. A password alone must
-/// not do for an account that has more: a thief holding only the password
-/// could sign in 16 times, push the user's own browsers out, and then lock
-/// the account with a flood of guesses.
-pub(crate) fn proves_enough(state: &ServerState, session: &StoredSession, user: &StoredUser) -> bool {
-    let enrolled = authorize::enrolled(state, user);
-    if enrolled.otp || enrolled.hwk {
-        (session.pwd_at.is_some() && session.otp_at.is_some()) || session.hwk_at.is_some()
-    } else {
-        session.pwd_at.is_some()
-    }
-}
-
-/// After a second factor proven in `session`: remembers the browser that
-/// sent `headers` for `user` (its cookie for the account, if any, gets a
-/// new secret) when the session now [proves enough](proves_enough).
-/// Returns the `Set-Cookie` value.
-pub(crate) async fn remember_if_proven(
-    state: &ServerState,
-    headers: &HeaderMap,
-    session: &StoredSession,
-    user: &StoredUser,
-    now: i64,
-) -> Option<String> {
-    if !proves_enough(state, session, user) {
-        return None;
-    }
-    let replaced = recognised(state, headers, &user.username, Some(user), now).await;
-    remember(state, user, replaced.as_ref(), now).await
-}
-
 /// After `user` proved `password_hash`'s password: remembers the browser
 /// under a new secret (the old one, if any, is forgotten: a copy taken
 /// earlier stops counting). Nothing is remembered when the password changed
@@ -106,11 +76,6 @@ pub(crate) async fn remember(
     now: i64,
 ) -> Option<String> {
     let login = &state.config.login;
-    if let Some(old) = replaced {
-        if let Err(e) = state.store.delete_device(&old.stored.id).await {
-            tracing::error!(error = %e, "a remembered browser was not forgotten");
-        }
-    }
     let secret = session::new_secret(&state.rng)?;
     let stored = StoredDevice {
         id: session::secret_id(&secret),
@@ -121,11 +86,24 @@ pub(crate) async fn remember(
     };
     let inserted = state
         .store
-        .insert_device(&stored, &user.password_hash, PER_ACCOUNT)
+        .insert_device(
+            &stored,
+            &user.password_hash,
+            PER_ACCOUNT,
+            replaced.map(|old| old.stored.id.as_str()),
+        )
         .await;
     match inserted {
         Ok(true) => {}
-        Ok(false) => return None,
+        Ok(false) => {
+            if replaced.is_none() {
+                tracing::info!(
+                    user = %user.id,
+                    "a browser was not remembered: the account has {PER_ACCOUNT} already, or its password changed"
+                );
+            }
+            return None;
+        }
         Err(e) => {
             tracing::error!(error = %e, "a browser was not remembered");
             return None;

@@ -903,20 +903,36 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Remembers a browser where a user signed in, while the user's
-    /// password is still the one proven (`password_hash`: a change racing
-    /// the sign-in leaves nothing remembered for the old password); the
-    /// user's oldest browsers beyond `per_user` are forgotten. Returns
+    /// Remembers a browser where a user signed in, in place of `replacing`
+    /// (the browser's previous entry, in the same transaction: its place is
+    /// not lost to a concurrent sign-in), while the user's password is
+    /// still the one proven (`password_hash`: a change racing the sign-in
+    /// leaves nothing remembered for the old password) and the user has
+    /// fewer than `per_user` others. None is pushed out for it. Returns
     /// whether it was remembered.
     pub async fn insert_device(
         &self,
         d: &StoredDevice,
         password_hash: &str,
         per_user: i64,
+        replacing: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
+        // The user's row locked (PostgreSQL; SQLite's write transaction
+        // holds the database): concurrent sign-ins count one at a time.
+        sqlx::query(self.sql("UPDATE users SET id = id WHERE id = ?"))
+            .bind(&d.user_id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(old) = replacing {
+            sqlx::query(self.sql("DELETE FROM known_devices WHERE id = ? AND user_id = ?"))
+                .bind(old)
+                .bind(&d.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let inserted = sqlx::query(self.sql(
-            "INSERT INTO known_devices (id, user_id, failed_attempts, created_at, expires_at) SELECT ?, id, ?, ?, ? FROM users WHERE id = ? AND password_hash = ?",
+            "INSERT INTO known_devices (id, user_id, failed_attempts, created_at, expires_at) SELECT ?, id, ?, ?, ? FROM users WHERE id = ? AND password_hash = ? AND (SELECT COUNT(*) FROM known_devices WHERE user_id = ? AND expires_at > ?) < ?",
         ))
         .bind(&d.id)
         .bind(d.failed_attempts)
@@ -924,18 +940,13 @@ impl Store {
         .bind(d.expires_at)
         .bind(&d.user_id)
         .bind(password_hash)
+        .bind(&d.user_id)
+        .bind(d.created_at)
+        .bind(per_user)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
-        sqlx::query(self.sql(
-            "DELETE FROM known_devices WHERE user_id = ? AND id NOT IN (SELECT id FROM known_devices WHERE user_id = ? ORDER BY expires_at DESC, id LIMIT ?)",
-        ))
-        .bind(&d.user_id)
-        .bind(&d.user_id)
-        .bind(per_user)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(inserted)
     }
@@ -1004,15 +1015,6 @@ impl Store {
                 .rows_affected()
                 == 1;
         Ok(forgotten)
-    }
-
-    /// Forgets a remembered browser.
-    pub async fn delete_device(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query(self.sql("DELETE FROM known_devices WHERE id = ?"))
-            .bind(id)
-            .execute(self.writes())
-            .await?;
-        Ok(())
     }
 
     /// Forgets every browser of a user (their password changed: a browser

@@ -56,6 +56,7 @@ fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
     // and were refused.
     for name in [
         "creditor-near-collision",
+        "details-amount-hidden",
         "forwarded-spoof-behind-proxy",
         // Issue 17.
         "slow-client",

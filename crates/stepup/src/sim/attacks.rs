@@ -87,6 +87,22 @@ fn pkce() -> Pkce {
 }
 
 impl Target {
+    /// The `error` a payment authorization request with `details`
+    /// (`authorization_details`) is answered with, if any.
+    async fn details_error(&self, details: &str) -> Result<Option<String>, String> {
+        let url = self.authorize_url(
+            "openid payments:write",
+            Some(&pkce()),
+            &[("authorization_details", details)],
+        );
+        let (_, location) = first_answer(&no_redirects()?, url).await?;
+        Ok(Url::parse(&location).ok().and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "error")
+                .map(|(_, v)| v.into_owned())
+        }))
+    }
+
     /// An authorization URL of the public CLI client.
     fn authorize_url(&self, scope: &str, pkce: Option<&Pkce>, extra: &[(&str, &str)]) -> Url {
         let mut url = self.authorization_endpoint.clone();
@@ -1139,24 +1155,36 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             r#"[{"type": "payment_initiation", "amount": "2500.00", "currency": "EUR", "creditor": 40817810099910004312}]"#,
             r#"[{"type": "payment_initiation", "amount": "2500.00", "currency": "EUR", "creditor": "Bob", "creditor": "Mallory Ltd"}]"#,
         ] {
-            let url = t.authorize_url(
-                "openid payments:write",
-                Some(&pkce()),
-                &[("authorization_details", details)],
-            );
-            let (_, location) = first_answer(&no_redirects()?, url).await?;
-            let error = Url::parse(&location).ok().and_then(|u| {
-                u.query_pairs()
-                    .find(|(k, _)| k == "error")
-                    .map(|(_, v)| v.into_owned())
-            });
-            answers.push(error);
+            answers.push(t.details_error(details).await?);
         }
         Ok((
             answers
                 .iter()
                 .all(|e| e.as_deref() == Some("invalid_authorization_details")),
             format!("expected invalid_authorization_details for both, got {answers:?}"),
+        ))
+    });
+
+    attack!("details-amount-hidden", "transaction binding", async {
+        // A large payment whose amount rules would not see it: netted down
+        // by a negative line, or left unknown beside a line in another
+        // currency or with a currency the page shows the same ("EUR ").
+        let mut answers = Vec::new();
+        for second in [
+            r#"{"type": "payment_initiation", "amount": "-19999.99", "currency": "EUR", "creditor": "Mallory Ltd"}"#,
+            r#"{"type": "payment_initiation", "amount": "0.01", "currency": "USD", "creditor": "Mallory Ltd"}"#,
+            r#"{"type": "payment_initiation", "amount": "0.01", "currency": "EUR ", "creditor": "Mallory Ltd"}"#,
+        ] {
+            let details = format!(
+                r#"[{{"type": "payment_initiation", "amount": "20000.00", "currency": "EUR", "creditor": "Mallory Ltd"}}, {second}]"#
+            );
+            answers.push(t.details_error(&details).await?);
+        }
+        Ok((
+            answers
+                .iter()
+                .all(|e| e.as_deref() == Some("invalid_authorization_details")),
+            format!("expected invalid_authorization_details for all three, got {answers:?}"),
         ))
     });
 
