@@ -20,7 +20,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
-use ring::digest::{SHA256, digest};
+use ring::hmac;
 
 use crate::authorize::secure;
 use crate::server::ServerState;
@@ -37,13 +37,14 @@ pub(crate) struct KnownDevice {
 }
 
 /// The cookie's name for the account `username` (as typed: user names are
-/// matched exactly): a short hash of it, so the name tells nothing. With an
-/// https issuer the `__Host-` prefix keeps sibling subdomains and
-/// plain-http pages from planting one.
-pub(crate) fn cookie_name(secure: bool, username: &str) -> String {
-    let hash = URL_SAFE_NO_PAD.encode(digest(&SHA256, username.as_bytes()));
+/// matched exactly): a short MAC of it under the server's `key`, so the
+/// name tells nothing, not even to someone testing guessed user names
+/// against it (an unkeyed hash would). With an https issuer the `__Host-`
+/// prefix keeps sibling subdomains and plain-http pages from planting one.
+pub(crate) fn cookie_name(secure: bool, key: &hmac::Key, username: &str) -> String {
+    let mac = URL_SAFE_NO_PAD.encode(hmac::sign(key, username.as_bytes()));
     let prefix = if secure { "__Host-" } else { "" };
-    format!("{prefix}stepup_device_{}", &hash[..12])
+    format!("{prefix}stepup_device_{}", &mac[..12])
 }
 
 /// The remembered browser of the account `username` that sent `headers`,
@@ -56,7 +57,10 @@ pub(crate) async fn recognised(
     user: Option<&StoredUser>,
     now: i64,
 ) -> Option<KnownDevice> {
-    let secret = session::cookie(headers, &cookie_name(secure(state), username))?;
+    let secret = session::cookie(
+        headers,
+        &cookie_name(secure(state), &state.device_cookie_key, username),
+    )?;
     let stored = state
         .store
         .device(&session::secret_id(secret), now)
@@ -110,7 +114,7 @@ pub(crate) async fn remember(
         }
     }
     Some(session::set_cookie(
-        &cookie_name(secure(state), &user.username),
+        &cookie_name(secure(state), &state.device_cookie_key, &user.username),
         &secret,
         secure(state),
         login.known_device_seconds,
@@ -122,10 +126,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_account_has_a_cookie_of_its_own() {
-        let alice = cookie_name(false, "alice");
+    fn each_account_has_a_cookie_of_its_own_named_under_the_server_key() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"a server's secret");
+        let alice = cookie_name(false, &key, "alice");
         assert!(alice.starts_with("stepup_device_") && alice.len() == "stepup_device_".len() + 12);
-        assert_ne!(alice, cookie_name(false, "Alice"));
-        assert_eq!(cookie_name(true, "alice"), format!("__Host-{alice}"));
+        assert_ne!(alice, cookie_name(false, &key, "Alice"));
+        assert_eq!(cookie_name(true, &key, "alice"), format!("__Host-{alice}"));
+        // Another server's key names it otherwise: the name cannot be
+        // computed from a guessed user name without the key.
+        let other = hmac::Key::new(hmac::HMAC_SHA256, b"another server's secret");
+        assert_ne!(cookie_name(false, &other, "alice"), alice);
     }
 }

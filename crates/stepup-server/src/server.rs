@@ -48,6 +48,9 @@ pub struct ServerState {
     pub(crate) geo: Option<Arc<dyn GeoLookup>>,
     /// The rate limits (`[rate_limit]`).
     pub limits: RateLimits,
+    /// The key remembered browsers' cookie names are derived under (see
+    /// `known_device::cookie_name`), shared by every instance.
+    pub(crate) device_cookie_key: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -85,7 +88,12 @@ impl ServerState {
         let decoy_hash = crate::users::hash_password("decoy password never used", &rng)
             .map_err(|e| KeyError::Crypto(e.to_string()))?;
         let limits = RateLimits::new(&config.rate_limit, Arc::clone(&clock));
+        let fresh =
+            crate::session::new_secret(&rng).ok_or_else(|| KeyError::Crypto("no randomness".into()))?;
+        let device_cookie_key = store.server_secret("device-cookie-names", &fresh).await?;
+        let device_cookie_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, device_cookie_key.as_bytes());
         Ok(Arc::new(Self {
+            device_cookie_key,
             limits,
             store,
             keys: RwLock::new(Arc::new(keys)),

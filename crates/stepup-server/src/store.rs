@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_code_failures_and_timing.sql")),
     (10, include_str!("../migrations/0010_client_audiences.sql")),
     (11, include_str!("../migrations/0011_known_devices.sql")),
+    (12, include_str!("../migrations/0012_server_secrets.sql")),
 ];
 
 /// The server's database.
@@ -1015,6 +1016,24 @@ impl Store {
                 .rows_affected()
                 == 1;
         Ok(forgotten)
+    }
+
+    /// The shared secret called `name`: the one stored, or `fresh` stored
+    /// now when there is none (the first instance to start wins; every
+    /// instance then reads the same).
+    pub async fn server_secret(&self, name: &str, fresh: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            self.sql("INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"),
+        )
+        .bind(name)
+        .bind(fresh)
+        .execute(self.writes())
+        .await?;
+        let row = sqlx::query(self.sql("SELECT value FROM server_secrets WHERE name = ?"))
+            .bind(name)
+            .fetch_one(self.writes())
+            .await?;
+        Ok(row.try_get("value")?)
     }
 
     /// Forgets every browser of a user (their password changed: a browser

@@ -699,3 +699,16 @@ async fn a_password_change_racing_a_sign_in_leaves_no_session(backend: Backend) 
 }
 
 on_both_backends!(a_password_change_racing_a_sign_in_leaves_no_session);
+
+/// A shared secret is made once: every instance on the database reads the
+/// first one stored (remembered browsers' cookie names are the same at
+/// each).
+async fn server_secrets_are_made_once_and_shared(backend: Backend) {
+    let s = behind_proxy_on(backend, "").await;
+    let store = &s.state.store;
+    let first = store.server_secret("test-secret", "the first").await.unwrap();
+    let second = store.server_secret("test-secret", "another").await.unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("the first", "the first"));
+}
+
+on_both_backends!(server_secrets_are_made_once_and_shared);
