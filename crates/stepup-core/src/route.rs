@@ -247,6 +247,11 @@ pub enum RequestPathError {
     /// A `%` not followed by two hex digits.
     #[error("malformed percent-encoding in the request path")]
     BadPercentEncoding,
+    /// A byte RFC 3986 does not allow unencoded in a path, which HTTP
+    /// libraries accept anyway (`\`, `|`, `{`, `"`, non-ASCII): servers
+    /// read them differently (`\` as `/` for WHATWG URL parsers and IIS).
+    #[error("{0:?} is not allowed in the request path: percent-encode it (RFC 3986 §3.3)")]
+    NotRfc3986(char),
 }
 
 /// The raw segments of a request path, as a router matches them.
@@ -313,11 +318,24 @@ impl<'a> std::ops::Deref for Segments<'a> {
     }
 }
 
+/// Whether `b` may stand unencoded in a path segment (RFC 3986 §3.3
+/// pchar: unreserved, sub-delims, `:` and `@`; `%` is read apart).
+fn is_pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+}
+
 fn check_encoding(segment: &str) -> Result<(), RequestPathError> {
     let bytes = segment.as_bytes();
     let mut i = 0;
-    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
+    while let Some(offset) = bytes[i..].iter().position(|&b| !is_pchar(b)) {
         let at = i + offset;
+        if bytes[at] != b'%' {
+            let c = segment[at..]
+                .chars()
+                .next()
+                .unwrap_or(char::REPLACEMENT_CHARACTER);
+            return Err(RequestPathError::NotRfc3986(c));
+        }
         let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
         let (Some(hi), Some(lo)) = (hex(bytes.get(at + 1)), hex(bytes.get(at + 2))) else {
             return Err(RequestPathError::BadPercentEncoding);
@@ -607,6 +625,15 @@ mod tests {
             ("/a%4", BadPercentEncoding),
             ("/a%", BadPercentEncoding),
             ("a", NotAbsolute),
+            // Raw bytes HTTP libraries accept and RFC 3986 does not: a
+            // backslash read as '/' by WHATWG parsers and IIS, and others.
+            ("/accounts/1\\statements", NotRfc3986('\\')),
+            ("/a|b", NotRfc3986('|')),
+            ("/a{b}", NotRfc3986('{')),
+            ("/a\"b", NotRfc3986('"')),
+            ("/a[0]", NotRfc3986('[')),
+            ("/\u{17F}tatements", NotRfc3986('\u{17F}')),
+            ("/a b", NotRfc3986(' ')),
         ] {
             assert_eq!(request_segments(path).err(), Some(error), "{path}");
         }

@@ -620,6 +620,24 @@ async fn spellings_an_upstream_may_read_differently_are_refused() {
     }
     let response = w.call("post", "/accounts/42/payees", Some(&token)).await;
     assert_eq!(response.status(), 400, "a lower-case method");
+    // A raw backslash (sent by hand: an HTTP client's URL parser turns it
+    // into '/'), which an upstream reading it as '/' would route to the
+    // payee handler: refused like its encoded form.
+    for path in [
+        "/accounts/42\\payees",
+        "/accounts/42/%5Cpayees",
+        "/accounts/42/pay|ees",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(w.url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
     assert_eq!(w.calls(), 0);
     // Spellings that reach the same rule pass: an upper-case id, a file
     // name with an extension.

@@ -331,6 +331,15 @@ async fn empty_segments_get_the_rule_of_the_handler_they_reach() {
     let a = call(&app, "POST", "/accounts/1/%70ayees", &[&bearer(&weak)]).await;
     assert_eq!(a.status, 400);
     assert_eq!(challenge(&a).error, Some(ErrorCode::InvalidRequest));
+    // A raw backslash, which HTTP libraries accept and WHATWG parsers and
+    // IIS read as '/': refused like its encoded form, not judged by the
+    // default rule.
+    for path in ["/accounts/1\\payees", "/accounts\\1\\payees"] {
+        let a = call(&app, "POST", path, &[&bearer(&weak)]).await;
+        assert_eq!(a.status, 400, "{path}: {}", a.body);
+        assert_eq!(challenge(&a).error, Some(ErrorCode::InvalidRequest));
+        assert!(a.body.contains("percent-encode it"), "{}", a.body);
+    }
 }
 
 #[tokio::test]

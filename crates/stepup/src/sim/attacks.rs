@@ -1246,6 +1246,24 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             format!("an encoded letter to dodge the payee rule: expected 400, got {s}"),
         ))
     });
+    attack!("backslash-path-bypass", "malformed request", async {
+        // A raw backslash: HTTP libraries accept it, the policy saw a
+        // segment "42\payees" under the default rule, and an upstream that
+        // reads '\' as '/' (WHATWG parsers, IIS) runs the payee handler.
+        let mut statuses = Vec::new();
+        for base in std::iter::once(&t.api).chain(t.gateway.as_ref()) {
+            let request = format!(
+                "POST /accounts/42\\payees HTTP/1.1\r\nHost: h\r\nAuthorization: {bearer}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            statuses.push(raw_request(base, &request).await?);
+        }
+        Ok((
+            statuses.iter().all(|s| *s == 400),
+            format!(
+                "a raw backslash for '/' at the API and the gateway: expected 400 from each, got {statuses:?}"
+            ),
+        ))
+    });
     attack!("dot-segment-path-bypass", "malformed request", async {
         let status = raw_request(&t.api, &format!("POST /accounts/42/x/../payees HTTP/1.1\r\nHost: h\r\nAuthorization: {bearer}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}")).await?;
         Ok((
