@@ -5,6 +5,9 @@
 //! policy = "policies/bank.toml"
 //! issuer = "https://login.example"      # JWT access tokens, keys by discovery
 //! audience = "https://api.example"      # this API's identifier (aud)
+//! # jwks_uri = "https://login.example/jwks"  # the issuer's keys at this address (no discovery)
+//! # realm = "api.example"               # in WWW-Authenticate (default: the audience)
+//! # instances = 1                       # gateways serving this API behind a balancer
 //! forward_token = false                 # pass the Authorization header on
 //! max_body_bytes = 10485760             # longest request body streamed on (413 above)
 //! max_header_bytes = 16384              # largest header section (431 above)
@@ -25,6 +28,15 @@
 //! # header_read_seconds = 10            # to send a header section; also how long an idle connection stays
 //! # body_read_seconds = 30              # to send a whole body, after its headers (408 after)
 //! # max_connections = 4096              # served at once; more wait in the listen queue
+//!
+//! # [introspection]                     # opaque tokens (RFC 7662) instead of JWTs
+//! # endpoint = "https://login.example/introspect"
+//! # client_id = "api-gateway"
+//! # client_secret_env = "STEPUP_GATEWAY_INTROSPECTION_SECRET"   # the secret's environment variable
+//!
+//! # [replay]                            # used once across instances: DPoP proofs, transaction tokens
+//! # redis_url = "redis://127.0.0.1:6379"
+//! # prefix = "stepup-gateway"
 //!
 //! # [amount]                            # risk rules that read the body's amount
 //! # amount_pointer = "/amount"
@@ -169,6 +181,51 @@ fn default_transaction_seconds() -> i64 {
     300
 }
 
+/// Opaque access tokens, checked at the authorization server's RFC 7662
+/// introspection endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The endpoint (`https`, or `http` on loopback).
+    pub endpoint: String,
+    /// The gateway's client id at the authorization server.
+    pub client_id: String,
+    /// The environment variable holding its secret (`client_secret_basic`):
+    /// secrets stay out of configuration files.
+    pub client_secret_env: String,
+}
+
+/// Where what may be used once is remembered, shared by every instance.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// `redis://host:port` or `rediss://host:port`.
+    pub redis_url: String,
+    /// The prefix of its keys (`stepup-gateway` by default): one per API.
+    #[serde(default = "default_replay_prefix")]
+    pub prefix: String,
+}
+
+fn default_replay_prefix() -> String {
+    "stepup-gateway".to_owned()
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Whether `url` is `https`, or `http` on a loopback host.
+fn secure_or_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match uri.scheme_str() {
+        Some("https") => uri.host().is_some(),
+        Some("http") => matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1")),
+        _ => false,
+    }
+}
+
 /// The gateway's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +238,20 @@ pub struct GatewayConfig {
     pub issuer: String,
     /// This API's identifier, which tokens' `aud` must contain.
     pub audience: String,
+    /// The issuer's key set at this address (`https`, or `http` on
+    /// loopback), instead of finding it by discovery.
+    pub jwks_uri: Option<String>,
+    /// The `realm` of the gateway's challenges; the audience unless set.
+    pub realm: Option<String>,
+    /// How many gateway instances serve this API behind a balancer. With
+    /// more than one, a transaction token or a DPoP proof used at one must
+    /// be refused at the others: `[replay]` is then required.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Opaque tokens by introspection, instead of JWT access tokens.
+    pub introspection: Option<IntrospectionConfig>,
+    /// What is used once, shared by the instances.
+    pub replay: Option<ReplayConfig>,
     /// Pass the client's `Authorization` header to the upstream.
     #[serde(default)]
     pub forward_token: bool,
@@ -268,6 +339,63 @@ impl GatewayConfig {
         }
         if let Some(problem) = config.connections.problem() {
             return Err(invalid(problem));
+        }
+        if let Some(uri) = &config.jwks_uri
+            && !secure_or_loopback(uri)
+        {
+            return Err(invalid(format!(
+                "jwks_uri {uri:?} must be an https URL (http only on loopback)"
+            )));
+        }
+        if let Some(introspection) = &config.introspection {
+            if config.jwks_uri.is_some() {
+                return Err(invalid(
+                    "give jwks_uri (JWT access tokens) or [introspection] (opaque tokens), not both".into(),
+                ));
+            }
+            if !secure_or_loopback(&introspection.endpoint) {
+                return Err(invalid(format!(
+                    "introspection.endpoint {:?} must be an https URL (http only on loopback)",
+                    introspection.endpoint
+                )));
+            }
+            if introspection.client_id.is_empty() || introspection.client_secret_env.is_empty() {
+                return Err(invalid(
+                    "introspection.client_id and introspection.client_secret_env must not be empty".into(),
+                ));
+            }
+        }
+        if let Some(replay) = &config.replay {
+            if !(replay.redis_url.starts_with("redis://") || replay.redis_url.starts_with("rediss://")) {
+                return Err(invalid(format!(
+                    "replay.redis_url {:?}: expected redis://host:port or rediss://host:port",
+                    replay.redis_url
+                )));
+            }
+            if replay.prefix.is_empty()
+                || replay.prefix.len() > 64
+                || !replay.prefix.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(invalid(
+                    "replay.prefix must be 1 to 64 visible ASCII characters".into(),
+                ));
+            }
+        }
+        if config.instances == 0 {
+            return Err(invalid("instances must be at least 1".into()));
+        }
+        if config.instances > 1 && config.replay.is_none() {
+            let once = match (config.transactions.is_empty(), config.dpop_origin.is_some()) {
+                (false, _) => Some("a transaction token"),
+                (true, true) => Some("a DPoP proof"),
+                (true, false) => None,
+            };
+            if let Some(what) = once {
+                return Err(invalid(format!(
+                    "instances = {}: {what} used at one gateway would pass at another; set [replay] redis_url so that every instance refuses what another has seen",
+                    config.instances
+                )));
+            }
         }
         for u in &config.upstreams {
             if let Some(host) = &u.host
@@ -531,6 +659,59 @@ url = "http://127.0.0.1:9200"
             .contains("admin_allow")
         );
         assert!(bad("timeout_seconds = 5", "timeout_seconds = 0").contains("at least 1"));
+        // Several instances: what is used once must be shared.
+        let top = |lines: &str| GOOD.replacen("listen", &format!("{lines}\nlisten"), 1);
+        let transaction =
+            "\n[[transaction]]\nroute = \"t\"\ntype = \"p\"\nfields = { amount = \"/amount\" }\n";
+        let error = GatewayConfig::from_toml("g.toml", &format!("{}{transaction}", top("instances = 2")))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("set [replay] redis_url"), "{error}");
+        let error = GatewayConfig::from_toml(
+            "g.toml",
+            &top("instances = 3\ndpop_origin = \"https://api.example\""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("a DPoP proof used at one gateway"), "{error}");
+        let shared = format!(
+            "{}\n[replay]\nredis_url = \"redis://127.0.0.1:6379\"\n{transaction}",
+            top("instances = 2")
+        );
+        assert_eq!(GatewayConfig::from_toml("g.toml", &shared).unwrap().instances, 2);
+        // One instance keeps what it saw in memory: fine.
+        assert!(GatewayConfig::from_toml("g.toml", &format!("{GOOD}{transaction}")).is_ok());
+        for (lines, named) in [
+            ("instances = 0", "instances must be at least 1"),
+            ("jwks_uri = \"http://login.example/jwks\"", "jwks_uri"),
+        ] {
+            let error = GatewayConfig::from_toml("g.toml", &top(lines))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(named), "{lines}: {error}");
+        }
+        let introspection = "\n[introspection]\nendpoint = \"https://login.example/introspect\"\nclient_id = \"g\"\nclient_secret_env = \"S\"\n";
+        assert!(GatewayConfig::from_toml("g.toml", &format!("{GOOD}{introspection}")).is_ok());
+        let both = format!(
+            "{}{introspection}",
+            top("jwks_uri = \"https://login.example/jwks\"")
+        );
+        let error = GatewayConfig::from_toml("g.toml", &both).unwrap_err().to_string();
+        assert!(error.contains("not both"), "{error}");
+        let error = GatewayConfig::from_toml(
+            "g.toml",
+            &format!("{GOOD}{}", introspection.replace("https://login", "http://login")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("introspection.endpoint"), "{error}");
+        let error = GatewayConfig::from_toml(
+            "g.toml",
+            &format!("{GOOD}\n[replay]\nredis_url = \"http://cache:6379\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("replay.redis_url"), "{error}");
         let connections = |table: &str| format!("{GOOD}\n[connections]\n{table}\n");
         let limits = GatewayConfig::from_toml("g.toml", &connections("max_connections = 64")).unwrap();
         assert_eq!(limits.connections.max_connections, 64);

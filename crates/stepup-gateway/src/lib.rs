@@ -35,15 +35,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{Method, Request, StatusCode, header};
 use stepup_core::Policy;
+use stepup_core::access_token::ClaimsRules;
 use stepup_core::challenge::ErrorCode;
+use stepup_core::secret::ClientSecret;
 use stepup_guard::activity::{ActivityOptions, MemoryActivity};
 use stepup_guard::amount::AmountSource;
 use stepup_guard::client_ip::IpNet;
-use stepup_guard::dpop::{DpopOptions, MemoryReplayCache};
+use stepup_guard::dpop::{DpopOptions, MemoryReplayCache, RedisReplayCache, ReplayCache};
 use stepup_guard::geoip::MaxMindGeo;
 use stepup_guard::risk::RiskOptions;
 use stepup_guard::transaction::{TransactionOptions, TransactionRule};
-use stepup_guard::{Guard, HttpFetcher, JwtVerifier, Rejection, TokenVerifier};
+use stepup_guard::{
+    Guard, HttpFetcher, IntrospectionClient, Introspector, JwtVerifier, Rejection, TokenVerifier,
+};
 use thiserror::Error;
 use tower::{Layer, ServiceExt};
 
@@ -109,6 +113,8 @@ struct GuardParts {
     upstreams: Vec<Upstream>,
     /// How long a body the guard reads may take to arrive.
     body_read_timeout: std::time::Duration,
+    /// The `realm` of challenges.
+    realm: String,
 }
 
 impl GuardParts {
@@ -127,7 +133,8 @@ impl GuardParts {
         }
         let mut builder = Guard::builder(policy, self.verifier.clone())
             .risk(self.risk.clone())
-            .body_read_timeout(self.body_read_timeout);
+            .body_read_timeout(self.body_read_timeout)
+            .realm(self.realm.clone());
         if let Some(dpop) = &self.dpop {
             builder = builder.dpop(dpop.clone());
         }
@@ -187,12 +194,38 @@ impl Gateway {
     /// serves, in the background, because the issuer may itself be one of
     /// its upstreams. Until they are loaded, `/-/readyz` answers 503 and
     /// tokens get 503 (not 401: they may be good).
+    ///
+    /// With `jwks_uri`, the keys are fetched from there instead; with
+    /// `[introspection]`, tokens are opaque and asked about at the
+    /// endpoint (its client secret read from the environment now).
     pub fn new(config: GatewayConfig) -> Result<Self, GatewayError> {
         let http = HttpFetcher::new().map_err(|e| GatewayError::Issuer {
             issuer: config.issuer.clone(),
             reason: e.to_string(),
         })?;
-        let verifier = Arc::new(JwtVerifier::for_issuer(&config.issuer, &config.audience, http));
+        if let Some(introspection) = &config.introspection {
+            let secret = std::env::var(&introspection.client_secret_env)
+                .ok()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    GatewayError::Setup(format!(
+                        "the environment variable {} (introspection.client_secret_env) is not set",
+                        introspection.client_secret_env
+                    ))
+                })?;
+            let client = IntrospectionClient::new(introspection.client_id.clone(), ClientSecret::new(secret));
+            let rules = ClaimsRules {
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+                leeway_seconds: 30,
+            };
+            let introspector = Introspector::new(introspection.endpoint.clone(), client, rules, http);
+            return Self::build(config, TokenVerifier::Introspection(Arc::new(introspector)), None);
+        }
+        let verifier = Arc::new(match &config.jwks_uri {
+            Some(uri) => JwtVerifier::for_jwks_uri(uri, &config.issuer, &config.audience, http),
+            None => JwtVerifier::for_issuer(&config.issuer, &config.audience, http),
+        });
         Self::build(config, TokenVerifier::Jwt(verifier.clone()), Some(verifier))
     }
 
@@ -278,10 +311,23 @@ impl Gateway {
             source.max_body_bytes = amount.max_body_bytes;
             risk = risk.amount(source);
         }
-        let dpop = config.dpop_origin.as_ref().map(|origin| {
-            DpopOptions::new(origin.trim_end_matches('/'))
-                .replay_cache(Arc::new(MemoryReplayCache::new(100_000)))
-        });
+        // What is used once: remembered in this process, or in Redis for
+        // every instance (`[replay]`).
+        let used_once = |kind: &str| -> Result<Arc<dyn ReplayCache>, GatewayError> {
+            Ok(match &config.replay {
+                Some(replay) => Arc::new(
+                    RedisReplayCache::new(&replay.redis_url, &format!("{}:{kind}", replay.prefix))
+                        .map_err(|e| GatewayError::Setup(format!("replay.redis_url: {e}")))?,
+                ),
+                None => Arc::new(MemoryReplayCache::new(100_000)),
+            })
+        };
+        let dpop = match &config.dpop_origin {
+            Some(origin) => {
+                Some(DpopOptions::new(origin.trim_end_matches('/')).replay_cache(used_once("dpop")?))
+            }
+            None => None,
+        };
         let rules: Vec<TransactionRule> = config
             .transactions
             .iter()
@@ -294,8 +340,10 @@ impl Gateway {
             })
             .collect();
         let transaction_routes = rules.iter().map(|r| r.route.clone()).collect();
-        let transactions = (!rules.is_empty())
-            .then(|| TransactionOptions::new(rules, Arc::new(MemoryReplayCache::new(100_000))));
+        let transactions = match rules.is_empty() {
+            true => None,
+            false => Some(TransactionOptions::new(rules, used_once("txn")?)),
+        };
         let parts = GuardParts {
             verifier,
             risk,
@@ -304,6 +352,7 @@ impl Gateway {
             transaction_routes,
             upstreams: config.upstreams.clone(),
             body_read_timeout: config.connections.body_read_timeout(),
+            realm: config.realm.clone().unwrap_or_else(|| config.audience.clone()),
         };
         let policy = Arc::new(policy);
         let generation = Generation {

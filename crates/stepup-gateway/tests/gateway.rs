@@ -547,14 +547,6 @@ async fn dpop_bound_tokens_need_their_proof_and_the_upstream_learns_the_key() {
     assert_eq!(w.calls(), 1);
 }
 
-const LARGE_TRANSFER: &str = r#"
-[[transaction]]
-route = "transfer"
-type = "payment_initiation"
-fields = { amount = "/amount", creditor = "/to" }
-max_token_seconds = 120
-"#;
-
 #[tokio::test]
 async fn transaction_bound_routes_take_an_approved_token_once() {
     let w = world_with("transaction", "", LARGE_TRANSFER).await;

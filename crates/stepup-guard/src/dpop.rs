@@ -89,9 +89,14 @@ impl ReplayCache for MemoryReplayCache {
 }
 
 /// Proof identifiers shared through Redis (`SET key 1 NX EX ttl`): a proof
-/// used at one instance is refused at every other.
+/// used at one instance is refused at every other. While Redis cannot be
+/// reached, every proof is refused as unverifiable (503): never let in
+/// twice.
 pub struct RedisReplayCache {
-    connection: redis::aio::ConnectionManager,
+    client: redis::Client,
+    /// Made at the first use (or by [`RedisReplayCache::connect`]); a
+    /// failed try is tried again at the next use.
+    connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     prefix: String,
 }
 
@@ -104,20 +109,35 @@ impl std::fmt::Debug for RedisReplayCache {
 }
 
 impl RedisReplayCache {
-    /// Connects to `url`, keeping keys under `prefix`.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, ReplayError> {
+    /// A cache at `url` (`redis://host:port`), keeping keys under
+    /// `prefix`, without I/O: it connects at its first use.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, ReplayError> {
         let client = redis::Client::open(url).map_err(|e| ReplayError(e.to_string()))?;
+        Ok(Self {
+            client,
+            connection: tokio::sync::OnceCell::new(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// Connects to `url` now, keeping keys under `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, ReplayError> {
+        let cache = Self::new(url, prefix)?;
+        cache.connection().await?;
+        Ok(cache)
+    }
+
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, ReplayError> {
+        // Few retries and short timeouts: a request waits seconds at most.
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(1)
             .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
             .set_response_timeout(Some(std::time::Duration::from_secs(2)));
-        let connection = redis::aio::ConnectionManager::new_with_config(client, config)
+        self.connection
+            .get_or_try_init(|| redis::aio::ConnectionManager::new_with_config(self.client.clone(), config))
             .await
-            .map_err(|e| ReplayError(e.to_string()))?;
-        Ok(Self {
-            connection,
-            prefix: prefix.to_owned(),
-        })
+            .cloned()
+            .map_err(|e| ReplayError(e.to_string()))
     }
 }
 
@@ -129,7 +149,7 @@ impl ReplayCache for RedisReplayCache {
         _now: i64,
     ) -> BoxFuture<'a, Result<bool, ReplayError>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await?;
             let set: Option<String> = redis::cmd("SET")
                 .arg(format!("{}:{key}", self.prefix))
                 .arg(1)

@@ -130,6 +130,11 @@ impl IntoResponse for Rejection {
             if let Some(m) = c.max_age {
                 body.insert("max_age".into(), m.into());
             }
+            // No credentials: the challenge carries no error (RFC 6750
+            // §3.1), the body still says what is missing.
+            if body.is_empty() && self.status == StatusCode::UNAUTHORIZED {
+                body.insert("error_description".into(), "an access token is required".into());
+            }
         } else {
             body.insert("error".into(), "temporarily_unavailable".into());
         }

@@ -93,11 +93,33 @@ impl KeySource {
     /// token is refused as unverifiable, and another try is made at most
     /// once a second.
     pub fn discovered(issuer: &str, http: HttpFetcher, min_refresh_interval: Duration) -> Self {
+        Self::unloaded(
+            tokio::sync::OnceCell::new(),
+            Some(issuer.to_owned()),
+            http,
+            min_refresh_interval,
+        )
+    }
+
+    /// An empty source for the key set at `url`, without I/O: the first
+    /// token (or [`KeySource::load`]) fetches it, as for
+    /// [`KeySource::discovered`] but without discovery.
+    pub fn at_url(url: &str, http: HttpFetcher, min_refresh_interval: Duration) -> Self {
+        let url = tokio::sync::OnceCell::new_with(Some(url.to_owned()));
+        Self::unloaded(url, None, http, min_refresh_interval)
+    }
+
+    fn unloaded(
+        url: tokio::sync::OnceCell<String>,
+        issuer: Option<String>,
+        http: HttpFetcher,
+        min_refresh_interval: Duration,
+    ) -> Self {
         Self {
             current: RwLock::new(Arc::new(Jwks::default())),
             remote: Some(Remote {
-                url: tokio::sync::OnceCell::new(),
-                issuer: Some(issuer.to_owned()),
+                url,
+                issuer,
                 http,
                 min_refresh_interval,
                 max_age: Duration::from_secs(3600),

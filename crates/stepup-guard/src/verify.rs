@@ -160,6 +160,17 @@ impl JwtVerifier {
     /// 503, not 401: the token may be good).
     pub fn for_issuer(issuer: &str, audience: &str, http: HttpFetcher) -> Self {
         let keys = KeySource::discovered(issuer, http, std::time::Duration::from_secs(60));
+        Self::with_keys(keys, issuer, audience)
+    }
+
+    /// [`JwtVerifier::for_issuer`] with the key set at `jwks_uri` (no
+    /// discovery), fetched by the first token or [`JwtVerifier::load_keys`].
+    pub fn for_jwks_uri(jwks_uri: &str, issuer: &str, audience: &str, http: HttpFetcher) -> Self {
+        let keys = KeySource::at_url(jwks_uri, http, std::time::Duration::from_secs(60));
+        Self::with_keys(keys, issuer, audience)
+    }
+
+    fn with_keys(keys: KeySource, issuer: &str, audience: &str) -> Self {
         let rules = ClaimsRules {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),

@@ -60,6 +60,16 @@ require = { acr = ["mfa"], max_age = 60 }
 reason = "Large transfers need you to confirm it is you, just now."
 "#;
 
+/// A `[[transaction]]` binding the policy's transfer route to approved
+/// payments (amount and creditor), as the gateway's configuration writes it.
+pub const LARGE_TRANSFER: &str = r#"
+[[transaction]]
+route = "transfer"
+type = "payment_initiation"
+fields = { amount = "/amount", creditor = "/to" }
+max_token_seconds = 120
+"#;
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
