@@ -2,28 +2,36 @@
 //! clients.
 //!
 //! `axum::serve` waits as long as a client likes: a connection that sends
-//! half a header section, or a body one byte a minute, holds a socket and
-//! a task for ever, and nothing bounds how many are held, so a few hundred
-//! such connections from one laptop take a server off the air (the
-//! "slowloris" attack). [`serve`] is the same server (HTTP/1.1, and HTTP/2
-//! with prior knowledge; the peer address as [`ConnectInfo`]) with the
-//! bounds of [`ConnectionLimits`]:
+//! half a header section, or a body one byte a minute, or nothing at all,
+//! holds a socket and a task for ever, and nothing bounds how many are
+//! held, so a few thousand such connections from one laptop take a server
+//! off the air (the "slowloris" attack). [`serve`] is the same server
+//! (HTTP/1.1, and HTTP/2 with prior knowledge; the peer address as
+//! [`ConnectInfo`]) with the bounds of [`ConnectionLimits`]:
 //!
-//! - a header section must arrive within `header_read_seconds`, counted
-//!   from the connection's start or the end of the previous response: so
-//!   this is also how long an idle keep-alive connection stays open;
+//! - a connection with no request in flight is closed once it has been so
+//!   for `header_read_seconds`: a client that connects and says nothing, a
+//!   half-sent HTTP/2 preface, an HTTP/2 connection with no stream open, an
+//!   idle keep-alive connection (and an HTTP/1 header section must arrive
+//!   within that time too);
 //! - a body must arrive whole within `body_read_seconds` of its headers
 //!   (the handler reading it sees a [`BodyTimeout`] error, which
 //!   [`crate::limits::BodyReadError`] turns into `408`);
-//! - at most `max_connections` are served at once; further ones wait in
-//!   the listen queue until one ends.
+//! - a client that reads nothing of its answers for `body_read_seconds`
+//!   loses the connection;
+//! - at most `max_connections` are served at once, HTTP/2 ones with 32
+//!   streams each; further connections wait in the listen queue;
+//! - at shutdown, idle connections close at once and the others get
+//!   `header_read_seconds + body_read_seconds` to finish.
 //!
-//! HTTP/2 connections are pinged (every 20 s) and closed when the peer
+//! HTTP/2 connections are also pinged (every 20 s) and closed when the peer
 //! stops answering.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,7 +44,6 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use pin_project_lite::pin_project;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -46,6 +53,10 @@ use tower::ServiceExt;
 
 /// How long HTTP/2 connections go between pings, and wait for the answer.
 const HTTP2_PING: Duration = Duration::from_secs(20);
+
+/// Requests at once on one HTTP/2 connection (hyper's default is 200): the
+/// connection limit then bounds requests in flight too.
+const HTTP2_STREAMS: u32 = 32;
 
 /// The longest any one limit may be set to: an hour. Longer is a
 /// misconfiguration, not a need.
@@ -175,10 +186,168 @@ where
     }
 }
 
+/// What one connection is doing, for its watchdog.
+struct Activity {
+    /// When the connection was accepted.
+    opened: Instant,
+    /// Requests whose answer is not all sent yet.
+    in_flight: AtomicUsize,
+    /// When the last answer was all sent, in ms after `opened`.
+    last_done_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// When the connection went idle: the end of the last answer, or its
+    /// opening; `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| self.opened + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// A request in flight on a connection, until its answer is all sent (or
+/// dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let done = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_done_ms.fetch_max(done, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project! {
+    /// An answer's body, holding its request [`InFlight`] until hyper has
+    /// sent it all (and drops it).
+    struct Tracked<B> {
+        #[pin]
+        body: B,
+        _in_flight: InFlight,
+    }
+}
+
+impl<B: HttpBody<Data = Bytes>> HttpBody for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project! {
+    /// A connection's socket whose writes fail once they have made no
+    /// progress for `limit`: a client that stops reading its answers (a
+    /// zero TCP window, pipelined requests never read) cannot hold the
+    /// connection, its buffers and a shutdown for ever.
+    struct WriteStall<I> {
+        #[pin]
+        io: I,
+        limit: Duration,
+        stalled: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+/// A write's outcome, through the stall timer: progress (or an error)
+/// resets it; `Pending` starts it, and is an error once it has run for
+/// `limit`.
+fn through_stall<T>(
+    outcome: Poll<std::io::Result<T>>,
+    stalled: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<T>> {
+    if outcome.is_ready() {
+        *stalled = None;
+        return outcome;
+    }
+    let sleep = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    match sleep.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client read nothing of its answer for too long",
+        ))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl<I: hyper::rt::Read> hyper::rt::Read for WriteStall<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write> hyper::rt::Write for WriteStall<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        through_stall(this.io.poll_write(cx, buf), this.stalled, *this.limit, cx)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        through_stall(this.io.poll_flush(cx), this.stalled, *this.limit, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        through_stall(this.io.poll_shutdown(cx), this.stalled, *this.limit, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        through_stall(
+            this.io.poll_write_vectored(cx, bufs),
+            this.stalled,
+            *this.limit,
+            cx,
+        )
+    }
+}
+
 /// Serves `router` on `listener` within `limits` until `shutdown`
-/// completes; then stops accepting, and lets the requests in flight
-/// finish (idle connections are closed at once). Fails only when the
-/// limits are invalid.
+/// completes; then stops accepting, closes idle connections, and gives
+/// requests in flight `header_read_seconds + body_read_seconds` to finish
+/// before their connections are dropped. Fails only when the limits are
+/// invalid.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -196,13 +365,17 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_STREAMS)
         .keep_alive_interval(HTTP2_PING)
         .keep_alive_timeout(HTTP2_PING);
+    let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let body_limit = limits.body_read_timeout();
-    let graceful = GracefulShutdown::new();
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut open = tokio::task::JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
+        // Connections that ended are reaped as others come.
+        while open.try_join_next().is_some() {}
         // A free place first, then a connection to put in it: above the
         // limit, connections wait in the kernel's queue, not in memory.
         //
@@ -233,34 +406,108 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let request = request.map(|body| {
-                Body::new(Deadline {
-                    body,
-                    received: Instant::now(),
-                    limit: body_limit,
-                    sleep: None,
-                })
-            });
-            router.clone().oneshot(request)
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // A client that goes away or is too slow: routine.
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+        let connection = serve_connection(
+            Arc::clone(&builder),
+            stream,
+            peer,
+            router.clone(),
+            limits,
+            stop.clone(),
+        );
+        open.spawn(async move {
+            connection.await;
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping.send(true);
+    while open.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One connection, watched: closed once it has been idle (no request in
+/// flight) for `header_read_seconds`, whatever it speaks (HTTP/1 between
+/// requests, HTTP/2 with no stream open, or nothing at all yet: the
+/// server waits that long for the bytes that tell it which), and dropped
+/// when a close it was asked for takes longer than the grace period.
+async fn serve_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: ConnectionLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let idle_limit = limits.header_read_timeout();
+    let grace = limits.header_read_timeout() + limits.body_read_timeout();
+    let body_limit = limits.body_read_timeout();
+    let activity = Activity::new();
+    let watched = Arc::clone(&activity);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let in_flight = InFlight::start(&watched);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let request = request.map(|body| {
+            Body::new(Deadline {
+                body,
+                received: Instant::now(),
+                limit: body_limit,
+                sleep: None,
+            })
+        });
+        let answer = router.clone().oneshot(request);
+        async move {
+            let response = answer.await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                Body::new(Tracked {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        }
+    });
+    let io = WriteStall {
+        io: TokioIo::new(stream),
+        limit: body_limit,
+        stalled: None,
+    };
+    let connection = builder.serve_connection(io, service);
+    let mut connection = pin!(connection);
+    // When a close was asked (idle, or the server stopping).
+    let mut closing: Option<Instant> = None;
+    loop {
+        let check_at = match closing {
+            Some(asked) => asked + grace,
+            None => activity
+                .idle_since()
+                .map_or(Instant::now() + idle_limit, |since| since + idle_limit),
+        };
+        tokio::select! {
+            biased;
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    // A client that goes away or is too slow: routine.
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+            }
+            () = tokio::time::sleep_until(check_at) => match closing {
+                Some(_) => {
+                    tracing::debug!(%peer, "connection dropped: it did not close in time");
+                    return;
+                }
+                None => {
+                    if activity.idle_since().is_some_and(|since| since + idle_limit <= Instant::now()) {
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// After a failed `accept`: errors about one connection (it was reset

@@ -19,6 +19,8 @@ fn app() -> Router {
             "/",
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { format!("hello {}", peer.ip()) }),
         )
+        // 64 KiB, for clients that do not read their answers.
+        .route("/large", get(|| async { "x".repeat(64 * 1024) }))
         // Waits for the body as long as the connection lets it: only the
         // server's deadline can end the wait.
         .route(
@@ -168,6 +170,113 @@ async fn connections_above_the_limit_wait_for_a_free_place() {
     drop(first);
     let (answer, _) = read_until_closed(&mut second, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_client_that_says_nothing_does_not_hold_a_connection() {
+    // Before its first bytes the server cannot tell HTTP/1 from HTTP/2:
+    // silence, or half of the HTTP/2 preface, must be bounded all the same.
+    let addr = start(ConnectionLimits {
+        max_connections: 1,
+        ..short()
+    })
+    .await;
+    for opening in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(opening).await.unwrap();
+        let started = Instant::now();
+        let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(closed, "{opening:?} kept its connection");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // The only place is free again.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_no_stream_open_is_closed() {
+    let addr = start(short()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The preface and an empty SETTINGS frame: a live HTTP/2 connection,
+    // which then opens nothing.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(6)).await;
+    assert!(closed, "an idle HTTP/2 connection was kept");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A client that asks for large answers and reads none of them.
+async fn non_reader(addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let requests = "GET /large HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200);
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_loses_its_connection() {
+    let addr = start(ConnectionLimits {
+        max_connections: 1,
+        ..short()
+    })
+    .await;
+    let _stuck = non_reader(addr).await;
+    // The only place comes free: the stuck writes fail after 1 s.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(8)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_by_a_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(serve(listener, app(), short(), async move {
+        let _ = stopped.await;
+    }));
+    let _stuck = non_reader(addr).await;
+    // And one that trickles a body.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\na")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(8), served).await;
+    assert!(ended.is_ok(), "the server did not stop");
+    // Within the grace period (header_read_seconds + body_read_seconds).
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

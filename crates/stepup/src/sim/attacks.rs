@@ -375,7 +375,13 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     let slow_clients: Vec<_> = slow_clients
         .into_iter()
         .filter(|(_, base)| base.starts_with("http://"))
-        .map(|(what, base)| (what, tokio::spawn(async move { half_request_held(&base).await })))
+        .flat_map(|(what, base)| {
+            SLOW_OPENINGS.iter().map(move |&(how, opening)| {
+                let base = base.clone();
+                let probe = tokio::spawn(async move { half_request_held(&base, opening).await });
+                (what, how, probe)
+            })
+        })
         .collect();
 
     // A stolen password-level token: the victim's, taken from a log.
@@ -1382,20 +1388,22 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         );
     } else {
         attack!("slow-client", "flood", async {
-            // Half a header section, then silence (slowloris): a server that
-            // waits for the rest holds a connection per attacker socket, and a
-            // few thousand take it off the air.
+            // Half a header section, silence, or half the HTTP/2 preface
+            // (slowloris): a server that waits for the rest holds a
+            // connection per attacker socket, and a few thousand take it off
+            // the air.
             let mut held = Vec::new();
-            for (what, probe) in slow_clients {
+            for (what, how, probe) in slow_clients {
                 match probe.await.map_err(|e| e.to_string())?? {
-                    Some(closed_after) => {
-                        held.push(format!("{what}: closed after {} s", closed_after.as_secs()))
-                    }
+                    Some(closed_after) => held.push(format!(
+                        "{what}, {how}: closed after {} s",
+                        closed_after.as_secs()
+                    )),
                     None => {
                         return Ok((
                             false,
                             format!(
-                                "the {what} kept a half-sent request's connection open for {} s",
+                                "the {what} kept a connection open for {} s ({how})",
                                 SLOW_CLIENT_LIMIT.as_secs()
                             ),
                         ));
@@ -1405,7 +1413,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
             Ok((
                 true,
                 format!(
-                    "expected every server to close a half-sent request within {} s; {}",
+                    "expected every server to close a connection that sends nothing whole within {} s; {}",
                     SLOW_CLIENT_LIMIT.as_secs(),
                     held.join(", ")
                 ),
@@ -1420,17 +1428,29 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
 /// timeout (10 s) and a margin.
 const SLOW_CLIENT_LIMIT: Duration = Duration::from_secs(15);
 
-/// Connects to the origin of `base`, sends half a header section, and
-/// waits: how long until the server closed the connection, or `None` if
-/// it was still open after [`SLOW_CLIENT_LIMIT`].
-async fn half_request_held(base: &str) -> Result<Option<Duration>, String> {
+/// How slow clients open their connections: half an HTTP/1 header
+/// section, nothing at all (the server cannot tell HTTP/1 from HTTP/2
+/// yet), and half the HTTP/2 preface. `{host}` is the target's host.
+const SLOW_OPENINGS: [(&str, &str); 3] = [
+    (
+        "half a header section",
+        "GET / HTTP/1.1\r\nHost: {host}\r\nX-Slow: ",
+    ),
+    ("silence", ""),
+    ("half the HTTP/2 preface", "PRI * HTTP/2.0\r\n"),
+];
+
+/// Connects to the origin of `base`, sends `opening`, and waits: how long
+/// until the server closed the connection, or `None` if it was still open
+/// after [`SLOW_CLIENT_LIMIT`].
+async fn half_request_held(base: &str, opening: &str) -> Result<Option<Duration>, String> {
     let url = Url::parse(base).map_err(|e| e.to_string())?;
     let host = url.host_str().ok_or_else(|| format!("{base} has no host"))?;
     let addr = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
     let mut stream = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
-    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Slow: ");
+    let head = opening.replace("{host}", host);
     stream
         .write_all(head.as_bytes())
         .await
