@@ -539,6 +539,11 @@ fn read_details(
         words.push(format!("{kind} ({})", parts.join(", ")));
         bindings.push((acr.clone(), spec.max_age));
     }
+    // The total a resource server computes (the `amount` of risk rules)
+    // must exist: amounts that overflow it would leave it unknown.
+    if currencies.is_some() && stepup_core::risk::approved_amount(&exact).0.is_none() {
+        return Err("authorization_details: the amounts add up to more than can be computed exactly".into());
+    }
     Ok((value, words.join("; "), bindings))
 }
 

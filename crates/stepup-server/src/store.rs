@@ -1058,6 +1058,16 @@ impl Store {
         s: &StoredSession,
         password_hash: Option<&str>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // The user's row locked first (PostgreSQL; SQLite's write
+        // transaction holds the database): a password change waits for this
+        // session to commit and then ends it, or commits first and this
+        // sees the new hash. Without the lock the insert could read the old
+        // hash and commit after the change's delete had looked.
+        sqlx::query(self.sql("UPDATE users SET id = id WHERE id = ?"))
+            .bind(&s.user_id)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query(self.sql(
             "INSERT INTO sessions (id, user_id, pwd_at, otp_at, hwk_at, created_at, expires_at) SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND (? IS NULL OR password_hash = ?)",
         ))
@@ -1070,8 +1080,9 @@ impl Store {
         .bind(&s.user_id)
         .bind(password_hash)
         .bind(password_hash)
-        .execute(self.writes())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

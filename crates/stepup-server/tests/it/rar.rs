@@ -175,6 +175,10 @@ async fn malformed_or_unknown_details_are_refused() {
             r#"[{"type": "payment_initiation", "amount": "20000", "currency": "EUR", "creditor": "Eve"}, {"type": "payment_initiation", "amount": "0.01", "currency": "USD", "creditor": "Eve"}]"#,
             "every entry with an amount must be in the same currency",
         ),
+        (
+            r#"[{"type": "payment_initiation", "amount": "79228162514264337593543950335", "currency": "EUR", "creditor": "Eve"}, {"type": "payment_initiation", "amount": "1", "currency": "EUR", "creditor": "Eve"}]"#,
+            "add up to more than can be computed exactly",
+        ),
         // Shown as one value, read as another: a key twice, and numbers
         // that would not be kept as written.
         (
