@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -347,6 +347,7 @@ impl Proxy {
         } else {
             None
         };
+        let client_failed = Arc::new(AtomicBool::new(false));
         let idempotent = matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -364,6 +365,12 @@ impl Proxy {
             let more = tried + 1 < order.len() && replay.is_some();
             let instance = &target.instances[index];
             let body = match (&replay, streamed.take()) {
+                // Watched: when it fails, the client's side failed, not the
+                // upstream instance.
+                (_, Some(body)) if !bodiless => Body::new(ClientBody {
+                    body,
+                    failed: Arc::clone(&client_failed),
+                }),
                 (_, Some(body)) => body,
                 (Some(bytes), None) => Body::from(bytes.clone()),
                 // A streamed body went to the instance tried before.
@@ -405,12 +412,15 @@ impl Proxy {
                     Err(_) => Attempt::TimedOut,
                 };
             metrics.upstream_latency.observe(sent.elapsed());
-            // The client's body failed (too long, too slow), not the
-            // upstream: the instance is not to blame.
-            if let Attempt::Failed(e) = &attempt
-                && let Some(e) = BodyReadError::cause_of(e, self.max_body_bytes as usize)
-            {
-                return body_failed(e);
+            // The client's body failed (too long, too slow, cut short),
+            // not the upstream: the instance is not to blame.
+            if let Attempt::Failed(e) = &attempt {
+                if let Some(e) = BodyReadError::cause_of(e, self.max_body_bytes as usize) {
+                    return body_failed(e);
+                }
+                if client_failed.load(Ordering::Acquire) {
+                    return body_failed(BodyReadError::CutShort);
+                }
             }
             match attempt {
                 Attempt::Answered(response) => {
@@ -634,6 +644,41 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         HeaderName::from_static("proxy-connection"),
     ] {
         headers.remove(name);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's request body on its way to the upstream, noting when it
+    /// fails: the attempt's error is then the client's.
+    struct ClientBody {
+        #[pin]
+        body: Body,
+        failed: Arc<AtomicBool>,
+    }
+}
+
+impl http_body::Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.project();
+        let frame = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &frame {
+            this.failed.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

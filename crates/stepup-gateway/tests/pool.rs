@@ -535,3 +535,35 @@ async fn a_streamed_body_is_never_repeated() {
     assert!(body.contains("\"instance\":\"live\""), "{body}");
     assert!(body.contains(r#""body":"{\"amount\":2}""#), "{body}");
 }
+
+/// A client whose streamed body breaks off (a malformed chunk) gets 400,
+/// and the instance its request went to is not blamed: both instances
+/// still take their turns.
+#[tokio::test]
+async fn a_client_s_broken_body_does_not_count_against_the_instance() {
+    let (a, a_calls) = instance("a").await;
+    let (b, b_calls) = instance("b").await;
+    let f = front(
+        "broken-body",
+        &format!("[[upstream]]\nprefix = \"/\"\nurls = [\"{a}\", \"{b}\"]"),
+        ONLY_DEFAULT,
+    )
+    .await
+    .unwrap();
+    let token = f.issuer.token(PWD, 10);
+    for _ in 0..2 {
+        let broken = format!(
+            "POST /payments HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer {token}\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nzz\r\n"
+        );
+        let (status, body) = raw(&f.url, broken.as_bytes()).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    for _ in 0..10 {
+        let (status, _) = f.send("GET", "/x", None, Some(&token)).await;
+        assert_eq!(status, 200);
+    }
+    // Neither instance was left out: each took its turns.
+    assert!(a_calls.load(Ordering::SeqCst) >= 5, "a: {a_calls:?}");
+    assert!(b_calls.load(Ordering::SeqCst) >= 5, "b: {b_calls:?}");
+}
