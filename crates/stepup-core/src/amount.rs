@@ -31,6 +31,13 @@ fn quoted(text: &str) -> String {
     }
 }
 
+/// Whether `code` has the shape of an ISO 4217 currency code: three
+/// upper-case ASCII letters (`EUR`; not `eur`, not `EUR `), so that a
+/// currency compared by rules or shown for approval means one thing.
+pub fn is_currency_code(code: &str) -> bool {
+    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 /// Reads an amount written as a plain decimal (`1234.50`, `-3`, `0005`):
 /// ASCII digits, optionally a leading `-` and one `.` followed by digits.
 /// An exponent (`1e3`, valid in JSON) is refused: amounts are written out.

@@ -58,6 +58,14 @@ pub enum AmountError {
     /// The currency is there but not a string.
     #[error("the currency at {0} is not a string")]
     NotAString(String),
+    /// The amount is below zero: rules such as `amount > 1000` would not
+    /// see what an application may read as a debit.
+    #[error("the amount at {0} must be 0 or more")]
+    Negative(String),
+    /// The currency is not an ISO 4217 code (`eur`, `EUR `): rules
+    /// comparing it would not fire for what the application reads as EUR.
+    #[error("the currency at {0} must be an ISO 4217 code such as \"EUR\"")]
+    NotACurrency(String),
 }
 
 /// What the body says: the amount and currency, each if present.
@@ -97,6 +105,9 @@ pub fn transaction_of(value: &Json, source: &AmountSource) -> Result<Transaction
     let amount = match value.pointer(pointer) {
         None | Some(Json::Null) => None,
         Some(found) => match found.amount() {
+            Some(Ok(amount)) if amount.is_sign_negative() && !amount.is_zero() => {
+                return Err(AmountError::Negative(pointer.clone()));
+            }
             Some(Ok(amount)) => Some(amount),
             Some(Err(reason)) => {
                 return Err(AmountError::NotExact {
@@ -109,7 +120,12 @@ pub fn transaction_of(value: &Json, source: &AmountSource) -> Result<Transaction
     };
     let currency = match source.currency_pointer.as_deref().and_then(|p| value.pointer(p)) {
         None | Some(Json::Null) => None,
-        Some(Json::String(s)) => Some(s.clone()),
+        Some(Json::String(s)) if stepup_core::amount::is_currency_code(s) => Some(s.clone()),
+        Some(Json::String(_)) => {
+            return Err(AmountError::NotACurrency(
+                source.currency_pointer.clone().unwrap_or_default(),
+            ));
+        }
         Some(_) => {
             return Err(AmountError::NotAString(
                 source.currency_pointer.clone().unwrap_or_default(),
@@ -141,7 +157,7 @@ mod tests {
         assert_eq!((t.amount, t.currency.as_deref()), (amount("1500.5"), Some("EUR")));
         assert_eq!(read(r#"{"amount": "5000.00"}"#).unwrap().amount, amount("5000"));
         assert_eq!(read(r#"{"amount": 12}"#).unwrap().amount, amount("12"));
-        assert_eq!(read(r#"{"amount": -3}"#).unwrap().amount, amount("-3"));
+        assert_eq!(read(r#"{"amount": "-0"}"#).unwrap().amount, amount("0"));
         assert_eq!(read(r#"{"to": "x"}"#).unwrap(), Transaction::default());
         assert_eq!(read("").unwrap(), Transaction::default());
         let nested = AmountSource::new("/payment/instructed/amount", None);
@@ -202,6 +218,20 @@ mod tests {
             read(r#"{"amount": 1, "currency": 978}"#),
             Err(AmountError::NotAString(_))
         ));
+        // What rules would not see: a debit written as a negative amount,
+        // a currency spelled so that `currency == 'EUR'` is false.
+        assert_eq!(
+            read(r#"{"amount": -20000}"#),
+            Err(AmountError::Negative("/amount".into()))
+        );
+        for currency in ["eur", "EUR ", "EURO", "€"] {
+            let body = format!(r#"{{"amount": 20000, "currency": "{currency}"}}"#);
+            assert_eq!(
+                read(&body),
+                Err(AmountError::NotACurrency("/currency".into())),
+                "{currency}"
+            );
+        }
         let big = format!(r#"{{"amount": 1, "pad": "{}"}}"#, "x".repeat(70_000));
         assert_eq!(read(&big), Err(AmountError::TooLarge(65_536)));
     }

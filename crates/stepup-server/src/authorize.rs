@@ -513,7 +513,7 @@ fn read_details(
         // payment down, an unreadable one or a second currency would leave
         // the sum unknown, and a rule such as `amount > 10000` silent.
         let currency = object.get("currency").map(|c| match c.as_str() {
-            Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) => Ok(code),
+            Some(code) if stepup_core::amount::is_currency_code(code) => Ok(code),
             _ => Err(format!(
                 "{kind}: currency must be an ISO 4217 code such as \"EUR\""
             )),
