@@ -1464,7 +1464,9 @@ pub(crate) async fn login_password(
     let Some((session, cookie)) = signed_in(&state, session, &user, Factor::Pwd, now).await else {
         return server_error_page();
     };
-    let device_cookie = known_device::remember(&state, &user, device.as_ref(), now).await;
+    // Strong when this browser's session holds a second factor already.
+    let strong = session.otp_at.is_some() || session.hwk_at.is_some();
+    let device_cookie = known_device::remember(&state, &user, device.as_ref(), strong, now).await;
     let _ = state.store.set_pending_user(&pending.id, &user.id).await;
     let mut req = req;
     note_proven(&state, &pending, &mut req, Factor::Pwd.amr()).await;
@@ -1588,11 +1590,14 @@ pub(crate) async fn login_otp(
     let Some((session, cookie)) = prove_factor(&state, session, Factor::Otp, now).await else {
         return server_error_page();
     };
+    let device_cookie = known_device::second_factor_proven(&state, &headers, &user, now).await;
     let mut req = req;
     note_proven(&state, &pending, &mut req, Factor::Otp.amr()).await;
     let mut response = advance(&state, &pending, &req, Some((session, user)), None).await;
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, v);
+    for cookie in std::iter::once(cookie).chain(device_cookie) {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     response
 }

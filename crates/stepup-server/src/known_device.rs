@@ -11,11 +11,13 @@
 //! guesser that many attempts once, and is worth nothing after the user's
 //! next sign-in there. Each account has its own cookie: people sharing a
 //! browser do not replace each other's. An account has 16 remembered
-//! browsers at most, and none is pushed out for a new one: a thief holding
-//! the password could otherwise sign in 16 times, push out the user's own
-//! browsers, and then lock the account with a flood. (The user's new
-//! browsers are then not remembered until some expire, or the password
-//! changes, which forgets them all.)
+//! browsers at most, and none is pushed out for a new one by a password
+//! alone: a thief holding the password could otherwise sign in 16 times,
+//! push out the user's own browsers, and then lock the account with a
+//! flood. A sign-in with the account's second factor (a code or a passkey)
+//! marks its browser strong, and at a full account forgets the browsers
+//! remembered by a password alone, so the thief cannot keep the user's new
+//! browsers out either.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -69,6 +71,22 @@ pub(crate) async fn recognised(
     (Some(stored.user_id.as_str()) == user.map(|u| u.id.as_str())).then_some(KnownDevice { stored })
 }
 
+/// After `user` proved their second factor (a code, or a passkey) in the
+/// browser that sent `headers`: it is remembered as strong (its cookie for
+/// the account, if any, gets a new secret). Returns the `Set-Cookie` value.
+pub(crate) async fn second_factor_proven(
+    state: &ServerState,
+    headers: &HeaderMap,
+    user: &StoredUser,
+    now: i64,
+) -> Option<String> {
+    let known = recognised(state, headers, &user.username, Some(user), now).await;
+    if known.as_ref().is_some_and(|k| k.stored.strong) {
+        return None;
+    }
+    remember(state, user, known.as_ref(), true, now).await
+}
+
 /// After `user` proved `password_hash`'s password: remembers the browser
 /// under a new secret (the old one, if any, is forgotten: a copy taken
 /// earlier stops counting). Nothing is remembered when the password changed
@@ -77,6 +95,7 @@ pub(crate) async fn remember(
     state: &ServerState,
     user: &StoredUser,
     replaced: Option<&KnownDevice>,
+    strong: bool,
     now: i64,
 ) -> Option<String> {
     let login = &state.config.login;
@@ -87,6 +106,7 @@ pub(crate) async fn remember(
         failed_attempts: 0,
         created_at: now,
         expires_at: now + login.known_device_seconds,
+        strong: strong || replaced.is_some_and(|old| old.stored.strong),
     };
     let inserted = state
         .store

@@ -329,12 +329,15 @@ pub(crate) async fn sign_in_post(
     let Some((session, cookie)) = authorize::signed_in(&state, session, &user, Factor::Hwk, now).await else {
         return server_error(&"the session could not be recorded");
     };
+    let device_cookie = crate::known_device::second_factor_proven(&state, &headers, &user, now).await;
     let _ = state.store.set_pending_user(&pending.id, &user.id).await;
     let mut req = req;
     authorize::note_proven(&state, &pending, &mut req, Factor::Hwk.amr()).await;
     let mut response = authorize::advance(&state, &pending, &req, Some((session, user)), None).await;
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, v);
+    for cookie in std::iter::once(cookie).chain(device_cookie) {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     response
 }

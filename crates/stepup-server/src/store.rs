@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_client_audiences.sql")),
     (11, include_str!("../migrations/0011_known_devices.sql")),
     (12, include_str!("../migrations/0012_server_secrets.sql")),
+    (13, include_str!("../migrations/0013_strong_known_devices.sql")),
 ];
 
 /// The server's database.
@@ -460,6 +461,9 @@ pub struct StoredDevice {
     pub created_at: i64,
     /// When it is forgotten, unless the user signs in there again.
     pub expires_at: i64,
+    /// Whether the account's second factor was proven there (not the
+    /// password alone).
+    pub strong: bool,
 }
 
 /// A browser session as stored.
@@ -909,8 +913,9 @@ impl Store {
     /// not lost to a concurrent sign-in), while the user's password is
     /// still the one proven (`password_hash`: a change racing the sign-in
     /// leaves nothing remembered for the old password) and the user has
-    /// fewer than `per_user` others. None is pushed out for it. Returns
-    /// whether it was remembered.
+    /// fewer than `per_user` others. None is pushed out for it, except that
+    /// a `strong` one at a full account forgets those remembered by a
+    /// password alone. Returns whether it was remembered.
     pub async fn insert_device(
         &self,
         d: &StoredDevice,
@@ -932,13 +937,32 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if d.strong {
+            // A sign-in with the second factor at a full account forgets
+            // the browsers remembered by a password alone.
+            let count: i64 = sqlx::query(
+                self.sql("SELECT COUNT(*) AS n FROM known_devices WHERE user_id = ? AND expires_at > ?"),
+            )
+            .bind(&d.user_id)
+            .bind(d.created_at)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+            if count >= per_user {
+                sqlx::query(self.sql("DELETE FROM known_devices WHERE user_id = ? AND strong = 0"))
+                    .bind(&d.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         let inserted = sqlx::query(self.sql(
-            "INSERT INTO known_devices (id, user_id, failed_attempts, created_at, expires_at) SELECT ?, id, ?, ?, ? FROM users WHERE id = ? AND password_hash = ? AND (SELECT COUNT(*) FROM known_devices WHERE user_id = ? AND expires_at > ?) < ?",
+            "INSERT INTO known_devices (id, user_id, failed_attempts, created_at, expires_at, strong) SELECT ?, id, ?, ?, ?, ? FROM users WHERE id = ? AND password_hash = ? AND (SELECT COUNT(*) FROM known_devices WHERE user_id = ? AND expires_at > ?) < ?",
         ))
         .bind(&d.id)
         .bind(d.failed_attempts)
         .bind(d.created_at)
         .bind(d.expires_at)
+        .bind(i64::from(d.strong))
         .bind(&d.user_id)
         .bind(password_hash)
         .bind(&d.user_id)
@@ -955,7 +979,7 @@ impl Store {
     /// A remembered browser that has not expired.
     pub async fn device(&self, id: &str, now: i64) -> Result<Option<StoredDevice>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT id, user_id, failed_attempts, created_at, expires_at FROM known_devices WHERE id = ? AND expires_at > ?",
+            "SELECT id, user_id, failed_attempts, created_at, expires_at, strong FROM known_devices WHERE id = ? AND expires_at > ?",
         ))
         .bind(id)
         .bind(now)
@@ -969,6 +993,7 @@ impl Store {
                     failed_attempts: r.try_get("failed_attempts")?,
                     created_at: r.try_get("created_at")?,
                     expires_at: r.try_get("expires_at")?,
+                    strong: r.try_get::<i64, _>("strong")? != 0,
                 })
             })
             .transpose()

@@ -519,6 +519,24 @@ async fn a_flood_at_an_account_does_not_keep_out_its_known_browser(backend: Back
     let done = password_from(&s, &alice, &page, "192.0.2.10", "alice", PASSWORD).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_ne!(device_cookie(&s, &alice).unwrap().1, current);
+    // The thief's fifteen still fill the account. On a new browser the
+    // password alone is not remembered; her code is, and it forgets the
+    // browsers remembered by a password alone.
+    s.clock.0.fetch_add(40, Ordering::SeqCst);
+    let laptop = Browser::new();
+    let page = laptop
+        .authorize(&s, &[("acr_values", "urn:stepup:acr:mfa")])
+        .await;
+    let page = password_from(&s, &laptop, &page, "192.0.2.11", "alice", PASSWORD).await;
+    assert!(page.is_otp_page(), "{}: {}", page.status, page.body);
+    assert!(device_cookie(&s, &laptop).is_none(), "the account is full");
+    let code = secret.code_at(stepup_core::UnixTime(s.clock.0.load(Ordering::SeqCst)));
+    let done = laptop.submit(&s, "/login/otp", &page, &[("code", &code)]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(
+        device_cookie(&s, &laptop).is_some(),
+        "the code did not win the laptop a place"
+    );
 }
 
 on_both_backends!(a_flood_at_an_account_does_not_keep_out_its_known_browser);
@@ -582,6 +600,7 @@ async fn remembered_browsers_are_bounded_and_tied_to_the_password(backend: Backe
         failed_attempts: 0,
         created_at: NOW,
         expires_at: NOW + 1000 + i,
+        strong: false,
     };
     assert!(
         !store
@@ -615,6 +634,19 @@ async fn remembered_browsers_are_bounded_and_tied_to_the_password(backend: Backe
             .unwrap()
     );
     assert!(!present(3).await && present(30).await);
+    // A browser where the second factor was proven, at the full account:
+    // those remembered by a password alone are forgotten for it.
+    let strong = stepup_server::store::StoredDevice {
+        strong: true,
+        ..device(50)
+    };
+    assert!(
+        store
+            .insert_device(&strong, &alice.password_hash, 16, None)
+            .await
+            .unwrap()
+    );
+    assert!(present(50).await && !present(30).await && !present(16).await);
     // Expired ones leave their place.
     let late = stepup_server::store::StoredDevice {
         created_at: NOW + 1010,
@@ -684,6 +716,7 @@ async fn a_password_change_racing_a_sign_in_leaves_no_session(backend: Backend) 
         failed_attempts: 3,
         created_at: NOW,
         expires_at: NOW + 1000,
+        strong: false,
     };
     assert!(
         store
