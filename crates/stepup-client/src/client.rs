@@ -104,7 +104,7 @@ enum Held {
 /// What an API's refusal asks of the client.
 enum Refusal {
     /// More assurance or scope: step up (RFC 9470 §3, RFC 6750 §3.1).
-    StepUp(BearerChallenge),
+    StepUp(Box<BearerChallenge>),
     /// The token is not accepted (expired, revoked): get a new one.
     InvalidToken,
     /// The server wants its nonce in the DPoP proof: send again with it.
@@ -245,7 +245,7 @@ impl StepUpClient {
         let replay = replay.take();
         let Some(replay) = replay else {
             return match first {
-                Refusal::StepUp(challenge) => Err(ClientError::BodyNotReplayable(Box::new(challenge))),
+                Refusal::StepUp(challenge) => Err(ClientError::BodyNotReplayable(challenge)),
                 Refusal::InvalidToken | Refusal::UseNonce => Ok(response),
             };
         };
@@ -266,7 +266,7 @@ impl StepUpClient {
         };
         let response = self.send(replay, &token).await?;
         match refusal(&response)? {
-            Some(Refusal::StepUp(challenge)) => Err(ClientError::StillChallenged(Box::new(challenge))),
+            Some(Refusal::StepUp(challenge)) => Err(ClientError::StillChallenged(challenge)),
             _ => Ok(response),
         }
     }
@@ -290,7 +290,7 @@ impl StepUpClient {
             _ => return Ok(response),
         };
         let Some(replay) = replay else {
-            return Err(ClientError::BodyNotReplayable(Box::new(challenge)));
+            return Err(ClientError::BodyNotReplayable(challenge));
         };
         let mut requirement = requirement_of(&challenge);
         requirement.authorization_details = Some(details);
@@ -300,7 +300,7 @@ impl StepUpClient {
         let approved = self.authorize(&requirement).await?;
         let response = self.send(replay, &(approved.access_token, approved.dpop)).await?;
         match refusal(&response)? {
-            Some(Refusal::StepUp(challenge)) => Err(ClientError::StillChallenged(Box::new(challenge))),
+            Some(Refusal::StepUp(challenge)) => Err(ClientError::StillChallenged(challenge)),
             _ => Ok(response),
         }
     }
@@ -677,7 +677,7 @@ fn refusal(response: &reqwest::Response) -> Result<Option<Refusal>, ClientError>
         }
         match bearer.error {
             Some(ErrorCode::InsufficientUserAuthentication | ErrorCode::InsufficientScope) => {
-                return Ok(Some(Refusal::StepUp(bearer)));
+                return Ok(Some(Refusal::StepUp(Box::new(bearer))));
             }
             Some(ErrorCode::InvalidToken) => return Ok(Some(Refusal::InvalidToken)),
             _ => {}

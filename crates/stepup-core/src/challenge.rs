@@ -748,6 +748,10 @@ pub struct BearerChallenge {
     /// `algs`: space-separated JWS algorithms the server accepts in DPoP
     /// proofs (RFC 9449 §7.1), for `DPoP` challenges.
     pub algs: Option<String>,
+    /// `resource_metadata`: where the resource's metadata is (RFC 9728
+    /// §5.1), so that a client can check whom it is talking to before it
+    /// follows the challenge.
+    pub resource_metadata: Option<String>,
 }
 
 /// Why a challenge is not a valid bearer challenge.
@@ -820,6 +824,9 @@ impl BearerChallenge {
         if let Some(algs) = &self.algs {
             push("algs", sanitize(algs, is_error_text_char));
         }
+        if let Some(url) = &self.resource_metadata {
+            push("resource_metadata", sanitize(url, is_error_uri_char));
+        }
         Challenge {
             scheme: self.scheme.as_str().to_owned(),
             token68: None,
@@ -862,6 +869,7 @@ impl BearerChallenge {
             acr_values,
             max_age,
             algs: text("algs"),
+            resource_metadata: text("resource_metadata"),
         })
     }
 }
@@ -1533,6 +1541,7 @@ mod tests {
             scope in prop::option::of("[ !#-\\[\\]-~]{1,40}"),
             acr_values in prop::collection::vec(acr_strategy(), 0..4),
             max_age in prop::option::of(any::<u64>()),
+            resource_metadata in prop::option::of("https://[a-z]{1,10}\\.example/[!#-\\[\\]-~]{0,20}"),
         ) {
             let b = BearerChallenge {
                 scheme: if dpop { TokenScheme::DPoP } else { TokenScheme::Bearer },
@@ -1544,6 +1553,7 @@ mod tests {
                 acr_values,
                 max_age,
                 algs: None,
+                resource_metadata,
             };
             let header = b.to_string();
             let parsed = parse(&header).unwrap();

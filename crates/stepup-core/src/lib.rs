@@ -22,6 +22,7 @@ pub mod jws;
 pub mod limits;
 pub mod pkce;
 pub mod policy;
+pub mod resource_metadata;
 pub mod risk;
 pub mod route;
 pub mod scope;

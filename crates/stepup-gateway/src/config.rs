@@ -337,6 +337,9 @@ impl GatewayConfig {
         if config.upstreams.is_empty() {
             return Err(invalid("expected at least one [[upstream]]".into()));
         }
+        // The API's identifier: tokens' `aud`, and its metadata's `resource`.
+        stepup_core::resource_metadata::check_resource(&config.audience)
+            .map_err(|e| invalid(format!("audience: {e}")))?;
         if let Some(problem) = config.connections.problem() {
             return Err(invalid(problem));
         }

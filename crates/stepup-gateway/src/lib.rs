@@ -37,6 +37,8 @@ use http::{Method, Request, StatusCode, header};
 use stepup_core::Policy;
 use stepup_core::access_token::ClaimsRules;
 use stepup_core::challenge::ErrorCode;
+use stepup_core::jwk::Algorithm;
+use stepup_core::resource_metadata::ResourceMetadata;
 use stepup_core::secret::ClientSecret;
 use stepup_guard::activity::{ActivityOptions, MemoryActivity};
 use stepup_guard::amount::AmountSource;
@@ -115,6 +117,9 @@ struct GuardParts {
     body_read_timeout: std::time::Duration,
     /// The `realm` of challenges.
     realm: String,
+    /// What the gateway says of the API (RFC 9728), but its scopes, which
+    /// come from each policy.
+    metadata: ResourceMetadata,
 }
 
 impl GuardParts {
@@ -131,10 +136,14 @@ impl GuardParts {
                 )));
             }
         }
+        let mut metadata = self.metadata.clone();
+        metadata.scopes_supported = policy_scopes(&policy);
         let mut builder = Guard::builder(policy, self.verifier.clone())
             .risk(self.risk.clone())
             .body_read_timeout(self.body_read_timeout)
-            .realm(self.realm.clone());
+            .realm(self.realm.clone())
+            .resource_metadata(&metadata)
+            .map_err(|e| GatewayError::Setup(format!("audience: {e}")))?;
         if let Some(dpop) = &self.dpop {
             builder = builder.dpop(dpop.clone());
         }
@@ -353,6 +362,28 @@ impl Gateway {
             upstreams: config.upstreams.clone(),
             body_read_timeout: config.connections.body_read_timeout(),
             realm: config.realm.clone().unwrap_or_else(|| config.audience.clone()),
+            metadata: ResourceMetadata {
+                resource: config.audience.clone(),
+                authorization_servers: vec![config.issuer.clone()],
+                scopes_supported: Vec::new(),
+                bearer_methods_supported: vec!["header".to_owned()],
+                dpop_signing_alg_values_supported: if config.dpop_origin.is_some() {
+                    Algorithm::ALL.iter().map(|a| a.as_str().to_owned()).collect()
+                } else {
+                    Vec::new()
+                },
+                authorization_details_types_supported: {
+                    let mut types: Vec<String> = config
+                        .transactions
+                        .iter()
+                        .map(|t| t.details_type.clone())
+                        .collect();
+                    types.sort();
+                    types.dedup();
+                    types
+                },
+                resource_name: None,
+            },
         };
         let policy = Arc::new(policy);
         let generation = Generation {
@@ -584,6 +615,20 @@ impl Gateway {
     pub fn policy_path(&self) -> &PathBuf {
         &self.inner.config.policy
     }
+}
+
+/// The scopes a policy's routes ask for, each once, sorted: the
+/// `scopes_supported` of the API's metadata.
+fn policy_scopes(policy: &Policy) -> Vec<String> {
+    let mut scopes: Vec<String> = policy
+        .routes()
+        .iter()
+        .chain(std::iter::once(policy.default_rule()))
+        .flat_map(|r| r.requirement.scopes.iter().map(|s| s.as_str().to_owned()))
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    scopes
 }
 
 /// A policy route some of whose paths a host-less public upstream would

@@ -198,11 +198,57 @@ async fn a_call_without_a_token_gets_the_realm_and_says_what_is_missing() {
         .to_owned();
     // RFC 6750 §3.1: no error code without credentials; the realm is the
     // audience unless configured.
-    assert_eq!(challenge, format!("Bearer realm=\"{AUDIENCE}\""));
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer realm=\"{AUDIENCE}\", resource_metadata=\"{AUDIENCE}/.well-known/oauth-protected-resource\""
+        )
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
         json!({ "error_description": "an access token is required" })
     );
     assert_eq!(w.calls(), 0);
+}
+
+#[tokio::test]
+async fn the_api_describes_itself_and_its_challenges_say_where() {
+    let w = world("metadata", "").await;
+    // RFC 9728 §3: at the well-known path, to anyone, no token asked.
+    let response = w.call("GET", "/.well-known/oauth-protected-resource", None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let metadata: Value = response.json().await.unwrap();
+    assert_eq!(metadata["resource"], AUDIENCE);
+    assert_eq!(metadata["authorization_servers"], json!([ISSUER]));
+    assert_eq!(metadata["bearer_methods_supported"], json!(["header"]));
+    assert!(
+        metadata.get("dpop_signing_alg_values_supported").is_none(),
+        "no DPoP here"
+    );
+    assert_eq!(w.calls(), 0, "answered by the gateway itself");
+    // Every challenge names it (RFC 9728 §5.1), the step-up one included.
+    let url = format!("{AUDIENCE}/.well-known/oauth-protected-resource");
+    let anonymous = w.call("GET", "/accounts/1/balance", None).await;
+    let challenge = anonymous.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{url}\"")),
+        "{challenge}"
+    );
+    let weak = w.issuer.token(PWD, 30);
+    let step_up = w.call("POST", "/accounts/1/payees", Some(&weak)).await;
+    assert_eq!(step_up.status(), 401);
+    let challenge = step_up.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains("insufficient_user_authentication"),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{url}\"")),
+        "{challenge}"
+    );
 }

@@ -10,6 +10,7 @@ use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme};
 use stepup_core::dpop::{
     ProofContext, SchemeError, required_proof_key, single_proof, verify_proof_with_nonces,
 };
+use stepup_core::resource_metadata::{ResourceIdentifierError, ResourceMetadata};
 use stepup_core::risk::{Signal, Signals};
 use stepup_core::{Clock, Policy, SystemClock, UnixTime, Verdict};
 
@@ -178,6 +179,17 @@ pub(crate) struct GuardInner {
     pub(crate) dpop: Option<DpopOptions>,
     pub(crate) transactions: Option<TransactionOptions>,
     pub(crate) body_read_timeout: std::time::Duration,
+    pub(crate) resource_metadata: Option<ServedMetadata>,
+}
+
+/// The resource's metadata as the guard serves it (RFC 9728).
+pub(crate) struct ServedMetadata {
+    /// Where it is served (the path of its well-known URL).
+    path: String,
+    /// Its URL, for `resource_metadata` in challenges.
+    url: String,
+    /// The JSON document.
+    body: bytes::Bytes,
 }
 
 /// A configured guard: cheap to clone, shared by every request.
@@ -214,7 +226,39 @@ impl Guard {
             dpop: None,
             transactions: None,
             body_read_timeout: crate::limits::DEFAULT_BODY_READ_TIMEOUT,
+            resource_metadata: None,
         }
+    }
+
+    /// The response to a rejected request: the rejection's status,
+    /// challenge and JSON body, the challenge naming the resource's
+    /// metadata when the guard has some (RFC 9728 §5.1).
+    pub fn respond(&self, mut rejection: Rejection) -> Response {
+        if let (Some(challenge), Some(metadata)) = (&mut rejection.challenge, &self.inner.resource_metadata) {
+            challenge.resource_metadata = Some(metadata.url.clone());
+        }
+        rejection.into_response()
+    }
+
+    /// The resource's metadata document, when `method` and `path` ask for
+    /// it (`GET` or `HEAD` at its well-known path): answered before any
+    /// token is looked at, as clients read it before they have one.
+    pub fn metadata_response(&self, method: &http::Method, path: &str) -> Option<Response> {
+        let metadata = self.inner.resource_metadata.as_ref()?;
+        if path != metadata.path || !(method == http::Method::GET || method == http::Method::HEAD) {
+            return None;
+        }
+        let mut response = Response::new(axum::body::Body::from(metadata.body.clone()));
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=3600"),
+        );
+        Some(response)
     }
 
     /// The tower layer that applies this guard to a service.
@@ -751,6 +795,7 @@ pub struct GuardBuilder {
     dpop: Option<DpopOptions>,
     transactions: Option<TransactionOptions>,
     body_read_timeout: std::time::Duration,
+    resource_metadata: Option<ServedMetadata>,
 }
 
 impl GuardBuilder {
@@ -799,6 +844,23 @@ impl GuardBuilder {
         self
     }
 
+    /// Describes the resource (RFC 9728): the guard serves `metadata` at
+    /// its well-known path (made from `metadata.resource`) to anyone, and
+    /// names that URL in every challenge, so that a client checks the
+    /// resource and its authorization servers before it follows one. Fails
+    /// when the resource identifier is not an `https` URL (or `http` on
+    /// loopback) without query or fragment.
+    pub fn resource_metadata(mut self, metadata: &ResourceMetadata) -> Result<Self, ResourceIdentifierError> {
+        let (url, path) = stepup_core::resource_metadata::metadata_url(&metadata.resource)?;
+        let body = serde_json::to_vec(metadata).unwrap_or_default();
+        self.resource_metadata = Some(ServedMetadata {
+            path,
+            url: url.to_string(),
+            body: body.into(),
+        });
+        Ok(self)
+    }
+
     /// The guard.
     pub fn build(self) -> Guard {
         Guard {
@@ -812,6 +874,7 @@ impl GuardBuilder {
                 dpop: self.dpop,
                 transactions: self.transactions,
                 body_read_timeout: self.body_read_timeout,
+                resource_metadata: self.resource_metadata,
             }),
         }
     }

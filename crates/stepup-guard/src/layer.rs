@@ -65,6 +65,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        if let Some(metadata) = self
+            .guard
+            .metadata_response(request.method(), request.uri().path())
+        {
+            return ResponseFuture::rejected(metadata);
+        }
         // The peer, when the server was started with connect info.
         let peer = request
             .extensions()
@@ -89,7 +95,7 @@ where
                 request.extensions_mut().insert(VerifiedClaims(verified));
                 ResponseFuture::inner(self.inner.call(request))
             }
-            Precheck::Done(Err(rejection)) => ResponseFuture::rejected(rejection.into_response()),
+            Precheck::Done(Err(rejection)) => ResponseFuture::rejected(self.guard.respond(rejection)),
             Precheck::NeedsVerification(_) => {
                 // The clone is not necessarily ready; keep the ready one for this call.
                 let clone = self.inner.clone();
@@ -110,7 +116,7 @@ where
                             request.extensions_mut().insert(VerifiedClaims(verified));
                             inner.call(request).await
                         }
-                        Err(rejection) => Ok(rejection.into_response()),
+                        Err(rejection) => Ok(guard.respond(rejection)),
                     }
                 }))
             }
@@ -137,11 +143,11 @@ where
             let (parts, body) = request.into_parts();
             let bytes = match read_body(body, guard.max_body_bytes(), guard.body_read_timeout()).await {
                 Ok(bytes) => bytes,
-                Err(e) => return Ok(Rejection::plain(e.status(), &e.to_string()).into_response()),
+                Err(e) => return Ok(guard.respond(Rejection::plain(e.status(), &e.to_string()))),
             };
             let (transaction, json) = match guard.read_body(&parts.headers, &bytes) {
                 Ok(read) => read,
-                Err(rejection) => return Ok(rejection.into_response()),
+                Err(rejection) => return Ok(guard.respond(rejection)),
             };
             let mut observed = guard.observe(peer, &parts.headers);
             observed.transaction = transaction;
@@ -156,7 +162,7 @@ where
                     request.extensions_mut().insert(VerifiedClaims(verified));
                     inner.call(request).await
                 }
-                Err(rejection) => Ok(rejection.into_response()),
+                Err(rejection) => Ok(guard.respond(rejection)),
             }
         }))
     }
