@@ -17,8 +17,9 @@
 //! - a body must arrive whole within `body_read_seconds` of its headers
 //!   (the handler reading it sees a [`BodyTimeout`] error, which
 //!   [`crate::limits::BodyReadError`] turns into `408`);
-//! - a client that reads nothing of its answers for `body_read_seconds`
-//!   loses the connection;
+//! - a client that takes nothing of an answer for `body_read_seconds`
+//!   loses the connection: one that reads nothing from its socket, or an
+//!   HTTP/2 client that never opens its flow-control window;
 //! - at most `max_connections` are served at once, HTTP/2 ones with 32
 //!   streams each; further connections wait in the listen queue;
 //! - at shutdown, idle connections close at once and the others get
@@ -194,7 +195,18 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When the last answer was all sent, in ms after `opened`.
     last_done_ms: AtomicU64,
+    /// The answers in flight: since when each has waited for the client to
+    /// take its next part (see [`Tracked`]).
+    answers: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+    /// When hyper last asked any answer for its next part, as a mark of
+    /// [`Activity::now_mark`]: an HTTP/2 download that takes the
+    /// connection's window for a while keeps its neighbours waiting, but
+    /// makes progress.
+    last_progress: AtomicU64,
 }
+
+/// In [`Tracked::waiting`]: the answer is not waiting on the client.
+const NOT_WAITING: u64 = 0;
 
 impl Activity {
     fn new() -> Arc<Self> {
@@ -202,7 +214,55 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
+            answers: std::sync::Mutex::default(),
+            last_progress: AtomicU64::new(NOT_WAITING),
         })
+    }
+
+    /// Now, in ms after the opening, plus one (so that it is never
+    /// [`NOT_WAITING`]).
+    fn now_mark(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// A new answer's waiting mark, followed by the watchdog.
+    fn follow_answer(&self) -> Arc<AtomicU64> {
+        let waiting = Arc::new(AtomicU64::new(self.now_mark()));
+        let mut answers = match self.answers.lock() {
+            Ok(a) => a,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        answers.retain(|a| a.strong_count() > 0);
+        answers.push(Arc::downgrade(&waiting));
+        waiting
+    }
+
+    /// Since when the connection has made no progress while an answer
+    /// waits for the client: the later of the oldest wait's start and the
+    /// last part taken of any answer; `None` when no answer waits.
+    fn stuck_since(&self) -> Option<Instant> {
+        let oldest = self.longest_wait()?;
+        let progress = self.last_progress.load(Ordering::Acquire);
+        let progress = (progress != NOT_WAITING).then(|| self.opened + Duration::from_millis(progress - 1));
+        Some(progress.map_or(oldest, |p| p.max(oldest)))
+    }
+
+    /// Since when the answer that has waited longest for the client has
+    /// waited, if one does.
+    fn longest_wait(&self) -> Option<Instant> {
+        let answers = match self.answers.lock() {
+            Ok(a) => a,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        answers
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|w| w.load(Ordering::Acquire))
+            .filter(|mark| *mark != NOT_WAITING)
+            .min()
+            .map(|mark| self.opened + Duration::from_millis(mark - 1))
     }
 
     /// When the connection went idle: the end of the last answer, or its
@@ -234,11 +294,17 @@ impl Drop for InFlight {
 
 pin_project! {
     /// An answer's body, holding its request [`InFlight`] until hyper has
-    /// sent it all (and drops it).
+    /// sent it all (and drops it), and marking since when it has waited
+    /// for the client: from its start and from each part it gave, until
+    /// hyper asks for the next. An HTTP/2 client that never opens its flow
+    /// control window (or a socket nobody reads) makes it wait for ever,
+    /// which the watchdog ends; a body waiting for its own data (events
+    /// sent as they come) is not waiting for the client.
     struct Tracked<B> {
         #[pin]
         body: B,
-        _in_flight: InFlight,
+        in_flight: InFlight,
+        waiting: Arc<AtomicU64>,
     }
 }
 
@@ -250,7 +316,17 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        this.waiting.store(NOT_WAITING, Ordering::Release);
+        let activity = &this.in_flight.0;
+        activity
+            .last_progress
+            .store(activity.now_mark(), Ordering::Release);
+        let frame = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &frame {
+            this.waiting.store(this.in_flight.0.now_mark(), Ordering::Release);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -457,10 +533,12 @@ async fn serve_connection(
         let answer = router.clone().oneshot(request);
         async move {
             let response = answer.await?;
+            let waiting = in_flight.0.follow_answer();
             Ok::<_, std::convert::Infallible>(response.map(|body| {
                 Body::new(Tracked {
                     body,
-                    _in_flight: in_flight,
+                    in_flight,
+                    waiting,
                 })
             }))
         }
@@ -475,12 +553,16 @@ async fn serve_connection(
     // When a close was asked (idle, or the server stopping).
     let mut closing: Option<Instant> = None;
     loop {
+        // An answer the client has not taken for body_read_seconds ends
+        // the connection, whatever else it does.
+        let stuck_at = activity.stuck_since().map(|since| since + body_limit);
         let check_at = match closing {
             Some(asked) => asked + grace,
             None => activity
                 .idle_since()
                 .map_or(Instant::now() + idle_limit, |since| since + idle_limit),
         };
+        let check_at = stuck_at.map_or(check_at, |stuck| stuck.min(check_at));
         tokio::select! {
             biased;
             ended = connection.as_mut() => {
@@ -495,6 +577,10 @@ async fn serve_connection(
                 closing = Some(Instant::now());
             }
             () = tokio::time::sleep_until(check_at) => match closing {
+                _ if activity.stuck_since().is_some_and(|since| since + body_limit <= Instant::now()) => {
+                    tracing::debug!(%peer, "connection dropped: an answer waited too long for the client");
+                    return;
+                }
                 Some(_) => {
                     tracing::debug!(%peer, "connection dropped: it did not close in time");
                     return;

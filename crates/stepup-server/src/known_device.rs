@@ -106,7 +106,10 @@ pub(crate) async fn remember(
         failed_attempts: 0,
         created_at: now,
         expires_at: now + login.known_device_seconds,
-        strong: strong || replaced.is_some_and(|old| old.stored.strong),
+        // Only a sign-in that proved the second factor itself: a copied
+        // cookie of a strong browser, with the password, must not make a
+        // strong one (which forgets the others at a full account).
+        strong,
     };
     let inserted = state
         .store

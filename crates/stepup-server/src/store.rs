@@ -937,7 +937,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        if d.strong {
+        // Nothing is forgotten for a browser that will not be remembered
+        // (the password changed meanwhile).
+        let current = sqlx::query(self.sql("SELECT 1 AS one FROM users WHERE id = ? AND password_hash = ?"))
+            .bind(&d.user_id)
+            .bind(password_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if d.strong && current {
             // A sign-in with the second factor at a full account forgets
             // the browsers remembered by a password alone.
             let count: i64 = sqlx::query(

@@ -157,7 +157,7 @@ fn explain_shows_signals_and_risk_rules() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("when amount > 1000 and (missing(currency) or currency == 'EUR'): fires: acr urn:stepup:acr:phr or urn:stepup:acr:mfa (or stronger); max_age 60 s"),
+        stdout.contains("when amount > 1000 or currency != 'EUR': fires: acr urn:stepup:acr:phr or urn:stepup:acr:mfa (or stronger); max_age 60 s"),
         "{stdout}"
     );
     assert!(stdout.contains("risk:     signed in elsewhere"), "{stdout}");

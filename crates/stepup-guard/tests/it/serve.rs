@@ -252,6 +252,47 @@ async fn a_client_that_reads_nothing_loses_its_connection() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// An HTTP/2 frame: its header (length, type, flags, stream) and payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![length[1], length[2], length[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test]
+async fn an_http2_client_that_never_opens_its_window_loses_the_connection() {
+    let addr = start(ConnectionLimits {
+        max_connections: 1,
+        ..short()
+    })
+    .await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS: INITIAL_WINDOW_SIZE (4) = 0: no answer can send a byte.
+    opening.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    // Streams asking for GET /large (HPACK: :method GET, :scheme http,
+    // :path and :authority as literals), END_STREAM | END_HEADERS.
+    let mut headers = vec![0x82, 0x86, 0x04, 6];
+    headers.extend_from_slice(b"/large");
+    headers.extend_from_slice(&[0x01, 1, b'x']);
+    for id in [1, 3, 5] {
+        opening.extend(frame(1, 0x5, id, &headers));
+    }
+    stream.write_all(&opening).await.unwrap();
+    // The answers wait for a window that never opens; the connection is
+    // dropped after body_read_seconds, and its place comes free.
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(8)).await;
+    assert!(closed, "a zero-window HTTP/2 client kept its connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn shutdown_is_not_held_by_a_client() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
