@@ -90,17 +90,13 @@ async fn start_gateway(upstream: SocketAddr, verifier: TokenVerifier) -> Result<
     );
     let config = GatewayConfig::from_toml("bench gateway", &config).map_err(|e| e.to_string())?;
     let gateway = Gateway::with_verifier(config, verifier).map_err(|e| e.to_string())?;
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Served as `stepup gateway` serves it: with the connection limits and
+    // their watchdog (TCP_NODELAY set there).
+    tokio::spawn(async move { gateway.serve(listener, std::future::pending()).await });
     Ok(addr)
 }
 

@@ -141,12 +141,12 @@ impl BodyTimeout {
 
 pin_project! {
     /// A request body that fails with [`BodyTimeout`] once `limit` has
-    /// passed since the request's headers arrived. The timer is set at the
-    /// first read, so a request without a body costs none.
+    /// passed since it was first read (a handler reads its body as it
+    /// starts). The timer is set then, so a request without a body costs
+    /// neither a timer nor a clock read.
     struct Deadline<B> {
         #[pin]
         body: B,
-        received: Instant,
         limit: Duration,
         sleep: Option<Pin<Box<Sleep>>>,
     }
@@ -168,10 +168,9 @@ where
         // The deadline first: a client trickling bytes always has one
         // ready, and must not outrun it that way.
         let limit = *this.limit;
-        let received = *this.received;
         let sleep = this
             .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(received + limit)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if sleep.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(Box::new(BodyTimeout { limit }))));
         }
@@ -187,89 +186,40 @@ where
     }
 }
 
-/// What one connection is doing, for its watchdog.
+/// What one connection is doing, for its watchdog, in counters only: the
+/// hot path reads no clock. The watchdog samples them every interval and
+/// acts on what did not change between two samples.
+#[derive(Default)]
 struct Activity {
-    /// When the connection was accepted.
-    opened: Instant,
     /// Requests whose answer is not all sent yet.
     in_flight: AtomicUsize,
-    /// When the last answer was all sent, in ms after `opened`.
-    last_done_ms: AtomicU64,
-    /// The answers in flight: since when each has waited for the client to
-    /// take its next part (see [`Tracked`]).
-    answers: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
-    /// When hyper last asked any answer for its next part, as a mark of
-    /// [`Activity::now_mark`]: an HTTP/2 download that takes the
-    /// connection's window for a while keeps its neighbours waiting, but
-    /// makes progress.
-    last_progress: AtomicU64,
+    /// Requests whose answer was all sent (or dropped).
+    completed: AtomicU64,
+    /// Answers waiting for the client to take their next part (see
+    /// [`Tracked`]).
+    waiting: AtomicUsize,
+    /// Times hyper asked an answer for its next part: an HTTP/2 download
+    /// that takes the connection's window for a while keeps its
+    /// neighbours waiting, but makes progress.
+    progress: AtomicU64,
 }
 
-/// In [`Tracked::waiting`]: the answer is not waiting on the client.
-const NOT_WAITING: u64 = 0;
+/// What the watchdog saw at its last look.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Sample {
+    /// No request in flight, and how many had completed.
+    idle: Option<u64>,
+    /// An answer waiting, and how much progress had been made.
+    waiting: Option<u64>,
+}
 
 impl Activity {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            opened: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(0),
-            answers: std::sync::Mutex::default(),
-            last_progress: AtomicU64::new(NOT_WAITING),
-        })
-    }
-
-    /// Now, in ms after the opening, plus one (so that it is never
-    /// [`NOT_WAITING`]).
-    fn now_mark(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_millis())
-            .unwrap_or(u64::MAX - 1)
-            .saturating_add(1)
-    }
-
-    /// A new answer's waiting mark, followed by the watchdog.
-    fn follow_answer(&self) -> Arc<AtomicU64> {
-        let waiting = Arc::new(AtomicU64::new(self.now_mark()));
-        let mut answers = match self.answers.lock() {
-            Ok(a) => a,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        answers.retain(|a| a.strong_count() > 0);
-        answers.push(Arc::downgrade(&waiting));
-        waiting
-    }
-
-    /// Since when the connection has made no progress while an answer
-    /// waits for the client: the later of the oldest wait's start and the
-    /// last part taken of any answer; `None` when no answer waits.
-    fn stuck_since(&self) -> Option<Instant> {
-        let oldest = self.longest_wait()?;
-        let progress = self.last_progress.load(Ordering::Acquire);
-        let progress = (progress != NOT_WAITING).then(|| self.opened + Duration::from_millis(progress - 1));
-        Some(progress.map_or(oldest, |p| p.max(oldest)))
-    }
-
-    /// Since when the answer that has waited longest for the client has
-    /// waited, if one does.
-    fn longest_wait(&self) -> Option<Instant> {
-        let answers = match self.answers.lock() {
-            Ok(a) => a,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        answers
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .map(|w| w.load(Ordering::Acquire))
-            .filter(|mark| *mark != NOT_WAITING)
-            .min()
-            .map(|mark| self.opened + Duration::from_millis(mark - 1))
-    }
-
-    /// When the connection went idle: the end of the last answer, or its
-    /// opening; `None` while a request is in flight.
-    fn idle_since(&self) -> Option<Instant> {
-        (self.in_flight.load(Ordering::Acquire) == 0)
-            .then(|| self.opened + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire)))
+    fn sample(&self) -> Sample {
+        let idle =
+            (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.completed.load(Ordering::Acquire));
+        let waiting =
+            (self.waiting.load(Ordering::Acquire) > 0).then(|| self.progress.load(Ordering::Acquire));
+        Sample { idle, waiting }
     }
 }
 
@@ -286,25 +236,44 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let done = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_done_ms.fetch_max(done, Ordering::AcqRel);
+        self.0.completed.fetch_add(1, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 pin_project! {
     /// An answer's body, holding its request [`InFlight`] until hyper has
-    /// sent it all (and drops it), and marking since when it has waited
-    /// for the client: from its start and from each part it gave, until
-    /// hyper asks for the next. An HTTP/2 client that never opens its flow
-    /// control window (or a socket nobody reads) makes it wait for ever,
-    /// which the watchdog ends; a body waiting for its own data (events
-    /// sent as they come) is not waiting for the client.
+    /// sent it all (and drops it), and counted as waiting for the client
+    /// from its start and from each part it gave until hyper asks for the
+    /// next. An HTTP/2 client that never opens its flow-control window (or
+    /// a socket nobody reads) makes it wait for ever, which the watchdog
+    /// ends; a body waiting for its own data (events sent as they come) is
+    /// not waiting for the client.
     struct Tracked<B> {
         #[pin]
         body: B,
         in_flight: InFlight,
-        waiting: Arc<AtomicU64>,
+        waiting: bool,
+    }
+
+    impl<B> PinnedDrop for Tracked<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.waiting {
+                this.in_flight.0.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+impl<B> Tracked<B> {
+    fn new(body: B, in_flight: InFlight) -> Self {
+        in_flight.0.waiting.fetch_add(1, Ordering::AcqRel);
+        Self {
+            body,
+            in_flight,
+            waiting: true,
+        }
     }
 }
 
@@ -317,14 +286,15 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
-        this.waiting.store(NOT_WAITING, Ordering::Release);
         let activity = &this.in_flight.0;
-        activity
-            .last_progress
-            .store(activity.now_mark(), Ordering::Release);
+        activity.progress.fetch_add(1, Ordering::AcqRel);
+        if std::mem::replace(this.waiting, false) {
+            activity.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
         let frame = this.body.poll_frame(cx);
         if let Poll::Ready(Some(Ok(_))) = &frame {
-            this.waiting.store(this.in_flight.0.now_mark(), Ordering::Release);
+            activity.waiting.fetch_add(1, Ordering::AcqRel);
+            *this.waiting = true;
         }
         frame
     }
@@ -514,10 +484,14 @@ async fn serve_connection(
     limits: ConnectionLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // A look every half of the shorter limit: a connection idle (or an
+    // answer stuck) at two looks in a row, nothing done in between, has
+    // been so since the first of them.
     let idle_limit = limits.header_read_timeout();
+    let interval = (idle_limit.min(limits.body_read_timeout()) / 2).max(Duration::from_millis(500));
     let grace = limits.header_read_timeout() + limits.body_read_timeout();
     let body_limit = limits.body_read_timeout();
-    let activity = Activity::new();
+    let activity = Arc::new(Activity::default());
     let watched = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let in_flight = InFlight::start(&watched);
@@ -525,7 +499,6 @@ async fn serve_connection(
         let request = request.map(|body| {
             Body::new(Deadline {
                 body,
-                received: Instant::now(),
                 limit: body_limit,
                 sleep: None,
             })
@@ -533,14 +506,7 @@ async fn serve_connection(
         let answer = router.clone().oneshot(request);
         async move {
             let response = answer.await?;
-            let waiting = in_flight.0.follow_answer();
-            Ok::<_, std::convert::Infallible>(response.map(|body| {
-                Body::new(Tracked {
-                    body,
-                    in_flight,
-                    waiting,
-                })
-            }))
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked::new(body, in_flight)))
         }
     });
     let io = WriteStall {
@@ -552,17 +518,18 @@ async fn serve_connection(
     let mut connection = pin!(connection);
     // When a close was asked (idle, or the server stopping).
     let mut closing: Option<Instant> = None;
+    // The connection counts as idle from its opening.
+    let mut last = Sample {
+        idle: Some(0),
+        waiting: None,
+    };
+    let mut last_look = Instant::now();
+    // Since when nothing changed: no request, or no part of a waiting
+    // answer taken.
+    let (mut idle_from, mut stuck_from): (Option<Instant>, Option<Instant>) = (None, None);
     loop {
-        // An answer the client has not taken for body_read_seconds ends
-        // the connection, whatever else it does.
-        let stuck_at = activity.stuck_since().map(|since| since + body_limit);
-        let check_at = match closing {
-            Some(asked) => asked + grace,
-            None => activity
-                .idle_since()
-                .map_or(Instant::now() + idle_limit, |since| since + idle_limit),
-        };
-        let check_at = stuck_at.map_or(check_at, |stuck| stuck.min(check_at));
+        let next_look = last_look + interval;
+        let wake_at = closing.map_or(next_look, |asked| (asked + grace).min(next_look));
         tokio::select! {
             biased;
             ended = connection.as_mut() => {
@@ -576,22 +543,34 @@ async fn serve_connection(
                 connection.as_mut().graceful_shutdown();
                 closing = Some(Instant::now());
             }
-            () = tokio::time::sleep_until(check_at) => match closing {
-                _ if activity.stuck_since().is_some_and(|since| since + body_limit <= Instant::now()) => {
-                    tracing::debug!(%peer, "connection dropped: an answer waited too long for the client");
-                    return;
-                }
-                Some(_) => {
+            () = tokio::time::sleep_until(wake_at) => {
+                let now = Instant::now();
+                if closing.is_some_and(|asked| asked + grace <= now) {
                     tracing::debug!(%peer, "connection dropped: it did not close in time");
                     return;
                 }
-                None => {
-                    if activity.idle_since().is_some_and(|since| since + idle_limit <= Instant::now()) {
-                        connection.as_mut().graceful_shutdown();
-                        closing = Some(Instant::now());
-                    }
+                if now < next_look {
+                    continue;
                 }
-            },
+                let seen = activity.sample();
+                // Unchanged since the last look: so since then at least.
+                let unchanged = |value: Option<u64>, before: Option<u64>, from: Option<Instant>| {
+                    (value.is_some() && value == before).then(|| from.unwrap_or(last_look))
+                };
+                stuck_from = unchanged(seen.waiting, last.waiting, stuck_from);
+                idle_from = unchanged(seen.idle, last.idle, idle_from);
+                (last, last_look) = (seen, now);
+                // An answer the client takes nothing of ends the
+                // connection, whatever else it does.
+                if stuck_from.is_some_and(|from| from + body_limit <= now) {
+                    tracing::debug!(%peer, "connection dropped: an answer waited too long for the client");
+                    return;
+                }
+                if closing.is_none() && idle_from.is_some_and(|from| from + idle_limit <= now) {
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(now);
+                }
+            }
         }
     }
 }
