@@ -509,7 +509,8 @@ impl Proxy {
                     || OVERRIDES.iter().any(|known| read_as(known))
                     // Only a trusted proxy may set these, and proxies
                     // spell them with dashes.
-                    || (FORWARDING.iter().any(|known| read_as(known)) && (raw.contains('_') || !trusted_peer))
+                    || ((FORWARDING.iter().any(|known| read_as(known)) || dashed_prefix(raw, FORWARDING_PREFIX))
+                        && (raw.contains('_') || !trusted_peer))
                     || read_as(unwritten)
             })
             .cloned()
@@ -577,13 +578,23 @@ fn dashed_prefix(raw: &str, known: &str) -> bool {
             .all(|(r, k)| r == k || (r == b'_' && k == b'-'))
 }
 
-/// The forwarding headers, which only a trusted proxy may set.
-const FORWARDING: [&str; 4] = [
+/// The forwarding headers, which only a trusted proxy may set: those
+/// proxies and frameworks read a client's address, host or scheme from
+/// (every `x-forwarded-*` too, see [`FORWARDING_PREFIX`]). From anyone
+/// else they are a client's claims about itself.
+const FORWARDING: [&str; 8] = [
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
 ];
+
+/// `X-Forwarded-For`, `-Host`, `-Proto`, `-Port`, `-Prefix`, `-Server`…
+const FORWARDING_PREFIX: &str = "x-forwarded-";
 
 /// Sets the identity headers from the verified token.
 pub(crate) fn set_identity(

@@ -658,6 +658,15 @@ async fn lookalike_and_override_headers_are_dropped() {
         .header("X-Forwarded_For", "10.0.0.1")
         .header("X-HTTP-Method-Override", "DELETE")
         .header("X-Original-URL", "/admin")
+        // Addresses, hosts and schemes a client claims for itself: only a
+        // trusted proxy's count (none here).
+        .header("X-Real-IP", "10.0.0.2")
+        .header("True-Client-IP", "10.0.0.3")
+        .header("X-Client-IP", "10.0.0.4")
+        .header("CF-Connecting-IP", "10.0.0.5")
+        .header("X-Forwarded-Port", "443")
+        .header("X-Forwarded-Prefix", "/admin")
+        .header("X-Forwarded-Proto", "https")
         .send()
         .await
         .unwrap();
@@ -670,11 +679,19 @@ async fn lookalike_and_override_headers_are_dropped() {
         "x-forwarded_for",
         "x-http-method-override",
         "x-original-url",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
     ] {
         assert!(!headers.contains_key(dropped), "{dropped} reached the upstream");
     }
     assert_eq!(headers["x-stepup-acr"], PWD);
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    // The gateway's own, not the client's.
+    assert_eq!(headers["x-forwarded-proto"], "http");
 }
 
 #[tokio::test]
