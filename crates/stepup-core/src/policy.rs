@@ -661,6 +661,20 @@ impl Policy {
         &self.default
     }
 
+    /// Every scope a rule asks for, each once, sorted: what a resource
+    /// publishes as its `scopes_supported` (RFC 9728).
+    pub fn scopes(&self) -> Vec<String> {
+        let mut scopes: Vec<String> = self
+            .routes
+            .iter()
+            .chain(std::iter::once(&self.default))
+            .flat_map(|r| r.requirement.scopes.iter().map(|s| s.as_str().to_owned()))
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        scopes
+    }
+
     /// The risk rules, in source order.
     pub fn risk_rules(&self) -> &[RiskRule] {
         &self.risk

@@ -137,7 +137,7 @@ impl GuardParts {
             }
         }
         let mut metadata = self.metadata.clone();
-        metadata.scopes_supported = policy_scopes(&policy);
+        metadata.scopes_supported = policy.scopes();
         let mut builder = Guard::builder(policy, self.verifier.clone())
             .risk(self.risk.clone())
             .body_read_timeout(self.body_read_timeout)
@@ -615,20 +615,6 @@ impl Gateway {
     pub fn policy_path(&self) -> &PathBuf {
         &self.inner.config.policy
     }
-}
-
-/// The scopes a policy's routes ask for, each once, sorted: the
-/// `scopes_supported` of the API's metadata.
-fn policy_scopes(policy: &Policy) -> Vec<String> {
-    let mut scopes: Vec<String> = policy
-        .routes()
-        .iter()
-        .chain(std::iter::once(policy.default_rule()))
-        .flat_map(|r| r.requirement.scopes.iter().map(|s| s.as_str().to_owned()))
-        .collect();
-    scopes.sort();
-    scopes.dedup();
-    scopes
 }
 
 /// A policy route some of whose paths a host-less public upstream would

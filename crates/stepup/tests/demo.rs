@@ -363,3 +363,39 @@ fn the_policy_check_reads_the_running_server() {
     assert!(stdout.contains("warning[SU005]"), "{stdout}");
     assert!(stdout.contains("urn:stepup:acr:gold"), "{stdout}");
 }
+
+/// The demo's API describes itself (RFC 9728) and its challenges say
+/// where: what `stepup call` will check before it follows one.
+#[tokio::test]
+async fn the_api_describes_itself() {
+    let dir = std::env::temp_dir().join(format!("stepup-demo-metadata-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let demo = start_demo(&dir);
+    let http = reqwest::Client::new();
+    let metadata: serde_json::Value = http
+        .get(format!("{}/.well-known/oauth-protected-resource", demo.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], demo.api.trim_end_matches('/'));
+    assert_eq!(metadata["authorization_servers"], json!([demo.issuer]));
+    assert!(
+        metadata["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("payments:write")),
+        "{metadata}"
+    );
+    let refused = http
+        .get(format!("{}/accounts/42/balance", demo.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("resource_metadata=\""), "{challenge}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

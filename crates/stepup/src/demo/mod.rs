@@ -249,7 +249,22 @@ demo_show_totp_code = true
         .await
         .context("the guard cannot read the server's keys")?;
     let policy = Policy::from_toml("policies/bank.toml", POLICY).map_err(|e| anyhow!("{e}"))?;
+    // The API says what it is (RFC 9728), and its challenges say where.
+    let metadata = stepup_core::resource_metadata::ResourceMetadata {
+        resource: api_url.clone(),
+        authorization_servers: vec![issuer.clone()],
+        scopes_supported: policy.scopes(),
+        bearer_methods_supported: vec!["header".to_owned()],
+        dpop_signing_alg_values_supported: stepup_core::jwk::Algorithm::ALL
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect(),
+        authorization_details_types_supported: vec!["payment_initiation".to_owned()],
+        resource_name: Some("stepup demo bank".to_owned()),
+    };
     let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
+        .resource_metadata(&metadata)
+        .map_err(|e| anyhow!("{e}"))?
         .risk(match &geo {
             Some(geo) => risk_options()
                 .geo(Arc::clone(geo))
