@@ -347,7 +347,9 @@ impl Proxy {
         } else {
             None
         };
-        let client_failed = Arc::new(AtomicBool::new(false));
+        // Set when a streamed body of the client fails; made only for a
+        // request with a body (a trusted GET allocates nothing for it).
+        let client_failed = (!bodiless).then(|| Arc::new(AtomicBool::new(false)));
         let idempotent = matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -367,9 +369,9 @@ impl Proxy {
             let body = match (&replay, streamed.take()) {
                 // Watched: when it fails, the client's side failed, not the
                 // upstream instance.
-                (_, Some(body)) if !bodiless => Body::new(ClientBody {
+                (_, Some(body)) if let Some(failed) = &client_failed => Body::new(ClientBody {
                     body,
-                    failed: Arc::clone(&client_failed),
+                    failed: Arc::clone(failed),
                 }),
                 (_, Some(body)) => body,
                 (Some(bytes), None) => Body::from(bytes.clone()),
@@ -418,7 +420,7 @@ impl Proxy {
                 if let Some(e) = BodyReadError::cause_of(e, self.max_body_bytes as usize) {
                     return body_failed(e);
                 }
-                if client_failed.load(Ordering::Acquire) {
+                if client_failed.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
                     return body_failed(BodyReadError::CutShort);
                 }
             }
