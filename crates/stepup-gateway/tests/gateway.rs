@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ring::rand::SystemRandom;
 use serde_json::{Value, json};
+use stepup_benchkit::read_until_closed;
 use stepup_core::jws::{SigningHeader, SigningKey, sign_compact};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -826,21 +827,6 @@ async fn admin_endpoints_answer_only_the_allowed_addresses() {
     assert_eq!(w.calls(), 0);
     let open = world("admin-default", "").await;
     assert_eq!(open.at("GET", "/-/metrics").send().await.unwrap().status(), 200);
-}
-
-/// Reads until the gateway closes the connection or `within` passes: what
-/// it sent, and whether it closed.
-async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&received).into_owned(), true),
-            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
-            Err(_) => return (String::from_utf8_lossy(&received).into_owned(), false),
-        }
-    }
 }
 
 /// Sends `head` (a request's header section), then its body one byte

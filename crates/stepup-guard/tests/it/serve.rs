@@ -8,6 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
+use stepup_benchkit::read_until_closed;
 use stepup_guard::limits::read_body;
 use stepup_guard::serve::{ConnectionLimits, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,21 +52,6 @@ fn short() -> ConnectionLimits {
         header_read_seconds: 1,
         body_read_seconds: 1,
         ..ConnectionLimits::default()
-    }
-}
-
-/// Reads until the server closes the connection (or `within` passes):
-/// what it sent, and whether it closed.
-async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&received).into_owned(), true),
-            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
-            Err(_) => return (String::from_utf8_lossy(&received).into_owned(), false),
-        }
     }
 }
 
