@@ -99,6 +99,86 @@ pub fn metadata_url(resource: &str) -> Result<(Url, String), ResourceIdentifierE
     Ok((url, metadata_path))
 }
 
+/// Whether a call to `url` is a call to `resource`: the same scheme, host
+/// and port, and a path at or under the resource's path, on a segment
+/// boundary (`https://api.example/v1` covers `/v1` and `/v1/x`, not
+/// `/v10`). A token issued for `resource` is sent to nothing else.
+pub fn covers(resource: &Url, url: &Url) -> bool {
+    if resource.origin() != url.origin() {
+        return false;
+    }
+    let base = resource.path().trim_end_matches('/');
+    match url.path().strip_prefix(base) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Why a client must not use a resource's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum MetadataMismatch {
+    /// The identifier itself is unusable.
+    #[error(transparent)]
+    Identifier(#[from] ResourceIdentifierError),
+    /// The metadata was read from an address that is not its resource's
+    /// (RFC 9728 §3.3): another server's metadata, replayed.
+    #[error("metadata read at {fetched} names the resource {resource:?}, whose metadata is elsewhere")]
+    NotItsAddress {
+        /// Where it was read.
+        fetched: String,
+        /// The resource it names.
+        resource: String,
+    },
+    /// The resource does not cover the URL that was called.
+    #[error("the resource {resource:?} does not cover {called}")]
+    NotTheCalledResource {
+        /// The resource the metadata names.
+        resource: String,
+        /// The URL called.
+        called: String,
+    },
+    /// The resource does not take this authorization server's tokens.
+    #[error("the resource {resource:?} does not name the authorization server {issuer:?}")]
+    OtherAuthorizationServer {
+        /// The resource.
+        resource: String,
+        /// The client's authorization server.
+        issuer: String,
+    },
+}
+
+impl ResourceMetadata {
+    /// What a client checks before it sends a token to a resource or
+    /// follows its challenge: the metadata came from its own address
+    /// (RFC 9728 §3.3), names a resource that covers the URL called, and
+    /// names the authorization server the client uses. Returns the
+    /// resource identifier, parsed.
+    pub fn check_for(&self, fetched: &Url, called: &Url, issuer: &str) -> Result<Url, MetadataMismatch> {
+        let (expected, _) = metadata_url(&self.resource)?;
+        if &expected != fetched {
+            return Err(MetadataMismatch::NotItsAddress {
+                fetched: fetched.to_string(),
+                resource: self.resource.clone(),
+            });
+        }
+        let resource = check_resource(&self.resource)?;
+        if !covers(&resource, called) {
+            return Err(MetadataMismatch::NotTheCalledResource {
+                resource: self.resource.clone(),
+                called: called.to_string(),
+            });
+        }
+        if !self.authorization_servers.iter().any(|a| a == issuer) {
+            return Err(MetadataMismatch::OtherAuthorizationServer {
+                resource: self.resource.clone(),
+                issuer: issuer.to_owned(),
+            });
+        }
+        Ok(resource)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +241,94 @@ mod tests {
         assert_eq!(written["dpop_signing_alg_values_supported"][0], "ES256");
         // Empty members are left out.
         assert!(written.get("authorization_details_types_supported").is_none());
+    }
+
+    #[test]
+    fn a_resource_covers_its_origin_and_paths_under_it() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let root = url("https://api.example");
+        assert!(covers(&root, &url("https://api.example/accounts/1")));
+        assert!(covers(&root, &url("https://api.example:443/")));
+        assert!(!covers(&root, &url("http://api.example/accounts/1")), "scheme");
+        assert!(!covers(&root, &url("https://api.example:8443/")), "port");
+        assert!(!covers(&root, &url("https://api.example.evil/")), "host");
+        assert!(!covers(&root, &url("https://evil.example/")), "host");
+        let v1 = url("https://api.example/v1/");
+        assert!(covers(&v1, &url("https://api.example/v1")));
+        assert!(covers(&v1, &url("https://api.example/v1/pay")));
+        assert!(
+            !covers(&v1, &url("https://api.example/v10/pay")),
+            "segment boundary"
+        );
+        assert!(!covers(&v1, &url("https://api.example/")));
+    }
+
+    #[test]
+    fn a_client_checks_where_metadata_came_from_what_it_covers_and_its_servers() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let meta = |resource: &str, server: &str| ResourceMetadata {
+            resource: resource.into(),
+            authorization_servers: vec![server.into()],
+            scopes_supported: vec![],
+            bearer_methods_supported: vec![],
+            dpop_signing_alg_values_supported: vec![],
+            authorization_details_types_supported: vec![],
+            resource_name: None,
+        };
+        let bank = meta("https://api.bank.example", "https://login.bank.example");
+        let at_bank = url("https://api.bank.example/.well-known/oauth-protected-resource");
+        let called = url("https://api.bank.example/payees");
+        assert_eq!(
+            bank.check_for(&at_bank, &called, "https://login.bank.example")
+                .unwrap()
+                .as_str(),
+            "https://api.bank.example/"
+        );
+        // A rogue server serves the bank's metadata as its own.
+        let at_evil = url("https://evil.example/.well-known/oauth-protected-resource");
+        assert!(matches!(
+            bank.check_for(
+                &at_evil,
+                &url("https://evil.example/x"),
+                "https://login.bank.example"
+            ),
+            Err(MetadataMismatch::NotItsAddress { .. })
+        ));
+        // Its own metadata, claiming the bank's authorization server: the
+        // check passes here; the authorization server refuses a token for
+        // a resource it does not serve (RFC 8707 invalid_target).
+        let evil = meta("https://evil.example", "https://login.bank.example");
+        assert!(
+            evil.check_for(
+                &at_evil,
+                &url("https://evil.example/x"),
+                "https://login.bank.example"
+            )
+            .is_ok()
+        );
+        // Metadata of one path, a call to another.
+        let v1 = meta("https://api.bank.example/v1", "https://login.bank.example");
+        let at_v1 = url("https://api.bank.example/.well-known/oauth-protected-resource/v1");
+        assert!(matches!(
+            v1.check_for(
+                &at_v1,
+                &url("https://api.bank.example/v2/pay"),
+                "https://login.bank.example"
+            ),
+            Err(MetadataMismatch::NotTheCalledResource { .. })
+        ));
+        assert!(matches!(
+            bank.check_for(&at_bank, &called, "https://login.other.example"),
+            Err(MetadataMismatch::OtherAuthorizationServer { .. })
+        ));
+        let plain = meta("http://api.bank.example", "https://login.bank.example");
+        assert!(matches!(
+            plain.check_for(
+                &url("http://api.bank.example/.well-known/oauth-protected-resource"),
+                &url("http://api.bank.example/x"),
+                "https://login.bank.example"
+            ),
+            Err(MetadataMismatch::Identifier(_))
+        ));
     }
 }

@@ -79,6 +79,11 @@ pub(crate) struct AuthorizationRequest {
     /// action): a transaction is never approved by a session alone.
     #[serde(default)]
     pub(crate) approved_by: Option<String>,
+    /// The resource the tokens are asked for (RFC 8707), checked here
+    /// against the client's registration so that a request for a resource
+    /// the client may not reach fails before the user signs in.
+    #[serde(default)]
+    pub(crate) resource: Option<String>,
 }
 
 /// What a code (and the tokens issued from it) stands for.
@@ -114,6 +119,10 @@ pub(crate) struct Grant {
     /// The transaction approved (RFC 9396).
     #[serde(default)]
     pub(crate) authorization_details: Option<Value>,
+    /// The resource the authorization request named (RFC 8707): every
+    /// access token of this grant is for it, whatever a token request says.
+    #[serde(default)]
+    pub(crate) resource: Option<String>,
 }
 
 /// Why a request is refused: on a page when the client or redirect URI is
@@ -242,6 +251,7 @@ async fn validate(
         proven: Vec::new(),
         account: false,
         approved_by: None,
+        resource: None,
     };
     let fail = |req: AuthorizationRequest, code: &'static str, m: String| {
         Err(Invalid::Redirect(Box::new(req), code, m))
@@ -263,6 +273,12 @@ async fn validate(
                 "dpop_jkt must be a base64url SHA-256 JWK thumbprint".into(),
             );
         }
+    }
+    if let Some(resource) = get("resource") {
+        if let Err(e) = crate::token::audience(state, &client, Some(resource)) {
+            return fail(req, "invalid_target", e.description);
+        }
+        req.resource = Some(resource.to_owned());
     }
     match get("device_id") {
         None => {}
@@ -1145,6 +1161,7 @@ async fn finish(
         dpop_jkt: req.dpop_jkt.clone(),
         bound_jkt: None,
         authorization_details: req.authorization_details.clone(),
+        resource: req.resource.clone(),
     };
     let (Some(code), Ok(family), Ok(grant_json)) = (
         session::new_secret(&state.rng),

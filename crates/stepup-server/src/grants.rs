@@ -132,7 +132,7 @@ fn prepare(
             subject: &grant.user_id,
             client_id: &client.id,
             scopes: &scopes,
-            audience: audience(state, client, form)?,
+            audience: grant_audience(state, client, kept, form)?,
             lifetime,
             authentication: Some((&grant.acr, &grant.amr, grant.auth_time)),
             auth_country: grant.auth_country.as_deref(),
@@ -420,6 +420,25 @@ pub(crate) async fn revoke_refresh_token(
         .await?;
     tracing::info!(client = %client.id, family = %family_id, "refresh token family revoked");
     Ok(())
+}
+
+/// The audience of a grant's access token: the resource its authorization
+/// request named, which a token request may repeat but not change (RFC
+/// 8707 §2.2), else the one the token request asks.
+fn grant_audience<'s>(
+    state: &'s ServerState,
+    client: &Client,
+    grant: &Grant,
+    form: &Form,
+) -> Result<&'s str, OAuthError> {
+    let asked = form.get("resource");
+    match (grant.resource.as_deref(), asked) {
+        (Some(bound), Some(asked)) if bound != asked => Err(OAuthError::invalid_target(format!(
+            "the grant is for the resource {bound:?}, not {asked:?}"
+        ))),
+        (Some(bound), _) => audience(state, client, Some(bound)),
+        (None, asked) => audience(state, client, asked),
+    }
 }
 
 #[cfg(test)]

@@ -447,6 +447,7 @@ async fn account_sign_in(
         proven: Vec::new(),
         account: true,
         approved_by: None,
+        resource: None,
     };
     authorize::start_sign_in(state, req, session, now).await
 }

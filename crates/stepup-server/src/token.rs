@@ -94,20 +94,21 @@ pub(crate) fn mint_access_token(state: &ServerState, grant: &AccessGrant<'_>) ->
     Ok(Minted { token, jti, exp })
 }
 
-/// Picks the audience (RFC 8707): the `resource` parameter if given, which
-/// must be a configured audience the client is registered for, else the
-/// client's first (the server's default for a client registered with
-/// none). `invalid_target` otherwise: a client gets tokens only for the
-/// resource servers it was registered for.
+/// Picks the audience (RFC 8707): the `resource` asked, which must be a
+/// configured audience the client is registered for, else the client's
+/// first (the server's default for a client registered with none).
+/// `invalid_target` otherwise: a client gets tokens only for the resource
+/// servers it was registered for. One rule for the authorization request
+/// and the token request.
 pub(crate) fn audience<'c>(
     state: &'c ServerState,
     client: &Client,
-    form: &Form,
+    resource: Option<&str>,
 ) -> Result<&'c str, OAuthError> {
     let configured = &state.config.audiences;
     let allowed =
         |a: &String| client.audiences.is_empty() && *a == configured[0] || client.audiences.contains(a);
-    match form.get("resource") {
+    match resource {
         None if client.audiences.is_empty() => Ok(&configured[0]),
         None => client
             .audiences
@@ -205,7 +206,7 @@ fn client_credentials(
             "scope {bound} requires user authentication and cannot be granted to client_credentials"
         )));
     }
-    let audience = audience(state, client, form)?;
+    let audience = audience(state, client, form.get("resource"))?;
     let lifetime = state.config.tokens.access_token_seconds;
     let token = mint_access_token(
         state,

@@ -429,6 +429,109 @@ async fn token_request_mistakes(backend: Backend) {
 }
 on_both_backends!(token_request_mistakes);
 
+/// RFC 8707 at the authorization endpoint: a `resource` the client may
+/// not reach is refused before the user signs in (`invalid_target` at the
+/// redirect URI), and a code issued for one resource gives tokens for that
+/// resource only: a token request or a refresh naming another is refused.
+async fn the_resource_of_the_authorization_request_binds_its_tokens(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    s.state.store.delete_client("web").await.unwrap();
+    stepup_server::client::register(
+        &s.state.store,
+        stepup_server::client::Registration {
+            client_id: "web".into(),
+            auth_method: AuthMethod::None,
+            redirect_uris: vec![REDIRECT.into()],
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            scopes: vec![stepup_core::Scope::new("profile").unwrap()],
+            require_par: false,
+            require_dpop: false,
+            jwks: None,
+            audiences: vec![API.into(), "https://other-api.example".into()],
+        },
+        NOW,
+        &SystemRandom::new(),
+    )
+    .await
+    .unwrap();
+    let b = Browser::new();
+    for unknown in ["https://evil.example", "https://api.example/other"] {
+        let page = b.authorize(&s, &[("resource", unknown)]).await;
+        assert_eq!(
+            page.redirect_param("error").as_deref(),
+            Some("invalid_target"),
+            "{unknown}: {}",
+            page.body
+        );
+    }
+    let code_for = |resource: &'static str| {
+        let (s, b) = (&s, &b);
+        async move {
+            password_login(s, b, &[("resource", resource), ("prompt", "login")])
+                .await
+                .redirect_param("code")
+                .unwrap()
+        }
+    };
+    // Exchanged naming another resource of the same client: refused.
+    let code = code_for("https://other-api.example").await;
+    let (status, _, body) = s
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+                ("client_id", "web"),
+                ("resource", API),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+    // Exchanged without naming it: the token is for the authorized one.
+    let code = code_for("https://other-api.example").await;
+    let (status, body) = exchange(&s, &code).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        jwt_claims(body["access_token"].as_str().unwrap())["aud"],
+        "https://other-api.example"
+    );
+    // Its refresh tokens stay with that resource (a refused refresh uses
+    // the refresh token up, like a refused exchange the code).
+    let refresh = |refresh: String, resource: Option<&'static str>| {
+        let s = &s;
+        async move {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("client_id", "web"),
+            ];
+            form.extend(resource.map(|r| ("resource", r)));
+            let (status, _, body) = s.post("/token", None, &form).await;
+            (status, body)
+        }
+    };
+    let (status, body) = refresh(body["refresh_token"].as_str().unwrap().to_owned(), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        jwt_claims(body["access_token"].as_str().unwrap())["aud"],
+        "https://other-api.example"
+    );
+    let (status, body) = refresh(body["refresh_token"].as_str().unwrap().to_owned(), Some(API)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+}
+on_both_backends!(the_resource_of_the_authorization_request_binds_its_tokens);
+
 /// A code is claimed and its tokens recorded in one transaction. Every
 /// refusal after the code was presented keeps it used: a wrong verifier,
 /// and an unknown `resource` found while the tokens are prepared.
