@@ -23,6 +23,14 @@ const redirectUri = "http://127.0.0.1:1/callback";
 
 const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: "oauth2" }));
 
+// The API describes itself (RFC 9728): tokens are asked for it (RFC 8707
+// `resource`) and only if it names this authorization server.
+const resourceId = new URL(apiBase);
+const rs = await oauth.processResourceDiscoveryResponse(resourceId, await oauth.resourceDiscoveryRequest(resourceId, insecure));
+if (!rs.authorization_servers?.includes(as.issuer)) {
+  throw new Error(`the API does not name ${as.issuer}: ${JSON.stringify(rs)}`);
+}
+
 /** The user at the browser: a cookie jar and the sign-in forms. */
 const cookies = new Map();
 async function browse(url, init = {}) {
@@ -88,11 +96,15 @@ async function authorize(extra) {
   url.searchParams.set("code_challenge", await oauth.calculatePKCECodeChallenge(verifier));
   url.searchParams.set("code_challenge_method", "S256");
   url.searchParams.set("state", state);
+  url.searchParams.set("resource", rs.resource);
   for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, String(v));
   const callback = await signIn(url);
   // Checks state and the RFC 9207 iss parameter.
   const params = oauth.validateAuthResponse(as, client, callback, state);
-  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), params, redirectUri, verifier, insecure);
+  const response = await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), params, redirectUri, verifier, {
+    ...insecure,
+    additionalParameters: { resource: rs.resource },
+  });
   return oauth.processAuthorizationCodeResponse(as, client, response);
 }
 
@@ -112,7 +124,7 @@ async function callApi(token, method, path, body) {
   }
 }
 
-const out = {};
+const out = { resource: rs };
 const base = await authorize({ scope: "accounts:read" });
 out.balance = await callApi(base.access_token, "GET", "/accounts/42/balance");
 

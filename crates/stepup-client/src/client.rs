@@ -12,6 +12,7 @@ use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme, parse_www_
 use stepup_core::dpop::{ProofClaims, sign_proof};
 use stepup_core::jws::SigningKey;
 use stepup_core::pkce::CodeChallenge;
+use stepup_core::resource_metadata::{ResourceMetadata, is_loopback, metadata_url};
 use stepup_core::{ClientSecret, Clock, SystemClock};
 use tokio::sync::Mutex;
 use url::Url;
@@ -31,6 +32,10 @@ pub struct ClientConfig {
     pub client_secret: Option<ClientSecret>,
     /// Scopes every token is asked with.
     pub scopes: Vec<String>,
+    /// Scopes a resource's challenge may add without asking the user (see
+    /// [`StepUpClient::on_step_up`]); any other scope a challenge asks for
+    /// is asked of the user, or refused when no one is there to ask.
+    pub step_up_scopes: Vec<String>,
 }
 
 impl ClientConfig {
@@ -43,7 +48,15 @@ impl ClientConfig {
             client_id: client_id.into(),
             client_secret: None,
             scopes: scopes.into_iter().map(Into::into).collect(),
+            step_up_scopes: Vec::new(),
         }
+    }
+
+    /// Lets challenges add these scopes without asking the user.
+    #[must_use]
+    pub fn allow_step_up_scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.step_up_scopes = scopes.into_iter().map(Into::into).collect();
+        self
     }
 
     /// A confidential client, authenticating with `client_secret_basic`.
@@ -85,8 +98,26 @@ impl std::fmt::Debug for StepUpClient {
     }
 }
 
-/// Called when an API asks for a step-up, before the user agent runs.
-pub type StepUpNotice = Arc<dyn Fn(&Requirement) + Send + Sync>;
+/// What a resource asks for, shown to the user before the browser opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUp {
+    /// The resource identifier (RFC 9728), as its metadata names it.
+    pub resource: String,
+    /// Its name for people, if the metadata gives one.
+    pub resource_name: Option<String>,
+    /// `METHOD URL` of the call that asked.
+    pub route: String,
+    /// What it asks for.
+    pub requirement: Requirement,
+    /// Scopes it asks for that the client is configured with neither as
+    /// base scopes nor as [`ClientConfig::step_up_scopes`].
+    pub unconfigured_scopes: Vec<String>,
+}
+
+/// Called when a resource asks for a step-up, before the user agent runs:
+/// tells the user who asks for what, and returns whether to go on. Without
+/// one, a step-up goes on unless it asks for unconfigured scopes.
+pub type StepUpNotice = Arc<dyn Fn(&StepUp) -> bool + Send + Sync>;
 
 /// The client's DPoP key and its thumbprint.
 struct DpopKey {
@@ -95,11 +126,22 @@ struct DpopKey {
 }
 
 /// Which token a call was made with.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Held {
     Base,
-    Elevated,
+    /// An elevated token, obtained for this requirement.
+    Elevated(Requirement),
 }
+
+/// The resource a call goes to, or the answer it got without a token.
+enum Resolved {
+    Known(ResourceMetadata),
+    /// The resource was unknown and answered the call without a token.
+    Answered(reqwest::Response),
+}
+
+/// The largest metadata document read (RFC 9728 documents are small).
+const METADATA_LIMIT: usize = 64 * 1024;
 
 /// What an API's refusal asks of the client.
 enum Refusal {
@@ -225,11 +267,26 @@ impl StepUpClient {
     /// request again, once: a second challenge is
     /// [`ClientError::StillChallenged`]. Other answers, errors included,
     /// are returned as they came.
+    ///
+    /// A token goes only to the resource it was issued for (RFC 8707
+    /// `resource`, RFC 9728 metadata), over https (http only on loopback).
+    /// The first call to a resource learns what it is: its metadata at the
+    /// origin's well-known address, else the `resource_metadata` of its
+    /// answer to the call sent without a token. The metadata must come
+    /// from its own address, cover the URL called and name this client's
+    /// authorization server, or no token is sent
+    /// ([`ClientError::UntrustedResource`]).
     pub async fn execute(&self, request: reqwest::Request) -> Result<reqwest::Response, ClientError> {
+        require_secure(request.url())?;
         let route = route_of(&request);
+        let called = request.url().clone();
         // Kept before the first send: a streaming body cannot be cloned.
         let replay = request.try_clone();
-        let (token, held) = self.token_for(&route).await?;
+        let resource = match self.resource_of(&request).await? {
+            Resolved::Known(metadata) => metadata,
+            Resolved::Answered(response) => return Ok(response),
+        };
+        let (token, held) = self.token_for(&resource, &route).await?;
         let mut response = self.send(request, &token).await?;
         let mut replay = replay;
         // A server nonce is not a refusal: the same call again, with it.
@@ -250,17 +307,22 @@ impl StepUpClient {
             };
         };
         let token = match first {
-            Refusal::StepUp(challenge) => self.step_up(&route, &challenge).await?,
+            Refusal::StepUp(challenge) => {
+                self.step_up(&resource, &called, &route, &held, &challenge, None)
+                    .await?
+            }
             Refusal::InvalidToken => {
                 // Drop the token the API refused, and get another the way
                 // a first call would (refresh, else sign in).
                 let mut tokens = self.tokens.lock().await;
-                match held {
-                    Held::Base => tokens.clear_base(),
-                    Held::Elevated => tokens.prune(i64::MAX),
+                if let Some(kept) = tokens.of(&resource.resource) {
+                    match &held {
+                        Held::Base => kept.clear_base(),
+                        Held::Elevated(requirement) => kept.drop_elevated(&route, requirement),
+                    }
                 }
                 drop(tokens);
-                self.token_for(&route).await?.0
+                self.token_for(&resource, &route).await?.0
             }
             Refusal::UseNonce => return Ok(response),
         };
@@ -275,15 +337,22 @@ impl StepUpClient {
     /// 9396): when the API asks for more, gets a token approved for
     /// `details` (at the level the challenge names) and sends the request
     /// again with it, once. That token serves this call only and is not
-    /// kept: the next transaction is approved anew.
+    /// kept: the next transaction is approved anew. Tokens go only where
+    /// [`execute`](Self::execute) sends them.
     pub async fn execute_transaction(
         &self,
         request: reqwest::Request,
         details: serde_json::Value,
     ) -> Result<reqwest::Response, ClientError> {
+        require_secure(request.url())?;
         let route = route_of(&request);
+        let called = request.url().clone();
         let replay = request.try_clone();
-        let (token, _) = self.token_for(&route).await?;
+        let resource = match self.resource_of(&request).await? {
+            Resolved::Known(metadata) => metadata,
+            Resolved::Answered(response) => return Ok(response),
+        };
+        let (token, held) = self.token_for(&resource, &route).await?;
         let response = self.send(request, &token).await?;
         let challenge = match refusal(&response)? {
             Some(Refusal::StepUp(c)) => c,
@@ -292,23 +361,119 @@ impl StepUpClient {
         let Some(replay) = replay else {
             return Err(ClientError::BodyNotReplayable(challenge));
         };
-        let mut requirement = requirement_of(&challenge);
-        requirement.authorization_details = Some(details);
-        if let Some(notice) = &self.on_step_up {
-            notice(&requirement);
-        }
-        let approved = self.authorize(&requirement).await?;
-        let response = self.send(replay, &(approved.access_token, approved.dpop)).await?;
+        let token = self
+            .step_up(&resource, &called, &route, &held, &challenge, Some(details))
+            .await?;
+        let response = self.send(replay, &token).await?;
         match refusal(&response)? {
             Some(Refusal::StepUp(challenge)) => Err(ClientError::StillChallenged(challenge)),
             _ => Ok(response),
         }
     }
 
-    /// Signs in for the base token now (before any call needs it).
-    pub async fn sign_in(&self) -> Result<(), ClientError> {
-        let tokens = self.authorize(&Requirement::default()).await?;
-        self.tokens.lock().await.set_base(tokens);
+    /// The resource `request` goes to: one already known, else learnt now
+    /// (see [`execute`](Self::execute)).
+    async fn resource_of(&self, request: &reqwest::Request) -> Result<Resolved, ClientError> {
+        let called = request.url();
+        if let Some(known) = self.tokens.lock().await.resource_for(called) {
+            return Ok(Resolved::Known(known.clone()));
+        }
+        let untrusted = |reason: String| ClientError::UntrustedResource {
+            url: called.to_string(),
+            reason,
+        };
+        // The origin's own metadata: no request is sent to learn it.
+        let origin = called.origin().ascii_serialization();
+        let (at_origin, _) = metadata_url(&origin).map_err(|e| untrusted(e.to_string()))?;
+        let first = match self.read_metadata(&at_origin, called).await {
+            Ok(metadata) => return Ok(Resolved::Known(self.remember(metadata).await)),
+            Err(e) => e,
+        };
+        // Else the call itself, without a token: a resource answers it
+        // with a challenge naming its metadata (RFC 9728 §5).
+        let Some(probe) = request.try_clone() else {
+            return Err(first);
+        };
+        let response = self.http.execute(probe).await?;
+        self.remember_nonce(called, response.headers());
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(Resolved::Answered(response));
+        }
+        let named = challenges(&response)?
+            .into_iter()
+            .find_map(|c| c.resource_metadata);
+        let Some(named) = named else {
+            return Err(untrusted(format!(
+                "it publishes no resource metadata (RFC 9728) at {at_origin} nor in its challenge"
+            )));
+        };
+        let named = Url::parse(&named).map_err(|e| untrusted(format!("resource_metadata {named:?}: {e}")))?;
+        let metadata = self.read_metadata(&named, called).await?;
+        Ok(Resolved::Known(self.remember(metadata).await))
+    }
+
+    async fn remember(&self, metadata: ResourceMetadata) -> ResourceMetadata {
+        tracing::info!(resource = %metadata.resource, "a resource of this authorization server");
+        self.tokens.lock().await.know(metadata.clone());
+        metadata
+    }
+
+    /// Reads a resource's metadata at `at` and checks it may be used for a
+    /// call to `called` (RFC 9728 §3.3, and this client's issuer).
+    async fn read_metadata(&self, at: &Url, called: &Url) -> Result<ResourceMetadata, ClientError> {
+        let untrusted = |reason: String| ClientError::UntrustedResource {
+            url: called.to_string(),
+            reason,
+        };
+        require_secure(at)?;
+        let mut response = self
+            .http
+            .get(at.clone())
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(untrusted(format!("{at}: HTTP {}", response.status().as_u16())));
+        }
+        // Where it was read in the end: a redirect counts as that place.
+        let fetched = response.url().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > METADATA_LIMIT {
+                return Err(untrusted(format!(
+                    "{at}: metadata larger than {METADATA_LIMIT} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let metadata: ResourceMetadata = serde_json::from_slice(&body)
+            .map_err(|e| untrusted(format!("{at}: not resource metadata: {e}")))?;
+        metadata
+            .check_for(&fetched, called, &self.provider.issuer)
+            .map_err(|e| untrusted(e.to_string()))?;
+        Ok(metadata)
+    }
+
+    /// Signs in for the base token of the resource `url` belongs to, now
+    /// (before any call needs it).
+    pub async fn sign_in(&self, url: &Url) -> Result<(), ClientError> {
+        require_secure(url)?;
+        let probe = self.http.get(url.clone()).build()?;
+        let resource = match self.resource_of(&probe).await? {
+            Resolved::Known(metadata) => metadata,
+            Resolved::Answered(_) => {
+                return Err(ClientError::UntrustedResource {
+                    url: url.to_string(),
+                    reason: "it answers without a token and publishes no metadata".to_owned(),
+                });
+            }
+        };
+        let tokens = self
+            .authorize(&Requirement::default(), &resource.resource)
+            .await?;
+        if let Some(kept) = self.tokens.lock().await.of(&resource.resource) {
+            kept.set_base(tokens);
+        }
         Ok(())
     }
 
@@ -340,54 +505,158 @@ impl StepUpClient {
         Ok(response)
     }
 
-    /// The token for a call to `route`: its elevated token if one is held,
-    /// else the base token (refreshed or obtained as needed).
-    async fn token_for(&self, route: &str) -> Result<((Secret, bool), Held), ClientError> {
+    /// The token for a call to `route` of `resource`: its elevated token
+    /// if one is held, else the base token (refreshed or obtained as
+    /// needed).
+    async fn token_for(
+        &self,
+        resource: &ResourceMetadata,
+        route: &str,
+    ) -> Result<((Secret, bool), Held), ClientError> {
+        let id = resource.resource.as_str();
         let mut tokens = self.tokens.lock().await;
         let now = self.now();
         tokens.prune(now);
-        if let Some(elevated) = tokens.elevated_for(route, now) {
-            return Ok(((elevated.access_token.clone(), elevated.dpop), Held::Elevated));
+        let kept = match tokens.of(id) {
+            Some(kept) => kept,
+            None => {
+                tokens.know(resource.clone());
+                tokens.of(id).ok_or_else(|| ClientError::UntrustedResource {
+                    url: id.to_owned(),
+                    reason: "forgotten".to_owned(),
+                })?
+            }
+        };
+        if let Some((elevated, requirement)) = kept.elevated_for(route, now) {
+            return Ok((
+                (elevated.access_token.clone(), elevated.dpop),
+                Held::Elevated(requirement.clone()),
+            ));
         }
-        if let Some(base) = tokens.base() {
+        if let Some(base) = kept.base() {
             if base.is_fresh(now) {
                 return Ok(((base.access_token.clone(), base.dpop), Held::Base));
             }
             if let Some(refresh) = base.refresh_token.clone() {
-                match self.refresh(&refresh, base).await {
+                match self.refresh(&refresh, base, id).await {
                     Ok(renewed) => {
                         let token = (renewed.access_token.clone(), renewed.dpop);
-                        tokens.set_base(renewed);
+                        kept.set_base(renewed);
                         return Ok((token, Held::Base));
                     }
                     Err(e) => tracing::info!(error = %e, "refresh failed; signing in again"),
                 }
             }
         }
-        let base = self.authorize(&Requirement::default()).await?;
+        let base = self.authorize(&Requirement::default(), id).await?;
         let token = (base.access_token.clone(), base.dpop);
-        tokens.set_base(base);
+        kept.set_base(base);
         Ok((token, Held::Base))
     }
 
-    /// Gets a token meeting `challenge` and keeps it for `route`.
-    async fn step_up(&self, route: &str, challenge: &BearerChallenge) -> Result<(Secret, bool), ClientError> {
-        let requirement = requirement_of(challenge);
-        tracing::info!(route, acr_values = ?requirement.acr_values, max_age = ?requirement.max_age,
-            scope = ?requirement.scope, "the API asks for a step-up");
-        if let Some(notice) = &self.on_step_up {
-            notice(&requirement);
+    /// Follows `challenge`, the answer of `resource` to a call to `route`
+    /// made with the `held` token: checks it may be followed, tells the
+    /// user, and gets a token meeting it. With `details` (a transaction),
+    /// the token is approved for them and not kept; else it is kept for
+    /// the route.
+    async fn step_up(
+        &self,
+        resource: &ResourceMetadata,
+        called: &Url,
+        route: &str,
+        held: &Held,
+        challenge: &BearerChallenge,
+        details: Option<serde_json::Value>,
+    ) -> Result<(Secret, bool), ClientError> {
+        let untrusted = |reason: String| ClientError::UntrustedResource {
+            url: called.to_string(),
+            reason,
+        };
+        // The challenge names the resource's metadata: it must be this
+        // resource's, and it is read again, so a step-up is followed only
+        // while the resource still names this authorization server.
+        let resource = match &challenge.resource_metadata {
+            Some(named) => {
+                let (own, _) = metadata_url(&resource.resource).map_err(|e| untrusted(e.to_string()))?;
+                if named != own.as_str() {
+                    return Err(untrusted(format!(
+                        "its challenge names the metadata at {named}, not that of {}",
+                        resource.resource
+                    )));
+                }
+                let fresh = self.read_metadata(&own, called).await?;
+                if fresh.resource != resource.resource {
+                    return Err(untrusted(format!("its metadata now names {}", fresh.resource)));
+                }
+                self.remember(fresh).await
+            }
+            None => resource.clone(),
+        };
+        let mut requirement = requirement_of(challenge);
+        if !resource.scopes_supported.is_empty() {
+            if let Some(s) = requirement
+                .scope
+                .iter()
+                .find(|s| !resource.scopes_supported.contains(s))
+            {
+                return Err(untrusted(format!(
+                    "it asks for the scope {s:?}, which its metadata does not list"
+                )));
+            }
+        }
+        if let Held::Elevated(had) = held {
+            // The token was obtained for this already: asking again is a
+            // loop (or a downgrade), not a step up.
+            if details.is_none() && !requirement.asks_more_than(had) {
+                return Err(ClientError::StillChallenged(Box::new(challenge.clone())));
+            }
+        }
+        let transaction = details.is_some();
+        requirement.authorization_details = details;
+        let unconfigured_scopes: Vec<String> = requirement
+            .scope
+            .iter()
+            .filter(|s| !self.config.scopes.contains(s) && !self.config.step_up_scopes.contains(s))
+            .cloned()
+            .collect();
+        let step = StepUp {
+            resource: resource.resource.clone(),
+            resource_name: resource.resource_name.clone(),
+            route: route.to_owned(),
+            requirement,
+            unconfigured_scopes,
+        };
+        tracing::info!(resource = %step.resource, route, acr_values = ?step.requirement.acr_values,
+            max_age = ?step.requirement.max_age, scope = ?step.requirement.scope, "the API asks for a step-up");
+        let go_on = match &self.on_step_up {
+            Some(ask) => ask(&step),
+            None => step.unconfigured_scopes.is_empty(),
+        };
+        if !go_on {
+            return Err(ClientError::StepUpDeclined {
+                resource: step.resource,
+                unconfigured_scopes: step.unconfigured_scopes,
+            });
+        }
+        if transaction {
+            let approved = self.authorize(&step.requirement, &resource.resource).await?;
+            return Ok((approved.access_token, approved.dpop));
         }
         let mut tokens = self.tokens.lock().await;
-        let elevated = self.authorize(&requirement).await?;
+        let elevated = self.authorize(&step.requirement, &resource.resource).await?;
         let token = (elevated.access_token.clone(), elevated.dpop);
-        tokens.set_elevated(route.to_owned(), requirement, elevated);
+        if tokens.of(&resource.resource).is_none() {
+            tokens.know(resource.clone());
+        }
+        if let Some(kept) = tokens.of(&resource.resource) {
+            kept.set_elevated(route.to_owned(), step.requirement, elevated);
+        }
         Ok(token)
     }
 
-    /// Runs an authorization request for `requirement` through the user
-    /// agent and exchanges the code.
-    async fn authorize(&self, requirement: &Requirement) -> Result<TokenSet, ClientError> {
+    /// Runs an authorization request for `requirement` and `resource`
+    /// (RFC 8707) through the user agent and exchanges the code.
+    async fn authorize(&self, requirement: &Requirement, resource: &str) -> Result<TokenSet, ClientError> {
         let verifier = self.random()?;
         let challenge = CodeChallenge::from_verifier(&verifier)
             .map_err(|e| ClientError::BadAuthorizationResponse(e.to_string()))?;
@@ -408,7 +677,8 @@ impl StepUpClient {
                     .append_pair("redirect_uri", redirect_uri)
                     .append_pair("state", &state)
                     .append_pair("code_challenge", challenge.as_str())
-                    .append_pair("code_challenge_method", "S256");
+                    .append_pair("code_challenge_method", "S256")
+                    .append_pair("resource", resource);
                 if !scope.is_empty() {
                     q.append_pair("scope", &scope);
                 }
@@ -435,6 +705,7 @@ impl StepUpClient {
             ("code", code),
             ("redirect_uri", callback.redirect_uri.clone()),
             ("code_verifier", verifier),
+            ("resource", resource.to_owned()),
         ];
         self.token_request(form, None).await
     }
@@ -475,10 +746,16 @@ impl StepUpClient {
             .ok_or_else(|| ClientError::BadAuthorizationResponse("it carries no code".to_owned()))
     }
 
-    async fn refresh(&self, refresh_token: &Secret, old: &TokenSet) -> Result<TokenSet, ClientError> {
+    async fn refresh(
+        &self,
+        refresh_token: &Secret,
+        old: &TokenSet,
+        resource: &str,
+    ) -> Result<TokenSet, ClientError> {
         let form = vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh_token.expose().to_owned()),
+            ("resource", resource.to_owned()),
         ];
         self.token_request(form, Some(old)).await
     }
@@ -640,16 +917,22 @@ fn route_of(request: &reqwest::Request) -> String {
     )
 }
 
-/// Reads the API's refusal, if the response is one this client acts on:
-/// a 401 or 403 with a `Bearer` challenge saying
-/// `insufficient_user_authentication`, `insufficient_scope` or
-/// `invalid_token`.
-fn refusal(response: &reqwest::Response) -> Result<Option<Refusal>, ClientError> {
+/// Tokens and metadata travel over https, or http on a loopback host.
+fn require_secure(url: &Url) -> Result<(), ClientError> {
+    if url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url)) {
+        Ok(())
+    } else {
+        Err(ClientError::InsecureTransport(url.to_string()))
+    }
+}
+
+/// The `Bearer` and `DPoP` challenges of a 401 or 403.
+fn challenges(response: &reqwest::Response) -> Result<Vec<BearerChallenge>, ClientError> {
     if !matches!(
         response.status(),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
     ) {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let values: Vec<&str> = response
         .headers()
@@ -658,16 +941,25 @@ fn refusal(response: &reqwest::Response) -> Result<Option<Refusal>, ClientError>
         .filter_map(|v| v.to_str().ok())
         .collect();
     if values.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let challenges =
+    let parsed =
         parse_www_authenticate(values).map_err(|e| ClientError::MalformedChallenge(e.to_string()))?;
-    for challenge in &challenges {
-        if TokenScheme::from_name(challenge.scheme()).is_none() {
-            continue;
-        }
-        let bearer = BearerChallenge::from_challenge(challenge)
-            .map_err(|e| ClientError::MalformedChallenge(e.to_string()))?;
+    parsed
+        .iter()
+        .filter(|c| TokenScheme::from_name(c.scheme()).is_some())
+        .map(|c| {
+            BearerChallenge::from_challenge(c).map_err(|e| ClientError::MalformedChallenge(e.to_string()))
+        })
+        .collect()
+}
+
+/// Reads the API's refusal, if the response is one this client acts on:
+/// a 401 or 403 with a `Bearer` challenge saying
+/// `insufficient_user_authentication`, `insufficient_scope` or
+/// `invalid_token`.
+fn refusal(response: &reqwest::Response) -> Result<Option<Refusal>, ClientError> {
+    for bearer in challenges(response)? {
         if bearer
             .error
             .as_ref()

@@ -66,6 +66,30 @@ pub enum ClientError {
     /// repeated (no loops). The challenge says what is still missing.
     #[error("the API still refuses after the step-up: {0}")]
     StillChallenged(Box<BearerChallenge>),
+    /// The URL is plain http on a host that is not loopback: no token (nor
+    /// metadata) travels there.
+    #[error("refusing to send a token to {0}: https is required (http only on loopback)")]
+    InsecureTransport(String),
+    /// The resource called cannot be trusted with this authorization
+    /// server's tokens, or its challenge cannot be followed: no metadata
+    /// (RFC 9728), metadata served for another resource, another
+    /// authorization server, a scope it does not declare.
+    #[error("not sending a token to {url}: {reason}")]
+    UntrustedResource {
+        /// The URL called.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The step-up was not followed: the user declined it, or it asks for
+    /// scopes beyond the configured ones and no one could be asked.
+    #[error("the step-up asked by {resource} was declined{}", if .unconfigured_scopes.is_empty() { String::new() } else { format!(" (it asks for scopes not configured: {})", .unconfigured_scopes.join(" ")) })]
+    StepUpDeclined {
+        /// The resource that asked.
+        resource: String,
+        /// The scopes it asked beyond the configured ones.
+        unconfigured_scopes: Vec<String>,
+    },
     /// A `WWW-Authenticate` header could not be read.
     #[error("malformed challenge from the API: {0}")]
     MalformedChallenge(String),

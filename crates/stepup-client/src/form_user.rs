@@ -163,6 +163,23 @@ impl FormUser {
         Self::new(&self.username, &self.password, self.totp.clone()).from_address(ip)
     }
 
+    /// The same person at the same browser (its session shared), for a
+    /// second client driven by the same user.
+    pub fn share(&self) -> Self {
+        Self {
+            username: self.username.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            password: self.password.clone(),
+            totp: self.totp.clone(),
+            http: self.http.clone(),
+            last_step: Mutex::new(None),
+            last_code: Mutex::new(None),
+            passkey: self.passkey.clone(),
+            forwarded_for: self.forwarded_for.clone(),
+            sign_ins: Mutex::new(Vec::new()),
+        }
+    }
+
     /// The user's browser (its cookie jar: the session).
     pub fn browser(&self) -> &reqwest::Client {
         &self.http

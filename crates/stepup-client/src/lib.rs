@@ -19,10 +19,16 @@
 //! ```
 //!
 //! The authorization requests use PKCE (S256), `state`, and check the RFC
-//! 9207 `iss` of the response. Tokens are kept per need: the base token
-//! serves ordinary calls; a token obtained by a step-up is kept for the
-//! route that asked for it, and only while its lifetime and the asked
-//! `max_age` allow.
+//! 9207 `iss` of the response. Tokens are asked for the resource called
+//! (RFC 8707 `resource`), learnt from its metadata (RFC 9728), and sent to
+//! nothing else: not to another origin or path, not over plain http off
+//! loopback; a challenge is followed only from a resource whose metadata
+//! names this client's authorization server, and a scope the client was
+//! not configured with is asked of the user ([`StepUpClient::on_step_up`]).
+//! Tokens are kept per resource and need: the base token serves ordinary
+//! calls; a token obtained by a step-up is kept for the route and level
+//! that asked for it, and only while its lifetime and the asked `max_age`
+//! allow.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -38,7 +44,7 @@ pub use agent::{
     AuthorizationCallback, AuthorizeFn, BoxFuture, FnUserAgent, LoopbackBrowser, Opener, UserAgent,
     UserAgentError,
 };
-pub use client::{ClientConfig, StepUpClient, StepUpNotice};
+pub use client::{ClientConfig, StepUp, StepUpClient, StepUpNotice};
 pub use error::ClientError;
 pub use form_user::{
     FormUser, LOOPBACK_REDIRECT, PasskeySigner, Reached, SignIn, attribute as page_attribute,

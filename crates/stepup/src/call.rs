@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use stepup_client::{ClientConfig, LoopbackBrowser, Opener, Provider, Requirement, StepUpClient, Tokens};
+use stepup_client::{ClientConfig, LoopbackBrowser, Opener, Provider, StepUp, StepUpClient, Tokens};
 
 use crate::serve::runtime;
 
@@ -36,6 +36,11 @@ pub(crate) struct CallArgs {
     /// Scopes of the base token (repeat the flag for several).
     #[arg(long = "scope")]
     scopes: Vec<String>,
+    /// A scope an API's step-up may add without asking (repeat the flag
+    /// for several). Any other scope a step-up asks for is asked on the
+    /// terminal, or refused when there is no terminal.
+    #[arg(long = "allow-scope")]
+    allow_scopes: Vec<String>,
     /// Print the sign-in address instead of opening a browser.
     #[arg(long)]
     no_browser: bool,
@@ -75,11 +80,15 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
         let client = StepUpClient::new(
             http.clone(),
             provider,
-            ClientConfig::public(args.client_id.clone(), args.scopes.clone()),
+            ClientConfig::public(args.client_id.clone(), args.scopes.clone())
+                .allow_step_up_scopes(args.allow_scopes.clone()),
             Arc::new(agent),
         )
         .with_tokens(kept.remove(&key).unwrap_or_default())
-        .on_step_up(Arc::new(|r: &Requirement| eprintln!("{}", step_up_notice(r))));
+        .on_step_up(Arc::new(|step: &StepUp| {
+            eprintln!("{}", step_up_notice(step));
+            step.unconfigured_scopes.is_empty() || user_allows(&step.unconfigured_scopes)
+        }));
 
         let method = match (&args.method, &args.data) {
             (Some(m), _) => m.to_ascii_uppercase(),
@@ -120,8 +129,10 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
     })
 }
 
-/// What the user reads before the browser opens for a step-up.
-fn step_up_notice(r: &Requirement) -> String {
+/// What the user reads before the browser opens for a step-up: who asks,
+/// for what.
+fn step_up_notice(step: &StepUp) -> String {
+    let r = &step.requirement;
     let mut asked = Vec::new();
     if !r.acr_values.is_empty() {
         asked.push(format!("level {}", r.acr_values.join(" or ")));
@@ -132,7 +143,38 @@ fn step_up_notice(r: &Requirement) -> String {
     if !r.scope.is_empty() {
         asked.push(format!("scope {}", r.scope.join(" ")));
     }
-    format!("The API asks for a stronger sign-in ({}).", asked.join(", "))
+    let who = match &step.resource_name {
+        Some(name) => format!("{} ({name})", step.resource),
+        None => step.resource.clone(),
+    };
+    format!(
+        "{who} asks for a stronger sign-in ({}) for {}.",
+        asked.join(", "),
+        step.route
+    )
+}
+
+/// Asks on the terminal whether a step-up may add `scopes`; no terminal
+/// (a script, a pipe) is a no.
+fn user_allows(scopes: &[String]) -> bool {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        eprintln!(
+            "It asks for scopes not configured ({}): refused. Pass --allow-scope to allow them.",
+            scopes.join(" ")
+        );
+        return false;
+    }
+    eprint!(
+        "It asks for scopes not configured ({}). Allow? [y/N] ",
+        scopes.join(" ")
+    );
+    let mut answer = String::new();
+    if stdin.read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
 fn unix_now() -> i64 {
@@ -201,16 +243,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_notice_says_what_is_asked() {
-        let r = Requirement {
-            acr_values: vec!["mfa".into(), "phr".into()],
-            max_age: Some(300),
-            scope: vec!["payments:write".into()],
-            authorization_details: None,
+    fn the_notice_says_who_asks_for_what() {
+        let step = StepUp {
+            resource: "https://api.bank.example".into(),
+            resource_name: Some("Bank API".into()),
+            route: "POST https://api.bank.example:443/payees".into(),
+            requirement: stepup_client::Requirement {
+                acr_values: vec!["mfa".into(), "phr".into()],
+                max_age: Some(300),
+                scope: vec!["payments:write".into()],
+                authorization_details: None,
+            },
+            unconfigured_scopes: vec![],
         };
         assert_eq!(
-            step_up_notice(&r),
-            "The API asks for a stronger sign-in (level mfa or phr, a sign-in at most 300 s old, scope payments:write)."
+            step_up_notice(&step),
+            "https://api.bank.example (Bank API) asks for a stronger sign-in (level mfa or phr, \
+             a sign-in at most 300 s old, scope payments:write) for POST https://api.bank.example:443/payees."
         );
     }
 }

@@ -22,7 +22,6 @@ mod support;
 use support::server_config;
 
 const PASSWORD: &str = "correct horse battery";
-const AUDIENCE: &str = "https://api.example";
 
 const POLICY: &str = r#"
 levels = [
@@ -54,7 +53,10 @@ async fn world(name: &str) -> World {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let database_url = format!("sqlite://{}/stepup.db", dir.display());
-    let config = server_config(&issuer, &database_url, AUDIENCE, "");
+    // The API's identifier is its URL (RFC 8707 resource, RFC 9728).
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}", api_listener.local_addr().unwrap());
+    let config = server_config(&issuer, &database_url, &api_url, "");
     let config = Config::from_toml("test.toml", &config).unwrap();
     let store = Store::connect(&config.database_url).await.unwrap();
     let state = ServerState::new(config, store, Arc::new(SystemClock))
@@ -87,13 +89,23 @@ async fn world(name: &str) -> World {
     let app = router(state);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let verifier = JwtVerifier::from_issuer(&issuer, AUDIENCE, HttpFetcher::new().unwrap())
+    let verifier = JwtVerifier::from_issuer(&issuer, &api_url, HttpFetcher::new().unwrap())
         .await
         .unwrap();
-    let guard = Guard::new(
-        Arc::new(Policy::from_toml("policy.toml", POLICY).unwrap()),
-        TokenVerifier::Jwt(Arc::new(verifier)),
-    );
+    let policy = Policy::from_toml("policy.toml", POLICY).unwrap();
+    let metadata = stepup_core::resource_metadata::ResourceMetadata {
+        resource: api_url.clone(),
+        authorization_servers: vec![issuer.clone()],
+        scopes_supported: policy.scopes(),
+        bearer_methods_supported: vec!["header".into()],
+        dpop_signing_alg_values_supported: vec![],
+        authorization_details_types_supported: vec![],
+        resource_name: Some("Test bank".into()),
+    };
+    let guard = Guard::builder(Arc::new(policy), TokenVerifier::Jwt(Arc::new(verifier)))
+        .resource_metadata(&metadata)
+        .unwrap()
+        .build();
     async fn echo(claims: VerifiedClaims, body: String) -> String {
         format!("{} {body}", claims.0.acr.as_deref().unwrap_or("-"))
     }
@@ -101,9 +113,7 @@ async fn world(name: &str) -> World {
         .route("/accounts/{id}/balance", get(echo))
         .route("/accounts/{id}/payees", post(echo))
         .layer(guard.layer());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+    tokio::spawn(async move { axum::serve(api_listener, api).await.unwrap() });
     World {
         issuer,
         api: api_url,
@@ -260,7 +270,7 @@ async fn call_signs_in_steps_up_and_keeps_tokens() {
     assert_eq!(sign_ins, 1);
     assert!(
         run.stderr.contains(
-            "The API asks for a stronger sign-in (level urn:stepup:acr:mfa, a sign-in at most 300 s old)"
+            &format!("{} (Test bank) asks for a stronger sign-in (level urn:stepup:acr:mfa, a sign-in at most 300 s old) for POST ", w.api)
         ),
         "{}",
         run.stderr
@@ -298,6 +308,11 @@ async fn call_reports_bad_arguments_and_refusals() {
         "{}",
         run.stderr
     );
+
+    // Issue 17 §1: plain http off loopback gets no token, nor anything.
+    let (run, sign_ins) = call(&w, &["http://evil.example/x"]).await;
+    assert_eq!((run.code, sign_ins), (2, 0), "{}", run.stderr);
+    assert!(run.stderr.contains("https is required"), "{}", run.stderr);
 
     // An issuer that is not there.
     let (run, _) = call_with(&w, "http://127.0.0.1:9", "2", &[&url]).await;

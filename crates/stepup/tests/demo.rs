@@ -295,6 +295,10 @@ fn oauth4webapi_steps_up(name: &str, api: impl Fn(&Demo) -> String) {
         String::from_utf8_lossy(&output.stderr)
     );
     let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    // oauth4webapi read the resource's metadata (RFC 9728) and asked its
+    // tokens for it (RFC 8707): each door is a resource of its own.
+    assert_eq!(out["resource"]["resource"], api(&demo), "{stdout}");
+    assert_eq!(out["resource"]["authorization_servers"][0], demo.issuer.as_str());
     assert_eq!(out["balance"]["body"]["acr"], "urn:stepup:acr:pwd");
     // The RFC 9470 challenge, as oauth4webapi parsed it.
     assert_eq!(out["challenge"]["status"], 401);

@@ -190,6 +190,7 @@ pub(crate) async fn start_with(
     let issuer = format!("http://localhost:{}", as_addr.port());
     let api_url = format!("http://localhost:{}", api_addr.port());
     let app_url = format!("http://localhost:{}", app_addr.port());
+    let gateway_url = format!("http://localhost:{}", gateway_addr.port());
 
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let database = data_dir.join("stepup.db");
@@ -199,7 +200,9 @@ pub(crate) async fn start_with(
             r#"
 issuer = "{issuer}"
 database_url = "sqlite://{database}"
-audiences = ["{api_url}"]
+# Two resources (RFC 8707): the API behind the guard, and the same API
+# behind the gateway; a token is for one of them only.
+audiences = ["{api_url}", "{gateway_url}"]
 
 [[level]]
 name = "pwd"
@@ -242,7 +245,7 @@ demo_show_totp_code = true
     .map_err(|e| anyhow!("{e}"))?;
     let store = open_store(&config.database_url).await?;
     let state = ServerState::with_geo(config, store, Arc::new(SystemClock), geo.clone()).await?;
-    let totp = provision(&state, &app_url).await?;
+    let totp = provision(&state, &app_url, &[&api_url, &gateway_url]).await?;
 
     tokio::spawn(serve(as_listener, stepup_server::router(Arc::clone(&state))));
     let verifier = JwtVerifier::from_issuer(&issuer, &api_url, HttpFetcher::new()?)
@@ -279,10 +282,9 @@ demo_show_totp_code = true
     let bank = api::Bank::new();
     tokio::spawn(serve(api_listener, api::router(bank.clone(), guard)));
 
-    // The same API, a second way: a plain upstream behind the gateway.
-    let gateway_url = format!("http://localhost:{}", gateway_addr.port());
-    // One API, two doors: the tokens' audience is the API's identifier.
-    let gateway = start_gateway(data_dir, &issuer, &api_url, &gateway_url, upstream_addr).await?;
+    // The same API, a second way: a plain upstream behind the gateway, a
+    // resource of its own (its tokens are not the guarded API's).
+    let gateway = start_gateway(data_dir, &issuer, &gateway_url, upstream_addr).await?;
     tokio::spawn(serve(upstream_listener, api::upstream_router(bank)));
     tokio::spawn(async move {
         if let Err(e) = gateway.serve(gateway_listener, std::future::pending()).await {
@@ -309,7 +311,6 @@ demo_show_totp_code = true
 async fn start_gateway(
     data_dir: &std::path::Path,
     issuer: &str,
-    audience: &str,
     gateway_url: &str,
     upstream: SocketAddr,
 ) -> Result<stepup_gateway::Gateway> {
@@ -320,7 +321,7 @@ async fn start_gateway(
 listen = "127.0.0.1:0"
 policy = "gateway-policy.toml"
 issuer = "{issuer}"
-audience = "{audience}"
+audience = "{gateway_url}"
 dpop_origin = "{gateway_url}"
 
 [amount]
@@ -391,7 +392,7 @@ async fn serve(listener: TcpListener, router: axum::Router) {
 /// secret, the web app's and the CLI's clients. Returns the TOTP secret,
 /// base32. Later starts find them (the web app's redirect URI follows its
 /// port).
-async fn provision(state: &ServerState, app_url: &str) -> Result<String> {
+async fn provision(state: &ServerState, app_url: &str, resources: &[&str]) -> Result<String> {
     let store = &state.store;
     let rng = SystemRandom::new();
     let now = SystemClock.now().seconds();
@@ -420,7 +421,12 @@ async fn provision(state: &ServerState, app_url: &str) -> Result<String> {
             .as_ref()
             .and_then(|c| serde_json::from_str::<Vec<String>>(&c.redirect_uris).ok())
             .unwrap_or_default();
-        if registered.iter().any(|r| r == redirect_uri) {
+        let audiences = existing
+            .as_ref()
+            .and_then(|c| c.audiences.as_deref())
+            .and_then(|a| serde_json::from_str::<Vec<String>>(a).ok())
+            .unwrap_or_default();
+        if registered.iter().any(|r| r == redirect_uri) && audiences == resources {
             continue;
         }
         if existing.is_some() {
@@ -437,7 +443,8 @@ async fn provision(state: &ServerState, app_url: &str) -> Result<String> {
                 require_par: false,
                 require_dpop: false,
                 jwks: None,
-                audiences: Vec::new(),
+                // Both doors of the API; the first is the default.
+                audiences: resources.iter().map(|r| (*r).to_owned()).collect(),
             },
             now,
             &rng,

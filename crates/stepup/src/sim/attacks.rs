@@ -388,9 +388,25 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
     let stolen = t.access_token(&t.victim, "openid accounts:read", &[]).await;
     let stolen = stolen.unwrap_or_default();
     let bearer = format!("Bearer {stolen}");
+    // The same for the gateway, a resource of its own (RFC 8707): so its
+    // attacks are refused for what they try, not for the audience. A
+    // deployment whose gateway shares the API's audience gets the API's.
+    let gateway_bearer = match &t.gateway {
+        Some(gateway) => match t
+            .access_token(&t.victim, "openid accounts:read", &[("resource", gateway)])
+            .await
+        {
+            Ok(token) => format!("Bearer {token}"),
+            Err(_) => bearer.clone(),
+        },
+        None => bearer.clone(),
+    };
     let payee_url = format!("{}{PAYEE}", t.api);
     let balance_url = format!("{}/accounts/42/balance", t.api);
 
+    attack!("rogue-resource", "token misuse", async {
+        super::rogue::play(&t.victim, &t.issuer, &t.client_id, &t.api).await
+    });
     attack!("stolen-base-token-critical-call", "token misuse", async {
         let s = payee_with(&payee_url, &bearer).await?;
         Ok((refused(s), format!("expected 401/403 step-up, got {s}")))
@@ -609,7 +625,7 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
                 reqwest::Method::POST,
                 &url,
                 &[
-                    ("authorization", &bearer),
+                    ("authorization", &gateway_bearer),
                     ("x-stepup-acr", MFA),
                     ("x-stepup-subject", "admin"),
                     ("x-stepup-auth-time", "9999999999"),
@@ -1257,7 +1273,9 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         // segment "42\payees" under the default rule, and an upstream that
         // reads '\' as '/' (WHATWG parsers, IIS) runs the payee handler.
         let mut statuses = Vec::new();
-        for base in std::iter::once(&t.api).chain(t.gateway.as_ref()) {
+        let doors =
+            std::iter::once((&t.api, &bearer)).chain(t.gateway.as_ref().map(|g| (g, &gateway_bearer)));
+        for (base, bearer) in doors {
             let request = format!(
                 "POST /accounts/42\\payees HTTP/1.1\r\nHost: h\r\nAuthorization: {bearer}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
             );

@@ -19,6 +19,7 @@
 mod attacks;
 mod passkey;
 mod report;
+mod rogue;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -494,7 +495,10 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         let client = StepUpClient::new(
             http.clone(),
             provider.clone(),
-            ClientConfig::public(&d.client_id, ["openid", "accounts:read"]),
+            // The user allowed payments in their client: step-ups may add
+            // that scope without asking.
+            ClientConfig::public(&d.client_id, ["openid", "accounts:read"])
+                .allow_step_up_scopes(["payments:write"]),
             Arc::clone(user) as Arc<dyn stepup_client::UserAgent>,
         );
         let user = Arc::clone(user);
