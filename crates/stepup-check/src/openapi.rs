@@ -156,11 +156,11 @@ impl ApiSpec {
         };
         for token in tokens.split('/') {
             let token = token.replace("~1", "/").replace("~0", "~");
-            if let Some(items) = node.get("items") {
-                if token.parse::<usize>().is_ok() {
-                    node = resolve(&self.document, items);
-                    continue;
-                }
+            if let Some(items) = node.get("items")
+                && token.parse::<usize>().is_ok()
+            {
+                node = resolve(&self.document, items);
+                continue;
             }
             let mut found = None;
             let mut listed = false;

@@ -290,10 +290,10 @@ impl StepUpClient {
         let mut response = self.send(request, &token).await?;
         let mut replay = replay;
         // A server nonce is not a refusal: the same call again, with it.
-        if matches!(refusal(&response)?, Some(Refusal::UseNonce)) {
-            if let Some(again) = replay.as_ref().and_then(reqwest::Request::try_clone) {
-                response = self.send(again, &token).await?;
-            }
+        if matches!(refusal(&response)?, Some(Refusal::UseNonce))
+            && let Some(again) = replay.as_ref().and_then(reqwest::Request::try_clone)
+        {
+            response = self.send(again, &token).await?;
         }
         let first = match refusal(&response)? {
             None | Some(Refusal::UseNonce) => return Ok(response),
@@ -593,16 +593,15 @@ impl StepUpClient {
             None => resource.clone(),
         };
         let mut requirement = requirement_of(challenge);
-        if !resource.scopes_supported.is_empty() {
-            if let Some(s) = requirement
+        if !resource.scopes_supported.is_empty()
+            && let Some(s) = requirement
                 .scope
                 .iter()
                 .find(|s| !resource.scopes_supported.contains(s))
-            {
-                return Err(untrusted(format!(
-                    "it asks for the scope {s:?}, which its metadata does not list"
-                )));
-            }
+        {
+            return Err(untrusted(format!(
+                "it asks for the scope {s:?}, which its metadata does not list"
+            )));
         }
         if let Held::Elevated(had) = held {
             // The token was obtained for this already: asking again is a
@@ -721,13 +720,13 @@ impl StepUpClient {
                 )));
             }
         }
-        if let Some(iss) = params.get("iss") {
-            if iss != &self.provider.issuer {
-                return Err(ClientError::IssuerMismatch {
-                    expected: self.provider.issuer.clone(),
-                    got: iss.clone(),
-                });
-            }
+        if let Some(iss) = params.get("iss")
+            && iss != &self.provider.issuer
+        {
+            return Err(ClientError::IssuerMismatch {
+                expected: self.provider.issuer.clone(),
+                got: iss.clone(),
+            });
         }
         if params.get("state").map(String::as_str) != Some(state) {
             return Err(ClientError::BadAuthorizationResponse(

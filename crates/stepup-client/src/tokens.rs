@@ -9,8 +9,9 @@ use stepup_core::resource_metadata::{ResourceMetadata, check_resource, covers};
 use url::Url;
 use zeroize::Zeroizing;
 
-/// A token value: never printed, zeroed when dropped.
-#[derive(Clone)]
+/// A token value: never printed, zeroed when dropped. (Compared only
+/// with the client's own copies, never with input: no timing concern.)
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(Zeroizing<String>);
 
 impl Secret {
@@ -42,7 +43,7 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 /// Tokens from one token response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenSet {
     pub(crate) access_token: Secret,
     pub(crate) refresh_token: Option<Secret>,
@@ -108,7 +109,7 @@ impl Requirement {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Elevated {
     /// `METHOD scheme://host:port/path` of the call that asked for it.
     route: String,
@@ -128,7 +129,7 @@ impl Elevated {
 
 /// The tokens of one resource (RFC 8707: their audience is it), and the
 /// metadata it was checked with (RFC 9728).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ResourceTokens {
     pub(crate) metadata: ResourceMetadata,
     base: Option<TokenSet>,
@@ -244,6 +245,35 @@ impl Tokens {
         }
         self.resources
             .retain(|r| r.base.is_some() || !r.elevated.is_empty());
+    }
+
+    /// Applies to these tokens (as kept now, perhaps changed by another
+    /// run since) what changed from `before` to `after` (this run's tokens
+    /// at its start and end), resource by resource: a resource this run
+    /// got or renewed tokens for replaces the kept one; one it forgot is
+    /// forgotten unless another run changed it meanwhile; the others stay
+    /// as kept. So two runs at once lose neither's tokens.
+    pub fn merge_changes(&mut self, before: &Tokens, after: &Tokens) {
+        let find = |list: &[ResourceTokens], id: &str| list.iter().position(|r| r.metadata.resource == id);
+        for changed in &after.resources {
+            let id = changed.metadata.resource.as_str();
+            if find(&before.resources, id).map(|i| &before.resources[i]) == Some(changed) {
+                continue;
+            }
+            match find(&self.resources, id) {
+                Some(i) => self.resources[i] = changed.clone(),
+                None => self.resources.push(changed.clone()),
+            }
+        }
+        for old in &before.resources {
+            let id = old.metadata.resource.as_str();
+            if find(&after.resources, id).is_none()
+                && let Some(i) = find(&self.resources, id)
+                && &self.resources[i] == old
+            {
+                self.resources.remove(i);
+            }
+        }
     }
 
     /// How many elevated tokens are kept, all resources together.
@@ -396,6 +426,38 @@ mod tests {
         tokens.know(metadata("https://api.example"));
         assert!(tokens.base("https://api.example").is_some());
         assert_eq!(tokens.resources().count(), 2);
+    }
+
+    #[test]
+    fn two_runs_at_once_keep_both_their_tokens() {
+        let with = |resources: &[(&str, i64)]| {
+            let mut t = Tokens::default();
+            for (id, obtained) in resources {
+                t.know(metadata(id));
+                t.of(id).unwrap().set_base(set(None, *obtained));
+            }
+            t
+        };
+        let start = with(&[("https://a", 1), ("https://b", 1)]);
+        // Run 1 renewed a's token; run 2, at the same time, renewed b's
+        // and learnt c. Run 2 saved first.
+        let run1 = with(&[("https://a", 2), ("https://b", 1)]);
+        let mut file = with(&[("https://a", 1), ("https://b", 3), ("https://c", 3)]);
+        file.merge_changes(&start, &run1);
+        let obtained = |t: &Tokens, id: &str| t.base(id).map(|b| b.obtained_at);
+        assert_eq!(obtained(&file, "https://a"), Some(2), "run 1's renewal");
+        assert_eq!(
+            obtained(&file, "https://b"),
+            Some(3),
+            "run 2's renewal is not undone"
+        );
+        assert_eq!(obtained(&file, "https://c"), Some(3));
+        // A run that forgot a resource forgets it, unless it was renewed
+        // meanwhile.
+        let forgot_both = with(&[]);
+        file.merge_changes(&with(&[("https://a", 2), ("https://b", 1)]), &forgot_both);
+        assert_eq!(obtained(&file, "https://a"), None);
+        assert_eq!(obtained(&file, "https://b"), Some(3));
     }
 
     #[test]

@@ -147,10 +147,10 @@ impl AssuranceLevels {
         if acceptable.is_empty() {
             return true;
         }
-        if let Some(p) = presented {
-            if acceptable.iter().any(|a| a.as_str() == p) {
-                return true;
-            }
+        if let Some(p) = presented
+            && acceptable.iter().any(|a| a.as_str() == p)
+        {
+            return true;
         }
         let rank = self.rank(presented);
         rank > Rank::UNKNOWN

@@ -359,10 +359,10 @@ pub fn verify_proof(
         }
     }
     let jkt = jwk.thumbprint_sha256();
-    if let Some(bound) = request.bound_jkt {
-        if !bool::from(bound.as_bytes().ct_eq(jkt.as_bytes())) {
-            return Err(ProofError::KeyMismatch);
-        }
+    if let Some(bound) = request.bound_jkt
+        && !bool::from(bound.as_bytes().ct_eq(jkt.as_bytes()))
+    {
+        return Err(ProofError::KeyMismatch);
     }
     if let Some(required) = request.nonce {
         let nonce = claims.nonce.as_ref().and_then(Value::as_str);

@@ -374,10 +374,10 @@ impl Node {
         if let Some((_, r)) = self.by_method.iter().find(|(m, _)| m == method) {
             return Some(*r);
         }
-        if method == "HEAD" {
-            if let Some((_, r)) = self.by_method.iter().find(|(m, _)| m == "GET") {
-                return Some(*r);
-            }
+        if method == "HEAD"
+            && let Some((_, r)) = self.by_method.iter().find(|(m, _)| m == "GET")
+        {
+            return Some(*r);
         }
         self.any
     }
@@ -456,15 +456,15 @@ fn lookup_in(node: &Node, method: &str, segments: &[&str]) -> Option<usize> {
     let Some((first, rest)) = segments.split_first() else {
         return node.route_for(method);
     };
-    if let Some(child) = node.literals.get(*first) {
-        if let Some(found) = lookup_in(child, method, rest) {
-            return Some(found);
-        }
+    if let Some(child) = node.literals.get(*first)
+        && let Some(found) = lookup_in(child, method, rest)
+    {
+        return Some(found);
     }
-    if let Some(child) = &node.param {
-        if let Some(found) = lookup_in(child, method, rest) {
-            return Some(found);
-        }
+    if let Some(child) = &node.param
+        && let Some(found) = lookup_in(child, method, rest)
+    {
+        return Some(found);
     }
     node.wildcard.as_ref().and_then(|child| child.route_for(method))
 }

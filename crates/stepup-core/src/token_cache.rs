@@ -105,10 +105,10 @@ impl<V> TokenCache<V> {
     /// Forgets a token, e.g. after learning it was revoked.
     pub fn remove(&self, token: &str) {
         let hash = self.hash(token);
-        if let Ok(mut entries) = self.entries.write() {
-            if let Ok(existing) = entries.find_entry(hash, |e| &*e.token == token) {
-                existing.remove();
-            }
+        if let Ok(mut entries) = self.entries.write()
+            && let Ok(existing) = entries.find_entry(hash, |e| &*e.token == token)
+        {
+            existing.remove();
         }
     }
 

@@ -123,12 +123,12 @@ const MAX_KEPT: usize = 4096;
 
 impl SubjectWindow {
     fn forget_oldest(&mut self) {
-        if let Some((_, hash)) = self.requests.pop_front() {
-            if let Some(n) = self.addresses.get_mut(&hash) {
-                *n -= 1;
-                if *n == 0 {
-                    self.addresses.remove(&hash);
-                }
+        if let Some((_, hash)) = self.requests.pop_front()
+            && let Some(n) = self.addresses.get_mut(&hash)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.addresses.remove(&hash);
             }
         }
     }

@@ -281,17 +281,16 @@ impl ActivityStore for RedisActivity {
             activity.requests = activity.requests.max(shared.requests + 1.0);
             activity.distinct_ips = activity.distinct_ips.max(shared.distinct_ips);
             activity.failed_step_ups = activity.failed_step_ups.max(shared.failed_step_ups);
-            if let (Some(here), Some((there, then))) = (s.coordinates, shared.last_located) {
-                if then < s.at {
-                    let km = distance_km(here, there);
-                    let speed = if km < options.min_travel_km {
-                        0.0
-                    } else {
-                        km / ((s.at - then).max(1) as f64 / 3600.0)
-                    };
-                    activity.travel_speed_kmh =
-                        Some(activity.travel_speed_kmh.map_or(speed, |l| l.max(speed)));
-                }
+            if let (Some(here), Some((there, then))) = (s.coordinates, shared.last_located)
+                && then < s.at
+            {
+                let km = distance_km(here, there);
+                let speed = if km < options.min_travel_km {
+                    0.0
+                } else {
+                    km / ((s.at - then).max(1) as f64 / 3600.0)
+                };
+                activity.travel_speed_kmh = Some(activity.travel_speed_kmh.map_or(speed, |l| l.max(speed)));
             }
         }
         self.push(Event::Request {

@@ -680,11 +680,11 @@ pub(crate) async fn approve(
             if let Some((_, user)) = &session {
                 req.approved_by = Some(user.id.clone());
                 tracing::info!(user = %user.id, client = %req.client_id, "transaction approved");
-                if let Ok(params) = serde_json::to_string(&req) {
-                    if let Err(e) = state.store.set_pending_params(&pending.id, &params).await {
-                        tracing::error!(error = %e, "recording an approval failed");
-                        return server_error_page();
-                    }
+                if let Ok(params) = serde_json::to_string(&req)
+                    && let Err(e) = state.store.set_pending_params(&pending.id, &params).await
+                {
+                    tracing::error!(error = %e, "recording an approval failed");
+                    return server_error_page();
                 }
             }
             advance(&state, &pending, &req, session, None).await
@@ -731,10 +731,10 @@ pub(crate) async fn note_proven(
     if !req.proven.iter().any(|p| p == factor) {
         req.proven.push(factor.to_owned());
     }
-    if let Ok(params) = serde_json::to_string(req) {
-        if let Err(e) = state.store.set_pending_params(&pending.id, &params).await {
-            tracing::error!(error = %e, "updating the pending request failed");
-        }
+    if let Ok(params) = serde_json::to_string(req)
+        && let Err(e) = state.store.set_pending_params(&pending.id, &params).await
+    {
+        tracing::error!(error = %e, "updating the pending request failed");
     }
 }
 
@@ -1442,10 +1442,10 @@ pub(crate) async fn login_password(
     if !by_device {
         // A browser that has just used up its attempts counts as any other,
         // in the account's bucket too.
-        if device.is_some() {
-            if let Err(limited) = crate::rate_limit::sign_in_attempt(&state, username).await {
-                return limited.onto(retry(&limited.message()).await);
-            }
+        if device.is_some()
+            && let Err(limited) = crate::rate_limit::sign_in_attempt(&state, username).await
+        {
+            return limited.onto(retry(&limited.message()).await);
         }
         if begin_attempt(&state, &user, Attempt::Password, now).await != AttemptStart::Taken {
             users::verify_password(&state.decoy_hash, password);
@@ -1506,10 +1506,10 @@ pub(crate) async fn signed_in(
     factor: Factor,
     now: i64,
 ) -> Option<(StoredSession, String)> {
-    if let Some((s, u)) = session {
-        if u.id == user.id {
-            return prove_factor(state, s, factor, now).await;
-        }
+    if let Some((s, u)) = session
+        && u.id == user.id
+    {
+        return prove_factor(state, s, factor, now).await;
     }
     let secret = session::new_secret(&state.rng)?;
     let at = Some(now);

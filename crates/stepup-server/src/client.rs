@@ -308,12 +308,11 @@ impl ClientCache {
         client_id: &str,
     ) -> Result<Option<std::sync::Arc<Client>>, StoreError> {
         let ttl = std::time::Duration::from_secs(CLIENT_CACHE_SECONDS);
-        if let Ok(entries) = self.entries.read() {
-            if let Some((client, at)) = entries.get(client_id) {
-                if at.elapsed() < ttl {
-                    return Ok(Some(std::sync::Arc::clone(client)));
-                }
-            }
+        if let Ok(entries) = self.entries.read()
+            && let Some((client, at)) = entries.get(client_id)
+            && at.elapsed() < ttl
+        {
+            return Ok(Some(std::sync::Arc::clone(client)));
         }
         let Some(client) = find(store, client_id).await? else {
             return Ok(None);

@@ -553,12 +553,12 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(secret) = &raw.dpop.nonce_secret {
-            if secret.len() < 32 || raw.dpop.nonce_seconds <= 0 {
-                return Err(invalid(
-                    "dpop.nonce_secret must be at least 32 characters and dpop.nonce_seconds positive".into(),
-                ));
-            }
+        if let Some(secret) = &raw.dpop.nonce_secret
+            && (secret.len() < 32 || raw.dpop.nonce_seconds <= 0)
+        {
+            return Err(invalid(
+                "dpop.nonce_secret must be at least 32 characters and dpop.nonce_seconds positive".into(),
+            ));
         }
         raw.rate_limit.check().map_err(invalid)?;
         if let Some(problem) = raw.connections.problem() {

@@ -270,17 +270,17 @@ pub(crate) async fn authorization_code(
     {
         return refuse(claim, OAuthError::invalid_grant(e.to_string())).await;
     }
-    if let Some(expected) = grant.dpop_jkt.as_deref() {
-        if jkt != Some(expected) {
-            return refuse(
-                claim,
-                OAuthError::with_code(
-                    "invalid_dpop_proof",
-                    "the authorization request named another DPoP key (dpop_jkt)",
-                ),
-            )
-            .await;
-        }
+    if let Some(expected) = grant.dpop_jkt.as_deref()
+        && jkt != Some(expected)
+    {
+        return refuse(
+            claim,
+            OAuthError::with_code(
+                "invalid_dpop_proof",
+                "the authorization request named another DPoP key (dpop_jkt)",
+            ),
+        )
+        .await;
     }
     let body = issue(state, client, &grant, &grant, claim, form, jkt).await?;
     Ok(token_response(body))
@@ -307,13 +307,13 @@ pub(crate) async fn refresh_token(
         .await?
     {
         let peek: Grant = serde_json::from_str(&data).map_err(|_| OAuthError::server_error())?;
-        if let Some(bound) = peek.bound_jkt.as_deref() {
-            if jkt != Some(bound) {
-                return Err(OAuthError::with_code(
-                    "invalid_dpop_proof",
-                    "the refresh token is bound to a DPoP key: send a proof made with it",
-                ));
-            }
+        if let Some(bound) = peek.bound_jkt.as_deref()
+            && jkt != Some(bound)
+        {
+            return Err(OAuthError::with_code(
+                "invalid_dpop_proof",
+                "the refresh token is bound to a DPoP key: send a proof made with it",
+            ));
         }
     }
     let (mut grant, claim) = claim(state, OneTime::Refresh, token, "refresh token").await?;
@@ -323,17 +323,17 @@ pub(crate) async fn refresh_token(
             "the refresh token was issued to another client",
         ));
     }
-    if let Some(bound) = grant.bound_jkt.as_deref() {
-        if jkt != Some(bound) {
-            return refuse(
-                claim,
-                OAuthError::with_code(
-                    "invalid_dpop_proof",
-                    "the refresh token is bound to a DPoP key: send a proof made with it",
-                ),
-            )
-            .await;
-        }
+    if let Some(bound) = grant.bound_jkt.as_deref()
+        && jkt != Some(bound)
+    {
+        return refuse(
+            claim,
+            OAuthError::with_code(
+                "invalid_dpop_proof",
+                "the refresh token is bound to a DPoP key: send a proof made with it",
+            ),
+        )
+        .await;
     }
     if let Some(requested) = form.get("scope") {
         let requested: Vec<String> = requested

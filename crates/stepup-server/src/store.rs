@@ -580,9 +580,8 @@ impl Claim {
             .await?
             .rows_affected()
             == 1;
-        if live {
-            if let Some((id, grant_data, expires_at)) = refresh {
-                sqlx::query(store.sql(
+        if live && let Some((id, grant_data, expires_at)) = refresh {
+            sqlx::query(store.sql(
                     "INSERT INTO refresh_tokens (id, grant_data, family_id, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)",
                 ))
                 .bind(id)
@@ -591,7 +590,6 @@ impl Claim {
                 .bind(expires_at)
                 .execute(&mut *self.tx)
                 .await?;
-            }
         }
         self.tx.commit().await?;
         Ok(live)

@@ -366,10 +366,10 @@ pub(crate) async fn userinfo(
             .into_response();
     }
     let mut body = json!({ "sub": claims.sub });
-    if scopes.contains(&"profile") {
-        if let Ok(Some(user)) = state.store.user_by_id(claims.sub.as_str()).await {
-            body["preferred_username"] = Value::from(user.username);
-        }
+    if scopes.contains(&"profile")
+        && let Ok(Some(user)) = state.store.user_by_id(claims.sub.as_str()).await
+    {
+        body["preferred_username"] = Value::from(user.username);
     }
     let mut response = Json(body).into_response();
     no_store(response.headers_mut());

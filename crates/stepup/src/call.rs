@@ -1,19 +1,18 @@
 //! `stepup call`: call a protected API; sign in and step up in the browser
 //! when it asks, then print the response.
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use stepup_client::{ClientConfig, LoopbackBrowser, Opener, Provider, StepUp, StepUpClient, Tokens};
+use stepup_client::{ClientConfig, LoopbackBrowser, Opener, Provider, StepUp, StepUpClient};
 
 use crate::serve::runtime;
+use crate::token_file::TokenFile;
 
 /// `stepup call` arguments.
 #[derive(Args)]
@@ -54,10 +53,10 @@ pub(crate) struct CallArgs {
 }
 
 pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
-    let store = match &args.tokens {
+    let store = TokenFile::at(match &args.tokens {
         Some(path) => path.clone(),
         None => default_token_file()?,
-    };
+    });
     let key = format!("{} {}", args.issuer, args.client_id);
     runtime()?.block_on(async move {
         let http = reqwest::Client::builder()
@@ -76,7 +75,7 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
             LoopbackBrowser::system_opener()
         };
         let agent = LoopbackBrowser::with_opener(opener).timeout(Duration::from_secs(args.timeout));
-        let mut kept = load_tokens(&store)?;
+        let before = store.load()?.remove(&key).unwrap_or_default();
         let client = StepUpClient::new(
             http.clone(),
             provider,
@@ -84,7 +83,7 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
                 .allow_step_up_scopes(args.allow_scopes.clone()),
             Arc::new(agent),
         )
-        .with_tokens(kept.remove(&key).unwrap_or_default())
+        .with_tokens(before.clone())
         .on_step_up(Arc::new(|step: &StepUp| {
             eprintln!("{}", step_up_notice(step));
             step.unconfigured_scopes.is_empty() || user_allows(&step.unconfigured_scopes)
@@ -107,10 +106,7 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
         let request = request.build().with_context(|| format!("URL {:?}", args.url))?;
         let outcome = client.execute(request).await;
         // Keep what was obtained, even when the call itself failed.
-        let mut tokens = client.tokens().await;
-        tokens.prune(unix_now());
-        kept.insert(key, tokens);
-        save_tokens(&store, &kept)?;
+        store.save_changes(&key, &before, &client.tokens().await, unix_now())?;
 
         let response = outcome?;
         let status = response.status();
@@ -193,49 +189,6 @@ fn default_token_file() -> Result<PathBuf> {
         },
     };
     Ok(base.join("stepup").join("tokens.json"))
-}
-
-/// Tokens per `issuer client_id`.
-type Kept = BTreeMap<String, Tokens>;
-
-fn load_tokens(path: &Path) -> Result<Kept> {
-    match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Kept::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-/// Writes the tokens to a file only the user can read (0600, in a 0700
-/// directory), replacing it atomically.
-fn save_tokens(path: &Path, kept: &Kept) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_vec_pretty(kept)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            options.mode(0o600);
-            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        }
-        let mut file = options
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // An older file may have been made with wider permissions.
-            file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        }
-        file.write_all(&json)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

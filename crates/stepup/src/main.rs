@@ -9,6 +9,7 @@ mod gateway;
 mod policy_check;
 mod serve;
 mod sim;
+mod token_file;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -115,12 +115,11 @@ async fn chrome() -> (Killed, Client) {
 
 async fn wait_for_text(c: &Client, css: &str, text: &str) -> String {
     for _ in 0..100 {
-        if let Ok(element) = c.find(Locator::Css(css)).await {
-            if let Ok(found) = element.text().await {
-                if found.contains(text) {
-                    return found;
-                }
-            }
+        if let Ok(element) = c.find(Locator::Css(css)).await
+            && let Ok(found) = element.text().await
+            && found.contains(text)
+        {
+            return found;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -554,10 +554,10 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
         let samples = Arc::clone(&rss_samples);
         tokio::spawn(async move {
             loop {
-                if let Some(mib) = resident_mib() {
-                    if let Ok(mut s) = samples.lock() {
-                        s.push((started.elapsed().as_secs_f64(), mib));
-                    }
+                if let Some(mib) = resident_mib()
+                    && let Ok(mut s) = samples.lock()
+                {
+                    s.push((started.elapsed().as_secs_f64(), mib));
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -35,10 +35,10 @@ async fn rogue_server(disguise: Disguise, api: &str, issuer: &str) -> Result<(St
     let (api, issuer, me, kept) = (api.to_owned(), issuer.to_owned(), own.clone(), Arc::clone(&loot));
     let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
         for name in ["authorization", "dpop"] {
-            if let Some(value) = headers.get(name) {
-                if let Ok(mut l) = kept.lock() {
-                    l.push(format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())));
-                }
+            if let Some(value) = headers.get(name)
+                && let Ok(mut l) = kept.lock()
+            {
+                l.push(format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())));
             }
         }
         let answer = answer(disguise, uri.path(), &api, &issuer, &me);
