@@ -12,7 +12,7 @@ use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme, parse_www_
 use stepup_core::dpop::{ProofClaims, sign_proof};
 use stepup_core::jws::SigningKey;
 use stepup_core::pkce::CodeChallenge;
-use stepup_core::resource_metadata::{ResourceMetadata, is_loopback, metadata_url};
+use stepup_core::resource_metadata::{ResourceMetadata, covers, is_loopback, metadata_url};
 use stepup_core::{ClientSecret, Clock, SystemClock};
 use tokio::sync::Mutex;
 use url::Url;
@@ -33,9 +33,10 @@ pub struct ClientConfig {
     /// Scopes every token is asked with.
     pub scopes: Vec<String>,
     /// Scopes a resource's challenge may add without asking the user (see
-    /// [`StepUpClient::on_step_up`]); any other scope a challenge asks for
-    /// is asked of the user, or refused when no one is there to ask.
-    pub step_up_scopes: Vec<String>,
+    /// [`StepUpClient::on_step_up`]), each list for the resource a URL
+    /// belongs to; any other scope a challenge asks for is asked of the
+    /// user, or refused when no one is there to ask.
+    pub step_up_scopes: Vec<(Url, Vec<String>)>,
 }
 
 impl ClientConfig {
@@ -52,11 +53,30 @@ impl ClientConfig {
         }
     }
 
-    /// Lets challenges add these scopes without asking the user.
+    /// Lets the challenges of the resource `url` belongs to (and of no
+    /// other) add these scopes without asking the user.
     #[must_use]
-    pub fn allow_step_up_scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
-        self.step_up_scopes = scopes.into_iter().map(Into::into).collect();
+    pub fn allow_step_up_scopes<S: Into<String>>(
+        mut self,
+        url: Url,
+        scopes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.step_up_scopes
+            .push((url, scopes.into_iter().map(Into::into).collect()));
         self
+    }
+
+    /// Whether a challenge of `resource` may add `scope` without asking.
+    fn allows(&self, resource: &ResourceMetadata, scope: &String) -> bool {
+        if self.scopes.contains(scope) {
+            return true;
+        }
+        let Ok(id) = stepup_core::resource_metadata::check_resource(&resource.resource) else {
+            return false;
+        };
+        self.step_up_scopes
+            .iter()
+            .any(|(url, scopes)| scopes.contains(scope) && covers(&id, url))
     }
 
     /// A confidential client, authenticating with `client_secret_basic`.
@@ -74,7 +94,13 @@ impl ClientConfig {
 
 /// Calls protected APIs with the right token, stepping up when asked.
 pub struct StepUpClient {
+    /// For the authorization server.
     http: reqwest::Client,
+    /// For resources: follows no redirect, so a token goes nowhere but the
+    /// URL called (reqwest keeps `Authorization` on a same-host redirect,
+    /// to http included, and a reply from elsewhere would pass for the
+    /// resource's).
+    resource_http: reqwest::Client,
     provider: Provider,
     config: ClientConfig,
     agent: Arc<dyn UserAgent>,
@@ -133,15 +159,11 @@ enum Held {
     Elevated(Requirement),
 }
 
-/// The resource a call goes to, or the answer it got without a token.
-enum Resolved {
-    Known(ResourceMetadata),
-    /// The resource was unknown and answered the call without a token.
-    Answered(reqwest::Response),
-}
-
 /// The largest metadata document read (RFC 9728 documents are small).
 const METADATA_LIMIT: usize = 64 * 1024;
+
+/// How long learning a resource may take, per request.
+const DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What an API's refusal asks of the client.
 enum Refusal {
@@ -161,8 +183,19 @@ impl StepUpClient {
         config: ClientConfig,
         agent: Arc<dyn UserAgent>,
     ) -> Self {
+        let resource_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|e| {
+                // Only a TLS backend that cannot start fails here. The
+                // default client follows redirects, but `send` refuses any
+                // answer that came through one.
+                tracing::error!(error = %e, "cannot build the HTTP client for resources");
+                reqwest::Client::default()
+            });
         Self {
             http,
+            resource_http,
             provider,
             config,
             agent,
@@ -237,6 +270,14 @@ impl StepUpClient {
         self
     }
 
+    /// Calls resources with `http` (a proxy, root certificates, timeouts of
+    /// your own). It must not follow redirects: an answer that came through
+    /// one is refused ([`ClientError::UntrustedResource`]).
+    pub fn with_resource_http(mut self, http: reqwest::Client) -> Self {
+        self.resource_http = http;
+        self
+    }
+
     /// Uses `clock` for token lifetimes (tests).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -282,10 +323,7 @@ impl StepUpClient {
         let called = request.url().clone();
         // Kept before the first send: a streaming body cannot be cloned.
         let replay = request.try_clone();
-        let resource = match self.resource_of(&request).await? {
-            Resolved::Known(metadata) => metadata,
-            Resolved::Answered(response) => return Ok(response),
-        };
+        let resource = self.resource_of(&called).await?;
         let (token, held) = self.token_for(&resource, &route).await?;
         let mut response = self.send(request, &token).await?;
         let mut replay = replay;
@@ -316,10 +354,7 @@ impl StepUpClient {
                 // a first call would (refresh, else sign in).
                 let mut tokens = self.tokens.lock().await;
                 if let Some(kept) = tokens.of(&resource.resource) {
-                    match &held {
-                        Held::Base => kept.clear_base(),
-                        Held::Elevated(requirement) => kept.drop_elevated(&route, requirement),
-                    }
+                    kept.forget(&token.0);
                 }
                 drop(tokens);
                 self.token_for(&resource, &route).await?.0
@@ -348,10 +383,7 @@ impl StepUpClient {
         let route = route_of(&request);
         let called = request.url().clone();
         let replay = request.try_clone();
-        let resource = match self.resource_of(&request).await? {
-            Resolved::Known(metadata) => metadata,
-            Resolved::Answered(response) => return Ok(response),
-        };
+        let resource = self.resource_of(&called).await?;
         let (token, held) = self.token_for(&resource, &route).await?;
         let response = self.send(request, &token).await?;
         let challenge = match refusal(&response)? {
@@ -371,12 +403,11 @@ impl StepUpClient {
         }
     }
 
-    /// The resource `request` goes to: one already known, else learnt now
-    /// (see [`execute`](Self::execute)).
-    async fn resource_of(&self, request: &reqwest::Request) -> Result<Resolved, ClientError> {
-        let called = request.url();
+    /// The resource a call to `called` goes to: one already known, else
+    /// learnt now (see [`execute`](Self::execute)).
+    async fn resource_of(&self, called: &Url) -> Result<ResourceMetadata, ClientError> {
         if let Some(known) = self.tokens.lock().await.resource_for(called) {
-            return Ok(Resolved::Known(known.clone()));
+            return Ok(known.clone());
         }
         let untrusted = |reason: String| ClientError::UntrustedResource {
             url: called.to_string(),
@@ -385,31 +416,31 @@ impl StepUpClient {
         // The origin's own metadata: no request is sent to learn it.
         let origin = called.origin().ascii_serialization();
         let (at_origin, _) = metadata_url(&origin).map_err(|e| untrusted(e.to_string()))?;
-        let first = match self.read_metadata(&at_origin, called).await {
-            Ok(metadata) => return Ok(Resolved::Known(self.remember(metadata).await)),
-            Err(e) => e,
-        };
-        // Else the call itself, without a token: a resource answers it
-        // with a challenge naming its metadata (RFC 9728 §5).
-        let Some(probe) = request.try_clone() else {
-            return Err(first);
-        };
-        let response = self.http.execute(probe).await?;
-        self.remember_nonce(called, response.headers());
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(Resolved::Answered(response));
+        if let Ok(metadata) = self.read_metadata(&at_origin, called).await {
+            return Ok(self.remember(metadata).await);
         }
+        // Else a GET of the URL, without a token nor the call's body (the
+        // call itself is sent once, with its token): a resource answers
+        // with a challenge naming its metadata (RFC 9728 §5).
+        let response = self
+            .resource_http
+            .get(called.clone())
+            .timeout(DISCOVERY_TIMEOUT)
+            .send()
+            .await?;
+        self.remember_nonce(called, response.headers());
         let named = challenges(&response)?
             .into_iter()
             .find_map(|c| c.resource_metadata);
         let Some(named) = named else {
             return Err(untrusted(format!(
-                "it publishes no resource metadata (RFC 9728) at {at_origin} nor in its challenge"
+                "it publishes no resource metadata (RFC 9728) at {at_origin}, and answers a call without a token with {} naming none",
+                response.status().as_u16()
             )));
         };
         let named = Url::parse(&named).map_err(|e| untrusted(format!("resource_metadata {named:?}: {e}")))?;
         let metadata = self.read_metadata(&named, called).await?;
-        Ok(Resolved::Known(self.remember(metadata).await))
+        Ok(self.remember(metadata).await)
     }
 
     async fn remember(&self, metadata: ResourceMetadata) -> ResourceMetadata {
@@ -427,15 +458,16 @@ impl StepUpClient {
         };
         require_secure(at)?;
         let mut response = self
-            .http
+            .resource_http
             .get(at.clone())
             .header(header::ACCEPT, "application/json")
+            .timeout(DISCOVERY_TIMEOUT)
             .send()
             .await?;
         if !response.status().is_success() {
             return Err(untrusted(format!("{at}: HTTP {}", response.status().as_u16())));
         }
-        // Where it was read in the end: a redirect counts as that place.
+        // Where it was read (no redirect is followed: this is `at`).
         let fetched = response.url().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await? {
@@ -458,16 +490,7 @@ impl StepUpClient {
     /// (before any call needs it).
     pub async fn sign_in(&self, url: &Url) -> Result<(), ClientError> {
         require_secure(url)?;
-        let probe = self.http.get(url.clone()).build()?;
-        let resource = match self.resource_of(&probe).await? {
-            Resolved::Known(metadata) => metadata,
-            Resolved::Answered(_) => {
-                return Err(ClientError::UntrustedResource {
-                    url: url.to_string(),
-                    reason: "it answers without a token and publishes no metadata".to_owned(),
-                });
-            }
-        };
+        let resource = self.resource_of(url).await?;
         let tokens = self
             .authorize(&Requirement::default(), &resource.resource)
             .await?;
@@ -500,7 +523,18 @@ impl StepUpClient {
             }
         }
         let url = request.url().clone();
-        let response = self.http.execute(request).await?;
+        let response = self.resource_http.execute(request).await?;
+        if response.url() != &url {
+            // A client given by the caller followed a redirect, with the
+            // token: what came back is not the resource's answer.
+            return Err(ClientError::UntrustedResource {
+                url: url.to_string(),
+                reason: format!(
+                    "it redirected to {}: the HTTP client for resources must not follow redirects",
+                    response.url()
+                ),
+            });
+        }
         self.remember_nonce(&url, response.headers());
         Ok(response)
     }
@@ -615,7 +649,7 @@ impl StepUpClient {
         let unconfigured_scopes: Vec<String> = requirement
             .scope
             .iter()
-            .filter(|s| !self.config.scopes.contains(s) && !self.config.step_up_scopes.contains(s))
+            .filter(|s| !self.config.allows(&resource, s))
             .cloned()
             .collect();
         let step = StepUp {
@@ -627,30 +661,48 @@ impl StepUpClient {
         };
         tracing::info!(resource = %step.resource, route, acr_values = ?step.requirement.acr_values,
             max_age = ?step.requirement.max_age, scope = ?step.requirement.scope, "the API asks for a step-up");
-        let go_on = match &self.on_step_up {
-            Some(ask) => ask(&step),
-            None => step.unconfigured_scopes.is_empty(),
-        };
-        if !go_on {
-            return Err(ClientError::StepUpDeclined {
-                resource: step.resource,
-                unconfigured_scopes: step.unconfigured_scopes,
-            });
-        }
         if transaction {
+            self.ask(&step)?;
             let approved = self.authorize(&step.requirement, &resource.resource).await?;
             return Ok((approved.access_token, approved.dpop));
         }
+        // One step-up at a time: a call that asked the same while another
+        // stepped up takes the token obtained, without asking again.
         let mut tokens = self.tokens.lock().await;
-        let elevated = self.authorize(&step.requirement, &resource.resource).await?;
-        let token = (elevated.access_token.clone(), elevated.dpop);
-        if tokens.of(&resource.resource).is_none() {
+        if !tokens.has(&resource.resource) {
             tokens.know(resource.clone());
         }
+        let now = self.now();
+        if let Some(kept) = tokens.of(&resource.resource)
+            && let Some((t, r)) = kept.elevated_for(route, now)
+            && r == &step.requirement
+        {
+            return Ok((t.access_token.clone(), t.dpop));
+        }
+        self.ask(&step)?;
+        let elevated = self.authorize(&step.requirement, &resource.resource).await?;
+        let token = (elevated.access_token.clone(), elevated.dpop);
         if let Some(kept) = tokens.of(&resource.resource) {
             kept.set_elevated(route.to_owned(), step.requirement, elevated);
         }
         Ok(token)
+    }
+
+    /// Tells the user who asks for what; goes on only if they (or, without
+    /// anyone to ask, the configuration) say so.
+    fn ask(&self, step: &StepUp) -> Result<(), ClientError> {
+        let go_on = match &self.on_step_up {
+            Some(ask) => ask(step),
+            None => step.unconfigured_scopes.is_empty(),
+        };
+        if go_on {
+            Ok(())
+        } else {
+            Err(ClientError::StepUpDeclined {
+                resource: step.resource.clone(),
+                unconfigured_scopes: step.unconfigured_scopes.clone(),
+            })
+        }
     }
 
     /// Runs an authorization request for `requirement` and `resource`

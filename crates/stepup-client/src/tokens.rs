@@ -97,8 +97,11 @@ impl Requirement {
     /// nothing more answers a token that was obtained for exactly that:
     /// following it again would loop, or trade the token for a weaker one.
     pub fn asks_more_than(&self, held: &Self) -> bool {
-        let other_level =
-            !self.acr_values.is_empty() && !self.acr_values.iter().any(|a| held.acr_values.contains(a));
+        // A token obtained for a set of levels has one of them (which, the
+        // client cannot tell): a challenge asks for another level unless
+        // it takes every level of the held set.
+        let other_level = !self.acr_values.is_empty()
+            && (held.acr_values.is_empty() || held.acr_values.iter().any(|h| !self.acr_values.contains(h)));
         let fresher = match (self.max_age, held.max_age) {
             (Some(asked), Some(had)) => asked < had,
             (Some(_), None) => true,
@@ -147,10 +150,6 @@ impl ResourceTokens {
         self.base = Some(tokens);
     }
 
-    pub(crate) fn clear_base(&mut self) {
-        self.base = None;
-    }
-
     /// The elevated token kept for `route` (the latest obtained), while
     /// usable, with what it was obtained for.
     pub(crate) fn elevated_for(&self, route: &str, now: i64) -> Option<(&TokenSet, &Requirement)> {
@@ -175,10 +174,14 @@ impl ResourceTokens {
         });
     }
 
-    /// Forgets the elevated token kept for `route` and `requirement`.
-    pub(crate) fn drop_elevated(&mut self, route: &str, requirement: &Requirement) {
-        self.elevated
-            .retain(|e| !(e.route == route && &e.requirement == requirement));
+    /// Forgets `token`, refused by the resource: the base token or the
+    /// elevated one it is. A token another call put in its place since is
+    /// kept.
+    pub(crate) fn forget(&mut self, token: &Secret) {
+        if self.base.as_ref().is_some_and(|b| &b.access_token == token) {
+            self.base = None;
+        }
+        self.elevated.retain(|e| &e.tokens.access_token != token);
     }
 }
 
@@ -228,6 +231,11 @@ impl Tokens {
                 elevated: Vec::new(),
             }),
         }
+    }
+
+    /// Whether `resource` is known.
+    pub(crate) fn has(&self, resource: &str) -> bool {
+        self.resources.iter().any(|r| r.metadata.resource == resource)
     }
 
     /// The tokens of `resource`, if it is known.
@@ -388,6 +396,20 @@ mod tests {
             ..mfa(Some(300))
         };
         assert!(!either.asks_more_than(&held), "a set the held level is in");
+        // Obtained for mfa-or-phr, perhaps at mfa: phr alone may be more.
+        let mfa_or_phr = Requirement {
+            acr_values: vec!["mfa".into(), "phr".into()],
+            ..mfa(Some(300))
+        };
+        let phr_only = Requirement {
+            acr_values: vec!["phr".into()],
+            ..mfa(Some(300))
+        };
+        assert!(phr_only.asks_more_than(&mfa_or_phr));
+        assert!(
+            mfa(Some(300)).asks_more_than(&Requirement::default()),
+            "a level, where none was asked"
+        );
         assert!(mfa(Some(60)).asks_more_than(&held), "fresher");
         let phr = Requirement {
             acr_values: vec!["phr".into()],

@@ -222,6 +222,18 @@ token_seconds = 120
         .route("/accounts/{id}", axum::routing::delete(echo))
         .route("/vault", post(echo))
         .route("/accounts/{id}/transfers", post(echo))
+        // An open redirect, as real APIs have them.
+        .route(
+            "/r",
+            get(
+                |q: axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    (
+                        axum::http::StatusCode::TEMPORARY_REDIRECT,
+                        [("location", q.get("to").cloned().unwrap_or_default())],
+                    )
+                },
+            ),
+        )
         .layer(guard.layer());
     tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
     World {
@@ -428,7 +440,8 @@ async fn an_insufficient_scope_answer_also_steps_up() {
     let http = reqwest::Client::new();
     let provider = Provider::discover(&http, &w.issuer).await.unwrap();
     // The user configured accounts:close as a scope a step-up may add.
-    let config = ClientConfig::public("cli", ["accounts:read"]).allow_step_up_scopes(["accounts:close"]);
+    let config = ClientConfig::public("cli", ["accounts:read"])
+        .allow_step_up_scopes(Url::parse(&w.api).unwrap(), ["accounts:close"]);
     let c = StepUpClient::new(http, provider, config, user.clone()).with_clock(w.clock.clone());
     // The token lacks accounts:close: 403 insufficient_scope. The client
     // asks for the scope (the session answers without the user); the API
@@ -850,6 +863,21 @@ async fn a_challenge_widening_scopes_is_asked_of_the_user() {
         (w.api.as_str(), &["accounts:close".to_owned()][..])
     );
     assert_eq!(user.runs.load(Ordering::SeqCst), 1, "the sign-in only");
+    // Allowed for another resource only: the same.
+    let http = reqwest::Client::new();
+    let provider = Provider::discover(&http, &w.issuer).await.unwrap();
+    let elsewhere = ClientConfig::public("cli", ["accounts:read"])
+        .allow_step_up_scopes(Url::parse("https://partner.example").unwrap(), ["accounts:close"]);
+    let c2 = StepUpClient::new(http, provider, elsewhere, user.clone()).with_clock(w.clock.clone());
+    let err = call(&c2, reqwest::Method::DELETE, close.clone(), "")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::StepUpDeclined { .. }), "{err}");
+    assert_eq!(
+        user.runs.load(Ordering::SeqCst),
+        2,
+        "and a sign-in for that client"
+    );
 
     // The user is asked, and says no, then yes.
     let asked = Arc::new(Mutex::new(Vec::new()));
@@ -879,4 +907,64 @@ async fn a_challenge_widening_scopes_is_asked_of_the_user() {
     let err = call(&c, reqwest::Method::DELETE, close, "").await.unwrap_err();
     // Followed now (then the API wants mfa as well: one step-up per call).
     assert!(matches!(err, ClientError::StillChallenged(_)), "{err}");
+}
+
+/// The resource's own open redirect: the token was sent along (reqwest
+/// keeps `Authorization` on a same-host redirect, plain http included),
+/// and the rogue server's answer passed for the resource's challenge. No
+/// redirect is followed with a token now: the 307 is the answer.
+#[tokio::test]
+async fn a_redirect_is_never_followed_with_a_token() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, user.clone()).await;
+    let (evil, seen) = rogue(&w, Rogue::BanksMetadata).await;
+    for to in [format!("{evil}/payees"), "/accounts/42/balance".to_owned()] {
+        let url = format!(
+            "{}/r?to={}",
+            w.api,
+            url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+        );
+        let response = c
+            .execute(reqwest::Client::new().get(url).build().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 307, "{to}");
+        assert_eq!(response.headers()["location"], to.as_str());
+    }
+    assert_eq!(seen.lock().unwrap().as_slice(), &[] as &[String]);
+    assert_eq!(
+        user.runs.load(Ordering::SeqCst),
+        1,
+        "the sign-in only: no step-up for the rogue server"
+    );
+
+    // A caller's client that follows redirects: the answer is refused.
+    let c = client(&w, user.clone())
+        .await
+        .with_resource_http(reqwest::Client::new());
+    let url = format!("{}/r?to=/accounts/42/balance", w.api);
+    let err = c
+        .execute(reqwest::Client::new().get(url).build().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must not follow redirects"), "{err}");
+}
+
+/// Two calls that need the same step-up at once: one browser step-up, and
+/// both calls go through with its token.
+#[tokio::test]
+async fn concurrent_calls_share_one_step_up() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, user.clone()).await;
+    assert_eq!(read_balance(&c, &w).await.0, 200);
+    let payees = format!("{}/accounts/42/payees", w.api);
+    let (a, b) = tokio::join!(
+        call(&c, reqwest::Method::POST, payees.clone(), "a"),
+        call(&c, reqwest::Method::POST, payees.clone(), "b")
+    );
+    assert_eq!(a.unwrap(), (200, "urn:stepup:acr:mfa a".to_owned()));
+    assert_eq!(b.unwrap(), (200, "urn:stepup:acr:mfa b".to_owned()));
+    assert_eq!(user.runs.load(Ordering::SeqCst), 2, "the sign-in and one step-up");
 }

@@ -103,15 +103,28 @@ pub fn metadata_url(resource: &str) -> Result<(Url, String), ResourceIdentifierE
 /// and port, and a path at or under the resource's path, on a segment
 /// boundary (`https://api.example/v1` covers `/v1` and `/v1/x`, not
 /// `/v10`). A token issued for `resource` is sent to nothing else.
+///
+/// Under a resource with a path, the rest of the path must not hold what
+/// a server might read as leaving it: an encoded `/`, `\` or `.`
+/// (`/v1/..%2Fadmin`), or a `;` (`/v1/..;/admin`, read as `/admin` by
+/// servers that strip path parameters). At an origin's root everything is
+/// the resource's anyway.
 pub fn covers(resource: &Url, url: &Url) -> bool {
     if resource.origin() != url.origin() {
         return false;
     }
     let base = resource.path().trim_end_matches('/');
-    match url.path().strip_prefix(base) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
+    let Some(rest) = url.path().strip_prefix(base) else {
+        return false;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return false;
     }
+    if base.is_empty() {
+        return true;
+    }
+    let lower = rest.to_ascii_lowercase();
+    !(lower.contains("%2f") || lower.contains("%5c") || lower.contains("%2e") || lower.contains(';'))
 }
 
 /// Why a client must not use a resource's metadata.
@@ -261,6 +274,21 @@ mod tests {
             "segment boundary"
         );
         assert!(!covers(&v1, &url("https://api.example/")));
+        // Ways out of /v1 for a server that decodes more than the URL
+        // standard does.
+        for out in [
+            "https://api.example/v1/..%2Fadmin",
+            "https://api.example/v1/..%2fadmin",
+            "https://api.example/v1/..;/admin",
+            "https://api.example/v1/%2e%2e%2Fadmin",
+            "https://api.example/v1/..%5Cadmin",
+        ] {
+            assert!(!covers(&v1, &url(out)), "{out}");
+        }
+        assert!(
+            covers(&root, &url("https://api.example/a;b")),
+            "the root has no outside"
+        );
     }
 
     #[test]

@@ -126,13 +126,14 @@ fn prepare(
             lifetime = lifetime.min(spec.token_seconds);
         }
     }
+    let audience = grant_audience(state, client, kept, form)?;
     let access = mint_access_token(
         state,
         &AccessGrant {
             subject: &grant.user_id,
             client_id: &client.id,
             scopes: &scopes,
-            audience: grant_audience(state, client, kept, form)?,
+            audience,
             lifetime,
             authentication: Some((&grant.acr, &grant.amr, grant.auth_time)),
             auth_country: grant.auth_country.as_deref(),
@@ -180,6 +181,9 @@ fn prepare(
         if client.auth_method == crate::client::AuthMethod::None && kept.bound_jkt.is_none() {
             kept.bound_jkt = jkt.map(str::to_owned);
         }
+        // The refresh tokens stay with the resource the first tokens were
+        // for, named at the authorization request or the code exchange.
+        kept.resource.get_or_insert_with(|| audience.to_owned());
         // The family ends at a fixed time: rotation does not extend it.
         let family_end = *kept
             .family_expires_at

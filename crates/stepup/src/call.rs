@@ -35,9 +35,9 @@ pub(crate) struct CallArgs {
     /// Scopes of the base token (repeat the flag for several).
     #[arg(long = "scope")]
     scopes: Vec<String>,
-    /// A scope an API's step-up may add without asking (repeat the flag
-    /// for several). Any other scope a step-up asks for is asked on the
-    /// terminal, or refused when there is no terminal.
+    /// A scope the called API's step-up may add without asking (repeat the
+    /// flag for several). Any other scope a step-up asks for is asked on
+    /// the terminal, or refused when there is no terminal.
     #[arg(long = "allow-scope")]
     allow_scopes: Vec<String>,
     /// Print the sign-in address instead of opening a browser.
@@ -76,13 +76,22 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
         };
         let agent = LoopbackBrowser::with_opener(opener).timeout(Duration::from_secs(args.timeout));
         let before = store.load()?.remove(&key).unwrap_or_default();
+        let called = url::Url::parse(&args.url).with_context(|| format!("URL {:?}", args.url))?;
+        // Resources are called without following redirects (a token goes
+        // nowhere but the URL called).
+        let resource_http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("building the HTTP client")?;
         let client = StepUpClient::new(
             http.clone(),
             provider,
             ClientConfig::public(args.client_id.clone(), args.scopes.clone())
-                .allow_step_up_scopes(args.allow_scopes.clone()),
+                .allow_step_up_scopes(called, args.allow_scopes.clone()),
             Arc::new(agent),
         )
+        .with_resource_http(resource_http)
         .with_tokens(before.clone())
         .on_step_up(Arc::new(|step: &StepUp| {
             eprintln!("{}", step_up_notice(step));
@@ -139,15 +148,22 @@ fn step_up_notice(step: &StepUp) -> String {
     if !r.scope.is_empty() {
         asked.push(format!("scope {}", r.scope.join(" ")));
     }
-    let who = match &step.resource_name {
-        Some(name) => format!("{} ({name})", step.resource),
-        None => step.resource.clone(),
+    // The name is the resource's to choose: no control characters (they
+    // could rewrite the terminal), and no more than a line of it.
+    let who = match step.resource_name.as_deref().map(printable) {
+        Some(name) if !name.is_empty() => format!("{} ({name})", step.resource),
+        _ => step.resource.clone(),
     };
     format!(
         "{who} asks for a stronger sign-in ({}) for {}.",
         asked.join(", "),
         step.route
     )
+}
+
+/// `text` without control characters, at most 60 characters.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(60).collect()
 }
 
 /// Asks on the terminal whether a step-up may add `scopes`; no terminal
@@ -214,5 +230,17 @@ mod tests {
             "https://api.bank.example (Bank API) asks for a stronger sign-in (level mfa or phr, \
              a sign-in at most 300 s old, scope payments:write) for POST https://api.bank.example:443/payees."
         );
+        // A name that would rewrite the terminal is shown without its
+        // control characters.
+        let mut sly = step.clone();
+        sly.resource_name = Some("\u{1b}[2K\rYour bank\u{1b}[8m hidden\n".into());
+        let notice = step_up_notice(&sly);
+        assert!(!notice.chars().any(char::is_control), "{notice:?}");
+        assert!(
+            notice.starts_with("https://api.bank.example ([2KYour bank[8m hidden)"),
+            "{notice}"
+        );
+        sly.resource_name = Some("\u{7}".into());
+        assert!(step_up_notice(&sly).starts_with("https://api.bank.example asks"));
     }
 }

@@ -492,13 +492,16 @@ async fn simulate(args: SimArgs) -> Result<ExitCode> {
             Some(gateway) if i % 2 == 1 => ("gateway", gateway.clone()),
             _ => ("guard", d.api_url.clone()),
         };
+        // The user allowed payments for the API in their client: its
+        // step-ups may add that scope without asking.
+        let mut config = ClientConfig::public(&d.client_id, ["openid", "accounts:read"]);
+        if let Ok(url) = url::Url::parse(&door.1) {
+            config = config.allow_step_up_scopes(url, ["payments:write"]);
+        }
         let client = StepUpClient::new(
             http.clone(),
             provider.clone(),
-            // The user allowed payments in their client: step-ups may add
-            // that scope without asking.
-            ClientConfig::public(&d.client_id, ["openid", "accounts:read"])
-                .allow_step_up_scopes(["payments:write"]),
+            config,
             Arc::clone(user) as Arc<dyn stepup_client::UserAgent>,
         );
         let user = Arc::clone(user);

@@ -94,10 +94,10 @@ pub(crate) async fn play(
     let provider = Provider::discover(&http, issuer)
         .await
         .map_err(|e| e.to_string())?;
-    // Payments allowed for step-ups: only the resource rules stand between
-    // the rogue server and a payments token.
-    let config =
-        ClientConfig::public(client_id, ["openid", "accounts:read"]).allow_step_up_scopes(["payments:write"]);
+    // The victim allowed payments for the API's step-ups.
+    let api_url = url::Url::parse(api).map_err(|e| e.to_string())?;
+    let config = ClientConfig::public(client_id, ["openid", "accounts:read"])
+        .allow_step_up_scopes(api_url, ["payments:write"]);
     let client = StepUpClient::new(http.clone(), provider, config, Arc::new(victim.share()));
     let balance = http
         .get(format!("{api}/accounts/42/balance"))
