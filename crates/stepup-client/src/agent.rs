@@ -41,16 +41,54 @@ pub struct AuthorizationCallback {
     pub url: Url,
 }
 
+/// Makes the authorization URL for a redirect URI: the request may be
+/// pushed to the server first (PAR, RFC 9126), so this is asynchronous.
+pub type AuthorizationUrlFn<'a> =
+    dyn Fn(String) -> BoxFuture<'a, Result<Url, UserAgentError>> + Send + Sync + 'a;
+
+/// One authorization request, as a user agent runs it.
+pub struct AuthorizationRequest<'a> {
+    url_for: &'a AuthorizationUrlFn<'a>,
+    state: &'a str,
+}
+
+impl std::fmt::Debug for AuthorizationRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationRequest").finish_non_exhaustive()
+    }
+}
+
+impl<'a> AuthorizationRequest<'a> {
+    /// A request whose URL `url_for` makes, answered by a redirect that
+    /// carries `state`.
+    pub fn new(url_for: &'a AuthorizationUrlFn<'a>, state: &'a str) -> Self {
+        Self { url_for, state }
+    }
+
+    /// The URL to take the user to, for `redirect_uri`.
+    pub async fn url(&self, redirect_uri: &str) -> Result<Url, UserAgentError> {
+        (self.url_for)(redirect_uri.to_owned()).await
+    }
+
+    /// Whether `callback` answers this request (its `state`, once). A
+    /// redirect that does not (another tab, another local program) is
+    /// ignored, not taken for the answer.
+    pub fn answers(&self, callback: &Url) -> bool {
+        let mut states = callback.query_pairs().filter(|(k, _)| k == "state");
+        matches!((states.next(), states.next()), (Some((_, v)), None) if v == self.state)
+    }
+}
+
 /// Runs an authorization request in front of the user.
 ///
 /// The agent picks its redirect URI (a loopback listener picks its port),
-/// gets the authorization URL for it from `authorization_url`, takes the
-/// user there, and returns where the server redirected back to.
+/// gets the authorization URL for it from the request, takes the user
+/// there, and returns where the server redirected back to.
 pub trait UserAgent: Send + Sync {
     /// Runs one authorization request.
     fn authorize<'a>(
         &'a self,
-        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+        request: &'a AuthorizationRequest<'_>,
     ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>>;
 }
 
@@ -88,11 +126,11 @@ impl FnUserAgent {
 impl UserAgent for FnUserAgent {
     fn authorize<'a>(
         &'a self,
-        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+        request: &'a AuthorizationRequest<'_>,
     ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
-        let url = authorization_url(&self.redirect_uri);
         let run = Arc::clone(&self.run);
         Box::pin(async move {
+            let url = request.url(&self.redirect_uri).await?;
             Ok(AuthorizationCallback {
                 redirect_uri: self.redirect_uri.clone(),
                 url: run(url).await?,
@@ -172,7 +210,7 @@ const DONE_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"
 impl UserAgent for LoopbackBrowser {
     fn authorize<'a>(
         &'a self,
-        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+        request: &'a AuthorizationRequest<'_>,
     ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
         Box::pin(async move {
             // An IP literal, not "localhost" (RFC 8252 §8.3).
@@ -181,9 +219,9 @@ impl UserAgent for LoopbackBrowser {
                 .map_err(UserAgentError::Listen)?;
             let port = listener.local_addr().map_err(UserAgentError::Listen)?.port();
             let redirect_uri = format!("http://127.0.0.1:{port}/callback");
-            let url = authorization_url(&redirect_uri);
+            let url = request.url(&redirect_uri).await?;
             (self.open)(&url).map_err(UserAgentError::Browser)?;
-            let wait = accept_callback(&listener, port);
+            let wait = accept_callback(&listener, port, request);
             let url = tokio::time::timeout(self.timeout, wait)
                 .await
                 .map_err(|_| UserAgentError::TimedOut(self.timeout))??;
@@ -192,67 +230,124 @@ impl UserAgent for LoopbackBrowser {
     }
 }
 
-/// Serves the loopback port until a request for `/callback` arrives;
-/// anything else (a favicon, a probe) gets 404 and the wait goes on.
-async fn accept_callback(listener: &TcpListener, port: u16) -> Result<Url, UserAgentError> {
+/// How long a connection to the loopback port may take to send its
+/// request (the browser sends it at once).
+const READ_SECONDS: u64 = 5;
+
+/// Connections to the loopback port read at once; more wait in the
+/// backlog.
+const READING_AT_ONCE: usize = 16;
+
+/// Serves the loopback port until the redirect that answers `request`
+/// arrives. Connections are read side by side, each for at most
+/// [`READ_SECONDS`], so one that sends nothing holds nothing up; anything
+/// else (a favicon, a probe, a redirect with another `state`) gets an
+/// error page and the wait goes on.
+async fn accept_callback(
+    listener: &TcpListener,
+    port: u16,
+    request: &AuthorizationRequest<'_>,
+) -> Result<Url, UserAgentError> {
+    let (read_tx, mut read) = tokio::sync::mpsc::channel(READING_AT_ONCE);
+    let reading = Arc::new(tokio::sync::Semaphore::new(READING_AT_ONCE));
     loop {
-        let (mut stream, _) = listener.accept().await.map_err(UserAgentError::Listen)?;
-        let mut buffer = vec![0u8; 8192];
-        let mut filled = 0;
-        // The request line and headers; the callback has no body.
-        let head = loop {
-            let Ok(n) = stream.read(&mut buffer[filled..]).await else {
-                break None;
-            };
-            if n == 0 {
-                break None;
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (mut stream, _) = accepted.map_err(UserAgentError::Listen)?;
+                let Ok(permit) = Arc::clone(&reading).try_acquire_owned() else {
+                    continue; // too many at once: dropped
+                };
+                let read_tx = read_tx.clone();
+                tokio::spawn(async move {
+                    let head = tokio::time::timeout(Duration::from_secs(READ_SECONDS), read_head(&mut stream))
+                        .await
+                        .ok()
+                        .flatten();
+                    let _ = read_tx.send((stream, head)).await;
+                    drop(permit);
+                });
             }
-            filled += n;
-            if let Some(end) = buffer[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
-                break Some(String::from_utf8_lossy(&buffer[..end]).into_owned());
+            Some((mut stream, head)) = read.recv() => {
+                let callback = head.as_deref().and_then(|h| callback_of(h, port));
+                let (status, body) = match &callback {
+                    Some(url) if request.answers(url) => ("200 OK", DONE_PAGE),
+                    Some(_) => ("400 Bad Request", STRAY_PAGE),
+                    None => ("404 Not Found", "not found"),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(READ_SECONDS), async {
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+                if let Some(url) = callback.filter(|u| request.answers(u)) {
+                    return Ok(url);
+                }
             }
-            if filled == buffer.len() {
-                break None;
-            }
-        };
-        let target = head.as_deref().and_then(|h| {
-            let line = h.lines().next()?;
-            let mut parts = line.split(' ');
-            match (parts.next(), parts.next()) {
-                (Some("GET"), Some(target)) => Some(target.to_owned()),
-                _ => None,
-            }
-        });
-        let callback = target
-            .filter(|t| t == "/callback" || t.starts_with("/callback?"))
-            .and_then(|t| Url::parse(&format!("http://127.0.0.1:{port}{t}")).ok());
-        let (status, body) = match &callback {
-            Some(_) => ("200 OK", DONE_PAGE),
-            None => ("404 Not Found", "not found"),
-        };
-        let response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(response.as_bytes()).await;
-        let _ = stream.shutdown().await;
-        if let Some(url) = callback {
-            return Ok(url);
         }
     }
+}
+
+/// The page for a redirect that does not answer the sign-in in progress.
+const STRAY_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not this sign-in</title></head>\
+<body style=\"font-family:system-ui,sans-serif;margin:3rem\"><h1>Not this sign-in</h1><p>This answer is for another sign-in; the application is still waiting for its own.</p></body></html>";
+
+/// The request line and headers of an HTTP request (the callback has no
+/// body), or `None` if the connection closes or sends too much first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buffer = vec![0u8; 8192];
+    let mut filled = 0;
+    loop {
+        let n = stream.read(&mut buffer[filled..]).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        filled += n;
+        if let Some(end) = buffer[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(String::from_utf8_lossy(&buffer[..end]).into_owned());
+        }
+        if filled == buffer.len() {
+            return None;
+        }
+    }
+}
+
+/// The redirect a request head carries: a `GET /callback…`.
+fn callback_of(head: &str, port: u16) -> Option<Url> {
+    let line = head.lines().next()?;
+    let mut parts = line.split(' ');
+    let target = match (parts.next(), parts.next()) {
+        (Some("GET"), Some(target)) => target,
+        _ => return None,
+    };
+    if target != "/callback" && !target.starts_with("/callback?") {
+        return None;
+    }
+    Url::parse(&format!("http://127.0.0.1:{port}{target}")).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The authorization URL of the tests: the redirect URI and `state`.
+    fn authorization_url(redirect: &str, state: &str) -> Url {
+        let mut url = Url::parse("https://as.example/authorize").unwrap();
+        url.query_pairs_mut()
+            .append_pair("redirect_uri", redirect)
+            .append_pair("state", state);
+        url
+    }
+
     #[tokio::test]
-    async fn the_loopback_agent_returns_the_callback_and_ignores_other_paths() {
+    async fn the_loopback_agent_waits_for_its_own_answer() {
         let opened = Arc::new(std::sync::Mutex::new(None::<Url>));
         let seen = opened.clone();
         let agent = LoopbackBrowser::with_opener(Arc::new(move |url: &Url| {
             *seen.lock().unwrap() = Some(url.clone());
-            // The "browser": after a stray request, follows the redirect.
             let redirect = url
                 .query_pairs()
                 .find(|(k, _)| k == "redirect_uri")
@@ -261,8 +356,25 @@ mod tests {
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 let base = redirect.trim_end_matches("/callback").to_owned();
+                // A connection that sends nothing holds nothing up.
+                let silent = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+                    .await
+                    .unwrap();
                 let stray = http.get(format!("{base}/favicon.ico")).send().await.unwrap();
                 assert_eq!(stray.status(), 404);
+                // Another program's redirect, another state: ignored.
+                let other = http
+                    .get(format!("{redirect}?code=evil&state=guess"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(other.status(), 400);
+                let twice = http
+                    .get(format!("{redirect}?code=evil&state=s1&state=s1"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(twice.status(), 400);
                 let done = http
                     .get(format!("{redirect}?code=c1&state=s1"))
                     .send()
@@ -270,16 +382,16 @@ mod tests {
                     .unwrap();
                 assert_eq!(done.status(), 200);
                 assert!(done.text().await.unwrap().contains("close this window"));
+                drop(silent);
             });
             Ok(())
         }))
         .timeout(Duration::from_secs(10));
-        let build = |redirect: &str| {
-            let mut url = Url::parse("https://as.example/authorize").unwrap();
-            url.query_pairs_mut().append_pair("redirect_uri", redirect);
-            url
+        let url_for = |redirect: String| -> BoxFuture<'_, Result<Url, UserAgentError>> {
+            Box::pin(async move { Ok(authorization_url(&redirect, "s1")) })
         };
-        let callback = agent.authorize(&build).await.unwrap();
+        let request = AuthorizationRequest::new(&url_for, "s1");
+        let callback = agent.authorize(&request).await.unwrap();
         assert!(callback.redirect_uri.starts_with("http://127.0.0.1:"));
         assert!(callback.redirect_uri.ends_with("/callback"));
         assert_eq!(callback.url.query(), Some("code=c1&state=s1"));
@@ -290,8 +402,11 @@ mod tests {
     async fn the_loopback_agent_gives_up_after_its_timeout() {
         let agent =
             LoopbackBrowser::with_opener(Arc::new(|_: &Url| Ok(()))).timeout(Duration::from_millis(50));
-        let build = |_: &str| Url::parse("https://as.example/authorize").unwrap();
-        let err = agent.authorize(&build).await.unwrap_err();
+        let url_for = |redirect: String| -> BoxFuture<'_, Result<Url, UserAgentError>> {
+            Box::pin(async move { Ok(authorization_url(&redirect, "s")) })
+        };
+        let request = AuthorizationRequest::new(&url_for, "s");
+        let err = agent.authorize(&request).await.unwrap_err();
         assert!(matches!(err, UserAgentError::TimedOut(_)), "{err}");
     }
 }

@@ -17,7 +17,7 @@ use stepup_core::{ClientSecret, Clock, SystemClock};
 use tokio::sync::Mutex;
 use url::Url;
 
-use crate::agent::{AuthorizationCallback, UserAgent};
+use crate::agent::{AuthorizationCallback, AuthorizationRequest, BoxFuture, UserAgent, UserAgentError};
 use crate::error::ClientError;
 use crate::provider::Provider;
 use crate::tokens::{Requirement, Secret, TokenSet, Tokens};
@@ -719,37 +719,60 @@ impl StepUpClient {
             }
         }
         let scope = scopes.join(" ");
-        let build = |redirect_uri: &str| {
-            let mut url = self.provider.authorization_endpoint.clone();
-            {
-                let mut q = url.query_pairs_mut();
-                q.append_pair("response_type", "code")
-                    .append_pair("client_id", &self.config.client_id)
-                    .append_pair("redirect_uri", redirect_uri)
-                    .append_pair("state", &state)
-                    .append_pair("code_challenge", challenge.as_str())
-                    .append_pair("code_challenge_method", "S256")
-                    .append_pair("resource", resource);
-                if !scope.is_empty() {
-                    q.append_pair("scope", &scope);
-                }
-                if !requirement.acr_values.is_empty() {
-                    q.append_pair("acr_values", &requirement.acr_values.join(" "));
-                }
-                if let Some(max_age) = requirement.max_age {
-                    q.append_pair("max_age", &max_age.to_string());
-                }
-                if let Some(dpop) = &self.dpop {
-                    // The code can then be exchanged only with this key.
-                    q.append_pair("dpop_jkt", &dpop.jkt);
-                }
-                if let Some(details) = &requirement.authorization_details {
-                    q.append_pair("authorization_details", &details.to_string());
-                }
+        let params = |redirect_uri: &str| {
+            let mut p: Vec<(&'static str, String)> = vec![
+                ("response_type", "code".to_owned()),
+                ("client_id", self.config.client_id.clone()),
+                ("redirect_uri", redirect_uri.to_owned()),
+                ("state", state.clone()),
+                ("code_challenge", challenge.as_str().to_owned()),
+                ("code_challenge_method", "S256".to_owned()),
+                ("resource", resource.to_owned()),
+            ];
+            if !scope.is_empty() {
+                p.push(("scope", scope.clone()));
             }
-            url
+            if !requirement.acr_values.is_empty() {
+                p.push(("acr_values", requirement.acr_values.join(" ")));
+            }
+            if let Some(max_age) = requirement.max_age {
+                p.push(("max_age", max_age.to_string()));
+            }
+            if let Some(dpop) = &self.dpop {
+                // The code can then be exchanged only with this key.
+                p.push(("dpop_jkt", dpop.jkt.clone()));
+            }
+            if let Some(details) = &requirement.authorization_details {
+                p.push(("authorization_details", details.to_string()));
+            }
+            p
         };
-        let callback = self.agent.authorize(&build).await?;
+        // A refusal of the pushed request, kept to be returned as itself.
+        let refused: std::sync::Mutex<Option<ClientError>> = std::sync::Mutex::new(None);
+        let url_for = |redirect_uri: String| -> BoxFuture<'_, Result<Url, UserAgentError>> {
+            let params = params(&redirect_uri);
+            let refused = &refused;
+            Box::pin(async move {
+                match self.authorization_url(params).await {
+                    Ok(url) => Ok(url),
+                    Err(e) => {
+                        let said = e.to_string();
+                        if let Ok(mut r) = refused.lock() {
+                            *r = Some(e);
+                        }
+                        Err(UserAgentError::Other(said))
+                    }
+                }
+            })
+        };
+        let request = AuthorizationRequest::new(&url_for, &state);
+        let callback = match self.agent.authorize(&request).await {
+            Ok(callback) => callback,
+            Err(e) => {
+                let pushed = refused.lock().ok().and_then(|mut r| r.take());
+                return Err(pushed.unwrap_or(ClientError::UserAgent(e)));
+            }
+        };
         let code = self.read_callback(&callback, &state)?;
         let form = vec![
             ("grant_type", "authorization_code".to_owned()),
@@ -759,6 +782,65 @@ impl StepUpClient {
             ("resource", resource.to_owned()),
         ];
         self.token_request(form, None).await
+    }
+
+    /// The URL that takes the user to the authorization request made of
+    /// `params`. When the server takes pushed requests (RFC 9126), they are
+    /// pushed first: `state`, the PKCE challenge and the rest never appear
+    /// in a URL (a command line other local users can read), and a request
+    /// the server refuses (an unknown `resource`, say) is refused before
+    /// any browser opens.
+    async fn authorization_url(&self, params: Vec<(&'static str, String)>) -> Result<Url, ClientError> {
+        let mut url = self.provider.authorization_endpoint.clone();
+        let Some(par) = &self.provider.pushed_authorization_request_endpoint else {
+            url.query_pairs_mut()
+                .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+            return Ok(url);
+        };
+        let mut form = params;
+        form.retain(|(k, _)| *k != "client_id");
+        let request = self.authenticated(self.http.post(par.clone()), &mut form);
+        let response = request.form(&form).send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        #[derive(Deserialize)]
+        struct Pushed {
+            request_uri: String,
+        }
+        if status == StatusCode::CREATED || status == StatusCode::OK {
+            let pushed: Pushed = serde_json::from_slice(&body).map_err(|e| {
+                ClientError::BadAuthorizationResponse(format!("the pushed request's answer: {e}"))
+            })?;
+            url.query_pairs_mut()
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("request_uri", &pushed.request_uri);
+            return Ok(url);
+        }
+        let (error, description) = oauth_error(&body);
+        Err(ClientError::Authorization { error, description })
+    }
+
+    /// `request` with the client's authentication: HTTP Basic for a
+    /// confidential client (RFC 6749 §2.3.1: both parts form-encoded
+    /// first), `client_id` in the form for a public one.
+    fn authenticated(
+        &self,
+        request: reqwest::RequestBuilder,
+        form: &mut Vec<(&'static str, String)>,
+    ) -> reqwest::RequestBuilder {
+        match &self.config.client_secret {
+            Some(secret) => {
+                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                request.basic_auth(
+                    encode(&self.config.client_id),
+                    Some(encode(secret.expose_secret())),
+                )
+            }
+            None => {
+                form.push(("client_id", self.config.client_id.clone()));
+                request
+            }
+        }
     }
 
     /// The code of an authorization response, after checking it answers
@@ -772,13 +854,22 @@ impl StepUpClient {
                 )));
             }
         }
-        if let Some(iss) = params.get("iss")
-            && iss != &self.provider.issuer
-        {
-            return Err(ClientError::IssuerMismatch {
-                expected: self.provider.issuer.clone(),
-                got: iss.clone(),
-            });
+        match params.get("iss") {
+            Some(iss) if iss != &self.provider.issuer => {
+                return Err(ClientError::IssuerMismatch {
+                    expected: self.provider.issuer.clone(),
+                    got: iss.clone(),
+                });
+            }
+            // RFC 9207 §2.4: a server that says it sends `iss` always does;
+            // a response without it may come from another server.
+            None if self.provider.authorization_response_iss_parameter_supported => {
+                return Err(ClientError::IssuerMismatch {
+                    expected: self.provider.issuer.clone(),
+                    got: String::new(),
+                });
+            }
+            _ => {}
         }
         if params.get("state").map(String::as_str) != Some(state) {
             return Err(ClientError::BadAuthorizationResponse(
@@ -817,18 +908,7 @@ impl StepUpClient {
         mut form: Vec<(&'static str, String)>,
         previous: Option<&TokenSet>,
     ) -> Result<TokenSet, ClientError> {
-        let mut request = self.http.post(self.provider.token_endpoint.clone());
-        match &self.config.client_secret {
-            Some(secret) => {
-                // RFC 6749 §2.3.1: both parts form-encoded before Basic.
-                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                request = request.basic_auth(
-                    encode(&self.config.client_id),
-                    Some(encode(secret.expose_secret())),
-                );
-            }
-            None => form.push(("client_id", self.config.client_id.clone())),
-        }
+        let request = self.authenticated(self.http.post(self.provider.token_endpoint.clone()), &mut form);
         let endpoint = self.provider.token_endpoint.clone();
         let mut response = self.send_token_request(&request, &form, &endpoint).await?;
         // A server nonce: once more with it (nothing was used up).
@@ -838,18 +918,11 @@ impl StepUpClient {
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {
-            #[derive(Deserialize)]
-            struct OAuthError {
-                error: String,
-                error_description: Option<String>,
-            }
-            let parsed: Option<OAuthError> = serde_json::from_slice(&body).ok();
+            let (error, description) = oauth_error(&body);
             return Err(ClientError::Token {
                 status: status.as_u16(),
-                error: parsed
-                    .as_ref()
-                    .map_or_else(|| "unknown".to_owned(), |e| e.error.clone()),
-                description: parsed.and_then(|e| e.error_description),
+                error,
+                description,
             });
         }
         #[derive(Deserialize)]
@@ -966,6 +1039,20 @@ fn route_of(request: &reqwest::Request) -> String {
         url.port_or_known_default().unwrap_or_default(),
         url.path()
     )
+}
+
+/// The `error` and `error_description` of an OAuth error answer (RFC 6749
+/// §5.2); `unknown` when the body is not one.
+fn oauth_error(body: &[u8]) -> (String, Option<String>) {
+    #[derive(Deserialize)]
+    struct OAuthError {
+        error: String,
+        error_description: Option<String>,
+    }
+    match serde_json::from_slice::<OAuthError>(body) {
+        Ok(e) => (e.error, e.error_description),
+        Err(_) => ("unknown".to_owned(), None),
+    }
 }
 
 /// Tokens and metadata travel over https, or http on a loopback host.

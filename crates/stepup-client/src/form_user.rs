@@ -11,7 +11,7 @@ use stepup_core::totp::TotpSecret;
 use stepup_core::{Clock, SystemClock};
 use url::Url;
 
-use crate::agent::{AuthorizationCallback, BoxFuture, UserAgent, UserAgentError};
+use crate::agent::{AuthorizationCallback, AuthorizationRequest, BoxFuture, UserAgent, UserAgentError};
 
 /// The redirect URI a [`FormUser`] answers for unless told otherwise: a
 /// loopback one (RFC 8252 §7.3), which a native client registered as
@@ -452,11 +452,11 @@ impl FormUser {
 impl UserAgent for FormUser {
     fn authorize<'a>(
         &'a self,
-        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+        request: &'a AuthorizationRequest<'_>,
     ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
         Box::pin(async move {
             let url = self
-                .sign_in(authorization_url(&self.redirect_uri))
+                .sign_in(request.url(&self.redirect_uri).await?)
                 .await
                 .map_err(UserAgentError::Other)?;
             Ok(AuthorizationCallback {

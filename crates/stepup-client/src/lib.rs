@@ -41,8 +41,8 @@ mod provider;
 mod tokens;
 
 pub use agent::{
-    AuthorizationCallback, AuthorizeFn, BoxFuture, FnUserAgent, LoopbackBrowser, Opener, UserAgent,
-    UserAgentError,
+    AuthorizationCallback, AuthorizationRequest, AuthorizationUrlFn, AuthorizeFn, BoxFuture, FnUserAgent,
+    LoopbackBrowser, Opener, UserAgent, UserAgentError,
 };
 pub use client::{ClientConfig, StepUp, StepUpClient, StepUpNotice};
 pub use error::ClientError;

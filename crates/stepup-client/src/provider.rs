@@ -16,6 +16,12 @@ pub struct Provider {
     pub authorization_endpoint: Url,
     /// Where codes and refresh tokens are exchanged.
     pub token_endpoint: Url,
+    /// Where authorization requests are pushed (RFC 9126), if it takes
+    /// them: the client then pushes every request.
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    /// Whether every authorization response carries `iss` (RFC 9207): one
+    /// without it is then refused.
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 #[derive(Deserialize)]
@@ -25,6 +31,10 @@ struct Metadata {
     token_endpoint: String,
     #[serde(default)]
     code_challenge_methods_supported: Vec<String>,
+    #[serde(default)]
+    pushed_authorization_request_endpoint: Option<String>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 impl Provider {
@@ -74,6 +84,13 @@ impl Provider {
             issuer: metadata.issuer,
             authorization_endpoint: endpoint(&metadata.authorization_endpoint)?,
             token_endpoint: endpoint(&metadata.token_endpoint)?,
+            pushed_authorization_request_endpoint: metadata
+                .pushed_authorization_request_endpoint
+                .as_deref()
+                .map(endpoint)
+                .transpose()?,
+            authorization_response_iss_parameter_supported: metadata
+                .authorization_response_iss_parameter_supported,
         })
     }
 }
@@ -99,6 +116,8 @@ mod tests {
             authorization_endpoint: format!("{endpoint}/authorize"),
             token_endpoint: format!("{endpoint}/token"),
             code_challenge_methods_supported: vec!["S256".into()],
+            pushed_authorization_request_endpoint: None,
+            authorization_response_iss_parameter_supported: false,
         }
     }
 

@@ -17,8 +17,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use ring::rand::SystemRandom;
 use stepup_client::{
-    AuthorizationCallback, BoxFuture, ClientConfig, ClientError, FnUserAgent, Provider, StepUpClient,
-    UserAgent, UserAgentError,
+    AuthorizationCallback, AuthorizationRequest, BoxFuture, ClientConfig, ClientError, FnUserAgent, Provider,
+    StepUpClient, UserAgent, UserAgentError,
 };
 use stepup_core::resource_metadata::ResourceMetadata;
 use stepup_core::totp::TotpSecret;
@@ -254,6 +254,8 @@ struct ScriptedUser {
     username: &'static str,
     runs: AtomicUsize,
     asked: Mutex<Vec<String>>,
+    /// The authorization URLs it was taken to.
+    opened: Mutex<Vec<Url>>,
     /// Replaces the callback before it is returned (attacks).
     tamper: Option<Box<dyn Fn(Url) -> Url + Send + Sync>>,
 }
@@ -271,6 +273,7 @@ impl ScriptedUser {
             username: "alice",
             runs: AtomicUsize::new(0),
             asked: Mutex::new(Vec::new()),
+            opened: Mutex::new(Vec::new()),
             tamper: None,
         }
     }
@@ -286,6 +289,7 @@ impl ScriptedUser {
 
     async fn run(&self, url: Url) -> Result<Url, UserAgentError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
+        self.opened.lock().unwrap().push(url.clone());
         let base =
             format!("{}://{}", url.scheme(), url.host_str().unwrap()) + &format!(":{}", url.port().unwrap());
         let mut response = self.http.get(url).send().await.unwrap();
@@ -338,10 +342,10 @@ impl ScriptedUser {
 impl UserAgent for ScriptedUser {
     fn authorize<'a>(
         &'a self,
-        authorization_url: &'a (dyn Fn(&str) -> Url + Send + Sync),
+        request: &'a AuthorizationRequest<'_>,
     ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
         Box::pin(async move {
-            let url = self.run(authorization_url(REDIRECT)).await?;
+            let url = self.run(request.url(REDIRECT).await?).await?;
             Ok(AuthorizationCallback {
                 redirect_uri: REDIRECT.to_owned(),
                 url,
@@ -431,6 +435,12 @@ async fn reads_with_the_base_token_and_steps_up_once_for_a_payee() {
     let got = call(&c, reqwest::Method::POST, payees, "third").await.unwrap();
     assert_eq!(got, (200, "urn:stepup:acr:mfa third".to_owned()));
     assert_eq!(user.runs.load(Ordering::SeqCst), 3);
+    // Every request was pushed (PAR): the browser's URL names only the
+    // client and the pushed request, not `state` nor the PKCE challenge.
+    for url in user.opened.lock().unwrap().iter() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        assert_eq!(keys, ["client_id", "request_uri"], "{url}");
+    }
 }
 
 #[tokio::test]
@@ -565,6 +575,38 @@ async fn a_response_for_another_request_or_issuer_is_refused() {
     .await
     .unwrap_err();
     assert!(matches!(err, ClientError::IssuerMismatch { .. }), "{err}");
+
+    // RFC 9207 §2.4: the server says it always sends `iss`; a response
+    // without it is refused too.
+    let mut no_iss = ScriptedUser::new(&w);
+    no_iss.tamper = Some(Box::new(|url: Url| {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "iss")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut out = url.clone();
+        out.query_pairs_mut().clear().extend_pairs(pairs);
+        out
+    }));
+    let c = client(&w, Arc::new(no_iss)).await;
+    let err = read_balance_err(&c, &w).await;
+    assert!(
+        matches!(&err, ClientError::IssuerMismatch { got, .. } if got.is_empty()),
+        "{err}"
+    );
+}
+
+/// The error of reading the balance.
+async fn read_balance_err(c: &StepUpClient, w: &World) -> ClientError {
+    call(
+        c,
+        reqwest::Method::GET,
+        format!("{}/accounts/42/balance", w.api),
+        "",
+    )
+    .await
+    .unwrap_err()
 }
 
 #[tokio::test]
@@ -572,9 +614,11 @@ async fn a_refusal_by_the_user_is_a_typed_error() {
     let w = world().await;
     // The user declines at the authorization server: the redirect carries
     // error=access_denied with the request's state.
+    let issuer = w.issuer.clone();
     let agent = FnUserAgent::new(
         REDIRECT,
-        Arc::new(|url: Url| {
+        Arc::new(move |url: Url| {
+            let issuer = issuer.clone();
             Box::pin(async move {
                 let state = url
                     .query_pairs()
@@ -586,13 +630,16 @@ async fn a_refusal_by_the_user_is_a_typed_error() {
                 back.query_pairs_mut()
                     .append_pair("error", "access_denied")
                     .append_pair("error_description", "the user said no")
-                    .append_pair("state", &state);
+                    .append_pair("state", &state)
+                    .append_pair("iss", &issuer);
                 Ok(back)
             })
         }),
     );
     let http = reqwest::Client::new();
-    let provider = Provider::discover(&http, &w.issuer).await.unwrap();
+    let mut provider = Provider::discover(&http, &w.issuer).await.unwrap();
+    // The parameters in the URL (no PAR), where this agent reads `state`.
+    provider.pushed_authorization_request_endpoint = None;
     let c = StepUpClient::new(
         http,
         provider,
@@ -825,11 +872,9 @@ async fn a_rogue_resource_gets_no_token_and_no_step_up() {
         );
         assert!(user.asked().is_empty(), "{kind:?}: the user was asked to sign in");
     }
-    assert_eq!(
-        user.runs.load(Ordering::SeqCst),
-        2,
-        "only the refused authorization request ran"
-    );
+    // The request for the rogue resource was pushed (PAR) and refused
+    // there: no browser opened for it.
+    assert_eq!(user.runs.load(Ordering::SeqCst), 1, "the first sign-in only");
     // The bank API's token still serves the bank API.
     let got = read_balance(&c, &w).await;
     assert_eq!(got, (200, "urn:stepup:acr:pwd ".to_owned()));

@@ -298,13 +298,13 @@ async fn call_reports_bad_arguments_and_refusals() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--data must be JSON"), "{}", run.stderr);
 
-    // An unregistered client: the server shows an error page, the user
-    // gives up, the CLI stops waiting and says so.
+    // An unregistered client: the request is pushed (PAR) and refused
+    // there, before any browser opens.
     let url = format!("{}/accounts/1/balance", w.api);
     let (run, sign_ins) = call_with(&w, &w.issuer, "2", &["--client-id", "nobody", &url]).await;
-    assert_eq!((run.code, sign_ins), (2, 1), "{}", run.stderr);
+    assert_eq!((run.code, sign_ins), (2, 0), "{}", run.stderr);
     assert!(
-        run.stderr.contains("no authorization response within 2s"),
+        run.stderr.contains("authorization refused: invalid_client"),
         "{}",
         run.stderr
     );
