@@ -16,6 +16,7 @@
 //! # geoip = "GeoLite2-City.mmdb"        # client IP -> country, for risk rules
 //! # dpop_origin = "https://api.example" # accept DPoP (RFC 9449); the public origin
 //! # admin_allow = ["127.0.0.0/8", "::1/128"]  # who may call /-/healthz, /-/readyz, /-/metrics
+//! # admin_listen = "127.0.0.1:9901"     # those on a listener of their own; the main one forwards every path
 //!
 //! # [[transaction]]                     # calls bound to an approved transaction (RFC 9396)
 //! # route = "large transfer"            # a policy route, by name
@@ -287,6 +288,11 @@ pub struct GatewayConfig {
     /// get 404.
     #[serde(default = "default_admin_allow")]
     pub admin_allow: Vec<String>,
+    /// The admin endpoints on a listener of their own, and not on the main
+    /// one (which then forwards every path): a TLS terminator or proxy on
+    /// the same host reaches the main listener from loopback, and would
+    /// make every client an admin address.
+    pub admin_listen: Option<SocketAddr>,
     /// The upstreams.
     #[serde(rename = "upstream")]
     pub upstreams: Vec<Upstream>,

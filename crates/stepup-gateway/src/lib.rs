@@ -574,22 +574,54 @@ impl Gateway {
         }
     }
 
-    /// The router: the gateway's own endpoints under the admin prefix,
-    /// every other request guarded and forwarded.
-    pub fn router(&self) -> Router {
+    /// The gateway's own endpoints under the admin prefix, for the
+    /// `admin_allow` addresses only.
+    fn admin_routes(&self) -> Router<Gateway> {
         let prefix = &self.inner.config.admin_prefix;
-        let admin = Router::new()
+        Router::new()
             .route(&format!("{prefix}healthz"), get(healthz))
             .route(&format!("{prefix}readyz"), get(readyz))
             .route(&format!("{prefix}metrics"), get(metrics_text))
-            .route_layer(axum::middleware::from_fn_with_state(self.clone(), admin_only));
-        Router::new()
-            .merge(admin)
-            .fallback(proxy_request)
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), admin_only))
+    }
+
+    /// The router: every request guarded and forwarded, and the admin
+    /// endpoints unless they have a listener of their own
+    /// (`admin_listen`).
+    pub fn router(&self) -> Router {
+        let mut router = Router::new();
+        if self.inner.config.admin_listen.is_none() {
+            router = router.merge(self.admin_routes());
+        }
+        router.fallback(proxy_request).with_state(self.clone()).layer(
+            stepup_guard::limits::HeaderLimitLayer::new(self.inner.config.max_header_bytes),
+        )
+    }
+
+    /// The admin listener's router: the admin endpoints, nothing else.
+    pub fn admin_router(&self) -> Router {
+        self.admin_routes()
+            .fallback(|| async { proxy::failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
             .with_state(self.clone())
             .layer(stepup_guard::limits::HeaderLimitLayer::new(
                 self.inner.config.max_header_bytes,
             ))
+    }
+
+    /// Serves the admin endpoints on `listener` (the `admin_listen`
+    /// address) until `shutdown` completes.
+    pub async fn serve_admin(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        stepup_guard::serve::serve(
+            listener,
+            self.admin_router(),
+            self.inner.config.connections,
+            shutdown,
+        )
+        .await
     }
 
     /// Serves on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge)

@@ -829,6 +829,45 @@ async fn admin_endpoints_answer_only_the_allowed_addresses() {
     assert_eq!(open.at("GET", "/-/metrics").send().await.unwrap().status(), 200);
 }
 
+/// Issue 17 §5: behind a TLS terminator on the same host every client
+/// comes from loopback, so an address rule alone opened the metrics to
+/// all. With `admin_listen`, the admin endpoints are on their own listener
+/// and the main one forwards every path, guarded.
+#[tokio::test]
+async fn admin_endpoints_can_have_a_listener_of_their_own() {
+    let w = world("admin-listen", "admin_listen = \"127.0.0.1:0\"").await;
+    let response = w.at("GET", "/-/metrics").send().await.unwrap();
+    assert_eq!(response.status(), 401, "guarded like any path, not the metrics");
+    let token = w.issuer.token(PWD, 30);
+    let response = w.call("GET", "/-/metrics", Some(&token)).await;
+    let echoed: Value = response.json().await.unwrap();
+    assert_eq!(echoed["uri"], "/-/metrics", "forwarded to the upstream");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", listener.local_addr().unwrap());
+    let serving = w.gateway.clone();
+    tokio::spawn(async move { serving.serve_admin(listener, std::future::pending()).await });
+    let http = reqwest::Client::new();
+    let metrics = http.get(format!("{admin}/-/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("stepup_gateway_"));
+    assert_eq!(
+        http.get(format!("{admin}/-/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Nothing else is there: no forwarding from the admin listener.
+    let other = http
+        .get(format!("{admin}/accounts/1/balance"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+}
+
 /// Sends `head` (a request's header section), then its body one byte
 /// every 200 ms until the gateway answers: what it answered.
 async fn trickle(w: &World, head: String) -> String {

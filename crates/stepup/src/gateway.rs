@@ -34,6 +34,7 @@ pub(crate) fn run(config_file: &Path, log_format: LogFormat) -> Result<ExitCode>
     }
     crate::serve::runtime()?.block_on(async move {
         let listen = config.listen;
+        let admin_listen = config.admin_listen;
         let issuer = config.issuer.clone();
         let gateway = Gateway::new(config).map_err(|e| anyhow!("{e}"))?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -45,8 +46,31 @@ pub(crate) fn run(config_file: &Path, log_format: LogFormat) -> Result<ExitCode>
             "stepup-gateway listening on http://{addr} (tokens of {issuer}; policy {}, reloaded on change and SIGHUP)",
             gateway.policy_path().display()
         );
+        // One signal stops both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            crate::serve::shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Some(admin) = admin_listen {
+            let admin_listener = tokio::net::TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("cannot listen on {admin} (admin_listen)"))?;
+            let admin_addr = admin_listener.local_addr().context("cannot read the bound address")?;
+            println!("stepup-gateway admin endpoints on http://{admin_addr}");
+            let serving = gateway.clone();
+            let stop_admin = until_stopped(stopped.clone());
+            tokio::spawn(async move {
+                if let Err(e) = serving.serve_admin(admin_listener, stop_admin).await {
+                    tracing::error!(error = %e, "the admin listener stopped");
+                }
+            });
+        }
         gateway
-            .serve(listener, crate::serve::shutdown_signal())
+            .serve(listener, until_stopped(stopped))
             .await
             .context("the gateway stopped with an error")?;
         tracing::info!("stopped");
