@@ -12,7 +12,7 @@ use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme, parse_www_
 use stepup_core::dpop::{ProofClaims, sign_proof};
 use stepup_core::jws::SigningKey;
 use stepup_core::pkce::CodeChallenge;
-use stepup_core::resource_metadata::{ResourceMetadata, covers, is_loopback, metadata_url};
+use stepup_core::resource_metadata::{ResourceMetadata, covers, is_loopback_ip, metadata_url};
 use stepup_core::{ClientSecret, Clock, SystemClock};
 use tokio::sync::Mutex;
 use url::Url;
@@ -1055,9 +1055,10 @@ fn oauth_error(body: &[u8]) -> (String, Option<String>) {
     }
 }
 
-/// Tokens and metadata travel over https, or http on a loopback host.
+/// Tokens and metadata travel over https, or http to a loopback IP
+/// literal (not `localhost`: see [`is_loopback_ip`]).
 fn require_secure(url: &Url) -> Result<(), ClientError> {
-    if url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url)) {
+    if url.scheme() == "https" || (url.scheme() == "http" && is_loopback_ip(url)) {
         Ok(())
     } else {
         Err(ClientError::InsecureTransport(url.to_string()))

@@ -66,9 +66,9 @@ pub enum ClientError {
     /// repeated (no loops). The challenge says what is still missing.
     #[error("the API still refuses after the step-up: {0}")]
     StillChallenged(Box<BearerChallenge>),
-    /// The URL is plain http on a host that is not loopback: no token (nor
-    /// metadata) travels there.
-    #[error("refusing to send a token to {0}: https is required (http only on loopback)")]
+    /// The URL is plain http to a host that is not a loopback IP address:
+    /// no token (nor metadata) travels there.
+    #[error("refusing to send a token to {0}: https is required (http only to 127.0.0.1 or [::1])")]
     InsecureTransport(String),
     /// The resource called cannot be trusted with this authorization
     /// server's tokens, or its challenge cannot be followed: no metadata

@@ -52,8 +52,8 @@ pub enum ResourceIdentifierError {
     /// Not a URL.
     #[error("the resource identifier {0:?} is not a URL")]
     NotAUrl(String),
-    /// Not `https` (nor `http` on a loopback host).
-    #[error("the resource identifier {0:?} must be an https URL (http only on loopback)")]
+    /// Not `https` (nor `http` on a loopback IP literal).
+    #[error("the resource identifier {0:?} must be an https URL (http only on a loopback IP address)")]
     NotHttps(String),
     /// With a query or a fragment (RFC 9728 §1.2).
     #[error("the resource identifier {0:?} must have no query and no fragment")]
@@ -71,11 +71,23 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// Checks a resource identifier: `https` (or `http` on loopback), a host,
-/// no query, no fragment.
+/// Whether `url`'s host is a loopback IP literal: where a token may go over
+/// plain `http`. Not the name `localhost` (RFC 8252 §8.3): it may resolve
+/// to another address than the one the resource listens on (`::1` where
+/// it listens on `127.0.0.1`), where another local user can listen.
+pub fn is_loopback_ip(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
+/// Checks a resource identifier: `https` (or `http` on a loopback IP
+/// literal), a host, no query, no fragment.
 pub fn check_resource(resource: &str) -> Result<Url, ResourceIdentifierError> {
     let url = Url::parse(resource).map_err(|_| ResourceIdentifierError::NotAUrl(resource.to_owned()))?;
-    let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url));
+    let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback_ip(&url));
     if !secure || url.host().is_none() {
         return Err(ResourceIdentifierError::NotHttps(resource.to_owned()));
     }
@@ -239,8 +251,13 @@ mod tests {
         ] {
             assert_eq!(check_resource(resource).err(), Some(error), "{resource}");
         }
-        assert!(check_resource("http://localhost:3000").is_ok());
+        assert!(check_resource("http://127.0.0.1:3000").is_ok());
         assert!(check_resource("http://[::1]:3000").is_ok());
+        // A name may resolve elsewhere than where the resource listens.
+        assert_eq!(
+            check_resource("http://localhost:3000").err(),
+            Some(NotHttps("http://localhost:3000".into()))
+        );
     }
 
     #[test]

@@ -186,11 +186,13 @@ pub(crate) async fn start_with(
     let (gateway_listener, gateway_addr) = listen(next(port, 3)).await?;
     // The gateway's upstream: loopback, any port, reached only through it.
     let (upstream_listener, upstream_addr) = listen(0).await?;
-    // localhost, not 127.0.0.1: passkeys need a domain name.
+    // The server and the app on localhost, not 127.0.0.1: passkeys need a
+    // domain name. The resources on the IP literal: tokens go over plain
+    // http only to that (a name may resolve elsewhere, RFC 8252 §8.3).
     let issuer = format!("http://localhost:{}", as_addr.port());
-    let api_url = format!("http://localhost:{}", api_addr.port());
+    let api_url = format!("http://127.0.0.1:{}", api_addr.port());
     let app_url = format!("http://localhost:{}", app_addr.port());
-    let gateway_url = format!("http://localhost:{}", gateway_addr.port());
+    let gateway_url = format!("http://127.0.0.1:{}", gateway_addr.port());
 
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let database = data_dir.join("stepup.db");
