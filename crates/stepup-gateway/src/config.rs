@@ -18,6 +18,10 @@
 //! # admin_allow = ["127.0.0.0/8", "::1/128"]  # who may call /-/healthz, /-/readyz, /-/metrics
 //! # admin_listen = "127.0.0.1:9901"     # those on a listener of their own; the main one forwards every path
 //!
+//! # [identity]                          # also sign what is forwarded (X-Stepup-Identity, a JWS)
+//! # key_file = "gateway-identity.pem"   # P-256 PKCS#8 PEM, made (0600) when missing
+//! # seconds = 60                        # how long a signed identity is valid
+//!
 //! # [[transaction]]                     # calls bound to an approved transaction (RFC 9396)
 //! # route = "large transfer"            # a policy route, by name
 //! # type = "payment_initiation"         # the authorization_details type
@@ -288,6 +292,9 @@ pub struct GatewayConfig {
     /// get 404.
     #[serde(default = "default_admin_allow")]
     pub admin_allow: Vec<String>,
+    /// The identity the gateway forwards, also signed (see
+    /// [`crate::identity`]).
+    pub identity: Option<IdentityConfig>,
     /// The admin endpoints on a listener of their own, and not on the main
     /// one (which then forwards every path): a TLS terminator or proxy on
     /// the same host reaches the main listener from loopback, and would
@@ -305,6 +312,22 @@ pub struct GatewayConfig {
     /// its body, and how many are served at once.
     #[serde(default)]
     pub connections: stepup_guard::serve::ConnectionLimits,
+}
+
+/// `[identity]`: sign the identity forwarded to the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The signing key: a P-256 PKCS#8 PEM file, made when missing
+    /// (relative to the configuration file).
+    pub key_file: PathBuf,
+    /// How long a signed identity is valid (60 s by default, 1 to 300).
+    #[serde(default = "default_identity_seconds")]
+    pub seconds: u64,
+}
+
+fn default_identity_seconds() -> u64 {
+    60
 }
 
 /// `example.com:8443` → `example.com`; `[::1]:80` → `[::1]`.
@@ -503,6 +526,11 @@ impl GatewayConfig {
                 )));
             }
         }
+        if let Some(identity) = &config.identity
+            && !(1..=300).contains(&identity.seconds)
+        {
+            return Err(invalid("identity.seconds must be 1 to 300".into()));
+        }
         if !(config.admin_prefix.starts_with('/') && config.admin_prefix.ends_with('/')) {
             return Err(invalid("admin_prefix must start and end with '/'".into()));
         }
@@ -520,6 +548,9 @@ impl GatewayConfig {
         if let Some(dir) = path.parent() {
             config.policy = dir.join(&config.policy);
             config.geoip = config.geoip.map(|g| dir.join(g));
+            if let Some(identity) = &mut config.identity {
+                identity.key_file = dir.join(&identity.key_file);
+            }
         }
         Ok(config)
     }
@@ -660,6 +691,18 @@ url = "http://127.0.0.1:9200"
         );
         assert!(bad("prefix = \"/\"", "prefix = \"x\"").contains("must start with '/'"));
         assert!(bad("listen", "lissen").contains("unknown field `lissen`"));
+        for seconds in ["0", "301"] {
+            assert!(
+                bad(
+                    "[[upstream]]\nprefix = \"/\"",
+                    &format!(
+                        "[identity]\nkey_file = \"k.pem\"\nseconds = {seconds}\n[[upstream]]\nprefix = \"/\""
+                    )
+                )
+                .contains("identity.seconds must be 1 to 300"),
+                "{seconds}"
+            );
+        }
         assert!(
             bad(
                 "[[upstream]]\nprefix = \"/\"",

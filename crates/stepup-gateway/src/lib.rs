@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod config;
+pub mod identity;
 pub mod metrics;
 mod proxy;
 
@@ -53,7 +54,7 @@ use stepup_guard::{
 use thiserror::Error;
 use tower::{Layer, ServiceExt};
 
-pub use config::{AmountConfig, ConfigError, GatewayConfig, TransactionConfig, Upstream};
+pub use config::{AmountConfig, ConfigError, GatewayConfig, IdentityConfig, TransactionConfig, Upstream};
 pub use proxy::{ACR, AUTH_TIME, DPOP_JKT, SCOPE, SUBJECT};
 
 use metrics::{Metrics, Outcome, RouteCounters};
@@ -583,6 +584,8 @@ impl Gateway {
             .route(&format!("{prefix}readyz"), get(readyz))
             .route(&format!("{prefix}metrics"), get(metrics_text))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), admin_only))
+            // A public key: for any upstream that checks the signed identity.
+            .route(&format!("{prefix}jwks"), get(identity_jwks))
     }
 
     /// The router: every request guarded and forwarded, and the admin
@@ -694,6 +697,14 @@ async fn admin_only(
         return next.run(request).await;
     }
     proxy::failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The signed identity's public key (JWK Set); 404 when it does not sign.
+async fn identity_jwks(State(gateway): State<Gateway>) -> Response {
+    match gateway.inner.proxy.identity_jwks() {
+        Some(jwks) => axum::Json(jwks.clone()).into_response(),
+        None => proxy::failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    }
 }
 
 async fn healthz(State(gateway): State<Gateway>) -> Response {

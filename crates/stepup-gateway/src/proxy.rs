@@ -158,6 +158,8 @@ pub(crate) struct Proxy {
     started: Instant,
     /// KiB of bodies kept for retries ([`REPLAY_BUDGET_KIB`]).
     replay_budget: tokio::sync::Semaphore,
+    /// Signs the identity forwarded, when `[identity]` is configured.
+    identity: Option<crate::identity::IdentitySigner>,
 }
 
 /// How one attempt at one instance went.
@@ -171,6 +173,11 @@ enum Attempt {
 }
 
 impl Proxy {
+    /// The identity signer's public key (a JWK Set), if it signs.
+    pub(crate) fn identity_jwks(&self) -> Option<&serde_json::Value> {
+        self.identity.as_ref().map(crate::identity::IdentitySigner::jwks)
+    }
+
     pub(crate) fn new(config: &GatewayConfig) -> Result<Self, String> {
         let mut targets = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
@@ -207,7 +214,16 @@ impl Proxy {
             .iter()
             .map(|p| p.parse::<IpNet>().map_err(|e| format!("trusted_proxies: {e}")))
             .collect::<Result<_, _>>()?;
+        let identity = match &config.identity {
+            Some(i) => Some(crate::identity::IdentitySigner::load(
+                &i.key_file,
+                &config.audience,
+                i.seconds,
+            )?),
+            None => None,
+        };
         Ok(Self {
+            identity,
             upstreams: config.upstreams.clone(),
             targets,
             client,
@@ -318,11 +334,35 @@ impl Proxy {
                 && !parts.headers.contains_key(header::TRANSFER_ENCODING)
                 && axum::body::HttpBody::size_hint(&body).exact() == Some(0));
         self.rewrite_headers(&mut parts.headers, host, peer, target.public);
-        if let Err(message) = set_identity(&mut parts.headers, claims) {
-            return forwarded(
-                true,
-                failure(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message),
-            );
+        let signed = match (&self.identity, claims) {
+            (Some(signer), Some(claims)) => {
+                let now = i64::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                )
+                .unwrap_or(i64::MAX);
+                signer
+                    .sign(&claims.0, parts.method.as_str(), path_and_query.as_str(), now)
+                    .and_then(|jws| {
+                        HeaderValue::from_str(&jws).map_err(|_| "the signed identity is not a header value")
+                    })
+                    .map(Some)
+            }
+            _ => Ok(None),
+        };
+        let identity = set_identity(&mut parts.headers, claims).and(signed);
+        match identity {
+            Ok(Some(jws)) => {
+                parts.headers.insert(crate::identity::IDENTITY, jws);
+            }
+            Ok(None) => {}
+            Err(message) => {
+                return forwarded(
+                    true,
+                    failure(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message),
+                );
+            }
         }
         // A body that can be sent again: none, or a short one kept whole,
         // within a budget shared by all requests (bodies of public upstreams

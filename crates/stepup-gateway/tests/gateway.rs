@@ -941,3 +941,74 @@ async fn slow_clients_do_not_hold_the_gateway() {
     let response = w.call("GET", "/accounts/1/balance", Some(&token)).await;
     assert_eq!(response.status(), 200);
 }
+
+/// Issue 17 §5: an upstream others can reach too cannot tell the gateway's
+/// `X-Stepup-*` headers from anyone's. With `[identity]`, the gateway also
+/// sends a short-lived JWS of them, for this method and path, which the
+/// upstream checks with the gateway's published key.
+#[tokio::test]
+async fn the_forwarded_identity_can_be_signed() {
+    use stepup_core::jwk::{Algorithm, Jwks};
+    use stepup_core::jws::{VerificationPolicy, verify_compact};
+    let w = world("identity", "[identity]\nkey_file = \"identity.pem\"\n").await;
+    let token = w.issuer.token(PWD, 30);
+    let response = w
+        .at("GET", "/accounts/42/balance?fields=all")
+        .bearer_auth(&token)
+        .header("X-Stepup-Identity", "forged.by.client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await.unwrap();
+    let signed = seen["headers"]["x-stepup-identity"].as_str().unwrap().to_owned();
+    assert_ne!(signed, "forged.by.client");
+
+    let jwks = w.at("GET", "/-/jwks").send().await.unwrap();
+    assert_eq!(jwks.status(), 200);
+    let jwks = Jwks::from_json(&jwks.bytes().await.unwrap()).unwrap();
+    let policy = VerificationPolicy::new([Algorithm::ES256], Some(stepup_gateway::identity::IDENTITY_TYP));
+    let verified = verify_compact(&signed, &jwks, &policy).unwrap();
+    let claims: Value = serde_json::from_slice(verified.payload()).unwrap();
+    assert_eq!(claims["iss"], AUDIENCE);
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["acr"], PWD);
+    assert_eq!(claims["htm"], "GET");
+    assert_eq!(claims["htu"], "/accounts/42/balance?fields=all");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60
+    );
+    assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 20));
+    // Another key does not verify it.
+    let other = Jwks::from_json(
+        serde_json::to_string(&serde_json::json!({"keys": [w.issuer.key.public_jwk(None)]}))
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(verify_compact(&signed, &other, &policy).is_err());
+
+    // The key was made, owner-only, and is kept: a restart signs with it.
+    let key_file = w.policy_path.with_file_name("identity.pem");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let again = world("identity", "[identity]\nkey_file = \"identity.pem\"\n").await;
+    let jwks_again: Value = again
+        .at("GET", "/-/jwks")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwks_first: Value = w.at("GET", "/-/jwks").send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks_again, jwks_first);
+    // Without [identity], there is no such key.
+    let plain = world("identity-off", "").await;
+    assert_eq!(plain.at("GET", "/-/jwks").send().await.unwrap().status(), 404);
+}
