@@ -37,6 +37,10 @@ pub struct ClientConfig {
     /// belongs to; any other scope a challenge asks for is asked of the
     /// user, or refused when no one is there to ask.
     pub step_up_scopes: Vec<(Url, Vec<String>)>,
+    /// The authorization server's levels (`acr` values), weakest first:
+    /// with them, a challenge never lowers the level of a held token
+    /// ([`ClientConfig::rank_levels`]). Empty: levels are not ranked.
+    pub levels: Vec<String>,
 }
 
 impl ClientConfig {
@@ -50,7 +54,16 @@ impl ClientConfig {
             client_secret: None,
             scopes: scopes.into_iter().map(Into::into).collect(),
             step_up_scopes: Vec::new(),
+            levels: Vec::new(),
         }
+    }
+
+    /// Ranks the server's levels, weakest first (a stepup server lists its
+    /// `acr_values_supported` so: see [`Provider::acr_values_supported`]).
+    #[must_use]
+    pub fn rank_levels<S: Into<String>>(mut self, weakest_first: impl IntoIterator<Item = S>) -> Self {
+        self.levels = weakest_first.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Lets the challenges of the resource `url` belongs to (and of no
@@ -638,8 +651,15 @@ impl StepUpClient {
             )));
         }
         if let Held::Elevated(had) = held {
+            // A challenge may raise the level, never lower it: one that
+            // asks only for levels below those the held token was obtained
+            // for is asked at the held levels (with its freshness and
+            // scopes).
+            if requirement.ranks_below(had, &self.config.levels) {
+                requirement.acr_values = had.acr_values.clone();
+            }
             // The token was obtained for this already: asking again is a
-            // loop (or a downgrade), not a step up.
+            // loop, not a step up.
             if details.is_none() && !requirement.asks_more_than(had) {
                 return Err(ClientError::StillChallenged(Box::new(challenge.clone())));
             }

@@ -22,6 +22,9 @@ pub struct Provider {
     /// Whether every authorization response carries `iss` (RFC 9207): one
     /// without it is then refused.
     pub authorization_response_iss_parameter_supported: bool,
+    /// The levels (`acr` values) it supports, in its order: a stepup
+    /// server lists them weakest first.
+    pub acr_values_supported: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +38,8 @@ struct Metadata {
     pushed_authorization_request_endpoint: Option<String>,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
+    #[serde(default)]
+    acr_values_supported: Vec<String>,
 }
 
 impl Provider {
@@ -91,6 +96,7 @@ impl Provider {
                 .transpose()?,
             authorization_response_iss_parameter_supported: metadata
                 .authorization_response_iss_parameter_supported,
+            acr_values_supported: metadata.acr_values_supported,
         })
     }
 }
@@ -118,6 +124,7 @@ mod tests {
             code_challenge_methods_supported: vec!["S256".into()],
             pushed_authorization_request_endpoint: None,
             authorization_response_iss_parameter_supported: false,
+            acr_values_supported: vec![],
         }
     }
 

@@ -91,6 +91,23 @@ pub struct Requirement {
 }
 
 impl Requirement {
+    /// Whether every level this asks for ranks below every level `held`
+    /// was obtained for, in `levels` (weakest first). Unranked levels (or
+    /// no ranking) never count as below.
+    pub fn ranks_below(&self, held: &Self, levels: &[String]) -> bool {
+        let rank = |acr: &String| levels.iter().position(|l| l == acr);
+        let (Some(asked), Some(had)) = (
+            self.acr_values.iter().map(rank).collect::<Option<Vec<_>>>(),
+            held.acr_values.iter().map(rank).collect::<Option<Vec<_>>>(),
+        ) else {
+            return false;
+        };
+        match (asked.iter().max(), had.iter().min()) {
+            (Some(a), Some(h)) => a < h,
+            _ => false,
+        }
+    }
+
     /// Whether this asks for something a token obtained for `held` was not
     /// obtained for: a level outside the held set, a shorter `max_age`, a
     /// scope or a transaction it did not have. A challenge that asks
@@ -421,6 +438,29 @@ mod tests {
             ..mfa(Some(300))
         };
         assert!(scoped.asks_more_than(&held), "a new scope");
+    }
+
+    #[test]
+    fn levels_rank_only_when_all_are_known() {
+        let levels: Vec<String> = ["pwd", "mfa", "phr"].map(String::from).to_vec();
+        let asking = |acr: &[&str]| Requirement {
+            acr_values: acr.iter().map(|a| (*a).to_owned()).collect(),
+            ..Requirement::default()
+        };
+        assert!(asking(&["pwd"]).ranks_below(&asking(&["mfa"]), &levels));
+        assert!(asking(&["pwd", "mfa"]).ranks_below(&asking(&["phr"]), &levels));
+        assert!(!asking(&["mfa"]).ranks_below(&asking(&["mfa"]), &levels));
+        assert!(!asking(&["phr"]).ranks_below(&asking(&["mfa"]), &levels));
+        assert!(!asking(&["pwd", "phr"]).ranks_below(&asking(&["mfa"]), &levels));
+        assert!(
+            !asking(&["pwd"]).ranks_below(&asking(&["mfa"]), &[]),
+            "no ranking"
+        );
+        assert!(
+            !asking(&["other"]).ranks_below(&asking(&["mfa"]), &levels),
+            "unranked"
+        );
+        assert!(!asking(&[]).ranks_below(&asking(&["mfa"]), &levels));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::server::ServerState;
 /// The metadata document (RFC 8414 §2; OpenID Connect Discovery §3).
 pub(crate) fn document(state: &ServerState) -> Value {
     let issuer = &state.config.issuer;
+    // Weakest first: clients may rank levels by this order (stepup's
+    // client does, so that a challenge never lowers a held level).
     let acr_values: Vec<&str> = state
         .config
         .assurance

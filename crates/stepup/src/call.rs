@@ -84,11 +84,14 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the HTTP client")?;
+        // A stepup server lists its levels weakest first.
+        let levels = provider.acr_values_supported.clone();
         let client = StepUpClient::new(
             http.clone(),
             provider,
             ClientConfig::public(args.client_id.clone(), args.scopes.clone())
-                .allow_step_up_scopes(called, args.allow_scopes.clone()),
+                .allow_step_up_scopes(called, args.allow_scopes.clone())
+                .rank_levels(levels),
             Arc::new(agent),
         )
         .with_resource_http(resource_http)
