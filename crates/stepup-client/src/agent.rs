@@ -50,6 +50,9 @@ pub type AuthorizationUrlFn<'a> =
 pub struct AuthorizationRequest<'a> {
     url_for: &'a AuthorizationUrlFn<'a>,
     state: &'a str,
+    /// The issuer whose `iss` a response must carry (RFC 9207), and
+    /// whether it must carry one.
+    issuer: Option<(&'a str, bool)>,
 }
 
 impl std::fmt::Debug for AuthorizationRequest<'_> {
@@ -62,7 +65,19 @@ impl<'a> AuthorizationRequest<'a> {
     /// A request whose URL `url_for` makes, answered by a redirect that
     /// carries `state`.
     pub fn new(url_for: &'a AuthorizationUrlFn<'a>, state: &'a str) -> Self {
-        Self { url_for, state }
+        Self {
+            url_for,
+            state,
+            issuer: None,
+        }
+    }
+
+    /// A response must name `issuer` in `iss` if it has one, and must have
+    /// one when `required` (RFC 9207 §2.4).
+    #[must_use]
+    pub fn issuer(mut self, issuer: &'a str, required: bool) -> Self {
+        self.issuer = Some((issuer, required));
+        self
     }
 
     /// The URL to take the user to, for `redirect_uri`.
@@ -70,12 +85,27 @@ impl<'a> AuthorizationRequest<'a> {
         (self.url_for)(redirect_uri.to_owned()).await
     }
 
-    /// Whether `callback` answers this request (its `state`, once). A
-    /// redirect that does not (another tab, another local program) is
-    /// ignored, not taken for the answer.
+    /// Whether `callback` answers this request: each parameter once, its
+    /// `state`, and its issuer's `iss`. Anything else (another tab, another
+    /// local program, a forged response) is ignored, not taken for the
+    /// answer: it can neither end the sign-in nor replace its result.
     pub fn answers(&self, callback: &Url) -> bool {
-        let mut states = callback.query_pairs().filter(|(k, _)| k == "state");
-        matches!((states.next(), states.next()), (Some((_, v)), None) if v == self.state)
+        let mut seen: Vec<std::borrow::Cow<'_, str>> = Vec::new();
+        for (k, _) in callback.query_pairs() {
+            if seen.contains(&k) {
+                return false;
+            }
+            seen.push(k);
+        }
+        let param = |name: &str| callback.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v);
+        if param("state").as_deref() != Some(self.state) {
+            return false;
+        }
+        match (self.issuer, param("iss")) {
+            (Some((issuer, _)), Some(iss)) => iss == issuer,
+            (Some((_, required)), None) => !required,
+            (None, _) => true,
+        }
     }
 }
 
@@ -167,7 +197,12 @@ impl LoopbackBrowser {
         Self::with_opener(Self::system_opener())
     }
 
-    /// The opener of [`LoopbackBrowser::system`].
+    /// The opener of [`LoopbackBrowser::system`]. The browser is given a
+    /// page in a private directory that leads on to the URL, not the URL
+    /// itself: a command line is readable by every local user
+    /// (`/proc/*/cmdline`), and the URL (its `request_uri`, or `state`
+    /// without PAR) would let one of them sign the user's CLI in as
+    /// someone else.
     pub fn system_opener() -> Opener {
         Arc::new(|url: &Url| {
             let opener = if cfg!(target_os = "macos") {
@@ -175,8 +210,15 @@ impl LoopbackBrowser {
             } else {
                 "xdg-open"
             };
+            let page = match private_page(url) {
+                Ok(page) => page,
+                Err(e) => {
+                    eprintln!("Open this address in a browser to sign in ({e}):\n\n  {url}\n");
+                    return Ok(());
+                }
+            };
             let started = std::process::Command::new(opener)
-                .arg(url.as_str())
+                .arg(&page)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
@@ -184,6 +226,16 @@ impl LoopbackBrowser {
             if !started {
                 eprintln!("Open this address in a browser to sign in:\n\n  {url}\n");
             }
+            // The browser reads the page soon after; it is removed then
+            // (left behind if the program ends first: a private file whose
+            // request is used up).
+            let dir = page.parent().map(std::path::Path::to_path_buf);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(60));
+                if let Some(dir) = dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            });
             Ok(())
         })
     }
@@ -201,6 +253,49 @@ impl LoopbackBrowser {
         self.timeout = timeout;
         self
     }
+}
+
+/// Writes a page that leads the browser on to `url`, in a new directory
+/// only this user can enter (created exclusively, 0700; the page 0600).
+fn private_page(url: &Url) -> Result<std::path::PathBuf, String> {
+    use ring::rand::SecureRandom;
+    use std::io::Write;
+    let mut random = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| "no randomness".to_owned())?;
+    let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("stepup-sign-in-{name}"));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(&dir).map_err(|e| e.to_string())?;
+    let page = dir.join("sign-in.html");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let escaped = url
+        .as_str()
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\
+<title>Sign in</title></head><body><p><a href=\"{escaped}\">Continue to sign in</a></p></body></html>"
+    );
+    options
+        .open(&page)
+        .and_then(|mut f| f.write_all(html.as_bytes()))
+        .map_err(|e| e.to_string())?;
+    Ok(page)
 }
 
 /// The page the browser shows once it has handed over the response.
@@ -232,10 +327,11 @@ impl UserAgent for LoopbackBrowser {
 
 /// How long a connection to the loopback port may take to send its
 /// request (the browser sends it at once).
-const READ_SECONDS: u64 = 5;
+const READ_SECONDS: u64 = 2;
 
-/// Connections to the loopback port read at once; more wait in the
-/// backlog.
+/// Connections to the loopback port read at once; more wait, in order,
+/// in the listen backlog (none is dropped: the browser's may be among
+/// them).
 const READING_AT_ONCE: usize = 16;
 
 /// Serves the loopback port until the redirect that answers `request`
@@ -252,19 +348,23 @@ async fn accept_callback(
     let reading = Arc::new(tokio::sync::Semaphore::new(READING_AT_ONCE));
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = async {
+                // A slot first, then the next connection: one beyond the
+                // slots waits in the backlog instead of being dropped.
+                let permit = Arc::clone(&reading).acquire_owned().await;
+                (permit, listener.accept().await)
+            } => {
+                let (permit, accepted) = accepted;
+                let Ok(permit) = permit else { continue };
                 let (mut stream, _) = accepted.map_err(UserAgentError::Listen)?;
-                let Ok(permit) = Arc::clone(&reading).try_acquire_owned() else {
-                    continue; // too many at once: dropped
-                };
                 let read_tx = read_tx.clone();
                 tokio::spawn(async move {
                     let head = tokio::time::timeout(Duration::from_secs(READ_SECONDS), read_head(&mut stream))
                         .await
                         .ok()
                         .flatten();
-                    let _ = read_tx.send((stream, head)).await;
                     drop(permit);
+                    let _ = read_tx.send((stream, head)).await;
                 });
             }
             Some((mut stream, head)) = read.recv() => {
@@ -356,10 +456,17 @@ mod tests {
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 let base = redirect.trim_end_matches("/callback").to_owned();
-                // A connection that sends nothing holds nothing up.
-                let silent = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
-                    .await
-                    .unwrap();
+                // Connections that send nothing, more than there are read
+                // slots: they hold nothing up, and none crowds the
+                // browser's out.
+                let mut silent = Vec::new();
+                for _ in 0..READING_AT_ONCE + 4 {
+                    silent.push(
+                        tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+                            .await
+                            .unwrap(),
+                    );
+                }
                 let stray = http.get(format!("{base}/favicon.ico")).send().await.unwrap();
                 assert_eq!(stray.status(), 404);
                 // Another program's redirect, another state: ignored.
@@ -375,8 +482,20 @@ mod tests {
                     .await
                     .unwrap();
                 assert_eq!(twice.status(), 400);
+                // The right state, another issuer, or none where one is
+                // required: ignored, the sign-in goes on.
+                for iss in ["&iss=https%3A%2F%2Fevil.example", ""] {
+                    let forged = http
+                        .get(format!("{redirect}?code=evil&state=s1{iss}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(forged.status(), 400, "{iss}");
+                }
                 let done = http
-                    .get(format!("{redirect}?code=c1&state=s1"))
+                    .get(format!(
+                        "{redirect}?code=c1&state=s1&iss=https%3A%2F%2Fas.example"
+                    ))
                     .send()
                     .await
                     .unwrap();
@@ -390,12 +509,38 @@ mod tests {
         let url_for = |redirect: String| -> BoxFuture<'_, Result<Url, UserAgentError>> {
             Box::pin(async move { Ok(authorization_url(&redirect, "s1")) })
         };
-        let request = AuthorizationRequest::new(&url_for, "s1");
+        let request = AuthorizationRequest::new(&url_for, "s1").issuer("https://as.example", true);
         let callback = agent.authorize(&request).await.unwrap();
         assert!(callback.redirect_uri.starts_with("http://127.0.0.1:"));
         assert!(callback.redirect_uri.ends_with("/callback"));
-        assert_eq!(callback.url.query(), Some("code=c1&state=s1"));
+        assert_eq!(
+            callback.url.query(),
+            Some("code=c1&state=s1&iss=https%3A%2F%2Fas.example")
+        );
         assert!(opened.lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn the_browser_is_given_a_private_page_not_the_url() {
+        let url =
+            Url::parse("https://as.example/authorize?client_id=c&request_uri=urn:x\"><script>").unwrap();
+        let page = private_page(&url).unwrap();
+        let html = std::fs::read_to_string(&page).unwrap();
+        assert!(
+            html.contains(
+                "url=https://as.example/authorize?client_id=c&amp;request_uri=urn:x%22%3E%3Cscript%3E"
+            ),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&page), 0o600);
+            assert_eq!(mode(page.parent().unwrap()), 0o700);
+        }
+        std::fs::remove_dir_all(page.parent().unwrap()).unwrap();
     }
 
     #[tokio::test]

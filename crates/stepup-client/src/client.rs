@@ -785,7 +785,10 @@ impl StepUpClient {
                 }
             })
         };
-        let request = AuthorizationRequest::new(&url_for, &state);
+        let request = AuthorizationRequest::new(&url_for, &state).issuer(
+            &self.provider.issuer,
+            self.provider.authorization_response_iss_parameter_supported,
+        );
         let callback = match self.agent.authorize(&request).await {
             Ok(callback) => callback,
             Err(e) => {

@@ -191,6 +191,13 @@ impl ResourceTokens {
         });
     }
 
+    /// Keeps `e`, in place of one for the same route and requirement.
+    fn replace_elevated(&mut self, e: Elevated) {
+        self.elevated
+            .retain(|k| !(k.route == e.route && k.requirement == e.requirement));
+        self.elevated.push(e);
+    }
+
     /// Forgets `token`, refused by the resource: the base token or the
     /// elevated one it is. A token another call put in its place since is
     /// kept.
@@ -274,20 +281,46 @@ impl Tokens {
 
     /// Applies to these tokens (as kept now, perhaps changed by another
     /// run since) what changed from `before` to `after` (this run's tokens
-    /// at its start and end), resource by resource: a resource this run
-    /// got or renewed tokens for replaces the kept one; one it forgot is
-    /// forgotten unless another run changed it meanwhile; the others stay
-    /// as kept. So two runs at once lose neither's tokens.
+    /// at its start and end), part by part: a resource's metadata, its base
+    /// token, each elevated token. What this run did not change stays as
+    /// kept, so two runs at once lose neither's tokens, and a refresh token
+    /// another run rotated is not brought back.
     pub fn merge_changes(&mut self, before: &Tokens, after: &Tokens) {
         let find = |list: &[ResourceTokens], id: &str| list.iter().position(|r| r.metadata.resource == id);
         for changed in &after.resources {
             let id = changed.metadata.resource.as_str();
-            if find(&before.resources, id).map(|i| &before.resources[i]) == Some(changed) {
+            let old = find(&before.resources, id).map(|i| &before.resources[i]);
+            if old == Some(changed) {
                 continue;
             }
-            match find(&self.resources, id) {
-                Some(i) => self.resources[i] = changed.clone(),
-                None => self.resources.push(changed.clone()),
+            let Some(i) = find(&self.resources, id) else {
+                self.resources.push(changed.clone());
+                continue;
+            };
+            let kept = &mut self.resources[i];
+            let Some(old) = old else {
+                // New to this run, known to another meanwhile: this run's
+                // parts are added to the other's.
+                kept.metadata = changed.metadata.clone();
+                if changed.base.is_some() {
+                    kept.base = changed.base.clone();
+                }
+                for e in &changed.elevated {
+                    kept.replace_elevated(e.clone());
+                }
+                continue;
+            };
+            if old.metadata != changed.metadata {
+                kept.metadata = changed.metadata.clone();
+            }
+            if old.base != changed.base {
+                kept.base = changed.base.clone();
+            }
+            for e in changed.elevated.iter().filter(|e| !old.elevated.contains(e)) {
+                kept.replace_elevated(e.clone());
+            }
+            for e in old.elevated.iter().filter(|e| !changed.elevated.contains(e)) {
+                kept.elevated.retain(|k| k != e);
             }
         }
         for old in &before.resources {
@@ -520,6 +553,29 @@ mod tests {
         file.merge_changes(&with(&[("https://a", 2), ("https://b", 1)]), &forgot_both);
         assert_eq!(obtained(&file, "https://a"), None);
         assert_eq!(obtained(&file, "https://b"), Some(3));
+    }
+
+    #[test]
+    fn a_step_up_saved_late_does_not_bring_back_a_rotated_refresh_token() {
+        let mut start = Tokens::default();
+        start.know(metadata("https://r"));
+        start.of("https://r").unwrap().set_base(set(None, 1));
+        // Run A steps up on r (its base token untouched)...
+        let mut run_a = start.clone();
+        run_a
+            .of("https://r")
+            .unwrap()
+            .set_elevated("POST https://r/p".into(), mfa(None), set(None, 5));
+        // ...while run B refreshed r's base token and saved first.
+        let mut file = start.clone();
+        file.of("https://r").unwrap().set_base(set(None, 4));
+        file.merge_changes(&start, &run_a);
+        assert_eq!(
+            file.base("https://r").unwrap().obtained_at,
+            4,
+            "B's rotation kept"
+        );
+        assert_eq!(file.elevated_count(), 1, "A's step-up kept");
     }
 
     #[test]

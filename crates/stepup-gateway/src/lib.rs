@@ -584,15 +584,23 @@ impl Gateway {
             .route(&format!("{prefix}readyz"), get(readyz))
             .route(&format!("{prefix}metrics"), get(metrics_text))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), admin_only))
-            // A public key: for any upstream that checks the signed identity.
-            .route(&format!("{prefix}jwks"), get(identity_jwks))
+    }
+
+    /// The signed identity's public key, on every listener: an upstream
+    /// that reads it at the gateway's address must get the gateway's, never
+    /// a forwarded answer.
+    fn jwks_route(&self) -> Router<Gateway> {
+        Router::new().route(
+            &format!("{}jwks", self.inner.config.admin_prefix),
+            get(identity_jwks),
+        )
     }
 
     /// The router: every request guarded and forwarded, and the admin
     /// endpoints unless they have a listener of their own
     /// (`admin_listen`).
     pub fn router(&self) -> Router {
-        let mut router = Router::new();
+        let mut router = self.jwks_route();
         if self.inner.config.admin_listen.is_none() {
             router = router.merge(self.admin_routes());
         }
@@ -604,6 +612,7 @@ impl Gateway {
     /// The admin listener's router: the admin endpoints, nothing else.
     pub fn admin_router(&self) -> Router {
         self.admin_routes()
+            .merge(self.jwks_route())
             .fallback(|| async { proxy::failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
             .with_state(self.clone())
             .layer(stepup_guard::limits::HeaderLimitLayer::new(

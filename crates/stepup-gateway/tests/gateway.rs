@@ -859,6 +859,16 @@ async fn admin_endpoints_can_have_a_listener_of_their_own() {
             .status(),
         200
     );
+    // The identity key (none configured here) is the gateway's answer on
+    // both listeners, never forwarded.
+    assert_eq!(
+        http.get(format!("{admin}/-/jwks")).send().await.unwrap().status(),
+        404
+    );
+    let calls = w.calls();
+    let jwks = w.call("GET", "/-/jwks", Some(&token)).await;
+    assert_eq!(jwks.status(), 404);
+    assert_eq!(w.calls(), calls, "not forwarded");
     // Nothing else is there: no forwarding from the admin listener.
     let other = http
         .get(format!("{admin}/accounts/1/balance"))

@@ -117,8 +117,13 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
         }
         let request = request.build().with_context(|| format!("URL {:?}", args.url))?;
         let outcome = client.execute(request).await;
-        // Keep what was obtained, even when the call itself failed.
-        store.save_changes(&key, &before, &client.tokens().await, unix_now())?;
+        // Keep what was obtained, even when the call itself failed; a
+        // failure to keep it does not hide the API's answer (the call was
+        // made: retrying it may not be safe).
+        let saved = store.save_changes(&key, &before, &client.tokens().await, unix_now());
+        if let Err(e) = &saved {
+            eprintln!("warning: the tokens could not be kept: {e:#}");
+        }
 
         let response = outcome?;
         let status = response.status();
@@ -129,7 +134,7 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
         if !body.ends_with('\n') && !body.is_empty() {
             out.write_all(b"\n")?;
         }
-        Ok(if status.is_success() {
+        Ok(if status.is_success() && saved.is_ok() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)

@@ -20,6 +20,9 @@ use anyhow::{Context, Result, bail};
 use ring::rand::{SecureRandom, SystemRandom};
 use stepup_client::Tokens;
 
+/// How long a run waits for another's save.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Tokens per `issuer client_id`.
 pub(crate) type Kept = BTreeMap<String, Tokens>;
 
@@ -40,33 +43,90 @@ impl TokenFile {
         }
     }
 
-    /// What the file holds now (nothing when it does not exist). A file
-    /// that is a symlink, or that others may write, is refused: tokens
-    /// planted there would have the user call the API as someone else.
+    /// What the file holds now (nothing when it does not exist). The file
+    /// is opened without following a link and without waiting on a pipe,
+    /// and the open file must be a regular file of this user's, readable
+    /// and writable by no one else, with no other name (a hard link); its
+    /// directory must be this user's or root's, and not open to others'
+    /// writes unless sticky. Tokens planted by another user would have this
+    /// user call the API as someone else.
     pub(crate) fn load(&self) -> Result<Kept> {
+        let shown = self.path.display();
         #[cfg(unix)]
-        if let Ok(meta) = fs::symlink_metadata(&self.path) {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.file_type().is_symlink() {
+        let bytes = {
+            use std::io::Read;
+            use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+            self.check_dir()?;
+            let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(i32::try_from(flags.bits()).unwrap_or(0))
+                .open(&self.path);
+            let mut file = match file {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kept::new()),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                    bail!("{shown} is a symbolic link: refusing to read tokens through it")
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {shown}")),
+            };
+            let meta = file.metadata().with_context(|| format!("reading {shown}"))?;
+            if !meta.is_file() {
+                bail!("{shown} is not a regular file: refusing to read tokens from it");
+            }
+            if meta.uid() != rustix::process::geteuid().as_raw() {
+                bail!("{shown} belongs to another user: refusing to read tokens from it");
+            }
+            if meta.mode() & 0o077 != 0 {
                 bail!(
-                    "{} is a symbolic link: refusing to read tokens through it",
-                    self.path.display()
+                    "{shown} may be read or written by other users (mode {:o}): refusing to read tokens from it; make it 0600",
+                    meta.mode() & 0o777
                 );
             }
-            if meta.permissions().mode() & 0o022 != 0 {
-                bail!(
-                    "{} may be written by other users: refusing to read tokens from it",
-                    self.path.display()
-                );
+            if meta.nlink() != 1 {
+                bail!("{shown} has other names (hard links): refusing to read tokens from it");
             }
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .with_context(|| format!("reading {shown}"))?;
+            bytes
+        };
+        #[cfg(not(unix))]
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kept::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {shown}")),
+        };
+        serde_json::from_slice(&bytes).with_context(|| format!("reading {shown}"))
+    }
+
+    /// The directory is this user's or root's, and others cannot write in
+    /// it unless it is sticky (as `/tmp`): else they could put their file
+    /// in place of this user's.
+    #[cfg(unix)]
+    fn check_dir(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.dir();
+        let meta = match fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            bail!(
+                "{} belongs to another user: refusing to keep tokens in it",
+                dir.display()
+            );
         }
-        match fs::read(&self.path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).with_context(|| format!("reading {}", self.path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Kept::new()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            bail!(
+                "other users may write in {} (mode {:o}): refusing to keep tokens in it",
+                dir.display(),
+                meta.mode() & 0o7777
+            );
         }
+        Ok(())
     }
 
     /// Writes back what this run changed for `key`, from `before` (as
@@ -105,6 +165,8 @@ impl TokenFile {
 
     /// An exclusive lock held until dropped: on the directory itself on
     /// Unix (no lock file to plant), else on a lock file beside the tokens.
+    /// Another process (another user, in a shared directory) cannot hold
+    /// it for ever: after [`LOCK_WAIT`] the save fails, and says why.
     fn lock(&self) -> Result<fs::File> {
         #[cfg(unix)]
         let file = fs::File::open(self.dir());
@@ -115,9 +177,23 @@ impl TokenFile {
             .write(true)
             .open(self.path.with_extension("lock"));
         let file = file.with_context(|| format!("opening {} to lock it", self.dir().display()))?;
-        file.lock()
-            .with_context(|| format!("locking {}", self.dir().display()))?;
-        Ok(file)
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => bail!(
+                    "another process has held the lock on {} for {} s",
+                    self.dir().display(),
+                    LOCK_WAIT.as_secs()
+                ),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", self.dir().display()));
+                }
+            }
+        }
     }
 
     /// Replaces the file with `contents`: a new file with a random name,
@@ -232,6 +308,55 @@ mod tests {
         fs::set_permissions(dir.join("tokens.json"), fs::Permissions::from_mode(0o666)).unwrap();
         let err = file.load().unwrap_err().to_string();
         assert!(err.contains("other users"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_token_file_is_refused_on_what_was_opened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("planted");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens.json");
+        let file = TokenFile::at(path.clone());
+        let refused = |expected: &str| {
+            let err = format!("{:#}", file.load().unwrap_err());
+            assert!(err.contains(expected), "{expected}: {err}");
+        };
+        // Readable by others.
+        fs::write(&path, "{}").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        refused("other users");
+        // A second name: a hard link someone else can still reach.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::hard_link(&path, dir.join("other-name")).unwrap();
+        refused("hard links");
+        fs::remove_file(dir.join("other-name")).unwrap();
+        assert!(file.load().unwrap().is_empty());
+        // A pipe: refused at once, not waited on.
+        fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        refused("not a regular file");
+        fs::remove_file(&path).unwrap();
+        // A directory others may write in (not sticky).
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        refused("other users may write in");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(file.load().unwrap().is_empty(), "sticky, as /tmp");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        // Another user's file (only root can make one to test with).
+        if rustix::process::geteuid().is_root() {
+            fs::write(&path, "{}").unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            refused("belongs to another user");
+        }
     }
 
     /// Tokens for `resource`, as a file would hold them.

@@ -400,5 +400,18 @@ async fn the_api_describes_itself() {
     assert_eq!(refused.status(), 401);
     let challenge = refused.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(challenge.contains("resource_metadata=\""), "{challenge}");
+    // The server is named localhost: it holds [::1] as well as 127.0.0.1,
+    // so no other local user can answer for it where localhost leads.
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let port = url::Url::parse(&demo.issuer).unwrap().port().unwrap();
+        let taken = std::net::TcpListener::bind(("::1", port));
+        assert!(taken.is_err(), "[::1]:{port} was free for anyone to take");
+        let v6 = http
+            .get(format!("http://[::1]:{port}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v6.status(), 200);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

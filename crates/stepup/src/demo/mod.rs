@@ -64,6 +64,28 @@ async fn listen(port: u16) -> Result<(TcpListener, SocketAddr)> {
     Ok((listener, addr))
 }
 
+/// Serves `router` on `listener` (127.0.0.1) and on the same port of
+/// `[::1]`, for what is reached by the name `localhost`: a system that
+/// resolves it to `::1` first would otherwise connect to whatever another
+/// local user put there, and take its keys and sign-in pages for the
+/// demo's (RFC 8252 §8.3). A machine without IPv6 has no `::1` to take.
+async fn serve_on_localhost(listener: TcpListener, addr: SocketAddr, router: axum::Router) -> Result<()> {
+    match TcpListener::bind(("::1", addr.port())).await {
+        Ok(v6) => {
+            tokio::spawn(serve(v6, router.clone()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(anyhow!(
+                "another program listens on [::1]:{}, where the name localhost may lead: stop it or pick another --port",
+                addr.port()
+            ));
+        }
+        Err(e) => tracing::debug!(error = %e, "no IPv6 loopback; localhost is 127.0.0.1 only"),
+    }
+    tokio::spawn(serve(listener, router));
+    Ok(())
+}
+
 fn next(port: u16, n: u16) -> u16 {
     if port == 0 { 0 } else { port.saturating_add(n) }
 }
@@ -101,7 +123,7 @@ impl Deployment {
         )
         .await?;
         let (listener, addr) = listen(0).await?;
-        tokio::spawn(serve(listener, stepup_server::router(state)));
+        serve_on_localhost(listener, addr, stepup_server::router(state)).await?;
         Ok(format!("http://localhost:{}", addr.port()))
     }
 
@@ -249,7 +271,7 @@ demo_show_totp_code = true
     let state = ServerState::with_geo(config, store, Arc::new(SystemClock), geo.clone()).await?;
     let totp = provision(&state, &app_url, &[&api_url, &gateway_url]).await?;
 
-    tokio::spawn(serve(as_listener, stepup_server::router(Arc::clone(&state))));
+    serve_on_localhost(as_listener, as_addr, stepup_server::router(Arc::clone(&state))).await?;
     let verifier = JwtVerifier::from_issuer(&issuer, &api_url, HttpFetcher::new()?)
         .await
         .context("the guard cannot read the server's keys")?;
@@ -294,7 +316,7 @@ demo_show_totp_code = true
         }
     });
     let app = app::App::new(&issuer, &api_url, &app_url).await?;
-    tokio::spawn(serve(app_listener, app::router(app)));
+    serve_on_localhost(app_listener, app_addr, app::router(app)).await?;
 
     Ok(Deployment {
         geo,
