@@ -58,8 +58,10 @@ impl ClientConfig {
         }
     }
 
-    /// Ranks the server's levels, weakest first (a stepup server lists its
-    /// `acr_values_supported` so: see [`Provider::acr_values_supported`]).
+    /// Ranks the server's levels, weakest first. Only for a server that
+    /// says its list is so ordered ([`Provider::acr_values_ordered`]; RFC
+    /// 8414 gives `acr_values_supported` no order) or levels the user
+    /// knows: a wrong order would refuse real step-ups.
     #[must_use]
     pub fn rank_levels<S: Into<String>>(mut self, weakest_first: impl IntoIterator<Item = S>) -> Self {
         self.levels = weakest_first.into_iter().map(Into::into).collect();
@@ -655,9 +657,7 @@ impl StepUpClient {
             // asks only for levels below those the held token was obtained
             // for is asked at the held levels (with its freshness and
             // scopes).
-            if requirement.ranks_below(had, &self.config.levels) {
-                requirement.acr_values = had.acr_values.clone();
-            }
+            requirement.raise_to(had, &self.config.levels);
             // The token was obtained for this already: asking again is a
             // loop, not a step up.
             if details.is_none() && !requirement.asks_more_than(had) {
@@ -785,10 +785,7 @@ impl StepUpClient {
                 }
             })
         };
-        let request = AuthorizationRequest::new(&url_for, &state).issuer(
-            &self.provider.issuer,
-            self.provider.authorization_response_iss_parameter_supported,
-        );
+        let request = AuthorizationRequest::new(&url_for, &state);
         let callback = match self.agent.authorize(&request).await {
             Ok(callback) => callback,
             Err(e) => {

@@ -22,9 +22,11 @@ pub struct Provider {
     /// Whether every authorization response carries `iss` (RFC 9207): one
     /// without it is then refused.
     pub authorization_response_iss_parameter_supported: bool,
-    /// The levels (`acr` values) it supports, in its order: a stepup
-    /// server lists them weakest first.
+    /// The levels (`acr` values) it supports, in its order.
     pub acr_values_supported: Vec<String>,
+    /// Whether it says that order is weakest first (a stepup server's
+    /// `stepup_acr_values_weakest_first`): then the levels can be ranked.
+    pub acr_values_ordered: bool,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +42,8 @@ struct Metadata {
     authorization_response_iss_parameter_supported: bool,
     #[serde(default)]
     acr_values_supported: Vec<String>,
+    #[serde(default)]
+    stepup_acr_values_weakest_first: bool,
 }
 
 impl Provider {
@@ -97,6 +101,7 @@ impl Provider {
             authorization_response_iss_parameter_supported: metadata
                 .authorization_response_iss_parameter_supported,
             acr_values_supported: metadata.acr_values_supported,
+            acr_values_ordered: metadata.stepup_acr_values_weakest_first,
         })
     }
 }
@@ -125,6 +130,7 @@ mod tests {
             pushed_authorization_request_endpoint: None,
             authorization_response_iss_parameter_supported: false,
             acr_values_supported: vec![],
+            stepup_acr_values_weakest_first: false,
         }
     }
 

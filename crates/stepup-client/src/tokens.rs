@@ -91,20 +91,27 @@ pub struct Requirement {
 }
 
 impl Requirement {
-    /// Whether every level this asks for ranks below every level `held`
-    /// was obtained for, in `levels` (weakest first). Unranked levels (or
-    /// no ranking) never count as below.
-    pub fn ranks_below(&self, held: &Self, levels: &[String]) -> bool {
+    /// Never lower than `held`: with the server's `levels` (weakest
+    /// first), the levels asked below every level `held` was obtained for
+    /// are left out, and when none is left the held levels are asked
+    /// instead. Unranked levels (or no ranking) are kept as asked.
+    pub fn raise_to(&mut self, held: &Self, levels: &[String]) {
         let rank = |acr: &String| levels.iter().position(|l| l == acr);
-        let (Some(asked), Some(had)) = (
-            self.acr_values.iter().map(rank).collect::<Option<Vec<_>>>(),
-            held.acr_values.iter().map(rank).collect::<Option<Vec<_>>>(),
-        ) else {
-            return false;
+        let Some(floor) = held
+            .acr_values
+            .iter()
+            .map(rank)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|ranks| ranks.into_iter().min())
+        else {
+            return;
         };
-        match (asked.iter().max(), had.iter().min()) {
-            (Some(a), Some(h)) => a < h,
-            _ => false,
+        if self.acr_values.is_empty() {
+            return;
+        }
+        self.acr_values.retain(|acr| rank(acr).is_none_or(|r| r >= floor));
+        if self.acr_values.is_empty() {
+            self.acr_values = held.acr_values.clone();
         }
     }
 
@@ -189,6 +196,33 @@ impl ResourceTokens {
             requirement,
             tokens,
         });
+    }
+
+    /// Applies to these tokens what changed from `old` (none: new to the
+    /// run) to `changed`, part by part. A part this run left alone stays
+    /// as it is here; a base token this run dropped is dropped only if it
+    /// is still the one this run had (not one another run put there).
+    fn apply(&mut self, old: Option<&ResourceTokens>, changed: &ResourceTokens) {
+        let (old_metadata, old_base, old_elevated) = match old {
+            Some(o) => (Some(&o.metadata), o.base.as_ref(), o.elevated.as_slice()),
+            None => (None, None, &[][..]),
+        };
+        if old_metadata != Some(&changed.metadata) {
+            self.metadata = changed.metadata.clone();
+        }
+        if old_base != changed.base.as_ref() {
+            match &changed.base {
+                Some(base) => self.base = Some(base.clone()),
+                None if self.base.as_ref() == old_base => self.base = None,
+                None => {}
+            }
+        }
+        for e in changed.elevated.iter().filter(|e| !old_elevated.contains(e)) {
+            self.replace_elevated(e.clone());
+        }
+        for e in old_elevated.iter().filter(|e| !changed.elevated.contains(e)) {
+            self.elevated.retain(|k| k != e);
+        }
     }
 
     /// Keeps `e`, in place of one for the same route and requirement.
@@ -294,42 +328,36 @@ impl Tokens {
                 continue;
             }
             let Some(i) = find(&self.resources, id) else {
-                self.resources.push(changed.clone());
-                continue;
-            };
-            let kept = &mut self.resources[i];
-            let Some(old) = old else {
-                // New to this run, known to another meanwhile: this run's
-                // parts are added to the other's.
-                kept.metadata = changed.metadata.clone();
-                if changed.base.is_some() {
-                    kept.base = changed.base.clone();
-                }
-                for e in &changed.elevated {
-                    kept.replace_elevated(e.clone());
+                // Gone from the file (another run forgot it): this run's
+                // changes are applied to an empty entry, nothing more.
+                let mut entry = ResourceTokens {
+                    metadata: changed.metadata.clone(),
+                    base: None,
+                    elevated: Vec::new(),
+                };
+                entry.apply(old, changed);
+                if entry.base.is_some() || !entry.elevated.is_empty() {
+                    self.resources.push(entry);
                 }
                 continue;
             };
-            if old.metadata != changed.metadata {
-                kept.metadata = changed.metadata.clone();
-            }
-            if old.base != changed.base {
-                kept.base = changed.base.clone();
-            }
-            for e in changed.elevated.iter().filter(|e| !old.elevated.contains(e)) {
-                kept.replace_elevated(e.clone());
-            }
-            for e in old.elevated.iter().filter(|e| !changed.elevated.contains(e)) {
-                kept.elevated.retain(|k| k != e);
-            }
+            self.resources[i].apply(old, changed);
         }
+        // Forgotten by this run: its parts go, not what another run put.
         for old in &before.resources {
             let id = old.metadata.resource.as_str();
             if find(&after.resources, id).is_none()
                 && let Some(i) = find(&self.resources, id)
-                && &self.resources[i] == old
             {
-                self.resources.remove(i);
+                let forgotten = ResourceTokens {
+                    metadata: self.resources[i].metadata.clone(),
+                    base: None,
+                    elevated: Vec::new(),
+                };
+                self.resources[i].apply(Some(old), &forgotten);
+                if self.resources[i].base.is_none() && self.resources[i].elevated.is_empty() {
+                    self.resources.remove(i);
+                }
             }
         }
     }
@@ -474,26 +502,35 @@ mod tests {
     }
 
     #[test]
-    fn levels_rank_only_when_all_are_known() {
+    fn a_challenge_is_raised_to_the_held_level_never_below() {
         let levels: Vec<String> = ["pwd", "mfa", "phr"].map(String::from).to_vec();
         let asking = |acr: &[&str]| Requirement {
             acr_values: acr.iter().map(|a| (*a).to_owned()).collect(),
             ..Requirement::default()
         };
-        assert!(asking(&["pwd"]).ranks_below(&asking(&["mfa"]), &levels));
-        assert!(asking(&["pwd", "mfa"]).ranks_below(&asking(&["phr"]), &levels));
-        assert!(!asking(&["mfa"]).ranks_below(&asking(&["mfa"]), &levels));
-        assert!(!asking(&["phr"]).ranks_below(&asking(&["mfa"]), &levels));
-        assert!(!asking(&["pwd", "phr"]).ranks_below(&asking(&["mfa"]), &levels));
-        assert!(
-            !asking(&["pwd"]).ranks_below(&asking(&["mfa"]), &[]),
-            "no ranking"
+        let raised = |asked: &[&str], held: &[&str], levels: &[String]| {
+            let mut r = asking(asked);
+            r.raise_to(&asking(held), levels);
+            r.acr_values
+        };
+        assert_eq!(raised(&["pwd"], &["mfa"], &levels), ["mfa"]);
+        assert_eq!(raised(&["pwd", "mfa"], &["phr"], &levels), ["phr"]);
+        assert_eq!(
+            raised(&["pwd", "phr"], &["mfa"], &levels),
+            ["phr"],
+            "the lower value dropped"
         );
-        assert!(
-            !asking(&["other"]).ranks_below(&asking(&["mfa"]), &levels),
-            "unranked"
+        assert_eq!(raised(&["phr"], &["mfa"], &levels), ["phr"]);
+        assert_eq!(raised(&["mfa"], &["mfa", "phr"], &levels), ["mfa"]);
+        assert_eq!(raised(&["pwd"], &["mfa"], &[]), ["pwd"], "no ranking");
+        assert_eq!(
+            raised(&["other", "pwd"], &["mfa"], &levels),
+            ["other"],
+            "unranked kept"
         );
-        assert!(!asking(&[]).ranks_below(&asking(&["mfa"]), &levels));
+        assert_eq!(raised(&["pwd"], &["other"], &levels), ["pwd"], "held unranked");
+        assert!(raised(&[], &["mfa"], &levels).is_empty());
+        assert_eq!(raised(&["pwd"], &[], &levels), ["pwd"]);
     }
 
     #[test]

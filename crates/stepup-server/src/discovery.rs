@@ -16,8 +16,6 @@ use crate::server::ServerState;
 /// The metadata document (RFC 8414 §2; OpenID Connect Discovery §3).
 pub(crate) fn document(state: &ServerState) -> Value {
     let issuer = &state.config.issuer;
-    // Weakest first: clients may rank levels by this order (stepup's
-    // client does, so that a challenge never lowers a held level).
     let acr_values: Vec<&str> = state
         .config
         .assurance
@@ -55,6 +53,9 @@ pub(crate) fn document(state: &ServerState) -> Value {
         "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "RS256", "PS256"],
         "authorization_details_types_supported": state.config.details_types.keys().collect::<Vec<_>>(),
         "acr_values_supported": acr_values,
+        // RFC 8414 gives the list no order; this one's is weakest first,
+        // and says so for clients that rank levels.
+        "stepup_acr_values_weakest_first": true,
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "preferred_username"],
         "claims_parameter_supported": true,
         "request_parameter_supported": false,

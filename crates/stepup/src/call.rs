@@ -84,8 +84,12 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the HTTP client")?;
-        // A stepup server lists its levels weakest first.
-        let levels = provider.acr_values_supported.clone();
+        // Levels are ranked only where the server says they are ordered.
+        let levels = if provider.acr_values_ordered {
+            provider.acr_values_supported.clone()
+        } else {
+            Vec::new()
+        };
         let client = StepUpClient::new(
             http.clone(),
             provider,
@@ -134,10 +138,12 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
         if !body.ends_with('\n') && !body.is_empty() {
             out.write_all(b"\n")?;
         }
-        Ok(if status.is_success() && saved.is_ok() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
+        // 3: the call was made but its tokens were not kept (a script must
+        // not take it for a failed call and make it again).
+        Ok(match (status.is_success(), saved.is_ok()) {
+            (_, false) => ExitCode::from(3),
+            (true, true) => ExitCode::SUCCESS,
+            (false, true) => ExitCode::from(1),
         })
     })
 }

@@ -244,9 +244,17 @@ impl TokenFile {
 mod tests {
     use super::*;
 
+    /// A fresh directory for a test, 0700 whatever the umask (tests that
+    /// want it missing remove it).
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("stepup-token-file-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        }
         dir
     }
 
@@ -334,6 +342,7 @@ mod tests {
         assert!(file.load().unwrap().is_empty());
         // A pipe: refused at once, not waited on.
         fs::remove_file(&path).unwrap();
+        #[cfg(not(target_vendor = "apple"))]
         rustix::fs::mknodat(
             rustix::fs::CWD,
             &path,
@@ -342,8 +351,11 @@ mod tests {
             0,
         )
         .unwrap();
-        refused("not a regular file");
-        fs::remove_file(&path).unwrap();
+        #[cfg(not(target_vendor = "apple"))]
+        {
+            refused("not a regular file");
+            fs::remove_file(&path).unwrap();
+        }
         // A directory others may write in (not sticky).
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
         refused("other users may write in");

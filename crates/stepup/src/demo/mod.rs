@@ -64,26 +64,53 @@ async fn listen(port: u16) -> Result<(TcpListener, SocketAddr)> {
     Ok((listener, addr))
 }
 
-/// Serves `router` on `listener` (127.0.0.1) and on the same port of
-/// `[::1]`, for what is reached by the name `localhost`: a system that
-/// resolves it to `::1` first would otherwise connect to whatever another
-/// local user put there, and take its keys and sign-in pages for the
-/// demo's (RFC 8252 §8.3). A machine without IPv6 has no `::1` to take.
-async fn serve_on_localhost(listener: TcpListener, addr: SocketAddr, router: axum::Router) -> Result<()> {
-    match TcpListener::bind(("::1", addr.port())).await {
-        Ok(v6) => {
-            tokio::spawn(serve(v6, router.clone()));
+/// What is reached by the name `localhost`: 127.0.0.1 and the same port
+/// of `[::1]`. A system that resolves the name to `::1` first would
+/// otherwise connect to whatever another local user put there, and take
+/// its keys and sign-in pages for the demo's (RFC 8252 §8.3). A machine
+/// without IPv6 has no `::1` to take.
+struct Localhost {
+    v4: TcpListener,
+    v6: Option<TcpListener>,
+    addr: SocketAddr,
+}
+
+/// Listens on `port` of both loopback addresses (with port 0, the same
+/// port the system picks for 127.0.0.1, tried again if `[::1]` has it in
+/// use).
+async fn listen_localhost(port: u16) -> Result<Localhost> {
+    for _ in 0..20 {
+        let (v4, addr) = listen(port).await?;
+        match TcpListener::bind(("::1", addr.port())).await {
+            Ok(v6) => {
+                return Ok(Localhost {
+                    v4,
+                    v6: Some(v6),
+                    addr,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if port != 0 {
+                    return Err(anyhow!(
+                        "another program listens on [::1]:{port}, where the name localhost may lead: stop it or pick another --port"
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no IPv6 loopback; localhost is 127.0.0.1 only");
+                return Ok(Localhost { v4, v6: None, addr });
+            }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            return Err(anyhow!(
-                "another program listens on [::1]:{}, where the name localhost may lead: stop it or pick another --port",
-                addr.port()
-            ));
-        }
-        Err(e) => tracing::debug!(error = %e, "no IPv6 loopback; localhost is 127.0.0.1 only"),
     }
-    tokio::spawn(serve(listener, router));
-    Ok(())
+    Err(anyhow!("no port free on both 127.0.0.1 and [::1]"))
+}
+
+/// Serves `router` on both addresses of `listeners`.
+fn serve_localhost(listeners: Localhost, router: axum::Router) {
+    if let Some(v6) = listeners.v6 {
+        tokio::spawn(serve(v6, router.clone()));
+    }
+    tokio::spawn(serve(listeners.v4, router));
 }
 
 fn next(port: u16, n: u16) -> u16 {
@@ -122,9 +149,10 @@ impl Deployment {
             self.geo.clone(),
         )
         .await?;
-        let (listener, addr) = listen(0).await?;
-        serve_on_localhost(listener, addr, stepup_server::router(state)).await?;
-        Ok(format!("http://localhost:{}", addr.port()))
+        let listeners = listen_localhost(0).await?;
+        let port = listeners.addr.port();
+        serve_localhost(listeners, stepup_server::router(state));
+        Ok(format!("http://localhost:{port}"))
     }
 
     /// Adds a user with a password and nothing else.
@@ -202,9 +230,11 @@ pub(crate) async fn start_with(
     } else {
         ""
     };
-    let (as_listener, as_addr) = listen(port).await?;
+    let as_listeners = listen_localhost(port).await?;
+    let as_addr = as_listeners.addr;
     let (api_listener, api_addr) = listen(next(port, 1)).await?;
-    let (app_listener, app_addr) = listen(next(port, 2)).await?;
+    let app_listeners = listen_localhost(next(port, 2)).await?;
+    let app_addr = app_listeners.addr;
     let (gateway_listener, gateway_addr) = listen(next(port, 3)).await?;
     // The gateway's upstream: loopback, any port, reached only through it.
     let (upstream_listener, upstream_addr) = listen(0).await?;
@@ -271,7 +301,7 @@ demo_show_totp_code = true
     let state = ServerState::with_geo(config, store, Arc::new(SystemClock), geo.clone()).await?;
     let totp = provision(&state, &app_url, &[&api_url, &gateway_url]).await?;
 
-    serve_on_localhost(as_listener, as_addr, stepup_server::router(Arc::clone(&state))).await?;
+    serve_localhost(as_listeners, stepup_server::router(Arc::clone(&state)));
     let verifier = JwtVerifier::from_issuer(&issuer, &api_url, HttpFetcher::new()?)
         .await
         .context("the guard cannot read the server's keys")?;
@@ -316,7 +346,7 @@ demo_show_totp_code = true
         }
     });
     let app = app::App::new(&issuer, &api_url, &app_url).await?;
-    serve_on_localhost(app_listener, app_addr, app::router(app)).await?;
+    serve_localhost(app_listeners, app::router(app));
 
     Ok(Deployment {
         geo,
