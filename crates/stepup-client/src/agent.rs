@@ -310,9 +310,8 @@ impl UserAgent for LoopbackBrowser {
 /// request (the browser sends it at once).
 const READ_SECONDS: u64 = 2;
 
-/// Connections to the loopback port read at once; more wait, in order,
-/// in the listen backlog (none is dropped: the browser's may be among
-/// them).
+/// Connections to the loopback port read at once; beyond that, the one
+/// silent for longest is closed for a new one.
 const READING_AT_ONCE: usize = 64;
 
 /// Serves the loopback port until the redirect that answers `request`
@@ -326,32 +325,36 @@ async fn accept_callback(
     request: &AuthorizationRequest<'_>,
 ) -> Result<Url, UserAgentError> {
     let (read_tx, mut read) = tokio::sync::mpsc::channel(READING_AT_ONCE);
-    let reading = Arc::new(tokio::sync::Semaphore::new(READING_AT_ONCE));
+    // The connections being read, oldest first.
+    let mut reading: std::collections::VecDeque<tokio::task::AbortHandle> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
-            accepted = async {
-                // A slot first, then the next connection: one beyond the
-                // slots waits in the backlog instead of being dropped.
-                let permit = Arc::clone(&reading).acquire_owned().await;
-                (permit, listener.accept().await)
-            } => {
-                let (permit, accepted) = accepted;
-                let Ok(permit) = permit else { continue };
+            accepted = listener.accept() => {
                 let Ok((mut stream, _)) = accepted else {
                     // Out of descriptors, or a connection gone before it
                     // was taken: the wait goes on.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                // Every connection is taken; when all slots are busy, the
+                // oldest still being read goes (a browser sends its request
+                // at once: the one that has sent nothing for longest is not
+                // the browser).
+                reading.retain(|task| !task.is_finished());
+                if reading.len() >= READING_AT_ONCE
+                    && let Some(oldest) = reading.pop_front()
+                {
+                    oldest.abort();
+                }
                 let read_tx = read_tx.clone();
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let head = tokio::time::timeout(Duration::from_secs(READ_SECONDS), read_head(&mut stream))
                         .await
                         .ok()
                         .flatten();
-                    drop(permit);
                     let _ = read_tx.send((stream, head)).await;
                 });
+                reading.push_back(task.abort_handle());
             }
             Some((mut stream, head)) = read.recv() => {
                 let callback = head.as_deref().and_then(|h| callback_of(h, port));
@@ -446,7 +449,7 @@ mod tests {
                 // slots: they hold nothing up, and none crowds the
                 // browser's out.
                 let mut silent = Vec::new();
-                for _ in 0..READING_AT_ONCE + 4 {
+                for _ in 0..READING_AT_ONCE * 4 {
                     silent.push(
                         tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
                             .await
