@@ -691,8 +691,8 @@ fn route_names(policy: &Policy) -> Vec<String> {
     policy.routes().iter().map(|r| r.name.clone()).collect()
 }
 
-/// The admin endpoints answer only the `admin_allow` addresses; to others
-/// they do not exist.
+/// The admin endpoints answer only the `admin_allow` addresses, and not
+/// requests a proxy forwarded; to others they do not exist.
 async fn admin_only(
     State(gateway): State<Gateway>,
     request: Request<Body>,
@@ -702,7 +702,14 @@ async fn admin_only(
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    if peer.is_some_and(|ip| gateway.inner.admin_allow.iter().any(|n| n.contains(ip))) {
+    // A request a proxy forwarded is its client's, whatever the proxy's
+    // own address: a TLS terminator on the same host would otherwise make
+    // every client an admin address (set `admin_listen` to serve them to
+    // such a proxy's side alone).
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| request.headers().contains_key(*h));
+    if !forwarded && peer.is_some_and(|ip| gateway.inner.admin_allow.iter().any(|n| n.contains(ip))) {
         return next.run(request).await;
     }
     proxy::failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint")

@@ -827,6 +827,21 @@ async fn admin_endpoints_answer_only_the_allowed_addresses() {
     assert_eq!(w.calls(), 0);
     let open = world("admin-default", "").await;
     assert_eq!(open.at("GET", "/-/metrics").send().await.unwrap().status(), 200);
+    // Through a proxy on the same host (it says whom it forwards for): the
+    // client's request, not the proxy's.
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+    ] {
+        let response = open
+            .at("GET", "/-/metrics")
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{name}");
+    }
 }
 
 /// Issue 17 §5: behind a TLS terminator on the same host every client
