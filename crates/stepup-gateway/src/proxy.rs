@@ -336,12 +336,7 @@ impl Proxy {
         self.rewrite_headers(&mut parts.headers, host, peer, target.public);
         let signed = match (&self.identity, claims) {
             (Some(signer), Some(claims)) => {
-                let now = i64::try_from(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                )
-                .unwrap_or(i64::MAX);
+                let now = i64::try_from(crate::unix_now()).unwrap_or(i64::MAX);
                 signer
                     .sign(&claims.0, parts.method.as_str(), path_and_query.as_str(), now)
                     .and_then(|jws| {

@@ -131,12 +131,7 @@ impl HttpFetcher {
 
 fn check_url(url: &str) -> Result<(), FetchError> {
     let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::InsecureUrl(url.to_owned()))?;
-    let loopback = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
+    let loopback = stepup_core::resource_metadata::is_loopback(&parsed);
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
