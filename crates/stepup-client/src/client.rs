@@ -10,6 +10,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use stepup_core::challenge::{BearerChallenge, ErrorCode, TokenScheme, parse_www_authenticate};
 use stepup_core::dpop::{ProofClaims, sign_proof};
+use stepup_core::id_token::{IdTokenError, IdTokenExpectations};
+use stepup_core::jwk::Jwks;
+use stepup_core::jws::JwsError;
 use stepup_core::jws::SigningKey;
 use stepup_core::pkce::CodeChallenge;
 use stepup_core::resource_metadata::{ResourceMetadata, covers, is_loopback_ip, metadata_url};
@@ -125,6 +128,8 @@ pub struct StepUpClient {
     dpop: Option<DpopKey>,
     /// The last `DPoP-Nonce` each server gave, by origin.
     nonces: std::sync::Mutex<HashMap<String, String>>,
+    /// The issuer's keys, read when an ID token first needs them.
+    issuer_keys: std::sync::Mutex<Option<Arc<Jwks>>>,
     /// Held while tokens are obtained, so concurrent calls that need the
     /// same sign-in wait for one instead of each opening a browser.
     tokens: Mutex<Tokens>,
@@ -177,6 +182,12 @@ enum Held {
 /// The largest metadata document read (RFC 9728 documents are small).
 const METADATA_LIMIT: usize = 64 * 1024;
 
+/// The largest key set read from the issuer.
+const JWKS_LIMIT: usize = 256 * 1024;
+
+/// Tolerated clock difference with the issuer, for ID tokens.
+const ID_TOKEN_LEEWAY_SECONDS: i64 = 60;
+
 /// How long learning a resource may take, per request.
 const DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -219,6 +230,7 @@ impl StepUpClient {
             on_step_up: None,
             dpop: None,
             nonces: std::sync::Mutex::default(),
+            issuer_keys: std::sync::Mutex::default(),
             tokens: Mutex::new(Tokens::default()),
         }
     }
@@ -509,7 +521,12 @@ impl StepUpClient {
         let tokens = self
             .authorize(&Requirement::default(), &resource.resource)
             .await?;
-        if let Some(kept) = self.tokens.lock().await.of(&resource.resource) {
+        let mut held = self.tokens.lock().await;
+        same_account(&mut held, &tokens)?;
+        if !held.has(&resource.resource) {
+            held.know(resource.clone());
+        }
+        if let Some(kept) = held.of(&resource.resource) {
             kept.set_base(tokens);
         }
         Ok(())
@@ -566,40 +583,40 @@ impl StepUpClient {
         let mut tokens = self.tokens.lock().await;
         let now = self.now();
         tokens.prune(now);
-        let kept = match tokens.of(id) {
-            Some(kept) => kept,
-            None => {
-                tokens.know(resource.clone());
-                tokens.of(id).ok_or_else(|| ClientError::UntrustedResource {
-                    url: id.to_owned(),
-                    reason: "forgotten".to_owned(),
-                })?
-            }
+        if !tokens.has(id) {
+            tokens.know(resource.clone());
+        }
+        let forgotten = || ClientError::UntrustedResource {
+            url: id.to_owned(),
+            reason: "forgotten".to_owned(),
         };
+        let kept = tokens.of(id).ok_or_else(forgotten)?;
         if let Some((elevated, requirement)) = kept.elevated_for(route, now) {
             return Ok((
                 (elevated.access_token.clone(), elevated.dpop),
                 Held::Elevated(requirement.clone()),
             ));
         }
+        let mut renewed = None;
         if let Some(base) = kept.base() {
             if base.is_fresh(now) {
                 return Ok(((base.access_token.clone(), base.dpop), Held::Base));
             }
             if let Some(refresh) = base.refresh_token.clone() {
                 match self.refresh(&refresh, base, id).await {
-                    Ok(renewed) => {
-                        let token = (renewed.access_token.clone(), renewed.dpop);
-                        kept.set_base(renewed);
-                        return Ok((token, Held::Base));
-                    }
+                    Ok(r) => renewed = Some(r),
+                    Err(e @ ClientError::AccountChanged { .. }) => return Err(e),
                     Err(e) => tracing::info!(error = %e, "refresh failed; signing in again"),
                 }
             }
         }
-        let base = self.authorize(&Requirement::default(), id).await?;
+        let base = match renewed {
+            Some(r) => r,
+            None => self.authorize(&Requirement::default(), id).await?,
+        };
+        same_account(&mut tokens, &base)?;
         let token = (base.access_token.clone(), base.dpop);
-        kept.set_base(base);
+        tokens.of(id).ok_or_else(forgotten)?.set_base(base);
         Ok((token, Held::Base))
     }
 
@@ -684,6 +701,7 @@ impl StepUpClient {
         if transaction {
             self.ask(&step)?;
             let approved = self.authorize(&step.requirement, &resource.resource).await?;
+            same_account(&mut *self.tokens.lock().await, &approved)?;
             return Ok((approved.access_token, approved.dpop));
         }
         // One step-up at a time: a call that asked the same while another
@@ -701,6 +719,7 @@ impl StepUpClient {
         }
         self.ask(&step)?;
         let elevated = self.authorize(&step.requirement, &resource.resource).await?;
+        same_account(&mut tokens, &elevated)?;
         let token = (elevated.access_token.clone(), elevated.dpop);
         if let Some(kept) = tokens.of(&resource.resource) {
             kept.set_elevated(route.to_owned(), step.requirement, elevated);
@@ -732,7 +751,17 @@ impl StepUpClient {
         let challenge = CodeChallenge::from_verifier(&verifier)
             .map_err(|e| ClientError::BadAuthorizationResponse(e.to_string()))?;
         let state = self.random()?;
+        // From an OpenID provider, every sign-in says who signed in (an
+        // ID token), so tokens of two accounts are never mixed.
+        let nonce = if self.provider.openid {
+            Some(self.random()?)
+        } else {
+            None
+        };
         let mut scopes = self.config.scopes.clone();
+        if nonce.is_some() && !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".to_owned());
+        }
         for s in &requirement.scope {
             if !scopes.contains(s) {
                 scopes.push(s.clone());
@@ -764,6 +793,9 @@ impl StepUpClient {
             }
             if let Some(details) = &requirement.authorization_details {
                 p.push(("authorization_details", details.to_string()));
+            }
+            if let Some(nonce) = &nonce {
+                p.push(("nonce", nonce.clone()));
             }
             p
         };
@@ -801,7 +833,7 @@ impl StepUpClient {
             ("code_verifier", verifier),
             ("resource", resource.to_owned()),
         ];
-        self.token_request(form, None).await
+        self.token_request(form, None, nonce.as_deref()).await
     }
 
     /// The URL that takes the user to the authorization request made of
@@ -919,14 +951,17 @@ impl StepUpClient {
             ("refresh_token", refresh_token.expose().to_owned()),
             ("resource", resource.to_owned()),
         ];
-        self.token_request(form, Some(old)).await
+        self.token_request(form, Some(old), None).await
     }
 
-    /// A token request with the client's authentication.
+    /// A token request with the client's authentication: a code exchange
+    /// (with the `nonce` sent, from an OpenID provider), or a refresh of
+    /// `previous`.
     async fn token_request(
         &self,
         mut form: Vec<(&'static str, String)>,
         previous: Option<&TokenSet>,
+        nonce: Option<&str>,
     ) -> Result<TokenSet, ClientError> {
         let request = self.authenticated(self.http.post(self.provider.token_endpoint.clone()), &mut form);
         let endpoint = self.provider.token_endpoint.clone();
@@ -952,6 +987,7 @@ impl StepUpClient {
             expires_in: Option<i64>,
             refresh_token: Option<String>,
             scope: Option<String>,
+            id_token: Option<String>,
         }
         let bad = |reason: String| ClientError::Token {
             status: status.as_u16(),
@@ -974,6 +1010,27 @@ impl StepUpClient {
             tracing::warn!("the authorization server issued a bearer token despite the DPoP proof");
         }
         let now = self.now();
+        let subject = match (&parsed.id_token, nonce) {
+            (Some(id_token), _) => {
+                let signed_in = self
+                    .verify_id_token(id_token, nonce, &parsed.access_token)
+                    .await?;
+                // A refresh is for the account it was issued for.
+                if let Some(held) = previous.and_then(|p| p.subject.as_ref())
+                    && held != &signed_in
+                {
+                    return Err(ClientError::AccountChanged {
+                        held: held.clone(),
+                        signed_in,
+                    });
+                }
+                Some(signed_in)
+            }
+            // OpenID Connect Core §3.1.3.3: a code exchange asked with
+            // `openid` returns an ID token.
+            (None, Some(_)) => return Err(bad("no ID token, though openid was asked".to_owned())),
+            (None, None) => previous.and_then(|p| p.subject.clone()),
+        };
         Ok(TokenSet {
             access_token: Secret::new(parsed.access_token),
             // A refresh that returns no new refresh token keeps the old one.
@@ -994,7 +1051,82 @@ impl StepUpClient {
                 .unwrap_or_default(),
             obtained_at: now,
             dpop,
+            subject,
         })
+    }
+
+    /// Who an ID token of this issuer says signed in (OpenID Connect Core
+    /// §3.1.3.7), checked against the `nonce` sent and the access token
+    /// it came with. The issuer's keys are read again once when none of
+    /// those held signed it (they rotate).
+    async fn verify_id_token(
+        &self,
+        id_token: &str,
+        nonce: Option<&str>,
+        access_token: &str,
+    ) -> Result<String, ClientError> {
+        let expected = IdTokenExpectations {
+            issuer: &self.provider.issuer,
+            client_id: &self.config.client_id,
+            nonce,
+            access_token: Some(access_token),
+            now: self.now(),
+            leeway_seconds: ID_TOKEN_LEEWAY_SECONDS,
+        };
+        let algorithms = self.provider.id_token_algorithms;
+        let cached = self.issuer_keys.lock().ok().and_then(|k| k.clone());
+        let keys = match cached {
+            Some(keys) => keys,
+            None => self.read_issuer_keys().await?,
+        };
+        let verified = match stepup_core::id_token::verify(id_token, &keys, algorithms, &expected) {
+            Err(IdTokenError::Jws(JwsError::UnknownKey { .. })) => {
+                let keys = self.read_issuer_keys().await?;
+                stepup_core::id_token::verify(id_token, &keys, algorithms, &expected)
+            }
+            other => other,
+        };
+        verified
+            .map(|t| t.subject)
+            .map_err(|e| ClientError::BadIdToken(e.to_string()))
+    }
+
+    /// Reads the issuer's keys (`jwks_uri`) and keeps them.
+    async fn read_issuer_keys(&self) -> Result<Arc<Jwks>, ClientError> {
+        let Some(jwks_uri) = &self.provider.jwks_uri else {
+            return Err(ClientError::BadIdToken(
+                "the issuer publishes no keys (jwks_uri)".to_owned(),
+            ));
+        };
+        let mut response = self
+            .http
+            .get(jwks_uri.clone())
+            .header(header::ACCEPT, "application/json")
+            .timeout(DISCOVERY_TIMEOUT)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(ClientError::BadIdToken(format!(
+                "{jwks_uri}: HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > JWKS_LIMIT {
+                return Err(ClientError::BadIdToken(format!(
+                    "{jwks_uri}: larger than {JWKS_LIMIT} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let keys = Arc::new(
+            Jwks::from_json(&body).map_err(|e| ClientError::BadIdToken(format!("{jwks_uri}: {e}")))?,
+        );
+        if let Ok(mut held) = self.issuer_keys.lock() {
+            *held = Some(Arc::clone(&keys));
+        }
+        Ok(keys)
     }
 
     /// One token request, with a fresh DPoP proof when the client has a key.
@@ -1024,6 +1156,16 @@ impl StepUpClient {
             .map_err(|_| ClientError::BadAuthorizationResponse("no randomness available".to_owned()))?;
         Ok(URL_SAFE_NO_PAD.encode(bytes))
     }
+}
+
+/// Keeps to one account: `obtained` must be for the account `held` is
+/// (see [`Tokens::bind_subject`]).
+fn same_account(held: &mut Tokens, obtained: &TokenSet) -> Result<(), ClientError> {
+    held.bind_subject(obtained)
+        .map_err(|held| ClientError::AccountChanged {
+            held,
+            signed_in: obtained.subject.clone().unwrap_or_default(),
+        })
 }
 
 /// What a step-up challenge asks for.

@@ -46,6 +46,24 @@ pub enum ClientError {
         /// The `iss` received.
         got: String,
     },
+    /// The ID token that came with the tokens is not to be believed (its
+    /// signature, issuer, audience, nonce or lifetime): the tokens are not
+    /// used.
+    #[error("the ID token is refused: {0}")]
+    BadIdToken(String),
+    /// The sign-in or step-up came back for another account than the one
+    /// whose tokens this client holds (the browser was signed in as someone
+    /// else): the new tokens are not used. To change account, forget the
+    /// tokens held first.
+    #[error(
+        "signed in as {signed_in:?}, but the tokens held are for {held:?}: the new tokens are not used (sign in as {held:?}, or forget the tokens held to change account)"
+    )]
+    AccountChanged {
+        /// The account of the tokens held.
+        held: String,
+        /// The account the new tokens are for.
+        signed_in: String,
+    },
     /// The token endpoint refused (RFC 6749 §5.2).
     #[error("token endpoint ({status}): {error}{}", .description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Token {

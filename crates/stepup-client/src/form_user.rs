@@ -4,7 +4,7 @@
 //! current one was already used (the server takes each code once). For
 //! simulations, tests and load: never for real users' credentials.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stepup_core::totp::TotpSecret;
@@ -63,9 +63,11 @@ pub struct FormUser {
     password: String,
     totp: TotpSecret,
     http: reqwest::Client,
-    last_step: Mutex<Option<u64>>,
+    /// The period of the last code typed, shared by the copies of one
+    /// person ([`FormUser::share`]): one authenticator, each code once.
+    last_step: Arc<Mutex<Option<u64>>>,
     last_code: Mutex<Option<String>>,
-    passkey: Option<std::sync::Arc<dyn PasskeySigner>>,
+    passkey: Option<Arc<dyn PasskeySigner>>,
     forwarded_for: Option<String>,
     /// The sign-ins made since last taken.
     sign_ins: Mutex<Vec<SignIn>>,
@@ -119,7 +121,7 @@ impl FormUser {
             totp,
             http: browser(None),
             forwarded_for: None,
-            last_step: Mutex::new(None),
+            last_step: Arc::default(),
             last_code: Mutex::new(None),
             passkey: None,
             sign_ins: Mutex::new(Vec::new()),
@@ -127,7 +129,7 @@ impl FormUser {
     }
 
     /// The same user with a passkey: passkey pages are answered by `signer`.
-    pub fn with_passkey(mut self, signer: std::sync::Arc<dyn PasskeySigner>) -> Self {
+    pub fn with_passkey(mut self, signer: Arc<dyn PasskeySigner>) -> Self {
         self.passkey = Some(signer);
         self
     }
@@ -160,7 +162,10 @@ impl FormUser {
     /// The same person on a browser the server has never seen (no
     /// session, no remembered device), coming from `ip`.
     pub fn on_another_browser(&self, ip: &str) -> Self {
-        Self::new(&self.username, &self.password, self.totp.clone()).from_address(ip)
+        let mut other = Self::new(&self.username, &self.password, self.totp.clone()).from_address(ip);
+        // The same authenticator: a code typed in one is used in both.
+        other.last_step = Arc::clone(&self.last_step);
+        other
     }
 
     /// The same person at the same browser (its session shared), for a
@@ -172,7 +177,7 @@ impl FormUser {
             password: self.password.clone(),
             totp: self.totp.clone(),
             http: self.http.clone(),
-            last_step: Mutex::new(None),
+            last_step: Arc::clone(&self.last_step),
             last_code: Mutex::new(None),
             passkey: self.passkey.clone(),
             forwarded_for: self.forwarded_for.clone(),

@@ -2,6 +2,8 @@
 //! OpenID Connect Discovery).
 
 use serde::Deserialize;
+use stepup_core::jwk::Algorithm;
+use stepup_core::jws::AlgorithmSet;
 use url::Url;
 
 use crate::error::ClientError;
@@ -27,6 +29,15 @@ pub struct Provider {
     /// Whether it says that order is weakest first (a stepup server's
     /// `stepup_acr_values_weakest_first`): then the levels can be ranked.
     pub acr_values_ordered: bool,
+    /// The issuer's keys (`jwks_uri`), which sign its ID tokens.
+    pub jwks_uri: Option<Url>,
+    /// Whether it is an OpenID provider (`openid` among its scopes, and
+    /// keys to check ID tokens with): the client then asks for an ID token
+    /// with every sign-in, to know who signed in.
+    pub openid: bool,
+    /// The algorithms its ID tokens are signed with, of those this crate
+    /// verifies (all of them when it does not say).
+    pub id_token_algorithms: AlgorithmSet,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +55,12 @@ struct Metadata {
     acr_values_supported: Vec<String>,
     #[serde(default)]
     stepup_acr_values_weakest_first: bool,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    scopes_supported: Vec<String>,
+    #[serde(default)]
+    id_token_signing_alg_values_supported: Vec<String>,
 }
 
 impl Provider {
@@ -89,6 +106,25 @@ impl Provider {
         {
             return Err("the server does not support PKCE with S256".to_owned());
         }
+        let jwks_uri = metadata.jwks_uri.as_deref().map(endpoint).transpose()?;
+        let openid = jwks_uri.is_some() && metadata.scopes_supported.iter().any(|s| s == "openid");
+        // `none` and unknown names are not algorithms this crate verifies.
+        let named: AlgorithmSet = metadata
+            .id_token_signing_alg_values_supported
+            .iter()
+            .filter_map(|a| a.parse::<Algorithm>().ok())
+            .collect();
+        let id_token_algorithms = if metadata.id_token_signing_alg_values_supported.is_empty() {
+            AlgorithmSet::all()
+        } else {
+            named
+        };
+        if openid && id_token_algorithms.is_empty() {
+            return Err(format!(
+                "its ID tokens are signed with {:?}, none of which this client verifies",
+                metadata.id_token_signing_alg_values_supported
+            ));
+        }
         Ok(Self {
             issuer: metadata.issuer,
             authorization_endpoint: endpoint(&metadata.authorization_endpoint)?,
@@ -102,6 +138,9 @@ impl Provider {
                 .authorization_response_iss_parameter_supported,
             acr_values_supported: metadata.acr_values_supported,
             acr_values_ordered: metadata.stepup_acr_values_weakest_first,
+            jwks_uri,
+            openid,
+            id_token_algorithms,
         })
     }
 }
@@ -131,6 +170,9 @@ mod tests {
             authorization_response_iss_parameter_supported: false,
             acr_values_supported: vec![],
             stepup_acr_values_weakest_first: false,
+            jwks_uri: None,
+            scopes_supported: vec![],
+            id_token_signing_alg_values_supported: vec![],
         }
     }
 
@@ -155,7 +197,34 @@ mod tests {
             "http://127.0.0.1:8080",
             metadata("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
         );
-        assert!(local.is_ok());
+        assert!(!local.unwrap().openid, "no keys, no openid scope");
+        let mut oidc = metadata("https://as.example", "https://as.example");
+        oidc.jwks_uri = Some("https://as.example/jwks".into());
+        oidc.scopes_supported = vec!["openid".into()];
+        oidc.id_token_signing_alg_values_supported = vec!["none".into(), "ES256".into()];
+        let oidc = Provider::from_metadata("https://as.example", oidc).unwrap();
+        assert!(oidc.openid);
+        assert_eq!(
+            oidc.id_token_algorithms,
+            AlgorithmSet::empty().with(Algorithm::ES256),
+            "none is never taken"
+        );
+        let mut only_none = metadata("https://as.example", "https://as.example");
+        only_none.jwks_uri = Some("https://as.example/jwks".into());
+        only_none.scopes_supported = vec!["openid".into()];
+        only_none.id_token_signing_alg_values_supported = vec!["none".into(), "HS256".into()];
+        assert!(
+            Provider::from_metadata("https://as.example", only_none)
+                .unwrap_err()
+                .contains("none of which")
+        );
+        let mut plain_keys = metadata("https://as.example", "https://as.example");
+        plain_keys.jwks_uri = Some("http://as.example/jwks".into());
+        assert!(
+            Provider::from_metadata("https://as.example", plain_keys)
+                .unwrap_err()
+                .contains("must be https")
+        );
         let mut plain_pkce = metadata("https://as.example", "https://as.example");
         plain_pkce.code_challenge_methods_supported = vec!["plain".into()];
         assert!(

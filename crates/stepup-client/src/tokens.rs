@@ -58,6 +58,10 @@ pub struct TokenSet {
     /// with the `DPoP` scheme and a proof).
     #[serde(default)]
     pub dpop: bool,
+    /// Who they were issued for: the `sub` of the ID token that came with
+    /// them (from an OpenID provider; `None` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// Tokens are taken as expired a little early, so a call does not reach
@@ -247,11 +251,35 @@ impl ResourceTokens {
 /// keep them between runs (in a file only its user can read).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tokens {
+    /// The account every token is for (the `sub` of the first ID token),
+    /// once an OpenID provider said it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
     #[serde(default)]
     resources: Vec<ResourceTokens>,
 }
 
 impl Tokens {
+    /// The account the tokens are for, once known.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// Checks that `tokens` are for the account these are for (the first
+    /// that names one sets it): a sign-in or step-up that came back for
+    /// another account is not mixed with this one's tokens. On a mismatch,
+    /// the account held.
+    pub(crate) fn bind_subject(&mut self, tokens: &TokenSet) -> Result<(), String> {
+        match (&self.subject, &tokens.subject) {
+            (Some(held), Some(got)) if held != got => Err(held.clone()),
+            (None, Some(got)) => {
+                self.subject = Some(got.clone());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The identifiers of the resources tokens are kept for.
     pub fn resources(&self) -> impl Iterator<Item = &str> {
         self.resources.iter().map(|r| r.metadata.resource.as_str())
@@ -311,6 +339,10 @@ impl Tokens {
         }
         self.resources
             .retain(|r| r.base.is_some() || !r.elevated.is_empty());
+        if self.resources.is_empty() {
+            // No token left to mix another account's with.
+            self.subject = None;
+        }
     }
 
     /// Applies to these tokens (as kept now, perhaps changed by another
@@ -360,6 +392,11 @@ impl Tokens {
                 }
             }
         }
+        if self.resources.is_empty() {
+            self.subject = None;
+        } else if after.subject.is_some() && before.subject != after.subject {
+            self.subject.clone_from(&after.subject);
+        }
     }
 
     /// How many elevated tokens are kept, all resources together.
@@ -380,6 +417,7 @@ mod tests {
             scope: vec![],
             obtained_at,
             dpop: false,
+            subject: None,
         }
     }
 
@@ -613,6 +651,39 @@ mod tests {
             "B's rotation kept"
         );
         assert_eq!(file.elevated_count(), 1, "A's step-up kept");
+    }
+
+    #[test]
+    fn the_first_account_named_binds_the_tokens_until_none_is_left() {
+        let of = |sub: Option<&str>| TokenSet {
+            subject: sub.map(str::to_owned),
+            ..set(None, 1)
+        };
+        let mut tokens = Tokens::default();
+        assert_eq!(tokens.bind_subject(&of(None)), Ok(()), "no account said");
+        assert_eq!(tokens.subject(), None);
+        assert_eq!(tokens.bind_subject(&of(Some("alice"))), Ok(()));
+        assert_eq!(tokens.bind_subject(&of(Some("alice"))), Ok(()));
+        assert_eq!(tokens.bind_subject(&of(Some("mallory"))), Err("alice".to_owned()));
+        assert_eq!(tokens.subject(), Some("alice"), "unchanged by a refusal");
+        // Kept with its tokens; gone with the last of them.
+        tokens.know(metadata("https://r"));
+        tokens.of("https://r").unwrap().set_base(of(Some("alice")));
+        let json = serde_json::to_string(&tokens).unwrap();
+        let back: Tokens = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.subject(), Some("alice"));
+        tokens.prune(2);
+        assert_eq!(tokens.subject(), Some("alice"));
+        tokens.of("https://r").unwrap().forget(&Secret::new("at".into()));
+        tokens.prune(2);
+        assert_eq!(tokens.subject(), None);
+        // Saved: a run that bound an account binds the file's tokens.
+        let mut file = Tokens::default();
+        file.merge_changes(&Tokens::default(), &back);
+        assert_eq!(file.subject(), Some("alice"));
+        // A run that forgot every token (to change account) forgets it.
+        file.merge_changes(&back, &Tokens::default());
+        assert_eq!(file.subject(), None);
     }
 
     #[test]

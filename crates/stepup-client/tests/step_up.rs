@@ -1013,3 +1013,116 @@ async fn concurrent_calls_share_one_step_up() {
     assert_eq!(b.unwrap(), (200, "urn:stepup:acr:mfa b".to_owned()));
     assert_eq!(user.runs.load(Ordering::SeqCst), 2, "the sign-in and one step-up");
 }
+
+/// A browser signed in as one account for the first sign-in, and as
+/// another for every later one (the user switched accounts in it, or an
+/// attacker signed it in to theirs with a login CSRF).
+struct SwitchedBrowser {
+    first: Arc<ScriptedUser>,
+    then: Arc<ScriptedUser>,
+    runs: AtomicUsize,
+}
+
+impl UserAgent for SwitchedBrowser {
+    fn authorize<'a>(
+        &'a self,
+        request: &'a AuthorizationRequest<'_>,
+    ) -> BoxFuture<'a, Result<AuthorizationCallback, UserAgentError>> {
+        if self.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.first.authorize(request)
+        } else {
+            self.then.authorize(request)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_step_up_that_comes_back_for_another_account_is_refused() {
+    let w = world().await;
+    let rng = SystemRandom::new();
+    users::add_user(&w.state.store, "mallory", PASSWORD, NOW, &rng)
+        .await
+        .unwrap();
+    let mallory_totp = users::enroll_totp(&w.state.store, "mallory", &rng).await.unwrap();
+    let alice = Arc::new(ScriptedUser::new(&w));
+    let mallory = Arc::new(ScriptedUser {
+        username: "mallory",
+        totp: mallory_totp,
+        ..ScriptedUser::new(&w)
+    });
+    let browser = Arc::new(SwitchedBrowser {
+        first: alice.clone(),
+        then: mallory.clone(),
+        runs: AtomicUsize::new(0),
+    });
+    let c = client(&w, alice.clone()).await;
+    let c = StepUpClient::new(
+        reqwest::Client::new(),
+        Provider::discover(&reqwest::Client::new(), &w.issuer)
+            .await
+            .unwrap(),
+        ClientConfig::public("cli", ["accounts:read"]),
+        browser,
+    )
+    .with_clock(w.clock.clone())
+    .with_tokens(c.tokens().await);
+
+    // Alice signs in: the client learns whose tokens it holds (from the ID
+    // token, asked with every sign-in of an OpenID provider).
+    assert_eq!(read_balance(&c, &w).await.0, 200);
+    let alice_sub = c.tokens().await.subject().map(str::to_owned);
+    assert!(alice_sub.is_some(), "the ID token named the account");
+
+    // The step-up runs in a browser signed in as mallory: the mfa token
+    // that comes back is mallory's, and is neither used nor kept.
+    let payees = format!("{}/accounts/42/payees", w.api);
+    let err = call(&c, reqwest::Method::POST, payees.clone(), r#"{"iban":"XX00"}"#)
+        .await
+        .unwrap_err();
+    let ClientError::AccountChanged { held, signed_in } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(Some(held.clone()), alice_sub);
+    assert_ne!(held, signed_in);
+    assert_eq!(mallory.asked(), ["password", "code"], "mallory's sign-in ran");
+    let tokens = c.tokens().await;
+    assert_eq!(tokens.elevated_count(), 0, "mallory's token is not kept");
+    assert_eq!(tokens.subject().map(str::to_owned), alice_sub);
+
+    // Nor is a transaction approved by mallory used for alice's call.
+    let details = serde_json::json!([{"type": "payment_initiation", "amount": "5000", "creditor": "Ada"}]);
+    let request = reqwest::Client::new()
+        .post(format!("{}/accounts/42/transfers", w.api))
+        .header("content-type", "application/json")
+        .body(r#"{"amount": 5000, "to": "Ada"}"#)
+        .build()
+        .unwrap();
+    let err = c.execute_transaction(request, details).await.unwrap_err();
+    assert!(matches!(err, ClientError::AccountChanged { .. }), "{err}");
+
+    // Alice's own reads go on with her token.
+    assert_eq!(read_balance(&c, &w).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_account_is_kept_across_refreshes() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let c = client(&w, user.clone()).await;
+    assert_eq!(read_balance(&c, &w).await.0, 200);
+    let subject = c.tokens().await.subject().map(str::to_owned);
+    assert!(subject.is_some());
+    // The access token lapses: the refresh (its ID token checked) keeps
+    // the account, without the user.
+    w.clock.0.fetch_add(3_600, Ordering::SeqCst);
+    assert_eq!(read_balance(&c, &w).await.0, 200);
+    assert_eq!(
+        user.runs.load(Ordering::SeqCst),
+        1,
+        "refreshed, not signed in again"
+    );
+    let tokens = c.tokens().await;
+    assert_eq!(tokens.subject().map(str::to_owned), subject);
+    let resource = tokens.resources().next().unwrap().to_owned();
+    assert_eq!(tokens.base(&resource).unwrap().subject, subject);
+}

@@ -162,13 +162,13 @@ pub struct AccessTokenClaims {
 
 /// RFC 7519 §2 allows non-integer NumericDates; whole seconds are all the
 /// rules need, so fractions are truncated toward the past.
-fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     number_to_seconds(&n)
         .ok_or_else(|| serde::de::Error::custom("expected a NumericDate (seconds since the epoch)"))
 }
 
-fn optional_numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn optional_numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     numeric_date(d).map(Some)
 }
 

@@ -16,6 +16,7 @@ pub mod authorization_request;
 pub mod challenge;
 pub mod decision;
 pub mod dpop;
+pub mod id_token;
 pub mod json;
 pub mod jwk;
 pub mod jws;

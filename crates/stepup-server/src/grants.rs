@@ -6,12 +6,8 @@
 //! those of the original authentication, and once a level's lifetime has
 //! passed the refreshed token falls back to the base level.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::digest::{SHA256, SHA512, digest};
 use serde_json::{Value, json};
 use stepup_core::Scope;
-use stepup_core::jwk::Algorithm;
 use stepup_core::pkce::CodeChallenge;
 
 use crate::authorize::Grant;
@@ -36,17 +32,6 @@ fn elevated(state: &ServerState, acr: &str) -> bool {
     let levels = &state.config.assurance;
     let base = levels.levels().first().map(|l| levels.rank(Some(l.as_str())));
     Some(levels.rank(Some(acr))) > base
-}
-
-/// OpenID Connect Core §3.1.3.6: the left half of the hash of the access
-/// token, with the hash of the ID token's signing algorithm.
-fn at_hash(alg: Algorithm, access_token: &str) -> String {
-    let d = match alg {
-        Algorithm::EdDSA => digest(&SHA512, access_token.as_bytes()),
-        _ => digest(&SHA256, access_token.as_bytes()),
-    };
-    let bytes = d.as_ref();
-    URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() / 2])
 }
 
 /// Issues access, ID and refresh tokens for a grant within a family.
@@ -165,7 +150,7 @@ fn prepare(
             "auth_time": grant.auth_time,
             "acr": grant.acr,
             "amr": grant.amr,
-            "at_hash": at_hash(alg, &access.token),
+            "at_hash": stepup_core::id_token::at_hash(alg, &access.token),
         });
         if let Some(nonce) = &grant.nonce {
             claims["nonce"] = Value::from(nonce.as_str());
@@ -442,19 +427,5 @@ fn grant_audience<'s>(
         ))),
         (Some(bound), _) => audience(state, client, Some(bound)),
         (None, asked) => audience(state, client, asked),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// OpenID Connect Core §A.3 example: at_hash of its access token.
-    #[test]
-    fn at_hash_of_the_oidc_example() {
-        assert_eq!(
-            at_hash(Algorithm::ES256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
-            "77QmUPtjPfzWtF2AnpK9RQ"
-        );
     }
 }

@@ -47,6 +47,11 @@ pub(crate) struct CallArgs {
     /// directory, stepup/tokens.json, readable by the user only).
     #[arg(long, env = "STEPUP_TOKENS")]
     tokens: Option<PathBuf>,
+    /// Forget the tokens held for this authorization server and client
+    /// before the call (to sign in as another account: tokens of two
+    /// accounts are never mixed).
+    #[arg(long)]
+    forget_tokens: bool,
     /// How long to wait for the sign-in in the browser, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -99,7 +104,12 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
             Arc::new(agent),
         )
         .with_resource_http(resource_http)
-        .with_tokens(before.clone())
+        .with_tokens(if args.forget_tokens {
+            // Saved as this run's changes: what was held is forgotten.
+            stepup_client::Tokens::default()
+        } else {
+            before.clone()
+        })
         .on_step_up(Arc::new(|step: &StepUp| {
             eprintln!("{}", step_up_notice(step));
             step.unconfigured_scopes.is_empty() || user_allows(&step.unconfigured_scopes)
@@ -129,7 +139,15 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
             eprintln!("warning: the tokens could not be kept: {e:#}");
         }
 
-        let response = outcome?;
+        let response = outcome.map_err(|e| {
+            let hint = matches!(e, stepup_client::ClientError::AccountChanged { .. });
+            let e = anyhow::Error::from(e);
+            if hint {
+                e.context("to call as another account, run again with --forget-tokens")
+            } else {
+                e
+            }
+        })?;
         let status = response.status();
         eprintln!("HTTP {}", status);
         let body = response.text().await.context("reading the response")?;

@@ -61,6 +61,8 @@ fn a_short_simulation_blocks_every_attack_and_refuses_no_trusted_call() {
         // Issue 17.
         "slow-client",
         "backslash-path-bypass",
+        "rogue-resource",
+        "swapped-account-step-up",
     ] {
         let attempt = attacks["list"]
             .as_array()

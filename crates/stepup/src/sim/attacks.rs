@@ -316,9 +316,9 @@ fn claims_of(token: &str) -> Value {
 }
 
 const MFA: &str = "urn:stepup:acr:mfa";
-const PAYEE: &str = "/accounts/42/payees";
+pub(crate) const PAYEE: &str = "/accounts/42/payees";
 
-fn payee() -> Value {
+pub(crate) fn payee() -> Value {
     json!({"name": "Mallory", "iban": "GB33BUKB20201555555555"})
 }
 
@@ -895,6 +895,11 @@ pub(crate) async fn run_all(t: &Target, progress: &(dyn Fn(&Attempt) + Sync)) ->
         );
         let refused = user.replay_code(&again, &used).await?;
         Ok((refused, "a code already used is refused in a new sign-in".into()))
+    });
+    attack!("swapped-account-step-up", "sign-in", async {
+        // The attacker's own account: one whose factors the simulation
+        // holds (its codes are shared with the attack above: each once).
+        super::swapped_account::play(&t.victim, &t.code_reuse_target, &t.issuer, &t.client_id, &t.api).await
     });
     attack!("totp-brute-force", "sign-in", async {
         let user = &t.brute_force_target;

@@ -20,6 +20,7 @@ mod attacks;
 mod passkey;
 mod report;
 mod rogue;
+mod swapped_account;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
