@@ -23,6 +23,7 @@ use url::Url;
 use crate::agent::{AuthorizationCallback, AuthorizationRequest, BoxFuture, UserAgent, UserAgentError};
 use crate::error::ClientError;
 use crate::provider::Provider;
+use crate::shared::SharedTokens;
 use crate::tokens::{Requirement, Secret, TokenSet, Tokens};
 
 /// Who the client is to the authorization server.
@@ -133,6 +134,11 @@ pub struct StepUpClient {
     /// Held while tokens are obtained, so concurrent calls that need the
     /// same sign-in wait for one instead of each opening a browser.
     tokens: Mutex<Tokens>,
+    /// Where the tokens are shared with other processes, if they are.
+    shared: Option<Arc<dyn SharedTokens>>,
+    /// The tokens as last kept in the shared store (or as given): what
+    /// this client's changes are counted from when they are kept.
+    baseline: std::sync::Mutex<Tokens>,
 }
 
 impl std::fmt::Debug for StepUpClient {
@@ -232,6 +238,8 @@ impl StepUpClient {
             nonces: std::sync::Mutex::default(),
             issuer_keys: std::sync::Mutex::default(),
             tokens: Mutex::new(Tokens::default()),
+            shared: None,
+            baseline: std::sync::Mutex::default(),
         }
     }
 
@@ -314,14 +322,35 @@ impl StepUpClient {
     /// Starts from tokens kept earlier.
     pub fn with_tokens(self, tokens: Tokens) -> Self {
         Self {
+            baseline: std::sync::Mutex::new(tokens.clone()),
             tokens: Mutex::new(tokens),
             ..self
         }
     }
 
+    /// Shares the tokens with other processes through `store` (which
+    /// [`with_tokens`](Self::with_tokens) was read from): refreshes are
+    /// made under its lock, from the tokens kept there, and kept there at
+    /// once (see [`SharedTokens`]).
+    pub fn with_shared_tokens(mut self, store: Arc<dyn SharedTokens>) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
     /// The tokens held now, to keep them for a later run.
     pub async fn tokens(&self) -> Tokens {
         self.tokens.lock().await.clone()
+    }
+
+    /// The tokens as last kept in the shared store: what to count this
+    /// client's changes from when keeping [`tokens`](Self::tokens) at the
+    /// end ([`Tokens::merge_changes`]). Without a shared store, those
+    /// given to [`with_tokens`](Self::with_tokens).
+    pub fn kept_tokens(&self) -> Tokens {
+        match self.baseline.lock() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     fn now(&self) -> i64 {
@@ -597,27 +626,84 @@ impl StepUpClient {
                 Held::Elevated(requirement.clone()),
             ));
         }
-        let mut renewed = None;
         if let Some(base) = kept.base() {
             if base.is_fresh(now) {
                 return Ok(((base.access_token.clone(), base.dpop), Held::Base));
             }
-            if let Some(refresh) = base.refresh_token.clone() {
-                match self.refresh(&refresh, base, id).await {
-                    Ok(r) => renewed = Some(r),
+            if base.can_refresh() {
+                match self.renew(&mut tokens, id).await {
+                    Ok(renewed) => return Ok(((renewed.access_token, renewed.dpop), Held::Base)),
                     Err(e @ ClientError::AccountChanged { .. }) => return Err(e),
                     Err(e) => tracing::info!(error = %e, "refresh failed; signing in again"),
                 }
             }
         }
-        let base = match renewed {
-            Some(r) => r,
-            None => self.authorize(&Requirement::default(), id).await?,
-        };
+        let base = self.authorize(&Requirement::default(), id).await?;
         same_account(&mut tokens, &base)?;
         let token = (base.access_token.clone(), base.dpop);
         tokens.of(id).ok_or_else(forgotten)?.set_base(base);
         Ok((token, Held::Base))
+    }
+
+    /// Renews the base token of `resource` with its refresh token, and
+    /// keeps it in `tokens`. With a shared store, under its lock: a token
+    /// another process renewed meanwhile is taken as it is (or its refresh
+    /// token used, ours having been rotated), and the result is kept in
+    /// the store before the lock goes, so no refresh token is spent twice.
+    async fn renew(&self, tokens: &mut Tokens, resource: &str) -> Result<TokenSet, ClientError> {
+        let ours = tokens.base(resource).cloned();
+        let Some(shared) = self.shared.clone() else {
+            let ours = ours.ok_or_else(|| ClientError::SharedTokens("no token to refresh".to_owned()))?;
+            let renewed = self.refresh(&ours, resource).await?;
+            self.keep_base(tokens, resource, &renewed)?;
+            return Ok(renewed);
+        };
+        let mut locked = tokio::task::spawn_blocking(move || shared.lock())
+            .await
+            .map_err(|e| ClientError::SharedTokens(e.to_string()))?
+            .map_err(ClientError::SharedTokens)?;
+        let theirs = locked.tokens().base(resource).cloned();
+        let renewed = match theirs {
+            Some(theirs) if Some(&theirs) != ours.as_ref() && theirs.is_fresh(self.now()) => {
+                tracing::info!(resource, "another process renewed the token: taken as it is");
+                theirs
+            }
+            Some(theirs) if Some(&theirs) != ours.as_ref() && theirs.can_refresh() => {
+                self.refresh(&theirs, resource).await?
+            }
+            _ => {
+                let ours = ours.ok_or_else(|| ClientError::SharedTokens("no token to refresh".to_owned()))?;
+                self.refresh(&ours, resource).await?
+            }
+        };
+        self.keep_base(tokens, resource, &renewed)?;
+        let before = self.kept_tokens();
+        let after = tokens.clone();
+        let kept = tokio::task::spawn_blocking(move || locked.keep(&before, &after).map(|()| after)).await;
+        match kept {
+            Ok(Ok(after)) => match self.baseline.lock() {
+                Ok(mut b) => *b = after,
+                Err(poisoned) => *poisoned.into_inner() = after,
+            },
+            // The tokens serve this process still; the caller's final save
+            // may keep them.
+            Ok(Err(e)) => tracing::warn!(error = %e, "the renewed token could not be kept"),
+            Err(e) => tracing::warn!(error = %e, "the renewed token could not be kept"),
+        }
+        Ok(renewed)
+    }
+
+    /// Keeps `renewed` as the base token of `resource`, if it is for the
+    /// account the tokens are for.
+    fn keep_base(&self, tokens: &mut Tokens, resource: &str, renewed: &TokenSet) -> Result<(), ClientError> {
+        same_account(tokens, renewed)?;
+        if !tokens.has(resource) {
+            return Err(ClientError::SharedTokens(format!("{resource} was forgotten")));
+        }
+        if let Some(kept) = tokens.of(resource) {
+            kept.set_base(renewed.clone());
+        }
+        Ok(())
     }
 
     /// Follows `challenge`, the answer of `resource` to a call to `route`
@@ -940,12 +1026,15 @@ impl StepUpClient {
             .ok_or_else(|| ClientError::BadAuthorizationResponse("it carries no code".to_owned()))
     }
 
-    async fn refresh(
-        &self,
-        refresh_token: &Secret,
-        old: &TokenSet,
-        resource: &str,
-    ) -> Result<TokenSet, ClientError> {
+    /// Exchanges the refresh token of `old` for new tokens of `resource`.
+    async fn refresh(&self, old: &TokenSet, resource: &str) -> Result<TokenSet, ClientError> {
+        let Some(refresh_token) = &old.refresh_token else {
+            return Err(ClientError::Token {
+                status: 0,
+                error: "invalid_grant".to_owned(),
+                description: Some("no refresh token is held".to_owned()),
+            });
+        };
         let form = vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh_token.expose().to_owned()),

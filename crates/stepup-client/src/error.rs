@@ -64,6 +64,10 @@ pub enum ClientError {
         /// The account the new tokens are for.
         signed_in: String,
     },
+    /// The store the tokens are shared in failed (see
+    /// [`crate::SharedTokens`]).
+    #[error("the shared tokens: {0}")]
+    SharedTokens(String),
     /// The token endpoint refused (RFC 6749 §5.2).
     #[error("token endpoint ({status}): {error}{}", .description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Token {

@@ -38,6 +38,7 @@ mod client;
 mod error;
 mod form_user;
 mod provider;
+mod shared;
 mod tokens;
 
 pub use agent::{
@@ -51,4 +52,5 @@ pub use form_user::{
     hidden as page_hidden,
 };
 pub use provider::Provider;
+pub use shared::{LockedTokens, SharedTokens};
 pub use tokens::{Requirement, TokenSet, Tokens};

@@ -1126,3 +1126,66 @@ async fn the_account_is_kept_across_refreshes() {
     let resource = tokens.resources().next().unwrap().to_owned();
     assert_eq!(tokens.base(&resource).unwrap().subject, subject);
 }
+
+/// Tokens shared by two clients as two runs of a CLI share a file.
+struct MemoryStore(Arc<tokio::sync::Mutex<stepup_client::Tokens>>);
+
+struct LockedMemory(tokio::sync::OwnedMutexGuard<stepup_client::Tokens>);
+
+impl stepup_client::SharedTokens for MemoryStore {
+    fn lock(&self) -> Result<Box<dyn stepup_client::LockedTokens>, String> {
+        Ok(Box::new(LockedMemory(Arc::clone(&self.0).blocking_lock_owned())))
+    }
+}
+
+impl stepup_client::LockedTokens for LockedMemory {
+    fn tokens(&self) -> &stepup_client::Tokens {
+        &self.0
+    }
+
+    fn keep(&mut self, before: &stepup_client::Tokens, after: &stepup_client::Tokens) -> Result<(), String> {
+        self.0.merge_changes(before, after);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn two_runs_sharing_tokens_never_spend_one_refresh_token_twice() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let first = client(&w, user.clone()).await;
+    assert_eq!(read_balance(&first, &w).await.0, 200);
+    let file = Arc::new(tokio::sync::Mutex::new(first.tokens().await));
+    let run = |tokens: stepup_client::Tokens| {
+        let (w, user, file) = (&w, user.clone(), Arc::clone(&file));
+        async move {
+            client(w, user)
+                .await
+                .with_tokens(tokens)
+                .with_shared_tokens(Arc::new(MemoryStore(file)))
+        }
+    };
+    // Two runs start with the same tokens; the access token has expired.
+    let a = run(file.lock().await.clone()).await;
+    let b = run(file.lock().await.clone()).await;
+    w.clock.0.fetch_add(3_600, Ordering::SeqCst);
+    // A refreshes (the refresh token rotates) and keeps the result at
+    // once; B then finds it renewed and takes it, instead of spending the
+    // rotated refresh token (which the server takes for a theft, and
+    // revokes every token of the sign-in).
+    assert_eq!(read_balance(&a, &w).await.0, 200);
+    assert_eq!(read_balance(&b, &w).await.0, 200);
+    assert_eq!(user.runs.load(Ordering::SeqCst), 1, "no one signed in again");
+    // The sign-in's tokens still live: the next refresh works, for both.
+    w.clock.0.fetch_add(3_600, Ordering::SeqCst);
+    assert_eq!(read_balance(&b, &w).await.0, 200);
+    assert_eq!(read_balance(&a, &w).await.0, 200);
+    assert_eq!(user.runs.load(Ordering::SeqCst), 1, "no one signed in again");
+    // What a run keeps at its end counts from what it kept last: A's end
+    // does not bring back the refresh token B has rotated since.
+    let mut kept = file.lock().await.clone();
+    let before_end = kept.clone();
+    kept.merge_changes(&a.kept_tokens(), &a.tokens().await);
+    let resource = kept.resources().next().unwrap().to_owned();
+    assert_eq!(kept.base(&resource), before_end.base(&resource));
+}

@@ -12,7 +12,7 @@ use clap::Args;
 use stepup_client::{ClientConfig, LoopbackBrowser, Opener, Provider, StepUp, StepUpClient};
 
 use crate::serve::runtime;
-use crate::token_file::TokenFile;
+use crate::token_file::{SharedFile, TokenFile, unix_now};
 
 /// `stepup call` arguments.
 #[derive(Args)]
@@ -80,7 +80,12 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
             LoopbackBrowser::system_opener()
         };
         let agent = LoopbackBrowser::with_opener(opener).timeout(Duration::from_secs(args.timeout));
-        let before = store.load()?.remove(&key).unwrap_or_default();
+        let mut before = store.load()?.remove(&key).unwrap_or_default();
+        if args.forget_tokens {
+            // To change account: what was held goes, before anything else.
+            store.save_changes(&key, &before, &stepup_client::Tokens::default(), unix_now())?;
+            before = stepup_client::Tokens::default();
+        }
         let called = url::Url::parse(&args.url).with_context(|| format!("URL {:?}", args.url))?;
         // Resources are called without following redirects (a token goes
         // nowhere but the URL called).
@@ -104,12 +109,11 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
             Arc::new(agent),
         )
         .with_resource_http(resource_http)
-        .with_tokens(if args.forget_tokens {
-            // Saved as this run's changes: what was held is forgotten.
-            stepup_client::Tokens::default()
-        } else {
-            before.clone()
-        })
+        .with_tokens(before)
+        .with_shared_tokens(Arc::new(SharedFile {
+            file: store.clone(),
+            key: key.clone(),
+        }))
         .on_step_up(Arc::new(|step: &StepUp| {
             eprintln!("{}", step_up_notice(step));
             step.unconfigured_scopes.is_empty() || user_allows(&step.unconfigured_scopes)
@@ -134,7 +138,7 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
         // Keep what was obtained, even when the call itself failed; a
         // failure to keep it does not hide the API's answer (the call was
         // made: retrying it may not be safe).
-        let saved = store.save_changes(&key, &before, &client.tokens().await, unix_now());
+        let saved = store.save_changes(&key, &client.kept_tokens(), &client.tokens().await, unix_now());
         if let Err(e) = &saved {
             eprintln!("warning: the tokens could not be kept: {e:#}");
         }
@@ -219,13 +223,6 @@ fn user_allows(scopes: &[String]) -> bool {
         return false;
     }
     matches!(answer.trim(), "y" | "Y" | "yes")
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn default_token_file() -> Result<PathBuf> {

@@ -27,8 +27,73 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) type Kept = BTreeMap<String, Tokens>;
 
 /// The token file at a path.
+#[derive(Debug, Clone)]
 pub(crate) struct TokenFile {
     path: PathBuf,
+}
+
+/// The token file, locked, and what it held for one client when locked.
+pub(crate) struct LockedFile {
+    file: TokenFile,
+    key: String,
+    kept: Kept,
+    tokens: Tokens,
+    _lock: fs::File,
+}
+
+impl LockedFile {
+    /// Writes back what changed for the client from `before` to `after`
+    /// over what the file holds, still under the lock.
+    pub(crate) fn save_changes(&mut self, before: &Tokens, after: &Tokens, now: i64) -> Result<()> {
+        let mut kept = self.kept.clone();
+        let tokens = kept.entry(self.key.clone()).or_default();
+        tokens.merge_changes(before, after);
+        tokens.prune(now);
+        let tokens = tokens.clone();
+        if tokens.resources().next().is_none() {
+            kept.remove(&self.key);
+        }
+        self.file.replace(&serde_json::to_vec_pretty(&kept)?)?;
+        self.kept = kept;
+        self.tokens = tokens;
+        Ok(())
+    }
+}
+
+/// The token file as `stepup-client` shares it between runs: a refresh is
+/// made under the file's lock and kept at once, so that two runs never
+/// spend one refresh token (the server would revoke both).
+pub(crate) struct SharedFile {
+    pub(crate) file: TokenFile,
+    pub(crate) key: String,
+}
+
+impl stepup_client::SharedTokens for SharedFile {
+    fn lock(&self) -> std::result::Result<Box<dyn stepup_client::LockedTokens>, String> {
+        self.file
+            .locked(&self.key)
+            .map(|l| Box::new(l) as Box<dyn stepup_client::LockedTokens>)
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl stepup_client::LockedTokens for LockedFile {
+    fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    fn keep(&mut self, before: &Tokens, after: &Tokens) -> std::result::Result<(), String> {
+        self.save_changes(before, after, unix_now())
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Now, in seconds since the epoch.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl TokenFile {
@@ -132,16 +197,22 @@ impl TokenFile {
     /// Writes back what this run changed for `key`, from `before` (as
     /// loaded) to `after`, over what the file holds now, under the lock.
     pub(crate) fn save_changes(&self, key: &str, before: &Tokens, after: &Tokens, now: i64) -> Result<()> {
+        self.locked(key)?.save_changes(before, after, now)
+    }
+
+    /// The file locked (until dropped), with what it holds for `key`.
+    pub(crate) fn locked(&self, key: &str) -> Result<LockedFile> {
         self.create_dir()?;
-        let _lock = self.lock()?;
-        let mut kept = self.load()?;
-        let tokens = kept.entry(key.to_owned()).or_default();
-        tokens.merge_changes(before, after);
-        tokens.prune(now);
-        if tokens.resources().next().is_none() {
-            kept.remove(key);
-        }
-        self.replace(&serde_json::to_vec_pretty(&kept)?)
+        let lock = self.lock()?;
+        let kept = self.load()?;
+        let tokens = kept.get(key).cloned().unwrap_or_default();
+        Ok(LockedFile {
+            file: self.clone(),
+            key: key.to_owned(),
+            kept,
+            tokens,
+            _lock: lock,
+        })
     }
 
     /// Creates the directory, 0700, if it is missing; never touches one
