@@ -2,18 +2,22 @@
 //! its user only, that concurrent runs update without losing each other's
 //! tokens and that no other local user can redirect.
 //!
-//! A write goes through a fresh file with a random name, created
-//! exclusively (so a planted symlink or file is never followed nor
-//! reused), made 0600, synced, then renamed over the old one. The
-//! directory is created 0700 when missing; a directory that exists is left
-//! as it is (it may be shared: its permissions are its owner's business).
-//! Runs take a lock on the directory while they read, merge and write, and
-//! a run writes back only the resources whose tokens it changed, over what
-//! the file holds then.
+//! The directory is opened once, and every check and operation goes
+//! through that descriptor (on Unix: `fstat`, `openat`, `renameat`), so a
+//! path component swapped between a check and a use changes nothing. A
+//! write goes through a fresh file with a random name, created exclusively
+//! (so a planted symlink or file is never followed nor reused), 0600,
+//! synced, then renamed over the old one. The directory is created 0700
+//! when missing; a directory that exists is left as it is (it may be
+//! shared: its permissions are its owner's business). Runs take a lock on
+//! the directory while they read, merge and write, and a run writes back
+//! only the resources whose tokens it changed, over what the file holds
+//! then.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -35,10 +39,11 @@ pub(crate) struct TokenFile {
 /// The token file, locked, and what it held for one client when locked.
 pub(crate) struct LockedFile {
     file: TokenFile,
+    /// Holds the lock, and is what every write goes through.
+    dir: Dir,
     key: String,
     kept: Kept,
     tokens: Tokens,
-    _lock: fs::File,
 }
 
 impl LockedFile {
@@ -53,7 +58,8 @@ impl LockedFile {
         if tokens.resources().next().is_none() {
             kept.remove(&self.key);
         }
-        self.file.replace(&serde_json::to_vec_pretty(&kept)?)?;
+        self.dir
+            .replace(&self.file.name()?, &serde_json::to_vec_pretty(&kept)?)?;
         self.kept = kept;
         self.tokens = tokens;
         Ok(())
@@ -101,39 +107,150 @@ impl TokenFile {
         Self { path }
     }
 
-    fn dir(&self) -> &Path {
+    fn dir_path(&self) -> &Path {
         match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         }
     }
 
-    /// What the file holds now (nothing when it does not exist). The file
-    /// is opened without following a link and without waiting on a pipe,
-    /// and the open file must be a regular file of this user's, readable
-    /// and writable by no one else, with no other name (a hard link); its
-    /// directory must be this user's or root's, and not open to others'
-    /// writes unless sticky. Tokens planted by another user would have this
-    /// user call the API as someone else.
+    /// The file's name in its directory.
+    fn name(&self) -> Result<OsString> {
+        match self.path.file_name() {
+            Some(name) => Ok(name.to_owned()),
+            None => bail!("{} names no file", self.path.display()),
+        }
+    }
+
+    /// What the file holds now (nothing when it or its directory does not
+    /// exist). See [`Dir::open`] and [`Dir::read`] for what is refused:
+    /// tokens planted by another user would have this user call the API as
+    /// someone else.
     pub(crate) fn load(&self) -> Result<Kept> {
-        let shown = self.path.display();
+        match Dir::open(self.dir_path())? {
+            Some(dir) => dir.read(&self.name()?),
+            None => Ok(Kept::new()),
+        }
+    }
+
+    /// Writes back what this run changed for `key`, from `before` (as
+    /// loaded) to `after`, over what the file holds now, under the lock.
+    pub(crate) fn save_changes(&self, key: &str, before: &Tokens, after: &Tokens, now: i64) -> Result<()> {
+        self.locked(key)?.save_changes(before, after, now)
+    }
+
+    /// The file locked (until dropped), with what it holds for `key`. The
+    /// directory is created when missing.
+    pub(crate) fn locked(&self, key: &str) -> Result<LockedFile> {
+        self.create_dir()?;
+        let Some(mut dir) = Dir::open(self.dir_path())? else {
+            bail!("{} disappeared", self.dir_path().display());
+        };
+        dir.lock()?;
+        let kept = dir.read(&self.name()?)?;
+        let tokens = kept.get(key).cloned().unwrap_or_default();
+        Ok(LockedFile {
+            file: self.clone(),
+            dir,
+            key: key.to_owned(),
+            kept,
+            tokens,
+        })
+    }
+
+    /// Creates the directory, 0700, if it is missing; never touches one
+    /// that exists.
+    fn create_dir(&self) -> Result<()> {
+        let dir = self.dir_path();
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
         #[cfg(unix)]
-        let bytes = {
-            use std::io::Read;
-            use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-            self.check_dir()?;
-            let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(i32::try_from(flags.bits()).unwrap_or(0))
-                .open(&self.path);
-            let mut file = match file {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kept::new()),
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))
+    }
+}
+
+/// The token file's directory, opened once. On Unix it is a descriptor:
+/// its checks are made on what was opened, and the file is read, created
+/// and renamed relative to it.
+struct Dir {
+    path: PathBuf,
+    #[cfg(unix)]
+    fd: fs::File,
+    /// The lock file, once locked (elsewhere than on Unix).
+    #[cfg(not(unix))]
+    lock_file: Option<fs::File>,
+}
+
+impl Dir {
+    /// Opens the directory at `path` (`None` when it does not exist). It
+    /// must be this user's or root's, and others must not be able to write
+    /// in it unless it is sticky (as `/tmp`): else they could put their
+    /// file in place of this user's.
+    fn open(path: &Path) -> Result<Option<Self>> {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{Mode, OFlags};
+            use std::os::unix::fs::MetadataExt;
+            let shown = path.display();
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+                Ok(fd) => fs::File::from(fd),
+                Err(rustix::io::Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(std::io::Error::from(e)).with_context(|| format!("opening {shown}")),
+            };
+            let meta = fd.metadata().with_context(|| format!("reading {shown}"))?;
+            let me = rustix::process::geteuid().as_raw();
+            if meta.uid() != me && meta.uid() != 0 {
+                bail!("{shown} belongs to another user: refusing to keep tokens in it");
+            }
+            if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+                bail!(
+                    "other users may write in {shown} (mode {:o}): refusing to keep tokens in it",
+                    meta.mode() & 0o7777
+                );
+            }
+            Ok(Some(Self {
+                path: path.to_owned(),
+                fd,
+            }))
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(path.is_dir().then(|| Self {
+                path: path.to_owned(),
+                lock_file: None,
+            }))
+        }
+    }
+
+    /// What the file `name` holds (nothing when it does not exist). It is
+    /// opened without following a link and without waiting on a pipe, and
+    /// the open file must be a regular file of this user's, readable and
+    /// writable by no one else, with no other name (a hard link).
+    fn read(&self, name: &std::ffi::OsStr) -> Result<Kept> {
+        let path = self.path.join(name);
+        let shown = path.display();
+        #[cfg(unix)]
+        let mut file = {
+            use rustix::fs::{Mode, OFlags};
+            use std::os::unix::fs::MetadataExt;
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            let file = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+                Ok(fd) => fs::File::from(fd),
+                Err(rustix::io::Errno::NOENT) => return Ok(Kept::new()),
+                Err(rustix::io::Errno::LOOP) => {
                     bail!("{shown} is a symbolic link: refusing to read tokens through it")
                 }
-                Err(e) => return Err(e).with_context(|| format!("reading {shown}")),
+                Err(e) => return Err(std::io::Error::from(e)).with_context(|| format!("reading {shown}")),
             };
             let meta = file.metadata().with_context(|| format!("reading {shown}"))?;
             if !meta.is_file() {
@@ -151,161 +268,112 @@ impl TokenFile {
             if meta.nlink() != 1 {
                 bail!("{shown} has other names (hard links): refusing to read tokens from it");
             }
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)
-                .with_context(|| format!("reading {shown}"))?;
-            bytes
+            file
         };
         #[cfg(not(unix))]
-        let bytes = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
+        let mut file = match fs::File::open(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kept::new()),
             Err(e) => return Err(e).with_context(|| format!("reading {shown}")),
         };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("reading {shown}"))?;
         serde_json::from_slice(&bytes).with_context(|| format!("reading {shown}"))
     }
 
-    /// The directory is this user's or root's, and others cannot write in
-    /// it unless it is sticky (as `/tmp`): else they could put their file
-    /// in place of this user's.
-    #[cfg(unix)]
-    fn check_dir(&self) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let dir = self.dir();
-        let meta = match fs::metadata(dir) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-        };
-        let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me && meta.uid() != 0 {
-            bail!(
-                "{} belongs to another user: refusing to keep tokens in it",
-                dir.display()
-            );
-        }
-        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
-            bail!(
-                "other users may write in {} (mode {:o}): refusing to keep tokens in it",
-                dir.display(),
-                meta.mode() & 0o7777
-            );
-        }
-        Ok(())
-    }
-
-    /// Writes back what this run changed for `key`, from `before` (as
-    /// loaded) to `after`, over what the file holds now, under the lock.
-    pub(crate) fn save_changes(&self, key: &str, before: &Tokens, after: &Tokens, now: i64) -> Result<()> {
-        self.locked(key)?.save_changes(before, after, now)
-    }
-
-    /// The file locked (until dropped), with what it holds for `key`.
-    pub(crate) fn locked(&self, key: &str) -> Result<LockedFile> {
-        self.create_dir()?;
-        let lock = self.lock()?;
-        let kept = self.load()?;
-        let tokens = kept.get(key).cloned().unwrap_or_default();
-        Ok(LockedFile {
-            file: self.clone(),
-            key: key.to_owned(),
-            kept,
-            tokens,
-            _lock: lock,
-        })
-    }
-
-    /// Creates the directory, 0700, if it is missing; never touches one
-    /// that exists.
-    fn create_dir(&self) -> Result<()> {
-        let dir = self.dir();
-        if dir.is_dir() {
-            return Ok(());
-        }
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
+    /// Takes an exclusive lock, held until the directory is dropped: on the
+    /// directory itself on Unix (no lock file to plant), else on a lock
+    /// file beside the tokens. Another process (another user, in a shared
+    /// directory) cannot hold it for ever: after [`LOCK_WAIT`] this fails,
+    /// and says why.
+    fn lock(&mut self) -> Result<()> {
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))
-    }
-
-    /// An exclusive lock held until dropped: on the directory itself on
-    /// Unix (no lock file to plant), else on a lock file beside the tokens.
-    /// Another process (another user, in a shared directory) cannot hold
-    /// it for ever: after [`LOCK_WAIT`] the save fails, and says why.
-    fn lock(&self) -> Result<fs::File> {
-        #[cfg(unix)]
-        let file = fs::File::open(self.dir());
+        let file = &self.fd;
         #[cfg(not(unix))]
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.path.with_extension("lock"));
-        let file = file.with_context(|| format!("opening {} to lock it", self.dir().display()))?;
+            .open(self.path.join(".stepup-tokens.lock"))
+            .with_context(|| format!("opening {} to lock it", self.path.display()))?;
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(file),
+                Ok(()) => break,
                 Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 Err(fs::TryLockError::WouldBlock) => bail!(
                     "another process has held the lock on {} for {} s",
-                    self.dir().display(),
+                    self.path.display(),
                     LOCK_WAIT.as_secs()
                 ),
                 Err(fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("locking {}", self.dir().display()));
+                    return Err(e).with_context(|| format!("locking {}", self.path.display()));
                 }
             }
         }
+        #[cfg(not(unix))]
+        {
+            self.lock_file = Some(file);
+        }
+        Ok(())
     }
 
-    /// Replaces the file with `contents`: a new file with a random name,
-    /// created exclusively (a symlink there makes it fail, not followed),
-    /// 0600, synced, renamed over the old one.
-    fn replace(&self, contents: &[u8]) -> Result<()> {
+    /// Replaces the file `name` with `contents`: a new file with a random
+    /// name, created exclusively (a symlink there makes it fail, not
+    /// followed), 0600, synced, renamed over the old one.
+    fn replace(&self, name: &std::ffi::OsStr, contents: &[u8]) -> Result<()> {
         let mut random = [0u8; 12];
         if SystemRandom::new().fill(&mut random).is_err() {
             bail!("no randomness for a temporary file name");
         }
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "tokens.json".to_owned());
         let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let tmp = self.dir().join(format!(".{name}.{hex}.tmp"));
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
+        let tmp = format!(".{}.{hex}.tmp", name.to_string_lossy());
+        let shown = self.path.join(&tmp);
         #[cfg(unix)]
         {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+            use rustix::fs::{Mode, OFlags};
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let written = (|| -> Result<()> {
+                let mut file = fs::File::from(
+                    rustix::fs::openat(&self.fd, tmp.as_str(), flags, Mode::from_raw_mode(0o600))
+                        .map_err(std::io::Error::from)
+                        .with_context(|| format!("creating {}", shown.display()))?,
+                );
+                file.write_all(contents)?;
+                file.sync_all()?;
+                rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name)
+                    .map_err(std::io::Error::from)
+                    .with_context(|| format!("writing {}", self.path.join(name).display()))?;
+                Ok(())
+            })();
+            if written.is_err() {
+                let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), rustix::fs::AtFlags::empty());
+            }
+            written?;
+            // The rename itself made durable.
+            let _ = self.fd.sync_all();
         }
-        let written = (|| -> Result<()> {
-            let mut file = options
-                .open(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            file.write_all(contents)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &self.path).with_context(|| format!("writing {}", self.path.display()))?;
-            Ok(())
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written?;
-        // The rename itself made durable.
-        #[cfg(unix)]
-        if let Ok(dir) = fs::File::open(self.dir()) {
-            let _ = dir.sync_all();
+        #[cfg(not(unix))]
+        {
+            let written = (|| -> Result<()> {
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&shown)
+                    .with_context(|| format!("creating {}", shown.display()))?;
+                file.write_all(contents)?;
+                file.sync_all()?;
+                fs::rename(&shown, self.path.join(name))
+                    .with_context(|| format!("writing {}", self.path.join(name).display()))?;
+                Ok(())
+            })();
+            if written.is_err() {
+                let _ = fs::remove_file(&shown);
+            }
+            written?;
         }
         Ok(())
     }
@@ -440,6 +508,32 @@ mod tests {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
             refused("belongs to another user");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_swapped_after_its_checks_is_not_written_to() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = temp_dir("swap");
+        let dir = base.join("tokens");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        let file = TokenFile::at(dir.join("tokens.json"));
+        let mut locked = file.locked("k").unwrap();
+        // Between the checks and the write, the directory is moved away
+        // and another, open to every user, put in its place.
+        fs::rename(&dir, base.join("moved")).unwrap();
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        locked
+            .save_changes(&Tokens::default(), &tokens_for("https://r"), 0)
+            .unwrap();
+        assert!(
+            fs::read_dir(&dir).unwrap().next().is_none(),
+            "nothing written in the planted directory"
+        );
+        let kept = TokenFile::at(base.join("moved/tokens.json")).load().unwrap();
+        assert_eq!(kept["k"].resources().collect::<Vec<_>>(), ["https://r"]);
     }
 
     /// Tokens for `resource`, as a file would hold them.
