@@ -151,7 +151,30 @@ impl UserAgent for FnUserAgent {
 }
 
 /// How the loopback agent shows the authorization URL to the user.
-pub type Opener = Arc<dyn Fn(&Url) -> Result<(), String> + Send + Sync>;
+pub type Opener = Arc<dyn Fn(&Url) -> Result<Opened, String> + Send + Sync>;
+
+/// What an [`Opener`] left behind for the browser, removed when the
+/// authorization request is over (answered, refused or timed out).
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// A private directory holding the page the browser was given.
+    page_dir: Option<std::path::PathBuf>,
+}
+
+impl Opened {
+    /// Nothing left behind.
+    pub fn nothing() -> Self {
+        Self::default()
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some(dir) = self.page_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
 
 /// A native app's user agent (RFC 8252): the system browser, and a
 /// listener on a loopback port the system picks (`http://127.0.0.1:PORT/callback`,
@@ -195,8 +218,13 @@ impl LoopbackBrowser {
                 Ok(page) => page,
                 Err(e) => {
                     eprintln!("Open this address in a browser to sign in ({e}):\n\n  {url}\n");
-                    return Ok(());
+                    return Ok(Opened::nothing());
                 }
+            };
+            // Removed when the request is over: the browser has read the
+            // page by the time it hands over the response.
+            let opened = Opened {
+                page_dir: page.parent().map(std::path::Path::to_path_buf),
             };
             let _ = std::process::Command::new(opener)
                 .arg(&page)
@@ -207,17 +235,7 @@ impl LoopbackBrowser {
             // may start and still not read the page (a snap or flatpak
             // browser has a /tmp of its own).
             eprintln!("Sign in in the browser; if none opened the page, open this address:\n\n  {url}\n");
-            // The browser reads the page soon after; it is removed then
-            // (left behind if the program ends first: a private file whose
-            // request is used up).
-            let dir = page.parent().map(std::path::Path::to_path_buf);
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_secs(60));
-                if let Some(dir) = dir {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-            });
-            Ok(())
+            Ok(opened)
         })
     }
 
@@ -296,11 +314,11 @@ impl UserAgent for LoopbackBrowser {
             let port = listener.local_addr().map_err(UserAgentError::Listen)?.port();
             let redirect_uri = format!("http://127.0.0.1:{port}/callback");
             let url = request.url(&redirect_uri).await?;
-            (self.open)(&url).map_err(UserAgentError::Browser)?;
+            let opened = (self.open)(&url).map_err(UserAgentError::Browser)?;
             let wait = accept_callback(&listener, port, request);
-            let url = tokio::time::timeout(self.timeout, wait)
-                .await
-                .map_err(|_| UserAgentError::TimedOut(self.timeout))??;
+            let answered = tokio::time::timeout(self.timeout, wait).await;
+            drop(opened);
+            let url = answered.map_err(|_| UserAgentError::TimedOut(self.timeout))??;
             Ok(AuthorizationCallback { redirect_uri, url })
         })
     }
@@ -482,7 +500,7 @@ mod tests {
                 assert!(done.text().await.unwrap().contains("close this window"));
                 drop(silent);
             });
-            Ok(())
+            Ok(Opened::nothing())
         }))
         .timeout(Duration::from_secs(10));
         let url_for = |redirect: String| -> BoxFuture<'_, Result<Url, UserAgentError>> {
@@ -523,9 +541,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_sign_in_page_is_removed_when_the_request_is_over() {
+        let written = Arc::new(std::sync::Mutex::new(None::<std::path::PathBuf>));
+        let seen = Arc::clone(&written);
+        let agent = LoopbackBrowser::with_opener(Arc::new(move |url: &Url| {
+            let page = private_page(url)?;
+            *seen.lock().unwrap() = Some(page.clone());
+            Ok(Opened {
+                page_dir: page.parent().map(std::path::Path::to_path_buf),
+            })
+        }))
+        .timeout(Duration::from_millis(50));
+        let url_for = |redirect: String| -> BoxFuture<'_, Result<Url, UserAgentError>> {
+            Box::pin(async move { Ok(authorization_url(&redirect, "s")) })
+        };
+        let request = AuthorizationRequest::new(&url_for, "s");
+        assert!(agent.authorize(&request).await.is_err(), "no one answered");
+        let page = written.lock().unwrap().clone().unwrap();
+        assert!(!page.exists(), "{} left behind", page.display());
+        assert!(!page.parent().unwrap().exists());
+    }
+
+    #[tokio::test]
     async fn the_loopback_agent_gives_up_after_its_timeout() {
-        let agent =
-            LoopbackBrowser::with_opener(Arc::new(|_: &Url| Ok(()))).timeout(Duration::from_millis(50));
+        let agent = LoopbackBrowser::with_opener(Arc::new(|_: &Url| Ok(Opened::nothing())))
+            .timeout(Duration::from_millis(50));
         let url_for = |redirect: String| -> BoxFuture<'_, Result<Url, UserAgentError>> {
             Box::pin(async move { Ok(authorization_url(&redirect, "s")) })
         };

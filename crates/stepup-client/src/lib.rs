@@ -43,7 +43,7 @@ mod tokens;
 
 pub use agent::{
     AuthorizationCallback, AuthorizationRequest, AuthorizationUrlFn, AuthorizeFn, BoxFuture, FnUserAgent,
-    LoopbackBrowser, Opener, UserAgent, UserAgentError,
+    LoopbackBrowser, Opened, Opener, UserAgent, UserAgentError,
 };
 pub use client::{ClientConfig, StepUp, StepUpClient, StepUpNotice};
 pub use error::ClientError;

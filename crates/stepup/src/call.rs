@@ -74,7 +74,7 @@ pub(crate) fn run(args: CallArgs) -> Result<ExitCode> {
         let opener: Opener = if args.no_browser {
             Arc::new(|url: &url::Url| {
                 eprintln!("Open this address in a browser to sign in:\n\n  {url}\n");
-                Ok(())
+                Ok(stepup_client::Opened::nothing())
             })
         } else {
             LoopbackBrowser::system_opener()
