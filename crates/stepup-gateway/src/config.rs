@@ -219,14 +219,15 @@ fn one() -> u32 {
     1
 }
 
-/// Whether `url` is `https`, or `http` on a loopback host.
+/// Whether `url` is `https`, or `http` on a loopback host (the one rule,
+/// [`stepup_core::resource_metadata::is_loopback`]).
 fn secure_or_loopback(url: &str) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else {
+    let Ok(url) = url::Url::parse(url) else {
         return false;
     };
-    match uri.scheme_str() {
-        Some("https") => uri.host().is_some(),
-        Some("http") => matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1")),
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => stepup_core::resource_metadata::is_loopback(&url),
         _ => false,
     }
 }
@@ -582,6 +583,27 @@ pub(crate) fn select_upstream(upstreams: &[Upstream], host: Option<&str>, path: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_and_introspection_endpoints_are_https_or_loopback() {
+        for ok in [
+            "https://as.example/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost:8080/jwks",
+            "http://[::1]:8080/jwks",
+        ] {
+            assert!(secure_or_loopback(ok), "{ok}");
+        }
+        for refused in [
+            "http://as.example/jwks",
+            "http://127.0.0.1.evil.example/jwks",
+            "http://localhost.evil.example/jwks",
+            "ftp://127.0.0.1/jwks",
+            "not a url",
+        ] {
+            assert!(!secure_or_loopback(refused), "{refused}");
+        }
+    }
 
     const GOOD: &str = r#"
 listen = "127.0.0.1:8443"
