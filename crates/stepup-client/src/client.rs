@@ -194,6 +194,10 @@ const JWKS_LIMIT: usize = 256 * 1024;
 /// Tolerated clock difference with the issuer, for ID tokens.
 const ID_TOKEN_LEEWAY_SECONDS: i64 = 60;
 
+/// How long a token request may take (a refresh holds the shared store's
+/// lock meanwhile).
+const TOKEN_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long learning a resource may take, per request.
 const DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -633,7 +637,11 @@ impl StepUpClient {
             if base.can_refresh() {
                 match self.renew(&mut tokens, id).await {
                     Ok(renewed) => return Ok(((renewed.access_token, renewed.dpop), Held::Base)),
-                    Err(e @ ClientError::AccountChanged { .. }) => return Err(e),
+                    // Another account's, or the store cannot be used:
+                    // a sign-in would not help.
+                    Err(e @ (ClientError::AccountChanged { .. } | ClientError::SharedTokens(_))) => {
+                        return Err(e);
+                    }
                     Err(e) => tracing::info!(error = %e, "refresh failed; signing in again"),
                 }
             }
@@ -658,25 +666,61 @@ impl StepUpClient {
             self.keep_base(tokens, resource, &renewed)?;
             return Ok(renewed);
         };
+        // The issuer's keys are read before the lock is taken: other runs
+        // wait for it no longer than the refresh itself takes.
+        if self.provider.openid && self.cached_issuer_keys().is_none() {
+            self.read_issuer_keys().await?;
+        }
         let mut locked = tokio::task::spawn_blocking(move || shared.lock())
             .await
             .map_err(|e| ClientError::SharedTokens(e.to_string()))?
             .map_err(ClientError::SharedTokens)?;
-        let theirs = locked.tokens().base(resource).cloned();
+        // What another process put there since this one read the store.
+        let theirs = locked
+            .tokens()
+            .base(resource)
+            .filter(|t| Some(*t) != ours.as_ref())
+            .cloned();
+        if let Some(theirs) = &theirs {
+            tokens.check_account(theirs)?;
+        }
         let renewed = match theirs {
-            Some(theirs) if Some(&theirs) != ours.as_ref() && theirs.is_fresh(self.now()) => {
+            Some(theirs) if theirs.is_fresh(self.now()) => {
                 tracing::info!(resource, "another process renewed the token: taken as it is");
+                self.keep_base(tokens, resource, &theirs)?;
                 theirs
             }
-            Some(theirs) if Some(&theirs) != ours.as_ref() && theirs.can_refresh() => {
-                self.refresh(&theirs, resource).await?
-            }
-            _ => {
-                let ours = ours.ok_or_else(|| ClientError::SharedTokens("no token to refresh".to_owned()))?;
-                self.refresh(&ours, resource).await?
+            theirs => {
+                // Theirs, when it can be refreshed: ours was rotated.
+                let from = theirs
+                    .filter(TokenSet::can_refresh)
+                    .or(ours)
+                    .ok_or_else(|| ClientError::SharedTokens("no token to refresh".to_owned()))?;
+                let refreshed = match self.refresh(&from, resource).await {
+                    Ok(r) => self.keep_base(tokens, resource, &r).map(|()| r),
+                    Err(e) => Err(e),
+                };
+                match refreshed {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Its refresh token may be spent all the same (the
+                        // server rotated it, then something failed): it
+                        // goes, here and from the store, so that no process
+                        // spends it again.
+                        if let Some(kept) = tokens.of(resource) {
+                            kept.forget(&from.access_token);
+                        }
+                        let before = locked.tokens().clone();
+                        let mut after = before.clone();
+                        if let Some(kept) = after.of(resource) {
+                            kept.forget(&from.access_token);
+                        }
+                        let _ = tokio::task::spawn_blocking(move || locked.keep(&before, &after)).await;
+                        return Err(e);
+                    }
+                }
             }
         };
-        self.keep_base(tokens, resource, &renewed)?;
         let before = self.kept_tokens();
         let after = tokens.clone();
         let kept = tokio::task::spawn_blocking(move || locked.keep(&before, &after).map(|()| after)).await;
@@ -1110,7 +1154,7 @@ impl StepUpClient {
                 {
                     return Err(ClientError::AccountChanged {
                         held: held.clone(),
-                        signed_in,
+                        signed_in: Some(signed_in),
                     });
                 }
                 Some(signed_in)
@@ -1163,8 +1207,7 @@ impl StepUpClient {
             leeway_seconds: ID_TOKEN_LEEWAY_SECONDS,
         };
         let algorithms = self.provider.id_token_algorithms;
-        let cached = self.issuer_keys.lock().ok().and_then(|k| k.clone());
-        let keys = match cached {
+        let keys = match self.cached_issuer_keys() {
             Some(keys) => keys,
             None => self.read_issuer_keys().await?,
         };
@@ -1178,6 +1221,11 @@ impl StepUpClient {
         verified
             .map(|t| t.subject)
             .map_err(|e| ClientError::BadIdToken(e.to_string()))
+    }
+
+    /// The issuer's keys, if read already.
+    fn cached_issuer_keys(&self) -> Option<Arc<Jwks>> {
+        self.issuer_keys.lock().ok().and_then(|k| k.clone())
     }
 
     /// Reads the issuer's keys (`jwks_uri`) and keeps them.
@@ -1232,7 +1280,7 @@ impl StepUpClient {
         if let Some(proof) = self.proof("POST", endpoint, None)? {
             request = request.header("dpop", proof);
         }
-        let response = request.send().await?;
+        let response = request.timeout(TOKEN_REQUEST_TIMEOUT).send().await?;
         self.remember_nonce(endpoint, response.headers());
         Ok(response)
     }
@@ -1250,11 +1298,7 @@ impl StepUpClient {
 /// Keeps to one account: `obtained` must be for the account `held` is
 /// (see [`Tokens::bind_subject`]).
 fn same_account(held: &mut Tokens, obtained: &TokenSet) -> Result<(), ClientError> {
-    held.bind_subject(obtained)
-        .map_err(|held| ClientError::AccountChanged {
-            held,
-            signed_in: obtained.subject.clone().unwrap_or_default(),
-        })
+    held.bind_subject(obtained).map_err(ClientError::from)
 }
 
 /// What a step-up challenge asks for.

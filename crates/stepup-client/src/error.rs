@@ -56,13 +56,14 @@ pub enum ClientError {
     /// else): the new tokens are not used. To change account, forget the
     /// tokens held first.
     #[error(
-        "signed in as {signed_in:?}, but the tokens held are for {held:?}: the new tokens are not used (sign in as {held:?}, or forget the tokens held to change account)"
+        "signed in as {}, but the tokens held are for {held:?}: the new tokens are not used (sign in as {held:?}, or forget the tokens held to change account)",
+        .signed_in.as_ref().map_or_else(|| "an account the ID token does not name (none came)".to_owned(), |s| format!("{s:?}"))
     )]
     AccountChanged {
         /// The account of the tokens held.
         held: String,
-        /// The account the new tokens are for.
-        signed_in: String,
+        /// The account the new tokens are for, if they name one.
+        signed_in: Option<String>,
     },
     /// The store the tokens are shared in failed (see
     /// [`crate::SharedTokens`]).
@@ -115,4 +116,13 @@ pub enum ClientError {
     /// A `WWW-Authenticate` header could not be read.
     #[error("malformed challenge from the API: {0}")]
     MalformedChallenge(String),
+}
+
+impl From<crate::tokens::AccountMismatch> for ClientError {
+    fn from(m: crate::tokens::AccountMismatch) -> Self {
+        ClientError::AccountChanged {
+            held: m.held,
+            signed_in: m.got,
+        }
+    }
 }

@@ -53,4 +53,4 @@ pub use form_user::{
 };
 pub use provider::Provider;
 pub use shared::{LockedTokens, SharedTokens};
-pub use tokens::{Requirement, TokenSet, Tokens};
+pub use tokens::{AccountMismatch, Requirement, TokenSet, Tokens};

@@ -64,6 +64,34 @@ pub struct TokenSet {
     pub subject: Option<String>,
 }
 
+/// Tokens of another account than the one the tokens held are for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountMismatch {
+    /// The account of the tokens held.
+    pub held: String,
+    /// The account of the others, if they name one.
+    pub got: Option<String>,
+}
+
+impl fmt::Display for AccountMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.got {
+            Some(got) => write!(
+                f,
+                "tokens for {got:?}, where the tokens held are for {:?}",
+                self.held
+            ),
+            None => write!(
+                f,
+                "tokens that name no account (no ID token), where the tokens held are for {:?}",
+                self.held
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AccountMismatch {}
+
 /// Tokens are taken as expired a little early, so a call does not reach
 /// the API just as its token lapses.
 const EXPIRY_MARGIN_SECONDS: i64 = 5;
@@ -265,18 +293,56 @@ impl Tokens {
         self.subject.as_deref()
     }
 
+    /// Whether nothing is kept: no token, and no account.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty() && self.subject.is_none()
+    }
+
     /// Checks that `tokens` are for the account these are for (the first
     /// that names one sets it): a sign-in or step-up that came back for
     /// another account is not mixed with this one's tokens. On a mismatch,
-    /// the account held.
-    pub(crate) fn bind_subject(&mut self, tokens: &TokenSet) -> Result<(), String> {
-        match (&self.subject, &tokens.subject) {
-            (Some(held), Some(got)) if held != got => Err(held.clone()),
-            (None, Some(got)) => {
-                self.subject = Some(got.clone());
-                Ok(())
-            }
+    /// the account held. The account stays when its tokens lapse or are
+    /// refused: a later sign-in in a browser someone else signed in to
+    /// theirs (a login CSRF) is refused too. Only forgetting everything
+    /// ([`Tokens::default`], saved as this run's change) lets another
+    /// account in.
+    ///
+    /// Once bound, tokens that name no account are refused as well (the
+    /// provider stopped sending ID tokens: who signed in is unknown); the
+    /// first binding drops the tokens kept of no known account (kept before
+    /// accounts were, or from a provider that named none).
+    pub(crate) fn bind_subject(&mut self, tokens: &TokenSet) -> Result<(), AccountMismatch> {
+        self.check_account(tokens)?;
+        if let (None, Some(got)) = (&self.subject, &tokens.subject) {
+            self.subject = Some(got.clone());
+            self.keep_only_account();
+        }
+        Ok(())
+    }
+
+    /// Whether `tokens` may be kept with these: bound, they must be for
+    /// the same account (see [`Tokens::bind_subject`]).
+    pub(crate) fn check_account(&self, tokens: &TokenSet) -> Result<(), AccountMismatch> {
+        match &self.subject {
+            Some(held) if tokens.subject.as_ref() != Some(held) => Err(AccountMismatch {
+                held: held.clone(),
+                got: tokens.subject.clone(),
+            }),
             _ => Ok(()),
+        }
+    }
+
+    /// Drops every token that is not the bound account's.
+    fn keep_only_account(&mut self) {
+        let Some(account) = self.subject.clone() else {
+            return;
+        };
+        let ours = |t: &TokenSet| t.subject.as_deref() == Some(account.as_str());
+        for r in &mut self.resources {
+            if r.base.as_ref().is_some_and(|b| !ours(b)) {
+                r.base = None;
+            }
+            r.elevated.retain(|e| ours(&e.tokens));
         }
     }
 
@@ -339,10 +405,6 @@ impl Tokens {
         }
         self.resources
             .retain(|r| r.base.is_some() || !r.elevated.is_empty());
-        if self.resources.is_empty() {
-            // No token left to mix another account's with.
-            self.subject = None;
-        }
     }
 
     /// Applies to these tokens (as kept now, perhaps changed by another
@@ -351,7 +413,19 @@ impl Tokens {
     /// token, each elevated token. What this run did not change stays as
     /// kept, so two runs at once lose neither's tokens, and a refresh token
     /// another run rotated is not brought back.
-    pub fn merge_changes(&mut self, before: &Tokens, after: &Tokens) {
+    ///
+    /// Tokens of two accounts are never mixed: when these tokens and the
+    /// run's are bound to different accounts, nothing is applied
+    /// ([`AccountMismatch`]); once bound, tokens of no known account go.
+    pub fn merge_changes(&mut self, before: &Tokens, after: &Tokens) -> Result<(), AccountMismatch> {
+        if let (Some(held), Some(got)) = (&self.subject, &after.subject)
+            && held != got
+        {
+            return Err(AccountMismatch {
+                held: held.clone(),
+                got: Some(got.clone()),
+            });
+        }
         let find = |list: &[ResourceTokens], id: &str| list.iter().position(|r| r.metadata.resource == id);
         for changed in &after.resources {
             let id = changed.metadata.resource.as_str();
@@ -392,11 +466,13 @@ impl Tokens {
                 }
             }
         }
-        if self.resources.is_empty() {
-            self.subject = None;
-        } else if after.subject.is_some() && before.subject != after.subject {
+        // A run that bound the tokens to an account, or forgot everything
+        // (to change account), says so for the file.
+        if before.subject != after.subject {
             self.subject.clone_from(&after.subject);
         }
+        self.keep_only_account();
+        Ok(())
     }
 
     /// How many elevated tokens are kept, all resources together.
@@ -613,7 +689,7 @@ mod tests {
         // and learnt c. Run 2 saved first.
         let run1 = with(&[("https://a", 2), ("https://b", 1)]);
         let mut file = with(&[("https://a", 1), ("https://b", 3), ("https://c", 3)]);
-        file.merge_changes(&start, &run1);
+        file.merge_changes(&start, &run1).unwrap();
         let obtained = |t: &Tokens, id: &str| t.base(id).map(|b| b.obtained_at);
         assert_eq!(obtained(&file, "https://a"), Some(2), "run 1's renewal");
         assert_eq!(
@@ -625,7 +701,8 @@ mod tests {
         // A run that forgot a resource forgets it, unless it was renewed
         // meanwhile.
         let forgot_both = with(&[]);
-        file.merge_changes(&with(&[("https://a", 2), ("https://b", 1)]), &forgot_both);
+        file.merge_changes(&with(&[("https://a", 2), ("https://b", 1)]), &forgot_both)
+            .unwrap();
         assert_eq!(obtained(&file, "https://a"), None);
         assert_eq!(obtained(&file, "https://b"), Some(3));
     }
@@ -644,7 +721,7 @@ mod tests {
         // ...while run B refreshed r's base token and saved first.
         let mut file = start.clone();
         file.of("https://r").unwrap().set_base(set(None, 4));
-        file.merge_changes(&start, &run_a);
+        file.merge_changes(&start, &run_a).unwrap();
         assert_eq!(
             file.base("https://r").unwrap().obtained_at,
             4,
@@ -653,37 +730,101 @@ mod tests {
         assert_eq!(file.elevated_count(), 1, "A's step-up kept");
     }
 
-    #[test]
-    fn the_first_account_named_binds_the_tokens_until_none_is_left() {
-        let of = |sub: Option<&str>| TokenSet {
+    fn of(sub: Option<&str>) -> TokenSet {
+        TokenSet {
             subject: sub.map(str::to_owned),
             ..set(None, 1)
-        };
+        }
+    }
+
+    fn mismatch(held: &str, got: Option<&str>) -> AccountMismatch {
+        AccountMismatch {
+            held: held.to_owned(),
+            got: got.map(str::to_owned),
+        }
+    }
+
+    /// Tokens for `resource` of `account`.
+    fn bound(account: &str, resource: &str) -> Tokens {
+        let mut t = Tokens::default();
+        t.know(metadata(resource));
+        t.bind_subject(&of(Some(account))).unwrap();
+        t.of(resource).unwrap().set_base(of(Some(account)));
+        t
+    }
+
+    #[test]
+    fn the_first_account_named_binds_the_tokens_until_they_are_forgotten() {
         let mut tokens = Tokens::default();
+        // Kept from before accounts were known: of no known account.
+        tokens.know(metadata("https://old"));
+        tokens.of("https://old").unwrap().set_base(of(None));
         assert_eq!(tokens.bind_subject(&of(None)), Ok(()), "no account said");
         assert_eq!(tokens.subject(), None);
         assert_eq!(tokens.bind_subject(&of(Some("alice"))), Ok(()));
+        assert!(
+            tokens.base("https://old").is_none(),
+            "of no known account: dropped"
+        );
         assert_eq!(tokens.bind_subject(&of(Some("alice"))), Ok(()));
-        assert_eq!(tokens.bind_subject(&of(Some("mallory"))), Err("alice".to_owned()));
+        assert_eq!(
+            tokens.bind_subject(&of(Some("mallory"))),
+            Err(mismatch("alice", Some("mallory")))
+        );
+        assert_eq!(
+            tokens.bind_subject(&of(None)),
+            Err(mismatch("alice", None)),
+            "bound: tokens that name no account are refused"
+        );
         assert_eq!(tokens.subject(), Some("alice"), "unchanged by a refusal");
-        // Kept with its tokens; gone with the last of them.
         tokens.know(metadata("https://r"));
         tokens.of("https://r").unwrap().set_base(of(Some("alice")));
         let json = serde_json::to_string(&tokens).unwrap();
         let back: Tokens = serde_json::from_str(&json).unwrap();
         assert_eq!(back.subject(), Some("alice"));
-        tokens.prune(2);
-        assert_eq!(tokens.subject(), Some("alice"));
+        // Kept when every token is gone (lapsed, or refused by the API):
+        // the next sign-in must be the same account's still.
         tokens.of("https://r").unwrap().forget(&Secret::new("at".into()));
         tokens.prune(2);
-        assert_eq!(tokens.subject(), None);
+        assert_eq!(tokens.resources().count(), 0);
+        assert_eq!(tokens.subject(), Some("alice"));
+        assert!(!tokens.is_empty());
+        assert_eq!(
+            tokens.bind_subject(&of(Some("mallory"))),
+            Err(mismatch("alice", Some("mallory")))
+        );
         // Saved: a run that bound an account binds the file's tokens.
         let mut file = Tokens::default();
-        file.merge_changes(&Tokens::default(), &back);
+        file.merge_changes(&Tokens::default(), &back).unwrap();
         assert_eq!(file.subject(), Some("alice"));
-        // A run that forgot every token (to change account) forgets it.
-        file.merge_changes(&back, &Tokens::default());
+        // A run that changed nothing of it leaves it.
+        file.merge_changes(&back, &back).unwrap();
+        assert_eq!(file.subject(), Some("alice"));
+        // A run that forgot everything (to change account) forgets it.
+        file.merge_changes(&back, &Tokens::default()).unwrap();
         assert_eq!(file.subject(), None);
+        assert!(file.is_empty());
+    }
+
+    #[test]
+    fn two_runs_of_two_accounts_never_mix_their_tokens_in_the_file() {
+        // Both runs started from an empty file; alice's saved first, then
+        // mallory's (a browser signed in to mallory's account).
+        let mut file = Tokens::default();
+        file.merge_changes(&Tokens::default(), &bound("alice", "https://r1"))
+            .unwrap();
+        let refused = file.merge_changes(&Tokens::default(), &bound("mallory", "https://r2"));
+        assert_eq!(refused, Err(mismatch("alice", Some("mallory"))));
+        assert_eq!(file.subject(), Some("alice"));
+        assert!(file.base("https://r2").is_none(), "nothing of mallory's applied");
+        // A file of tokens of no known account, bound by a run: they go.
+        let mut file = Tokens::default();
+        file.know(metadata("https://old"));
+        file.of("https://old").unwrap().set_base(of(None));
+        file.merge_changes(&Tokens::default(), &bound("alice", "https://r1"))
+            .unwrap();
+        assert!(file.base("https://old").is_none());
+        assert!(file.base("https://r1").is_some());
     }
 
     #[test]

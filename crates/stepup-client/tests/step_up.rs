@@ -1083,7 +1083,7 @@ async fn a_step_up_that_comes_back_for_another_account_is_refused() {
         panic!("{err}");
     };
     assert_eq!(Some(held.clone()), alice_sub);
-    assert_ne!(held, signed_in);
+    assert_ne!(Some(held), signed_in.as_ref());
     assert_eq!(mallory.asked(), ["password", "code"], "mallory's sign-in ran");
     let tokens = c.tokens().await;
     assert_eq!(tokens.elevated_count(), 0, "mallory's token is not kept");
@@ -1144,8 +1144,7 @@ impl stepup_client::LockedTokens for LockedMemory {
     }
 
     fn keep(&mut self, before: &stepup_client::Tokens, after: &stepup_client::Tokens) -> Result<(), String> {
-        self.0.merge_changes(before, after);
-        Ok(())
+        self.0.merge_changes(before, after).map_err(|e| e.to_string())
     }
 }
 
@@ -1185,7 +1184,75 @@ async fn two_runs_sharing_tokens_never_spend_one_refresh_token_twice() {
     // does not bring back the refresh token B has rotated since.
     let mut kept = file.lock().await.clone();
     let before_end = kept.clone();
-    kept.merge_changes(&a.kept_tokens(), &a.tokens().await);
+    kept.merge_changes(&a.kept_tokens(), &a.tokens().await).unwrap();
     let resource = kept.resources().next().unwrap().to_owned();
     assert_eq!(kept.base(&resource), before_end.base(&resource));
+}
+
+#[tokio::test]
+async fn a_refused_token_does_not_let_another_account_in() {
+    let w = world().await;
+    let rng = SystemRandom::new();
+    users::add_user(&w.state.store, "mallory", PASSWORD, NOW, &rng)
+        .await
+        .unwrap();
+    let mallory_totp = users::enroll_totp(&w.state.store, "mallory", &rng).await.unwrap();
+    let alice = Arc::new(ScriptedUser::new(&w));
+    let mallory = Arc::new(ScriptedUser {
+        username: "mallory",
+        totp: mallory_totp,
+        ..ScriptedUser::new(&w)
+    });
+    let c = StepUpClient::new(
+        reqwest::Client::new(),
+        Provider::discover(&reqwest::Client::new(), &w.issuer)
+            .await
+            .unwrap(),
+        ClientConfig::public("cli", ["accounts:read"]),
+        Arc::new(SwitchedBrowser {
+            first: alice,
+            then: mallory.clone(),
+            runs: AtomicUsize::new(0),
+        }),
+    )
+    .with_clock(w.clock.clone());
+    assert_eq!(read_balance(&c, &w).await.0, 200);
+    let alice_sub = c.tokens().await.subject().unwrap().to_owned();
+    // The API refuses alice's access token (revoked, say): the client
+    // forgets it, and its refresh token with it. The sign-in that follows
+    // runs in a browser signed in to mallory's account.
+    let mut held = serde_json::to_value(c.tokens().await).unwrap();
+    held["resources"][0]["base"]["access_token"] = serde_json::json!("revoked");
+    let c = c.with_tokens(serde_json::from_value(held).unwrap());
+    let err = read_balance_err(&c, &w).await;
+    let ClientError::AccountChanged { held, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(held, &alice_sub);
+    assert_eq!(mallory.asked(), ["password"], "mallory's sign-in ran");
+    assert_eq!(c.tokens().await.subject(), Some(alice_sub.as_str()));
+}
+
+#[tokio::test]
+async fn a_refresh_that_fails_after_it_was_made_leaves_no_spent_token_behind() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let first = client(&w, user.clone()).await;
+    assert_eq!(read_balance(&first, &w).await.0, 200);
+    let file = Arc::new(tokio::sync::Mutex::new(first.tokens().await));
+    let resource = file.lock().await.resources().next().unwrap().to_owned();
+    // A run whose clock is two hours ahead: the token has expired for it,
+    // the server refreshes it (the refresh token rotates), and the ID
+    // token that comes back has expired for it too: refused.
+    let ahead = Arc::new(TestClock(AtomicI64::new(NOW + 7_200)));
+    let skewed = client(&w, user.clone())
+        .await
+        .with_clock(ahead)
+        .with_tokens(file.lock().await.clone())
+        .with_shared_tokens(Arc::new(MemoryStore(Arc::clone(&file))));
+    let err = read_balance_err(&skewed, &w).await;
+    assert!(matches!(err, ClientError::BadIdToken(_)), "{err}");
+    // The spent refresh token is gone from the store: no run spends it
+    // again (which would revoke every token of the sign-in).
+    assert!(file.lock().await.base(&resource).is_none());
 }

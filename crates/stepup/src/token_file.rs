@@ -24,8 +24,10 @@ use anyhow::{Context, Result, bail};
 use ring::rand::{SecureRandom, SystemRandom};
 use stepup_client::Tokens;
 
-/// How long a run waits for another's save.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a run waits for another's save or refresh (a refresh is made
+/// under the lock; its token request takes at most 10 s, twice with a
+/// DPoP nonce).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Tokens per `issuer client_id`.
 pub(crate) type Kept = BTreeMap<String, Tokens>;
@@ -52,10 +54,12 @@ impl LockedFile {
     pub(crate) fn save_changes(&mut self, before: &Tokens, after: &Tokens, now: i64) -> Result<()> {
         let mut kept = self.kept.clone();
         let tokens = kept.entry(self.key.clone()).or_default();
-        tokens.merge_changes(before, after);
+        tokens.merge_changes(before, after).map_err(|e| {
+            anyhow::anyhow!("{e}: not kept (--forget-tokens starts over with another account)")
+        })?;
         tokens.prune(now);
         let tokens = tokens.clone();
-        if tokens.resources().next().is_none() {
+        if tokens.is_empty() {
             kept.remove(&self.key);
         }
         self.dir
