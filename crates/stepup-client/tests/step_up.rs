@@ -1014,6 +1014,21 @@ async fn concurrent_calls_share_one_step_up() {
     assert_eq!(user.runs.load(Ordering::SeqCst), 2, "the sign-in and one step-up");
 }
 
+/// Another user of the bank, with a password and TOTP, at a browser of
+/// their own.
+async fn mallory(w: &World) -> Arc<ScriptedUser> {
+    let rng = SystemRandom::new();
+    users::add_user(&w.state.store, "mallory", PASSWORD, NOW, &rng)
+        .await
+        .unwrap();
+    let totp = users::enroll_totp(&w.state.store, "mallory", &rng).await.unwrap();
+    Arc::new(ScriptedUser {
+        username: "mallory",
+        totp,
+        ..ScriptedUser::new(w)
+    })
+}
+
 /// A browser signed in as one account for the first sign-in, and as
 /// another for every later one (the user switched accounts in it, or an
 /// attacker signed it in to theirs with a login CSRF).
@@ -1039,17 +1054,8 @@ impl UserAgent for SwitchedBrowser {
 #[tokio::test]
 async fn a_step_up_that_comes_back_for_another_account_is_refused() {
     let w = world().await;
-    let rng = SystemRandom::new();
-    users::add_user(&w.state.store, "mallory", PASSWORD, NOW, &rng)
-        .await
-        .unwrap();
-    let mallory_totp = users::enroll_totp(&w.state.store, "mallory", &rng).await.unwrap();
     let alice = Arc::new(ScriptedUser::new(&w));
-    let mallory = Arc::new(ScriptedUser {
-        username: "mallory",
-        totp: mallory_totp,
-        ..ScriptedUser::new(&w)
-    });
+    let mallory = mallory(&w).await;
     let browser = Arc::new(SwitchedBrowser {
         first: alice.clone(),
         then: mallory.clone(),
@@ -1192,17 +1198,8 @@ async fn two_runs_sharing_tokens_never_spend_one_refresh_token_twice() {
 #[tokio::test]
 async fn a_refused_token_does_not_let_another_account_in() {
     let w = world().await;
-    let rng = SystemRandom::new();
-    users::add_user(&w.state.store, "mallory", PASSWORD, NOW, &rng)
-        .await
-        .unwrap();
-    let mallory_totp = users::enroll_totp(&w.state.store, "mallory", &rng).await.unwrap();
     let alice = Arc::new(ScriptedUser::new(&w));
-    let mallory = Arc::new(ScriptedUser {
-        username: "mallory",
-        totp: mallory_totp,
-        ..ScriptedUser::new(&w)
-    });
+    let mallory = mallory(&w).await;
     let c = StepUpClient::new(
         reqwest::Client::new(),
         Provider::discover(&reqwest::Client::new(), &w.issuer)
