@@ -290,10 +290,10 @@ fn private_page(url: &Url) -> Result<std::path::PathBuf, String> {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\
 <title>Sign in</title></head><body><p><a href=\"{escaped}\">Continue to sign in</a></p></body></html>"
     );
-    options
-        .open(&page)
-        .and_then(|mut f| f.write_all(html.as_bytes()))
-        .map_err(|e| e.to_string())?;
+    if let Err(e) = options.open(&page).and_then(|mut f| f.write_all(html.as_bytes())) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e.to_string());
+    }
     Ok(page)
 }
 

@@ -555,7 +555,7 @@ impl StepUpClient {
             .authorize(&Requirement::default(), &resource.resource)
             .await?;
         let mut held = self.tokens.lock().await;
-        same_account(&mut held, &tokens)?;
+        self.same_account_as_store(&mut held, &tokens).await?;
         if !held.has(&resource.resource) {
             held.know(resource.clone());
         }
@@ -647,7 +647,7 @@ impl StepUpClient {
             }
         }
         let base = self.authorize(&Requirement::default(), id).await?;
-        same_account(&mut tokens, &base)?;
+        self.same_account_as_store(&mut tokens, &base).await?;
         let token = (base.access_token.clone(), base.dpop);
         tokens.of(id).ok_or_else(forgotten)?.set_base(base);
         Ok((token, Held::Base))
@@ -675,12 +675,24 @@ impl StepUpClient {
             .await
             .map_err(|e| ClientError::SharedTokens(e.to_string()))?
             .map_err(ClientError::SharedTokens)?;
+        if let Some(account) = locked.tokens().subject() {
+            tokens.bind_to(account);
+        }
+        let stored = locked.tokens().base(resource).cloned();
+        if stored.is_none() && self.kept_tokens().base(resource).is_some() {
+            // Another process took it out (it may have spent its refresh
+            // token, or was told to forget it): not spent again here.
+            if let Some(kept) = tokens.of(resource) {
+                kept.forget_base();
+            }
+            return Err(ClientError::Token {
+                status: 0,
+                error: "invalid_grant".to_owned(),
+                description: Some("another process took the token out of the shared store".to_owned()),
+            });
+        }
         // What another process put there since this one read the store.
-        let theirs = locked
-            .tokens()
-            .base(resource)
-            .filter(|t| Some(*t) != ours.as_ref())
-            .cloned();
+        let theirs = stored.filter(|t| Some(t) != ours.as_ref());
         if let Some(theirs) = &theirs {
             tokens.check_account(theirs)?;
         }
@@ -735,6 +747,33 @@ impl StepUpClient {
             Err(e) => tracing::warn!(error = %e, "the renewed token could not be kept"),
         }
         Ok(renewed)
+    }
+
+    /// [`same_account`], where the account is also the shared store's:
+    /// tokens not bound yet take the account another process bound the
+    /// store to since (else this run would take another account's sign-in
+    /// and call with it, to be refused only when saving).
+    async fn same_account_as_store(
+        &self,
+        tokens: &mut Tokens,
+        obtained: &TokenSet,
+    ) -> Result<(), ClientError> {
+        if tokens.subject().is_none()
+            && let Some(shared) = self.shared.clone()
+        {
+            let account = tokio::task::spawn_blocking(move || {
+                shared
+                    .lock()
+                    .map(|locked| locked.tokens().subject().map(str::to_owned))
+            })
+            .await
+            .map_err(|e| ClientError::SharedTokens(e.to_string()))?
+            .map_err(ClientError::SharedTokens)?;
+            if let Some(account) = account {
+                tokens.bind_to(&account);
+            }
+        }
+        same_account(tokens, obtained)
     }
 
     /// Keeps `renewed` as the base token of `resource`, if it is for the
@@ -831,7 +870,8 @@ impl StepUpClient {
         if transaction {
             self.ask(&step)?;
             let approved = self.authorize(&step.requirement, &resource.resource).await?;
-            same_account(&mut *self.tokens.lock().await, &approved)?;
+            self.same_account_as_store(&mut *self.tokens.lock().await, &approved)
+                .await?;
             return Ok((approved.access_token, approved.dpop));
         }
         // One step-up at a time: a call that asked the same while another
@@ -849,7 +889,7 @@ impl StepUpClient {
         }
         self.ask(&step)?;
         let elevated = self.authorize(&step.requirement, &resource.resource).await?;
-        same_account(&mut tokens, &elevated)?;
+        self.same_account_as_store(&mut tokens, &elevated).await?;
         let token = (elevated.access_token.clone(), elevated.dpop);
         if let Some(kept) = tokens.of(&resource.resource) {
             kept.set_elevated(route.to_owned(), step.requirement, elevated);

@@ -264,6 +264,11 @@ impl ResourceTokens {
         self.elevated.push(e);
     }
 
+    /// Forgets the base token.
+    pub(crate) fn forget_base(&mut self) {
+        self.base = None;
+    }
+
     /// Forgets `token`, refused by the resource: the base token or the
     /// elevated one it is. A token another call put in its place since is
     /// kept.
@@ -467,12 +472,25 @@ impl Tokens {
             }
         }
         // A run that bound the tokens to an account, or forgot everything
-        // (to change account), says so for the file.
-        if before.subject != after.subject {
+        // (to change account), says so for the file; a run that kept
+        // tokens of its account in a file bound to none (forgotten
+        // meanwhile by another run) binds it again.
+        if before.subject != after.subject
+            || (self.subject.is_none() && after.subject.is_some() && before.resources != after.resources)
+        {
             self.subject.clone_from(&after.subject);
         }
         self.keep_only_account();
         Ok(())
+    }
+
+    /// Binds these tokens to `account`, as the store they were read from
+    /// is (another run bound it since): see [`Tokens::bind_subject`].
+    pub(crate) fn bind_to(&mut self, account: &str) {
+        if self.subject.is_none() {
+            self.subject = Some(account.to_owned());
+            self.keep_only_account();
+        }
     }
 
     /// How many elevated tokens are kept, all resources together.
@@ -804,6 +822,28 @@ mod tests {
         file.merge_changes(&back, &Tokens::default()).unwrap();
         assert_eq!(file.subject(), None);
         assert!(file.is_empty());
+    }
+
+    #[test]
+    fn a_run_that_keeps_tokens_after_another_forgot_everything_binds_the_file_again() {
+        let alice = bound("alice", "https://r");
+        // Another run forgot everything (--forget-tokens)...
+        let mut file = alice.clone();
+        file.merge_changes(&alice, &Tokens::default()).unwrap();
+        assert!(file.is_empty());
+        // ...then this run, started before, keeps a renewed token.
+        let mut renewed = alice.clone();
+        renewed.of("https://r").unwrap().set_base(TokenSet {
+            obtained_at: 9,
+            ..of(Some("alice"))
+        });
+        file.merge_changes(&alice, &renewed).unwrap();
+        assert_eq!(file.subject(), Some("alice"), "alice's tokens, bound to alice");
+        assert!(file.base("https://r").is_some());
+        // A run that changed nothing does not bind a forgotten file.
+        let mut forgotten = Tokens::default();
+        forgotten.merge_changes(&alice, &alice).unwrap();
+        assert_eq!(forgotten.subject(), None);
     }
 
     #[test]

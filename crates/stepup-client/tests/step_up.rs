@@ -1253,3 +1253,60 @@ async fn a_refresh_that_fails_after_it_was_made_leaves_no_spent_token_behind() {
     // again (which would revoke every token of the sign-in).
     assert!(file.lock().await.base(&resource).is_none());
 }
+
+#[tokio::test]
+async fn a_run_takes_the_account_another_run_bound_the_store_to() {
+    let w = world().await;
+    let mallory = mallory(&w).await;
+    // Both runs start from an empty store; one signs in as alice and
+    // keeps her tokens first.
+    let file = Arc::new(tokio::sync::Mutex::new(stepup_client::Tokens::default()));
+    let alice_run = client(&w, Arc::new(ScriptedUser::new(&w))).await;
+    assert_eq!(read_balance(&alice_run, &w).await.0, 200);
+    file.lock()
+        .await
+        .merge_changes(&stepup_client::Tokens::default(), &alice_run.tokens().await)
+        .unwrap();
+    // The other's browser is signed in to mallory's account: its sign-in
+    // is refused before any call is made with it.
+    let other = client(&w, mallory.clone())
+        .await
+        .with_shared_tokens(Arc::new(MemoryStore(Arc::clone(&file))));
+    let err = read_balance_err(&other, &w).await;
+    assert!(matches!(err, ClientError::AccountChanged { .. }), "{err}");
+    assert_eq!(mallory.asked(), ["password"]);
+}
+
+#[tokio::test]
+async fn a_token_another_run_took_out_of_the_store_is_not_refreshed() {
+    let w = world().await;
+    let user = Arc::new(ScriptedUser::new(&w));
+    let first = client(&w, user.clone()).await;
+    assert_eq!(read_balance(&first, &w).await.0, 200);
+    let held = first.tokens().await;
+    let resource = held.resources().next().unwrap().to_owned();
+    // Another run took the token out (its refresh failed once made, or
+    // it forgot everything): the store holds no token for the resource.
+    let mut taken = held.clone();
+    taken
+        .merge_changes(&held, &stepup_client::Tokens::default())
+        .unwrap();
+    assert!(taken.base(&resource).is_none());
+    let file = Arc::new(tokio::sync::Mutex::new(taken));
+    let run = client(&w, user.clone())
+        .await
+        .with_tokens(held)
+        .with_shared_tokens(Arc::new(MemoryStore(Arc::clone(&file))));
+    w.clock.0.fetch_add(3_600, Ordering::SeqCst);
+    // The run signs in again rather than spend the refresh token.
+    assert_eq!(read_balance(&run, &w).await.0, 200);
+    assert_eq!(user.runs.load(Ordering::SeqCst), 2);
+    // The refresh token was not spent: it still refreshes (a second use
+    // would have revoked every token of that sign-in).
+    assert_eq!(read_balance(&first, &w).await.0, 200);
+    assert_eq!(
+        user.runs.load(Ordering::SeqCst),
+        2,
+        "refreshed, not signed in again"
+    );
+}

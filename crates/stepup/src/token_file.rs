@@ -9,8 +9,8 @@
 //! (so a planted symlink or file is never followed nor reused), 0600,
 //! synced, then renamed over the old one. The directory is created 0700
 //! when missing; a directory that exists is left as it is (it may be
-//! shared: its permissions are its owner's business). Runs take a lock on
-//! the directory while they read, merge and write, and a run writes back
+//! shared: its permissions are its owner's business). Runs take a lock (a
+//! file beside the tokens) while they read, merge and write, and a run writes back
 //! only the resources whose tokens it changed, over what the file holds
 //! then.
 
@@ -25,9 +25,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use stepup_client::Tokens;
 
 /// How long a run waits for another's save or refresh (a refresh is made
-/// under the lock; its token request takes at most 10 s, twice with a
-/// DPoP nonce).
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// under the lock: its token request takes at most 10 s, twice with a
+/// DPoP nonce, and the issuer's keys may be read again, 10 s more).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Tokens per `issuer client_id`.
 pub(crate) type Kept = BTreeMap<String, Tokens>;
@@ -150,7 +150,7 @@ impl TokenFile {
         let Some(mut dir) = Dir::open(self.dir_path())? else {
             bail!("{} disappeared", self.dir_path().display());
         };
-        dir.lock()?;
+        dir.lock(&self.name()?)?;
         let kept = dir.read(&self.name()?)?;
         let tokens = kept.get(key).cloned().unwrap_or_default();
         Ok(LockedFile {
@@ -189,8 +189,7 @@ struct Dir {
     path: PathBuf,
     #[cfg(unix)]
     fd: fs::File,
-    /// The lock file, once locked (elsewhere than on Unix).
-    #[cfg(not(unix))]
+    /// The lock file, once locked.
     lock_file: Option<fs::File>,
 }
 
@@ -225,6 +224,7 @@ impl Dir {
             Ok(Some(Self {
                 path: path.to_owned(),
                 fd,
+                lock_file: None,
             }))
         }
         #[cfg(not(unix))]
@@ -286,21 +286,50 @@ impl Dir {
         serde_json::from_slice(&bytes).with_context(|| format!("reading {shown}"))
     }
 
-    /// Takes an exclusive lock, held until the directory is dropped: on the
-    /// directory itself on Unix (no lock file to plant), else on a lock
-    /// file beside the tokens. Another process (another user, in a shared
-    /// directory) cannot hold it for ever: after [`LOCK_WAIT`] this fails,
-    /// and says why.
-    fn lock(&mut self) -> Result<()> {
+    /// Takes an exclusive lock, held until the directory is dropped, on a
+    /// lock file beside the tokens (`.NAME.lock`, 0600, this user's; on
+    /// Unix opened through the directory, without following a link). Not
+    /// on the directory itself: anyone who can read a directory can lock
+    /// it. A process that holds it for ever (another user's lock file in a
+    /// shared directory is refused) makes this fail after [`LOCK_WAIT`],
+    /// saying why.
+    fn lock(&mut self, name: &std::ffi::OsStr) -> Result<()> {
+        let lock_name = format!(".{}.lock", name.to_string_lossy());
+        let shown = self.path.join(&lock_name);
         #[cfg(unix)]
-        let file = &self.fd;
+        let file = {
+            use rustix::fs::{Mode, OFlags};
+            use std::os::unix::fs::MetadataExt;
+            let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            let file =
+                match rustix::fs::openat(&self.fd, lock_name.as_str(), flags, Mode::from_raw_mode(0o600)) {
+                    Ok(fd) => fs::File::from(fd),
+                    Err(rustix::io::Errno::LOOP) => {
+                        bail!("{} is a symbolic link: refusing to lock it", shown.display())
+                    }
+                    Err(e) => {
+                        return Err(std::io::Error::from(e))
+                            .with_context(|| format!("opening {}", shown.display()));
+                    }
+                };
+            let meta = file
+                .metadata()
+                .with_context(|| format!("reading {}", shown.display()))?;
+            if !meta.is_file() || meta.uid() != rustix::process::geteuid().as_raw() {
+                bail!(
+                    "{} is not a file of this user's: refusing to lock it",
+                    shown.display()
+                );
+            }
+            file
+        };
         #[cfg(not(unix))]
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.path.join(".stepup-tokens.lock"))
-            .with_context(|| format!("opening {} to lock it", self.path.display()))?;
+            .open(&shown)
+            .with_context(|| format!("opening {}", shown.display()))?;
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
             match file.try_lock() {
@@ -309,19 +338,16 @@ impl Dir {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 Err(fs::TryLockError::WouldBlock) => bail!(
-                    "another process has held the lock on {} for {} s",
-                    self.path.display(),
+                    "{} stayed locked by another process for {} s",
+                    shown.display(),
                     LOCK_WAIT.as_secs()
                 ),
                 Err(fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("locking {}", self.path.display()));
+                    return Err(e).with_context(|| format!("locking {}", shown.display()));
                 }
             }
         }
-        #[cfg(not(unix))]
-        {
-            self.lock_file = Some(file);
-        }
+        self.lock_file = Some(file);
         Ok(())
     }
 
@@ -538,6 +564,27 @@ mod tests {
         );
         let kept = TokenFile::at(base.join("moved/tokens.json")).load().unwrap();
         assert_eq!(kept["k"].resources().collect::<Vec<_>>(), ["https://r"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_lock_is_a_private_file_not_the_directory() {
+        let dir = temp_dir("lockfile");
+        let file = TokenFile::at(dir.join("tokens.json"));
+        // Holding a lock on the directory (anyone who can read it can)
+        // stops no one.
+        let held = fs::File::open(&dir).unwrap();
+        held.lock().unwrap();
+        file.save_changes("k", &Tokens::default(), &tokens_for("https://r"), 0)
+            .unwrap();
+        drop(held);
+        // A lock file planted as a link is refused, not followed.
+        let victim = dir.join("victim");
+        fs::write(&victim, "x").unwrap();
+        fs::remove_file(dir.join(".tokens.json.lock")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(".tokens.json.lock")).unwrap();
+        let err = format!("{:#}", file.locked("k").err().unwrap());
+        assert!(err.contains("symbolic link"), "{err}");
     }
 
     /// Tokens for `resource`, as a file would hold them.
