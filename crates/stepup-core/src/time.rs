@@ -17,6 +17,50 @@ impl UnixTime {
     }
 }
 
+/// `YYYY-MM-DD hh:mm:ss UTC`, for people (RFC 3339's date and time, in UTC).
+impl std::fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let days = self.0.div_euclid(86_400);
+        let secs = self.0.rem_euclid(86_400);
+        // Days to a civil date (H. Hinnant's algorithm, proleptic Gregorian).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+            secs / 3_600,
+            secs % 3_600 / 60,
+            secs % 60
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UnixTime;
+
+    #[test]
+    fn times_read_as_utc_dates() {
+        assert_eq!(UnixTime(0).to_string(), "1970-01-01 00:00:00 UTC");
+        // RFC 7519's example NumericDate.
+        assert_eq!(UnixTime(1_300_819_380).to_string(), "2011-03-22 18:43:00 UTC");
+        assert_eq!(
+            UnixTime(951_782_400).to_string(),
+            "2000-02-29 00:00:00 UTC",
+            "a leap day"
+        );
+        assert_eq!(UnixTime(1_796_083_199).to_string(), "2026-11-30 23:59:59 UTC");
+        assert_eq!(UnixTime(-1).to_string(), "1969-12-31 23:59:59 UTC");
+    }
+}
+
 /// Where the I/O crates (guard, server) read the time, so that their tests
 /// can fix it. The rules in this crate never call it: they take `now`.
 pub trait Clock: Send + Sync + 'static {

@@ -1321,7 +1321,7 @@ async fn end_attempt(
     now: i64,
 ) -> bool {
     let login = &state.config.login;
-    state
+    let locked = state
         .store
         .end_attempt(
             &user.id,
@@ -1331,7 +1331,41 @@ async fn end_attempt(
             now + login.lock_seconds,
         )
         .await
-        .unwrap_or(false)
+        .unwrap_or(false);
+    if !succeeded {
+        failed_attempt_event(state, user, kind, now).await;
+    }
+    if locked {
+        let detail = match kind {
+            Attempt::Password => "after wrong passwords",
+            Attempt::Otp => "codes, after wrong codes",
+        };
+        crate::events::record(
+            &state.store,
+            &user.id,
+            crate::events::EventKind::Locked,
+            detail,
+            now,
+        )
+        .await;
+    }
+    locked
+}
+
+/// Keeps the security event of a factor refused at sign-in.
+async fn failed_attempt_event(state: &ServerState, user: &StoredUser, kind: Attempt, now: i64) {
+    let detail = match kind {
+        Attempt::Password => "wrong password",
+        Attempt::Otp => "wrong code",
+    };
+    crate::events::record(
+        &state.store,
+        &user.id,
+        crate::events::EventKind::SignInFailed,
+        detail,
+        now,
+    )
+    .await;
 }
 
 const LOCKED: &str = "Too many failed attempts: this account is locked for a while. Try again later.";
@@ -1454,21 +1488,24 @@ pub(crate) async fn login_password(
     }
     let ok = users::verify_password(&user.password_hash, password);
     match (&device, by_device) {
-        (Some(device), true) if !ok => match state
-            .store
-            .device_failed(&device.stored.id, login.max_failures)
-            .await
-        {
-            Ok(true) => tracing::warn!(
-                user = %user.id,
-                "a remembered browser sent {} wrong passwords in a row: forgotten",
-                login.max_failures
-            ),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "a failed attempt of a remembered browser was not recorded")
+        (Some(device), true) if !ok => {
+            failed_attempt_event(&state, &user, Attempt::Password, now).await;
+            let forgotten = state
+                .store
+                .device_failed(&device.stored.id, login.max_failures)
+                .await;
+            match forgotten {
+                Ok(true) => tracing::warn!(
+                    user = %user.id,
+                    "a remembered browser sent {} wrong passwords in a row: forgotten",
+                    login.max_failures
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "a failed attempt of a remembered browser was not recorded")
+                }
             }
-        },
+        }
         // A success remembers the browser under a new secret, below.
         (_, true) => {}
         (_, false) => {

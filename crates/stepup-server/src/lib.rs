@@ -20,6 +20,7 @@ pub mod config;
 mod discovery;
 mod dpop;
 pub mod error;
+pub mod events;
 mod form;
 mod geo;
 mod grants;

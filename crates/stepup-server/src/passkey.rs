@@ -13,6 +13,7 @@
 //! (or the registering user) and taken once, so any instance can finish
 //! it and an answer cannot be replayed.
 
+use crate::events::EventKind;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -629,7 +630,14 @@ pub(crate) async fn account_post(
         }
         Err(e) => return server_error(&e),
     }
-    tracing::info!(user = %user.id, "passkey registered");
+    crate::events::record(
+        &state.store,
+        &user.id,
+        EventKind::FactorAdded,
+        &format!("passkey {name:?}"),
+        now,
+    )
+    .await;
     let user = StoredUser {
         passkeys: user.passkeys + 1,
         ..user

@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_known_devices.sql")),
     (12, include_str!("../migrations/0012_server_secrets.sql")),
     (13, include_str!("../migrations/0013_strong_known_devices.sql")),
+    (14, include_str!("../migrations/0014_security_events.sql")),
 ];
 
 /// The server's database.
@@ -68,6 +69,29 @@ pub struct Store {
     /// same pool as reads.
     writer: AnyPool,
     backend: Backend,
+}
+
+/// A security event as stored (see `crate::events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Random id.
+    pub id: String,
+    /// The user whose account it concerns.
+    pub user_id: String,
+    /// What happened (`crate::events::EventKind` names).
+    pub kind: String,
+    /// When (seconds since the epoch).
+    pub at: i64,
+    /// The client's address, as the server saw it through trusted proxies.
+    pub client_address: Option<String>,
+    /// Its country, when located.
+    pub country: Option<String>,
+    /// The client's `User-Agent`, cut short.
+    pub user_agent: Option<String>,
+    /// More about it (which factor, why), for people.
+    pub detail: String,
+    /// When it is deleted.
+    pub expires_at: i64,
 }
 
 /// A signing key as stored.
@@ -1166,6 +1190,7 @@ impl Store {
             "DELETE FROM revoked_tokens WHERE expires_at <= ?",
             "DELETE FROM webauthn_ceremonies WHERE expires_at <= ?",
             "DELETE FROM known_devices WHERE expires_at <= ?",
+            "DELETE FROM security_events WHERE expires_at <= ?",
         ] {
             removed += sqlx::query(self.sql(query))
                 .bind(now)
@@ -1174,6 +1199,53 @@ impl Store {
                 .rows_affected();
         }
         Ok(removed)
+    }
+
+    /// Keeps a security event of a user's account.
+    pub async fn insert_event(&self, e: &StoredEvent) -> Result<(), StoreError> {
+        sqlx::query(self.sql(
+            "INSERT INTO security_events (id, user_id, kind, at, client_address, country, user_agent, detail, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&e.id)
+        .bind(&e.user_id)
+        .bind(&e.kind)
+        .bind(e.at)
+        .bind(e.client_address.as_deref())
+        .bind(e.country.as_deref())
+        .bind(e.user_agent.as_deref())
+        .bind(&e.detail)
+        .bind(e.expires_at)
+        .execute(self.writes())
+        .await?;
+        Ok(())
+    }
+
+    /// The latest security events of a user, newest first, at most `limit`.
+    pub async fn events_of(&self, user_id: &str, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(self.sql(
+            "SELECT id, user_id, kind, at, client_address, country, user_agent, detail, expires_at \
+             FROM security_events WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+        ))
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    id: row.try_get("id")?,
+                    user_id: row.try_get("user_id")?,
+                    kind: row.try_get("kind")?,
+                    at: row.try_get("at")?,
+                    client_address: row.try_get("client_address")?,
+                    country: row.try_get("country")?,
+                    user_agent: row.try_get("user_agent")?,
+                    detail: row.try_get("detail")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect()
     }
 
     /// Gives a session a new id (a new cookie secret), keeping its proofs.

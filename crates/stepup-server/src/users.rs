@@ -1,5 +1,6 @@
 //! Users: passwords (argon2id), TOTP enrolment, lockout after failures.
 
+use crate::events::{self, EventKind};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
@@ -114,6 +115,7 @@ pub async fn set_password(
     store
         .set_password_hash(&user.id, &hash_password(password, rng)?)
         .await?;
+    events::record(store, &user.id, EventKind::PasswordChanged, "", now_seconds()).await;
     // A changed credential ends the sessions proven with the old one, and
     // what was issued on them; browsers remembered for the old password
     // are forgotten.
@@ -135,6 +137,14 @@ pub async fn enroll_totp(
         .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
     let seed = random_bytes::<20>(rng)?;
     store.set_totp_seed(&user.id, &STANDARD.encode(seed)).await?;
+    events::record(
+        store,
+        &user.id,
+        EventKind::FactorAdded,
+        "authenticator app (TOTP), replacing any before",
+        now_seconds(),
+    )
+    .await;
     store.delete_user_sessions(&user.id).await?;
     store.revoke_user_families(&user.id, now_seconds()).await?;
     Ok(TotpSecret::new(seed.to_vec()))
@@ -163,9 +173,26 @@ pub async fn remove_passkeys(
             None => format!("{username} has no passkey"),
         }));
     }
+    let detail = match credential_id {
+        Some(id) => format!("passkey {id}"),
+        None => format!("all passkeys ({removed})"),
+    };
+    events::record(store, &user.id, EventKind::FactorRemoved, &detail, now_seconds()).await;
     store.delete_user_sessions(&user.id).await?;
     store.revoke_user_families(&user.id, now_seconds()).await?;
     Ok(removed)
+}
+
+/// Unlocks a user's sign-in at `now` (failure counts cleared; the
+/// password stays).
+pub async fn unlock(store: &Store, username: &str, now: i64) -> Result<(), UserError> {
+    let user = store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
+    store.unlock_user(&user.id).await?;
+    events::record(store, &user.id, EventKind::Unlocked, "", now).await;
+    Ok(())
 }
 
 /// The user's TOTP secret, if enrolled.

@@ -75,6 +75,15 @@ enum UserCommand {
         /// Login name.
         username: String,
     },
+    /// Show a user's security events (failed sign-ins, lockouts, unlocks,
+    /// factors added or removed, password changes), newest first.
+    Events {
+        /// Login name.
+        username: String,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// List users.
     List,
     /// List a user's passkeys (registered on the account page,
@@ -169,13 +178,12 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                 totp_enroll(&store, &config.issuer, &username, &rng).await
             }
             AdminCommand::User(UserCommand::Unlock { username }) => {
-                let user = store
-                    .user_by_username(&username)
-                    .await?
-                    .ok_or_else(|| anyhow!("no user named {username:?}"))?;
-                store.unlock_user(&user.id).await?;
+                users::unlock(&store, &username, now).await?;
                 println!("unlocked {username}: failure counts cleared");
                 Ok(ExitCode::SUCCESS)
+            }
+            AdminCommand::User(UserCommand::Events { username, limit }) => {
+                user_events(&store, &username, limit).await
             }
             AdminCommand::User(UserCommand::List) => user_list(&store, now).await,
             AdminCommand::User(UserCommand::Passkeys { username }) => passkey_list(&store, &username).await,
@@ -405,6 +413,31 @@ async fn passkey_list(store: &Store, username: &str) -> Result<ExitCode> {
         })
         .collect();
     print_table(&["CREDENTIAL ID", "NAME", "ADDED", "LAST USED"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn user_events(store: &Store, username: &str, limit: i64) -> Result<ExitCode> {
+    let Some(user) = store.user_by_username(username).await? else {
+        bail!("no user named {username:?}");
+    };
+    let events = store.events_of(&user.id, limit.max(1)).await?;
+    if events.is_empty() {
+        println!("{username} has no security event");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = events
+        .into_iter()
+        .map(|e| {
+            vec![
+                stepup_core::UnixTime(e.at).to_string(),
+                e.kind,
+                e.detail,
+                e.client_address.unwrap_or_else(|| "-".to_owned()),
+                e.country.unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    print_table(&["WHEN", "EVENT", "DETAIL", "CLIENT", "COUNTRY"], rows);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -203,6 +203,34 @@ fn users_are_added_listed_and_enrolled() {
 }
 
 #[test]
+fn a_users_security_events_are_listed_newest_first() {
+    let env = Env::new("events");
+    ok(&env.admin_with_stdin(
+        &["user", "add", "bob", "--password-stdin"],
+        "a long enough password\n",
+    ));
+    assert!(ok(&env.admin(&["user", "events", "bob"])).contains("bob has no security event"));
+    ok(&env.admin_with_stdin(
+        &["user", "passwd", "bob", "--password-stdin"],
+        "another long password\n",
+    ));
+    ok(&env.admin(&["user", "totp-enroll", "bob"]));
+    ok(&env.admin(&["user", "unlock", "bob"]));
+    let table = ok(&env.admin(&["user", "events", "bob"]));
+    let kinds: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(kinds, ["unlocked", "factor_added", "password_changed"], "{table}");
+    assert!(table.contains(" UTC "), "{table}");
+    assert!(
+        fails(&env.admin(&["user", "events", "nobody"])).contains("no user named"),
+        "an unknown user"
+    );
+}
+
+#[test]
 fn clients_are_registered_and_listed() {
     let env = Env::new("clients");
     assert_eq!(ok(&env.admin(&["client", "list"])), "no clients\n");

@@ -717,6 +717,67 @@ async fn wrong_passwords_lock_the_account(backend: Backend) {
         "the right password does not open a locked account"
     );
     assert!(locked.body.contains(failed), "{}", locked.body);
+    // Each refusal, and the lock, is a security event of alice's account,
+    // with where it came from; the unknown name's is no account's.
+    let alice = s.state.store.user_by_username("alice").await.unwrap().unwrap();
+    let events = s.state.store.events_of(&alice.id, 50).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "locked",
+            "sign_in_failed",
+            "sign_in_failed",
+            "sign_in_failed",
+            "sign_in_failed",
+            "sign_in_failed"
+        ],
+        "newest first"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.client_address.as_deref() == Some("127.0.0.1") && e.at == NOW),
+        "{events:?}"
+    );
+    assert_eq!(events[1].detail, "wrong password");
+    assert_eq!(count_rows(&s, "security_events").await, 6);
+    // An administrator's unlock is one too; the lock ends at once.
+    users::unlock(&s.state.store, "alice", NOW).await.unwrap();
+    let events = s.state.store.events_of(&alice.id, 1).await.unwrap();
+    assert_eq!(events[0].kind, "unlocked");
+    let page = b.authorize(&s, &[]).await;
+    let ok = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(ok.status, 303, "unlocked: {}", ok.body);
+    // Locked again, from another browser (this one is remembered now: its
+    // failures would count apart).
+    let b = Browser::new();
+    let page = b.authorize(&s, &[]).await;
+    for _ in 0..5 {
+        b.submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", "wrong password")],
+        )
+        .await;
+    }
+    let locked = b
+        .submit(
+            &s,
+            "/login/password",
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(locked.status, 401);
     // After the lock expires, the right password works.
     s.clock.0.store(NOW + 901, Ordering::SeqCst);
     let page = b.authorize(&s, &[]).await;
@@ -893,6 +954,21 @@ async fn wrong_codes_lock_the_account(backend: Backend) {
     let locked = b.submit(&s, "/login/otp", &page, &[("code", &right)]).await;
     assert_eq!(locked.status, 401);
     assert!(locked.body.contains("locked"), "{}", locked.body);
+    // The wrong codes and the lock are security events of alice's account.
+    let alice = s.state.store.user_by_username("alice").await.unwrap().unwrap();
+    let events = s.state.store.events_of(&alice.id, 50).await.unwrap();
+    let said: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(said[0], ("locked", "codes, after wrong codes"), "{said:?}");
+    assert_eq!(
+        said.iter()
+            .filter(|e| **e == ("sign_in_failed", "wrong code"))
+            .count(),
+        5,
+        "{said:?}"
+    );
 }
 on_both_backends!(wrong_codes_lock_the_account);
 
