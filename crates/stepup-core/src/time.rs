@@ -17,13 +17,11 @@ impl UnixTime {
     }
 }
 
-/// `YYYY-MM-DD hh:mm:ss UTC`, for people (RFC 3339's date and time, in UTC).
-impl std::fmt::Display for UnixTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let days = self.0.div_euclid(86_400);
-        let secs = self.0.rem_euclid(86_400);
-        // Days to a civil date (H. Hinnant's algorithm, proleptic Gregorian).
-        let z = days + 719_468;
+impl UnixTime {
+    /// The day, `YYYY-MM-DD` (UTC, proleptic Gregorian), for people.
+    pub fn date(self) -> String {
+        // Civil from days (H. Hinnant's algorithm).
+        let z = self.0.div_euclid(86_400) + 719_468;
         let era = z.div_euclid(146_097);
         let doe = z.rem_euclid(146_097);
         let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
@@ -32,9 +30,18 @@ impl std::fmt::Display for UnixTime {
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + i64::from(month <= 2);
+        format!("{year:04}-{month:02}-{day:02}")
+    }
+}
+
+/// `YYYY-MM-DD hh:mm:ss UTC`, for people (RFC 3339's date and time, in UTC).
+impl std::fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.rem_euclid(86_400);
         write!(
             f,
-            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+            "{} {:02}:{:02}:{:02} UTC",
+            self.date(),
             secs / 3_600,
             secs % 3_600 / 60,
             secs % 60
@@ -58,6 +65,7 @@ mod tests {
         );
         assert_eq!(UnixTime(1_796_083_199).to_string(), "2026-11-30 23:59:59 UTC");
         assert_eq!(UnixTime(-1).to_string(), "1969-12-31 23:59:59 UTC");
+        assert_eq!(UnixTime(1_795_000_000).date(), "2026-11-18");
     }
 }
 

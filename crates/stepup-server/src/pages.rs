@@ -327,18 +327,7 @@ pub(crate) struct PasskeyRow<'a> {
 
 /// A date for people (UTC).
 fn date(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    stepup_core::UnixTime(seconds).date()
 }
 
 /// The account page: the user's passkeys and the form adding one.
@@ -401,13 +390,6 @@ pub(crate) fn account_passkeys_page(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_civil_utc() {
-        assert_eq!(date(0), "1970-01-01");
-        assert_eq!(date(951_782_400), "2000-02-29");
-        assert_eq!(date(1_795_000_000), "2026-11-18");
-    }
 
     #[test]
     fn escaping_covers_markup_and_quotes() {

@@ -220,24 +220,7 @@ fn report() -> String {
 
 /// Today (UTC) as `YYYY-MM-DD`.
 fn today() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    civil(days)
-}
-
-/// The date `days` after 1970-01-01 (Howard Hinnant's civil-from-days).
-fn civil(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    stepup_core::Clock::now(&stepup_core::SystemClock).date()
 }
 
 /// CPU model, cores, memory and kernel, from `/proc`.
@@ -265,14 +248,4 @@ fn machine() -> String {
         .map(|k| k.trim().to_owned())
         .unwrap_or_default();
     format!("{model}, {cores} cores, {memory_gib}, Linux {kernel}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates_are_civil() {
-        assert_eq!(super::civil(0), "1970-01-01");
-        assert_eq!(super::civil(11_016), "2000-02-29");
-        assert_eq!(super::civil(20_000), "2024-10-04");
-    }
 }
