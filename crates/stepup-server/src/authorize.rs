@@ -763,6 +763,11 @@ pub(crate) async fn current_session(
         .await
         .ok()??;
     let user = state.store.user_by_id(&session.user_id).await.ok()??;
+    // A disabled account's sessions ended when it was; one made since
+    // (a sign-in that raced it) counts for nothing either.
+    if user.disabled_at.is_some() {
+        return None;
+    }
     Some((session, user))
 }
 
@@ -1512,7 +1517,9 @@ pub(crate) async fn login_password(
             end_attempt(&state, &user, Attempt::Password, ok, now).await;
         }
     }
-    if !ok {
+    // A disabled account gets the answer a wrong password gets (after the
+    // same work: nothing tells it apart by its time).
+    if !ok || user.disabled_at.is_some() {
         return retry(SIGN_IN_FAILED).await;
     }
     let Some((session, cookie)) = signed_in(&state, session, &user, Factor::Pwd, now).await else {

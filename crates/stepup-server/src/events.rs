@@ -29,17 +29,23 @@ pub enum EventKind {
     FactorRemoved,
     /// The password was replaced.
     PasswordChanged,
+    /// An administrator disabled the account.
+    Disabled,
+    /// An administrator enabled the account again.
+    Enabled,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::SignInFailed,
         EventKind::Locked,
         EventKind::Unlocked,
         EventKind::FactorAdded,
         EventKind::FactorRemoved,
         EventKind::PasswordChanged,
+        EventKind::Disabled,
+        EventKind::Enabled,
     ];
 
     /// The name it is stored and logged under.
@@ -51,6 +57,8 @@ impl EventKind {
             EventKind::FactorAdded => "factor_added",
             EventKind::FactorRemoved => "factor_removed",
             EventKind::PasswordChanged => "password_changed",
+            EventKind::Disabled => "disabled",
+            EventKind::Enabled => "enabled",
         }
     }
 
@@ -68,6 +76,8 @@ impl EventKind {
             EventKind::FactorAdded => "Sign-in method added",
             EventKind::FactorRemoved => "Sign-in method removed",
             EventKind::PasswordChanged => "Password changed",
+            EventKind::Disabled => "Account disabled by an administrator",
+            EventKind::Enabled => "Account enabled again by an administrator",
         }
     }
 }

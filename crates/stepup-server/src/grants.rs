@@ -50,6 +50,16 @@ async fn issue(
     form: &Form,
     jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
+    // One place for codes and refresh tokens: none of a disabled (or
+    // deleted) account is honoured, whenever it was issued.
+    match state.store.user_is_active(&grant.user_id).await {
+        Ok(true) => {}
+        Ok(false) => return refuse(claim, OAuthError::invalid_grant("the account is disabled")).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the grant's user");
+            return refuse(claim, OAuthError::server_error()).await;
+        }
+    }
     let Prepared {
         mut body,
         access_jti,

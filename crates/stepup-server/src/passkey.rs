@@ -318,7 +318,9 @@ pub(crate) async fn sign_in_post(
         Err(e) => return server_error(&e),
     }
     let user = match state.store.user_by_id(&stored.user_id).await {
-        Ok(Some(u)) => u,
+        Ok(Some(u)) if u.disabled_at.is_none() => u,
+        // The same answer as a passkey that does not verify.
+        Ok(Some(_)) => return retry(NOT_VERIFIED).await,
         Ok(None) => return server_error(&"the passkey's user is gone"),
         Err(e) => return server_error(&e),
     };

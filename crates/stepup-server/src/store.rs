@@ -53,6 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/0012_server_secrets.sql")),
     (13, include_str!("../migrations/0013_strong_known_devices.sql")),
     (14, include_str!("../migrations/0014_security_events.sql")),
+    (15, include_str!("../migrations/0015_disabled_users.sql")),
 ];
 
 /// The server's database.
@@ -467,6 +468,8 @@ pub struct StoredUser {
     pub otp_locked_until: Option<i64>,
     /// When the user was created.
     pub created_at: i64,
+    /// When an administrator disabled the account, if it is disabled.
+    pub disabled_at: Option<i64>,
     /// How many passkeys the user has registered (read only: counted
     /// when the user is loaded).
     pub passkeys: i64,
@@ -686,6 +689,7 @@ fn user_from_row(r: &AnyRow) -> Result<StoredUser, StoreError> {
         locked_until: r.try_get("locked_until")?,
         otp_locked_until: r.try_get("otp_locked_until")?,
         created_at: r.try_get("created_at")?,
+        disabled_at: r.try_get("disabled_at")?,
         passkeys: r.try_get("passkeys")?,
     })
 }
@@ -725,7 +729,7 @@ impl Store {
     /// A user by login name.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<StoredUser>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE username = ?",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, disabled_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE username = ?",
         ))
         .bind(username)
         .fetch_optional(&self.pool)
@@ -736,7 +740,7 @@ impl Store {
     /// A user by subject id.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<StoredUser>, StoreError> {
         let row = sqlx::query(self.sql(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE id = ?",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, disabled_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users WHERE id = ?",
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -747,7 +751,7 @@ impl Store {
     /// All users, by name.
     pub async fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users ORDER BY username",
+            "SELECT id, username, password_hash, totp_seed, totp_last_step, failed_attempts, locked_until, otp_locked_until, created_at, disabled_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys FROM users ORDER BY username",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -1199,6 +1203,34 @@ impl Store {
                 .rows_affected();
         }
         Ok(removed)
+    }
+
+    /// Disables a user's account (`Some(when)`) or enables it (`None`).
+    /// Returns whether the user exists.
+    pub async fn set_user_disabled(
+        &self,
+        user_id: &str,
+        disabled_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql("UPDATE users SET disabled_at = ? WHERE id = ?"))
+            .bind(disabled_at)
+            .bind(user_id)
+            .execute(self.writes())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether tokens may be issued for `user_id`: the user exists and is
+    /// not disabled.
+    pub async fn user_is_active(&self, user_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(self.sql("SELECT disabled_at FROM users WHERE id = ?"))
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(row.try_get::<Option<i64>, _>("disabled_at")?.is_none()),
+            None => Ok(false),
+        }
     }
 
     /// Keeps a security event of a user's account.

@@ -95,6 +95,7 @@ pub async fn add_user(
         locked_until: None,
         otp_locked_until: None,
         created_at: now,
+        disabled_at: None,
         passkeys: 0,
     };
     store.insert_user(&user).await?;
@@ -181,6 +182,28 @@ pub async fn remove_passkeys(
     store.delete_user_sessions(&user.id).await?;
     store.revoke_user_families(&user.id, now_seconds()).await?;
     Ok(removed)
+}
+
+/// Disables (`disabled`) or enables a user's account at `now`. Disabled,
+/// it signs in no more and no token is issued for it; its sessions end and
+/// its refresh tokens are revoked at once.
+pub async fn set_disabled(store: &Store, username: &str, disabled: bool, now: i64) -> Result<(), UserError> {
+    let user = store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
+    store.set_user_disabled(&user.id, disabled.then_some(now)).await?;
+    if disabled {
+        store.delete_user_sessions(&user.id).await?;
+        store.revoke_user_families(&user.id, now).await?;
+    }
+    let kind = if disabled {
+        EventKind::Disabled
+    } else {
+        EventKind::Enabled
+    };
+    events::record(store, &user.id, kind, "by an administrator", now).await;
+    Ok(())
 }
 
 /// Unlocks a user's sign-in at `now` (failure counts cleared; the

@@ -84,6 +84,17 @@ enum UserCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Disable a user's account: no sign-in, no token; its sessions end
+    /// and its refresh tokens are revoked at once.
+    Disable {
+        /// Login name.
+        username: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// Login name.
+        username: String,
+    },
     /// List users.
     List,
     /// List a user's passkeys (registered on the account page,
@@ -180,6 +191,16 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
             AdminCommand::User(UserCommand::Unlock { username }) => {
                 users::unlock(&store, &username, now).await?;
                 println!("unlocked {username}: failure counts cleared");
+                Ok(ExitCode::SUCCESS)
+            }
+            AdminCommand::User(UserCommand::Disable { username }) => {
+                users::set_disabled(&store, &username, true, now).await?;
+                println!("disabled {username}: its sessions ended and its tokens were revoked");
+                Ok(ExitCode::SUCCESS)
+            }
+            AdminCommand::User(UserCommand::Enable { username }) => {
+                users::set_disabled(&store, &username, false, now).await?;
+                println!("enabled {username}");
                 Ok(ExitCode::SUCCESS)
             }
             AdminCommand::User(UserCommand::Events { username, limit }) => {
@@ -384,10 +405,17 @@ async fn user_list(store: &Store, now: i64) -> Result<ExitCode> {
                 yes_no(u.totp_seed.is_some()).to_owned(),
                 u.passkeys.to_string(),
                 locked,
+                u.disabled_at.map_or_else(
+                    || "no".to_owned(),
+                    |t| format!("since {}", stepup_core::UnixTime(t)),
+                ),
             ]
         })
         .collect();
-    print_table(&["USERNAME", "SUBJECT", "TOTP", "PASSKEYS", "LOCKED"], rows);
+    print_table(
+        &["USERNAME", "SUBJECT", "TOTP", "PASSKEYS", "LOCKED", "DISABLED"],
+        rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -140,9 +140,9 @@ fn users_are_added_listed_and_enrolled() {
             .unwrap()
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["USERNAME", "SUBJECT", "TOTP", "PASSKEYS", "LOCKED"]
+        ["USERNAME", "SUBJECT", "TOTP", "PASSKEYS", "LOCKED", "DISABLED"]
     );
-    assert_eq!(row(&list, "alice"), ["alice", subject, "no", "0", "no"]);
+    assert_eq!(row(&list, "alice"), ["alice", subject, "no", "0", "no", "no"]);
 
     // The same name again: refused before any password is read.
     let err = fails(&env.admin(&["user", "add", "alice", "--password-stdin"]));
@@ -228,6 +228,19 @@ fn a_users_security_events_are_listed_newest_first() {
         fails(&env.admin(&["user", "events", "nobody"])).contains("no user named"),
         "an unknown user"
     );
+    // Disabled and enabled again: both listed, and events.
+    ok(&env.admin(&["user", "disable", "bob"]));
+    let list = ok(&env.admin(&["user", "list"]));
+    assert!(row(&list, "bob").contains(&"since"), "{list}");
+    ok(&env.admin(&["user", "enable", "bob"]));
+    assert_eq!(row(&ok(&env.admin(&["user", "list"])), "bob").last(), Some(&"no"));
+    let table = ok(&env.admin(&["user", "events", "bob", "--limit", "2"]));
+    let kinds: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(kinds, ["enabled", "disabled"], "{table}");
 }
 
 #[test]

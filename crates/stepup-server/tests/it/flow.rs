@@ -1284,6 +1284,81 @@ async fn a_password_change_ends_sessions_and_revokes_tokens(backend: Backend) {
 }
 on_both_backends!(a_password_change_ends_sessions_and_revokes_tokens);
 
+async fn a_disabled_account_signs_in_no_more_and_gets_no_token(backend: Backend) {
+    let (s, _) = setup(backend, false).await;
+    let refresh_with = |tokens: &Value| {
+        let token = tokens["refresh_token"].as_str().unwrap().to_owned();
+        let s = &s;
+        async move {
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+                ("client_id", "web"),
+            ];
+            let (status, _, body) = s.post("/token", None, &form).await;
+            (status, body)
+        }
+    };
+    let b = Browser::new();
+    let done = password_login(&s, &b, &[]).await;
+    let (_, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+    // A code obtained before the account is disabled, exchanged after.
+    let pending = password_login(&s, &Browser::new(), &[]).await;
+    users::set_disabled(&s.state.store, "alice", true, NOW)
+        .await
+        .unwrap();
+    let (status, body) = refresh_with(&tokens).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, body) = exchange(&s, &pending.redirect_param("code").unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // The session counts for nothing (the password page again), and the
+    // right password gets the answer a wrong one gets.
+    let refused = password_login(&s, &b, &[]).await;
+    assert_eq!(refused.status, 401);
+    assert!(
+        refused.body.contains("Wrong user name or password"),
+        "{}",
+        refused.body
+    );
+    // Enabled again, alice signs in; what was revoked stays revoked.
+    users::set_disabled(&s.state.store, "alice", false, NOW)
+        .await
+        .unwrap();
+    let ok = password_login(&s, &b, &[]).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert_eq!(refresh_with(&tokens).await.0, 400);
+    // Whatever raced the disabling (a token issued as it happened), the
+    // token endpoint honours nothing of a disabled account.
+    let (_, fresh) = exchange(&s, &ok.redirect_param("code").unwrap()).await;
+    let alice = s.state.store.user_by_username("alice").await.unwrap().unwrap();
+    s.state
+        .store
+        .set_user_disabled(&alice.id, Some(NOW))
+        .await
+        .unwrap();
+    let (status, body) = refresh_with(&fresh).await;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (400, Some("the account is disabled")),
+        "{body}"
+    );
+    s.state.store.set_user_disabled(&alice.id, None).await.unwrap();
+    let kinds: Vec<String> = (s.state.store.events_of(&alice.id, 2).await.unwrap())
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["enabled", "disabled"]);
+}
+on_both_backends!(a_disabled_account_signs_in_no_more_and_gets_no_token);
+
 async fn two_sign_ins_in_two_tabs_do_not_collide(backend: Backend) {
     let (s, _) = setup(backend, false).await;
     let b = Browser::new();
