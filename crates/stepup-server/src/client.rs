@@ -176,6 +176,18 @@ impl Client {
     }
 }
 
+/// Removes a client at `now`: its refresh tokens are revoked (and the
+/// access tokens issued with them read as revoked), then it is forgotten,
+/// so its codes and tokens are honoured no more. Returns whether it existed.
+pub async fn remove(store: &Store, client_id: &str, now: i64) -> Result<bool, StoreError> {
+    store.revoke_client_families(client_id, now).await?;
+    let removed = store.delete_client(client_id).await?;
+    if removed {
+        tracing::info!(target: "stepup::audit", event = "client_removed", client = client_id, "client removed");
+    }
+    Ok(removed)
+}
+
 /// Registers a client; returns it with its secret (shown once) when it is confidential.
 pub async fn register(
     store: &Store,

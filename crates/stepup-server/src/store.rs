@@ -1434,6 +1434,47 @@ impl Store {
         Ok(rows.len())
     }
 
+    /// Revokes every live token family of a client (see
+    /// [`Store::revoke_family`]); returns how many.
+    pub async fn revoke_client_families(&self, client_id: &str, now: i64) -> Result<usize, StoreError> {
+        let rows =
+            sqlx::query(self.sql("SELECT id FROM token_families WHERE client_id = ? AND revoked_at IS NULL"))
+                .bind(client_id)
+                .fetch_all(&self.pool)
+                .await?;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            self.revoke_family(&id, now).await?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Deletes a user and what is kept of them: passkeys, sessions,
+    /// remembered browsers, sign-ins in progress, security events. Their
+    /// token families stay (revoked first, by the caller): what was issued
+    /// reads as revoked. Returns whether the user existed.
+    pub async fn delete_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        for query in [
+            "DELETE FROM passkeys WHERE user_id = ?",
+            "DELETE FROM sessions WHERE user_id = ?",
+            "DELETE FROM known_devices WHERE user_id = ?",
+            "DELETE FROM pending_requests WHERE user_id = ?",
+            "DELETE FROM security_events WHERE user_id = ?",
+        ] {
+            sqlx::query(self.sql(query))
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query(self.sql("DELETE FROM users WHERE id = ?"))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Revokes a family: its refresh tokens stop working and the access
     /// tokens issued in it are recorded as revoked.
     pub async fn revoke_family(&self, id: &str, now: i64) -> Result<(), StoreError> {

@@ -206,6 +206,20 @@ pub async fn set_disabled(store: &Store, username: &str, disabled: bool, now: i6
     Ok(())
 }
 
+/// Deletes a user's account at `now`: its tokens are revoked, then the
+/// user and everything kept of them goes (passkeys, sessions, remembered
+/// browsers, security events). The deletion itself is an audit event.
+pub async fn delete(store: &Store, username: &str, now: i64) -> Result<(), UserError> {
+    let user = store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
+    store.revoke_user_families(&user.id, now).await?;
+    store.delete_user(&user.id).await?;
+    tracing::info!(target: "stepup::audit", event = "deleted", user = %user.id, "account deleted");
+    Ok(())
+}
+
 /// Unlocks a user's sign-in at `now` (failure counts cleared; the
 /// password stays).
 pub async fn unlock(store: &Store, username: &str, now: i64) -> Result<(), UserError> {

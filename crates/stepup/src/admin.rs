@@ -95,6 +95,21 @@ enum UserCommand {
         /// Login name.
         username: String,
     },
+    /// Show a user: subject, factors, lock and disabled state, and the
+    /// latest security events.
+    Show {
+        /// Login name.
+        username: String,
+    },
+    /// Delete a user's account: its tokens are revoked, then the user and
+    /// everything kept of them (passkeys, sessions, events) goes.
+    Delete {
+        /// Login name.
+        username: String,
+        /// Confirms the deletion (it cannot be undone).
+        #[arg(long)]
+        yes: bool,
+    },
     /// List users.
     List,
     /// List a user's passkeys (registered on the account page,
@@ -161,6 +176,12 @@ enum ClientCommand {
     },
     /// List clients.
     List,
+    /// Remove a client: its refresh tokens are revoked, and its codes and
+    /// tokens are honoured no more.
+    Remove {
+        /// The client id.
+        client_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +222,22 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
             AdminCommand::User(UserCommand::Enable { username }) => {
                 users::set_disabled(&store, &username, false, now).await?;
                 println!("enabled {username}");
+                Ok(ExitCode::SUCCESS)
+            }
+            AdminCommand::User(UserCommand::Show { username }) => user_show(&store, &username, now).await,
+            AdminCommand::User(UserCommand::Delete { username, yes }) => {
+                if !yes {
+                    bail!("deleting {username} cannot be undone: run again with --yes to delete it");
+                }
+                users::delete(&store, &username, now).await?;
+                println!("deleted {username}: its tokens were revoked");
+                Ok(ExitCode::SUCCESS)
+            }
+            AdminCommand::Client(ClientCommand::Remove { client_id }) => {
+                if !stepup_server::client::remove(&store, &client_id, now).await? {
+                    bail!("no client {client_id:?}");
+                }
+                println!("removed client {client_id}: its tokens were revoked");
                 Ok(ExitCode::SUCCESS)
             }
             AdminCommand::User(UserCommand::Events { username, limit }) => {
@@ -442,6 +479,37 @@ async fn passkey_list(store: &Store, username: &str) -> Result<ExitCode> {
         .collect();
     print_table(&["CREDENTIAL ID", "NAME", "ADDED", "LAST USED"], rows);
     Ok(ExitCode::SUCCESS)
+}
+
+async fn user_show(store: &Store, username: &str, now: i64) -> Result<ExitCode> {
+    let Some(user) = store.user_by_username(username).await? else {
+        bail!("no user named {username:?}");
+    };
+    let when = |t: i64| stepup_core::UnixTime(t).to_string();
+    let until = |t: Option<i64>| {
+        t.filter(|t| *t > now)
+            .map_or_else(|| "no".to_owned(), |t| format!("until {}", when(t)))
+    };
+    println!("user:       {}", user.username);
+    println!("subject:    {}", user.id);
+    println!("created:    {}", when(user.created_at));
+    println!("totp:       {}", yes_no(user.totp_seed.is_some()));
+    println!("passkeys:   {}", user.passkeys);
+    println!("locked:     {}", until(user.locked_until));
+    println!(
+        "codes:      {}",
+        match until(user.otp_locked_until).as_str() {
+            "no" => "accepted".to_owned(),
+            locked => format!("refused {locked}"),
+        }
+    );
+    println!(
+        "disabled:   {}",
+        user.disabled_at
+            .map_or_else(|| "no".to_owned(), |t| format!("since {}", when(t)))
+    );
+    println!();
+    user_events(store, username, 10).await
 }
 
 async fn user_events(store: &Store, username: &str, limit: i64) -> Result<ExitCode> {

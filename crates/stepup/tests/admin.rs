@@ -241,6 +241,18 @@ fn a_users_security_events_are_listed_newest_first() {
         .filter_map(|l| l.split_whitespace().nth(3))
         .collect();
     assert_eq!(kinds, ["enabled", "disabled"], "{table}");
+    let shown = ok(&env.admin(&["user", "show", "bob"]));
+    for line in ["user:       bob", "totp:       yes", "disabled:   no", "EVENT"] {
+        assert!(shown.contains(line), "{line}: {shown}");
+    }
+    // Deleted, only when confirmed; then gone, events and all.
+    let err = fails(&env.admin(&["user", "delete", "bob"]));
+    assert!(err.contains("--yes"), "{err}");
+    assert!(ok(&env.admin(&["user", "list"])).contains("bob"));
+    ok(&env.admin(&["user", "delete", "bob", "--yes"]));
+    assert!(!ok(&env.admin(&["user", "list"])).contains("bob"));
+    assert!(fails(&env.admin(&["user", "show", "bob"])).contains("no user named"));
+    assert!(fails(&env.admin(&["user", "delete", "bob", "--yes"])).contains("bob"));
 }
 
 #[test]
@@ -385,6 +397,11 @@ fn clients_are_registered_and_listed() {
         "authorization_code",
     ]));
     assert!(err.contains("cannot be used with"), "{err}");
+    // Removed: gone from the list; an unknown one is an error.
+    ok(&env.admin(&["client", "remove", "svc"]));
+    let list = ok(&env.admin(&["client", "list"]));
+    assert!(list.contains("web") && !list.contains("svc"), "{list}");
+    assert!(fails(&env.admin(&["client", "remove", "svc"])).contains("no client"));
 }
 
 #[test]

@@ -1359,6 +1359,59 @@ async fn a_disabled_account_signs_in_no_more_and_gets_no_token(backend: Backend)
 }
 on_both_backends!(a_disabled_account_signs_in_no_more_and_gets_no_token);
 
+/// A deleted user's, or a removed client's, tokens are honoured no more.
+async fn deleted_users_and_removed_clients_keep_no_token(backend: Backend) {
+    for removed in ["user", "client"] {
+        let (s, _) = setup(backend, false).await;
+        let done = password_login(&s, &Browser::new(), &[]).await;
+        let (_, tokens) = exchange(&s, &done.redirect_param("code").unwrap()).await;
+        let rs = s
+            .register("rs", AuthMethod::ClientSecretBasic, &["client_credentials"], &[])
+            .await;
+        let alice = s.state.store.user_by_username("alice").await.unwrap().unwrap();
+        if removed == "user" {
+            users::unlock(&s.state.store, "alice", NOW).await.unwrap();
+            assert_eq!(count_rows(&s, "security_events").await, 1);
+            users::delete(&s.state.store, "alice", NOW).await.unwrap();
+            assert!(s.state.store.user_by_id(&alice.id).await.unwrap().is_none());
+            assert_eq!(count_rows(&s, "sessions").await, 0);
+            assert_eq!(
+                count_rows(&s, "security_events").await,
+                0,
+                "its events go with it"
+            );
+        } else {
+            assert!(
+                stepup_server::client::remove(&s.state.store, "web", NOW)
+                    .await
+                    .unwrap()
+            );
+            assert!(s.state.store.client("web").await.unwrap().is_none());
+        }
+        let (status, _, body) = s
+            .post(
+                "/token",
+                None,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+                    ("client_id", "web"),
+                ],
+            )
+            .await;
+        assert!(status == 400 || status == 401, "{removed}: {status} {body}");
+        let (_, _, intro) = s
+            .post(
+                "/introspect",
+                Some((&rs.id, &rs.secret)),
+                &[("token", tokens["access_token"].as_str().unwrap())],
+            )
+            .await;
+        assert_eq!(intro, json!({"active": false}), "{removed}");
+    }
+}
+on_both_backends!(deleted_users_and_removed_clients_keep_no_token);
+
 async fn two_sign_ins_in_two_tabs_do_not_collide(backend: Backend) {
     let (s, _) = setup(backend, false).await;
     let b = Browser::new();
