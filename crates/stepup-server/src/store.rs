@@ -1422,26 +1422,31 @@ impl Store {
 
     /// Revokes every live token family of a user (after a credential change).
     pub async fn revoke_user_families(&self, user_id: &str, now: i64) -> Result<usize, StoreError> {
-        let rows =
-            sqlx::query(self.sql("SELECT id FROM token_families WHERE user_id = ? AND revoked_at IS NULL"))
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?;
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            self.revoke_family(&id, now).await?;
-        }
-        Ok(rows.len())
+        self.revoke_families(
+            "SELECT id FROM token_families WHERE user_id = ? AND revoked_at IS NULL",
+            user_id,
+            now,
+        )
+        .await
     }
 
     /// Revokes every live token family of a client (see
     /// [`Store::revoke_family`]); returns how many.
     pub async fn revoke_client_families(&self, client_id: &str, now: i64) -> Result<usize, StoreError> {
-        let rows =
-            sqlx::query(self.sql("SELECT id FROM token_families WHERE client_id = ? AND revoked_at IS NULL"))
-                .bind(client_id)
-                .fetch_all(&self.pool)
-                .await?;
+        self.revoke_families(
+            "SELECT id FROM token_families WHERE client_id = ? AND revoked_at IS NULL",
+            client_id,
+            now,
+        )
+        .await
+    }
+
+    /// Revokes the families `select` (one `?`, bound to `key`) lists.
+    async fn revoke_families(&self, select: &'static str, key: &str, now: i64) -> Result<usize, StoreError> {
+        let rows = sqlx::query(self.sql(select))
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
         for row in &rows {
             let id: String = row.try_get("id")?;
             self.revoke_family(&id, now).await?;
