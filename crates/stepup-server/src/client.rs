@@ -196,6 +196,42 @@ pub async fn register(
     rng: &dyn SecureRandom,
 ) -> Result<(Client, Option<ClientSecret>), RegistrationError> {
     let r = registration;
+    validate(&r)?;
+    let invalid = |m: String| RegistrationError::Invalid(m);
+    let secret = if matches!(r.auth_method, AuthMethod::None | AuthMethod::PrivateKeyJwt) {
+        None
+    } else {
+        let mut bytes = [0u8; 32];
+        rng.fill(&mut bytes)
+            .map_err(|_| invalid("no randomness".into()))?;
+        Some(ClientSecret::new(URL_SAFE_NO_PAD.encode(bytes)))
+    };
+    let scopes: Vec<&str> = r.scopes.iter().map(Scope::as_str).collect();
+    let stored = StoredClient {
+        client_id: r.client_id.clone(),
+        secret_sha256: secret
+            .as_ref()
+            .map(|s| STANDARD.encode(sha256(s.expose_secret().as_bytes()))),
+        auth_method: r.auth_method.as_str().to_owned(),
+        redirect_uris: serde_json::to_string(&r.redirect_uris).map_err(|e| invalid(e.to_string()))?,
+        grant_types: serde_json::to_string(&r.grant_types).map_err(|e| invalid(e.to_string()))?,
+        scopes: scopes.join(" "),
+        require_par: r.require_par,
+        require_dpop: r.require_dpop,
+        created_at: now,
+        jwks: r.jwks.clone(),
+        audiences: if r.audiences.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&r.audiences).map_err(|e| invalid(e.to_string()))?)
+        },
+    };
+    store.insert_client(&stored).await?;
+    Ok((Client::from_stored(stored)?, secret))
+}
+
+/// Checks a registration (a new one, or one updated) makes sense.
+fn validate(r: &Registration) -> Result<(), RegistrationError> {
     let invalid = |m: String| RegistrationError::Invalid(m);
     let id_ok = !r.client_id.is_empty()
         && r.client_id.len() <= 128
@@ -255,36 +291,69 @@ pub async fn register(
         (Some(_), _) => return Err(invalid("public keys are only used with private_key_jwt".into())),
         (None, _) => {}
     }
-    let secret = if matches!(r.auth_method, AuthMethod::None | AuthMethod::PrivateKeyJwt) {
-        None
-    } else {
-        let mut bytes = [0u8; 32];
-        rng.fill(&mut bytes)
-            .map_err(|_| invalid("no randomness".into()))?;
-        Some(ClientSecret::new(URL_SAFE_NO_PAD.encode(bytes)))
+    Ok(())
+}
+
+/// What `update` changes of a client; `None` leaves it as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChanges {
+    /// Exact redirect URIs, replacing the registered ones.
+    pub redirect_uris: Option<Vec<String>>,
+    /// Grant types, replacing the registered ones.
+    pub grant_types: Option<Vec<String>>,
+    /// Scopes, replacing the registered ones.
+    pub scopes: Option<Vec<Scope>>,
+    /// Audiences, replacing the registered ones (empty: the default only).
+    pub audiences: Option<Vec<String>>,
+    /// Whether authorization requests must be pushed.
+    pub require_par: Option<bool>,
+    /// Whether tokens must be bound with DPoP.
+    pub require_dpop: Option<bool>,
+}
+
+/// Changes a registered client, checked as a new registration is. Its id,
+/// authentication (secret, keys) and what it was issued stay; a running
+/// server sees the change within [`CLIENT_CACHE_SECONDS`]. `None` when no
+/// client has that id.
+pub async fn update(
+    store: &Store,
+    client_id: &str,
+    changes: ClientChanges,
+) -> Result<Option<Client>, RegistrationError> {
+    let Some(stored) = store.client(client_id).await? else {
+        return Ok(None);
     };
+    let current = Client::from_stored(stored.clone())?;
+    let invalid = |m: String| RegistrationError::Invalid(m);
+    let r = Registration {
+        client_id: current.id.clone(),
+        auth_method: current.auth_method,
+        redirect_uris: changes.redirect_uris.unwrap_or(current.redirect_uris),
+        grant_types: changes.grant_types.unwrap_or(current.grant_types),
+        scopes: changes.scopes.unwrap_or(current.scopes),
+        require_par: changes.require_par.unwrap_or(current.require_par),
+        require_dpop: changes.require_dpop.unwrap_or(current.require_dpop),
+        jwks: stored.jwks.clone(),
+        audiences: changes.audiences.unwrap_or(current.audiences),
+    };
+    validate(&r)?;
     let scopes: Vec<&str> = r.scopes.iter().map(Scope::as_str).collect();
-    let stored = StoredClient {
-        client_id: r.client_id.clone(),
-        secret_sha256: secret
-            .as_ref()
-            .map(|s| STANDARD.encode(sha256(s.expose_secret().as_bytes()))),
-        auth_method: r.auth_method.as_str().to_owned(),
+    let updated = StoredClient {
         redirect_uris: serde_json::to_string(&r.redirect_uris).map_err(|e| invalid(e.to_string()))?,
         grant_types: serde_json::to_string(&r.grant_types).map_err(|e| invalid(e.to_string()))?,
         scopes: scopes.join(" "),
         require_par: r.require_par,
         require_dpop: r.require_dpop,
-        created_at: now,
-        jwks: r.jwks.clone(),
         audiences: if r.audiences.is_empty() {
             None
         } else {
             Some(serde_json::to_string(&r.audiences).map_err(|e| invalid(e.to_string()))?)
         },
+        ..stored
     };
-    store.insert_client(&stored).await?;
-    Ok((Client::from_stored(stored)?, secret))
+    store.update_client(&updated).await?;
+    tracing::info!(target: "stepup::audit", event = "client_updated", client = client_id, "client updated");
+    Ok(Some(Client::from_stored(updated)?))
 }
 
 /// Looks a client up.

@@ -340,6 +340,25 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces what a client may do (redirect URIs, grants, scopes,
+    /// audiences, PAR and DPoP requirements); its id, authentication and
+    /// creation time stay.
+    pub async fn update_client(&self, c: &StoredClient) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql(
+            "UPDATE clients SET redirect_uris = ?, grant_types = ?, scopes = ?, require_par = ?, require_dpop = ?, audiences = ? WHERE client_id = ?",
+        ))
+        .bind(&c.redirect_uris)
+        .bind(&c.grant_types)
+        .bind(&c.scopes)
+        .bind(i64::from(c.require_par))
+        .bind(i64::from(c.require_dpop))
+        .bind(&c.audiences)
+        .bind(&c.client_id)
+        .execute(self.writes())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records a client assertion id; false if it was already used.
     pub async fn use_assertion(&self, id: &str, expires_at: i64) -> Result<bool, StoreError> {
         let done =

@@ -176,8 +176,34 @@ enum ClientCommand {
     },
     /// List clients.
     List,
+    /// Change what a client may do; each list given replaces the
+    /// registered one, what is not given stays. Its id and secret stay; a
+    /// running server sees the change within 10 s.
+    Update {
+        /// The client id.
+        client_id: String,
+        /// A grant type the client may use (repeat for several).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// An exact redirect URI (repeat for several).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A scope the client may ask for (repeat for several).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// An audience the client may get tokens for, one of the server's
+        /// `audiences` (repeat for several).
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// Whether authorization requests must be pushed (RFC 9126).
+        #[arg(long)]
+        require_par: Option<bool>,
+        /// Whether tokens must be bound to a key with DPoP (RFC 9449).
+        #[arg(long)]
+        require_dpop: Option<bool>,
+    },
     /// Remove a client: its refresh tokens are revoked, and its codes and
-    /// tokens are honoured no more.
+    /// tokens are honoured no more (by a running server, within 10 s).
     Remove {
         /// The client id.
         client_id: String,
@@ -233,6 +259,43 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                 println!("deleted {username}: its tokens were revoked");
                 Ok(ExitCode::SUCCESS)
             }
+            AdminCommand::Client(ClientCommand::Update {
+                client_id,
+                grants,
+                redirect_uris,
+                scopes,
+                audiences,
+                require_par,
+                require_dpop,
+            }) => {
+                known_audiences(&config.audiences, &audiences)?;
+                let scopes = parse_scopes(&scopes)?;
+                let given = |list: Vec<String>| (!list.is_empty()).then_some(list);
+                let changes = stepup_server::client::ClientChanges {
+                    redirect_uris: given(redirect_uris),
+                    grant_types: given(grants),
+                    scopes: (!scopes.is_empty()).then_some(scopes),
+                    audiences: given(audiences),
+                    require_par,
+                    require_dpop,
+                };
+                let Some(client) = stepup_server::client::update(&store, &client_id, changes).await? else {
+                    bail!("no client {client_id:?}");
+                };
+                println!(
+                    "updated client {}: grants {}, scopes {}, redirect URIs {}",
+                    client.id,
+                    client.grant_types.join(" "),
+                    client
+                        .scopes
+                        .iter()
+                        .map(Scope::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    client.redirect_uris.join(" ")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             AdminCommand::Client(ClientCommand::Remove { client_id }) => {
                 if !stepup_server::client::remove(&store, &client_id, now).await? {
                     bail!("no client {client_id:?}");
@@ -266,12 +329,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                 jwks_file,
                 audiences,
             }) => {
-                if let Some(unknown) = audiences.iter().find(|a| !config.audiences.contains(a)) {
-                    bail!(
-                        "audience {unknown:?} is not one of the server's audiences ({})",
-                        config.audiences.join(", ")
-                    );
-                }
+                known_audiences(&config.audiences, &audiences)?;
                 let jwks = match jwks_file {
                     Some(path) => Some(
                         std::fs::read_to_string(&path)
@@ -285,10 +343,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<ExitCode> {
                     AuthMethod::parse(&auth_method)
                         .ok_or_else(|| anyhow!("unknown auth method {auth_method:?}"))?
                 };
-                let scopes = scopes
-                    .iter()
-                    .map(|s| Scope::new(s.as_str()).map_err(|e| anyhow!("scope {s:?}: {e}")))
-                    .collect::<Result<Vec<_>>>()?;
+                let scopes = parse_scopes(&scopes)?;
                 let registration = Registration {
                     client_id,
                     auth_method,
@@ -479,6 +534,25 @@ async fn passkey_list(store: &Store, username: &str) -> Result<ExitCode> {
         .collect();
     print_table(&["CREDENTIAL ID", "NAME", "ADDED", "LAST USED"], rows);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that each audience is one of the server's.
+fn known_audiences(server: &[String], audiences: &[String]) -> Result<()> {
+    if let Some(unknown) = audiences.iter().find(|a| !server.contains(a)) {
+        bail!(
+            "audience {unknown:?} is not one of the server's audiences ({})",
+            server.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Scopes as typed, checked.
+fn parse_scopes(scopes: &[String]) -> Result<Vec<Scope>> {
+    scopes
+        .iter()
+        .map(|s| Scope::new(s.as_str()).map_err(|e| anyhow!("scope {s:?}: {e}")))
+        .collect()
 }
 
 async fn user_show(store: &Store, username: &str, now: i64) -> Result<ExitCode> {

@@ -397,6 +397,41 @@ fn clients_are_registered_and_listed() {
         "authorization_code",
     ]));
     assert!(err.contains("cannot be used with"), "{err}");
+    // Updated: lists replace, the rest stays; checked as a registration.
+    let out = ok(&env.admin(&[
+        "client",
+        "update",
+        "web",
+        "--redirect-uri",
+        "https://app.example/new-cb",
+        "--scope",
+        "openid",
+        "--scope",
+        "accounts:read",
+    ]));
+    assert_eq!(
+        out,
+        "updated client web: grants authorization_code refresh_token, scopes openid accounts:read, redirect URIs https://app.example/new-cb\n"
+    );
+    let err = fails(&env.admin(&[
+        "client",
+        "update",
+        "web",
+        "--redirect-uri",
+        "https://app.example/cb#frag",
+    ]));
+    assert!(err.contains("fragment"), "{err}");
+    let err = fails(&env.admin(&["client", "update", "web", "--grant", "client_credentials"]));
+    assert!(err.contains("public client"), "{err}");
+    let err = fails(&env.admin(&[
+        "client",
+        "update",
+        "web",
+        "--audience",
+        "https://elsewhere.example",
+    ]));
+    assert!(err.contains("not one of the server's audiences"), "{err}");
+    assert!(fails(&env.admin(&["client", "update", "nope", "--require-par", "true"])).contains("no client"));
     // Removed: gone from the list; an unknown one is an error.
     ok(&env.admin(&["client", "remove", "svc"]));
     let list = ok(&env.admin(&["client", "list"]));
