@@ -1555,6 +1555,7 @@ pub(crate) async fn signed_in(
     {
         return prove_factor(state, s, factor, now).await;
     }
+    new_country_event(state, user, now).await;
     let secret = session::new_secret(&state.rng)?;
     let at = Some(now);
     let s = StoredSession {
@@ -1578,6 +1579,28 @@ pub(crate) async fn signed_in(
         state.config.login.session_seconds,
     );
     Some((s, cookie))
+}
+
+/// A new session's country, noted: the first sign-in from a country the
+/// user had not signed in from is a security event.
+async fn new_country_event(state: &ServerState, user: &StoredUser, now: i64) {
+    let Some(country) = crate::geo::client_country() else {
+        return;
+    };
+    match state.store.note_country(&user.id, &country, now).await {
+        Ok(true) => {
+            crate::events::record(
+                &state.store,
+                &user.id,
+                crate::events::EventKind::NewCountry,
+                &country,
+                now,
+            )
+            .await;
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "the sign-in's country was not noted"),
+    }
 }
 
 pub(crate) async fn login_otp(

@@ -33,11 +33,13 @@ pub enum EventKind {
     Disabled,
     /// An administrator enabled the account again.
     Enabled,
+    /// A sign-in from a country the user had not signed in from.
+    NewCountry,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::SignInFailed,
         EventKind::Locked,
         EventKind::Unlocked,
@@ -46,6 +48,7 @@ impl EventKind {
         EventKind::PasswordChanged,
         EventKind::Disabled,
         EventKind::Enabled,
+        EventKind::NewCountry,
     ];
 
     /// The name it is stored and logged under.
@@ -59,6 +62,7 @@ impl EventKind {
             EventKind::PasswordChanged => "password_changed",
             EventKind::Disabled => "disabled",
             EventKind::Enabled => "enabled",
+            EventKind::NewCountry => "new_country",
         }
     }
 
@@ -78,6 +82,7 @@ impl EventKind {
             EventKind::PasswordChanged => "Password changed",
             EventKind::Disabled => "Account disabled by an administrator",
             EventKind::Enabled => "Account enabled again by an administrator",
+            EventKind::NewCountry => "Signed in from a new country",
         }
     }
 }

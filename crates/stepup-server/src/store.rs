@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/0013_strong_known_devices.sql")),
     (14, include_str!("../migrations/0014_security_events.sql")),
     (15, include_str!("../migrations/0015_disabled_users.sql")),
+    (16, include_str!("../migrations/0016_user_countries.sql")),
 ];
 
 /// The server's database.
@@ -1252,6 +1253,30 @@ impl Store {
         }
     }
 
+    /// Notes that `user_id` signed in from `country` at `now`. Returns
+    /// whether it is new for a user who had signed in from elsewhere
+    /// before (the first country of all is not news).
+    pub async fn note_country(&self, user_id: &str, country: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let added = sqlx::query(self.sql(
+            "INSERT INTO user_countries (user_id, country, first_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        ))
+        .bind(user_id)
+        .bind(country)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let known: i64 =
+            sqlx::query_scalar(self.sql("SELECT COUNT(*) FROM user_countries WHERE user_id = ?"))
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(added && known > 1)
+    }
+
     /// Keeps a security event of a user's account.
     pub async fn insert_event(&self, e: &StoredEvent) -> Result<(), StoreError> {
         sqlx::query(self.sql(
@@ -1485,6 +1510,7 @@ impl Store {
             "DELETE FROM known_devices WHERE user_id = ?",
             "DELETE FROM pending_requests WHERE user_id = ?",
             "DELETE FROM security_events WHERE user_id = ?",
+            "DELETE FROM user_countries WHERE user_id = ?",
         ] {
             sqlx::query(self.sql(query))
                 .bind(user_id)

@@ -100,6 +100,46 @@ async fn tokens_say_where_the_user_authenticated() {
 }
 
 #[tokio::test]
+async fn a_sign_in_from_a_new_country_is_a_security_event() {
+    let behind_proxy = server("\"127.0.0.1\"").await;
+    let alice = behind_proxy
+        .state
+        .store
+        .user_by_username("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let events = || async {
+        behind_proxy
+            .state
+            .store
+            .events_of(&alice.id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind, e.detail, e.client_address))
+            .collect::<Vec<_>>()
+    };
+    // The first country of all is no news, nor is it again.
+    sign_in(&behind_proxy, Some("203.0.113.5")).await;
+    sign_in(&behind_proxy, Some("203.0.113.5")).await;
+    assert!(events().await.is_empty());
+    // Brazil is.
+    sign_in(&behind_proxy, Some("198.51.100.7")).await;
+    assert_eq!(
+        events().await,
+        [(
+            "new_country".to_owned(),
+            "BR".to_owned(),
+            Some("198.51.100.7".to_owned())
+        )]
+    );
+    sign_in(&behind_proxy, Some("198.51.100.7")).await;
+    sign_in(&behind_proxy, Some("203.0.113.5")).await;
+    assert_eq!(events().await.len(), 1, "known countries, both");
+}
+
+#[tokio::test]
 async fn a_forwarded_header_the_proxy_passes_on_is_not_believed() {
     // The proxy (nginx by default) appends the client's address to
     // X-Forwarded-For and passes on the Forwarded header the client wrote,
