@@ -1360,6 +1360,7 @@ async fn end_attempt(
 /// Keeps the security event of a factor refused at sign-in.
 async fn failed_attempt_event(state: &ServerState, user: &StoredUser, kind: Attempt, now: i64) {
     let detail = match kind {
+        _ if user.disabled_at.is_some() => "account disabled",
         Attempt::Password => "wrong password",
         Attempt::Otp => "wrong code",
     };
@@ -1463,10 +1464,12 @@ pub(crate) async fn login_password(
     }
     let Some(user) = user else {
         // Same work as for a real user with a wrong password (the writes
-        // of an attempt, a hash verified): no timing difference.
+        // of an attempt and of its event, a hash verified): no timing
+        // difference.
         if let Err(e) = state.store.decoy_attempt().await {
             tracing::error!(error = %e, "the decoy attempt failed");
         }
+        crate::events::decoy(&state.store, now).await;
         users::verify_password(&state.decoy_hash, password);
         return retry(SIGN_IN_FAILED).await;
     };
@@ -1491,7 +1494,9 @@ pub(crate) async fn login_password(
             return retry(SIGN_IN_FAILED).await;
         }
     }
-    let ok = users::verify_password(&user.password_hash, password);
+    // A disabled account's right password is refused as a wrong one is,
+    // with the same writes: nothing tells the two apart, by answer or time.
+    let ok = users::verify_password(&user.password_hash, password) && user.disabled_at.is_none();
     match (&device, by_device) {
         (Some(device), true) if !ok => {
             failed_attempt_event(&state, &user, Attempt::Password, now).await;
@@ -1517,9 +1522,7 @@ pub(crate) async fn login_password(
             end_attempt(&state, &user, Attempt::Password, ok, now).await;
         }
     }
-    // A disabled account gets the answer a wrong password gets (after the
-    // same work: nothing tells it apart by its time).
-    if !ok || user.disabled_at.is_some() {
+    if !ok {
         return retry(SIGN_IN_FAILED).await;
     }
     let Some((session, cookie)) = signed_in(&state, session, &user, Factor::Pwd, now).await else {

@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::digest::{SHA256, digest};
 use ring::rand::SystemRandom;
 
 use crate::store::{Store, StoredEvent};
@@ -93,10 +96,16 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// How long refused sign-ins are kept (they are many, and old ones say
+/// little).
+pub const REFUSAL_DAYS: i64 = 30;
+
 /// Keeps an event of `user_id`'s account at `now`, caused by the current
-/// request's client if any, and writes it as an audit event. A store
-/// failure does not fail what caused the event: it is logged, with the
-/// event, as an error.
+/// request's client if any, and writes it as an audit event. Refused
+/// sign-ins are kept as one event per account, address, refusal and hour
+/// (counted), for [`REFUSAL_DAYS`]: anyone can cause them. A store failure
+/// does not fail what caused the event: it is logged, with the event, as
+/// an error.
 pub async fn record(store: &Store, user_id: &str, kind: EventKind, detail: &str, now: i64) {
     let client = crate::geo::client();
     let address = client.address.map(|a| a.to_string());
@@ -109,18 +118,30 @@ pub async fn record(store: &Store, user_id: &str, kind: EventKind, detail: &str,
         detail,
         "security event"
     );
-    let Some(random) = crate::session::new_secret(&SystemRandom::new()) else {
-        tracing::error!(
-            event = kind.as_str(),
-            user = user_id,
-            "no randomness: the security event is not kept"
+    let refused = kind == EventKind::SignInFailed;
+    let id = if refused {
+        let key = format!(
+            "{user_id}\n{}\n{detail}\n{}",
+            address.as_deref().unwrap_or("-"),
+            now.div_euclid(3_600)
         );
-        return;
+        URL_SAFE_NO_PAD.encode(digest(&SHA256, key.as_bytes()))
+    } else {
+        match crate::session::new_secret(&SystemRandom::new()) {
+            Some(random) => random,
+            None => {
+                tracing::error!(
+                    event = kind.as_str(),
+                    user = user_id,
+                    "no randomness: the security event is not kept"
+                );
+                return;
+            }
+        }
     };
+    let days = if refused { REFUSAL_DAYS } else { EVENT_DAYS };
     let event = StoredEvent {
-        // Events of one second are listed in the order they were kept (by
-        // this instance): the id starts with a count that only grows.
-        id: format!("{:016x}{random}", next_sequence()),
+        id,
         user_id: user_id.to_owned(),
         kind: kind.as_str().to_owned(),
         at: now,
@@ -128,21 +149,44 @@ pub async fn record(store: &Store, user_id: &str, kind: EventKind, detail: &str,
         country: client.country,
         user_agent: client.user_agent,
         detail: detail.to_owned(),
-        expires_at: now.saturating_add(EVENT_DAYS * 86_400),
+        expires_at: now.saturating_add(days * 86_400),
+        count: 1,
+        seq: next_sequence(),
     };
     if let Err(e) = store.insert_event(&event).await {
         tracing::error!(error = %e, event = kind.as_str(), user = user_id, "the security event is not kept");
     }
 }
 
+/// The write a refused sign-in's event makes, made for a name no account
+/// has (on a row of no account), so that the answer takes the same time.
+pub async fn decoy(store: &Store, now: i64) {
+    let event = StoredEvent {
+        id: "timing-decoy".to_owned(),
+        user_id: "timing-decoy".to_owned(),
+        kind: EventKind::SignInFailed.as_str().to_owned(),
+        at: now,
+        client_address: None,
+        country: None,
+        user_agent: None,
+        detail: String::new(),
+        expires_at: now.saturating_add(REFUSAL_DAYS * 86_400),
+        count: 1,
+        seq: next_sequence(),
+    };
+    if let Err(e) = store.insert_event(&event).await {
+        tracing::error!(error = %e, "the decoy event was not written");
+    }
+}
+
 /// A number larger than the last one this process gave: the time in
-/// nanoseconds, or one more than the last when the clock did not move.
-fn next_sequence() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
+/// microseconds, or one more than the last when the clock did not move.
+fn next_sequence() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let mut last = LAST.load(Ordering::Relaxed);
     loop {

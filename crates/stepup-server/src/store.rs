@@ -55,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../migrations/0014_security_events.sql")),
     (15, include_str!("../migrations/0015_disabled_users.sql")),
     (16, include_str!("../migrations/0016_user_countries.sql")),
+    (17, include_str!("../migrations/0017_event_counts.sql")),
 ];
 
 /// The server's database.
@@ -94,6 +95,11 @@ pub struct StoredEvent {
     pub detail: String,
     /// When it is deleted.
     pub expires_at: i64,
+    /// How many times it happened (refused sign-ins of one hour are kept
+    /// as one event).
+    pub count: i64,
+    /// Orders the events of one second (it only grows, per instance).
+    pub seq: i64,
 }
 
 /// A signing key as stored.
@@ -1277,11 +1283,15 @@ impl Store {
         Ok(added && known > 1)
     }
 
-    /// Keeps a security event of a user's account.
+    /// Keeps a security event of a user's account; one whose id is kept
+    /// already (refused sign-ins of one hour) counts once more instead,
+    /// and takes the new one's time, details and lifetime.
     pub async fn insert_event(&self, e: &StoredEvent) -> Result<(), StoreError> {
         sqlx::query(self.sql(
-            "INSERT INTO security_events (id, user_id, kind, at, client_address, country, user_agent, detail, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO security_events (id, user_id, kind, at, client_address, country, user_agent, detail, expires_at, count, seq) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) \
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at, user_agent = excluded.user_agent, detail = excluded.detail, \
+             expires_at = excluded.expires_at, seq = excluded.seq, count = security_events.count + 1",
         ))
         .bind(&e.id)
         .bind(&e.user_id)
@@ -1292,6 +1302,7 @@ impl Store {
         .bind(e.user_agent.as_deref())
         .bind(&e.detail)
         .bind(e.expires_at)
+        .bind(e.seq)
         .execute(self.writes())
         .await?;
         Ok(())
@@ -1300,8 +1311,8 @@ impl Store {
     /// The latest security events of a user, newest first, at most `limit`.
     pub async fn events_of(&self, user_id: &str, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(self.sql(
-            "SELECT id, user_id, kind, at, client_address, country, user_agent, detail, expires_at \
-             FROM security_events WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+            "SELECT id, user_id, kind, at, client_address, country, user_agent, detail, expires_at, count, seq \
+             FROM security_events WHERE user_id = ? ORDER BY at DESC, seq DESC LIMIT ?",
         ))
         .bind(user_id)
         .bind(limit)
@@ -1319,6 +1330,8 @@ impl Store {
                     user_agent: row.try_get("user_agent")?,
                     detail: row.try_get("detail")?,
                     expires_at: row.try_get("expires_at")?,
+                    count: row.try_get("count")?,
+                    seq: row.try_get("seq")?,
                 })
             })
             .collect()

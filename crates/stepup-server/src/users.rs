@@ -195,6 +195,7 @@ pub async fn set_disabled(store: &Store, username: &str, disabled: bool, now: i6
     store.set_user_disabled(&user.id, disabled.then_some(now)).await?;
     if disabled {
         store.delete_user_sessions(&user.id).await?;
+        store.delete_user_devices(&user.id).await?;
         store.revoke_user_families(&user.id, now).await?;
     }
     let kind = if disabled {

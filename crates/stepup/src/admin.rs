@@ -601,13 +601,14 @@ async fn user_events(store: &Store, username: &str, limit: i64) -> Result<ExitCo
             vec![
                 stepup_core::UnixTime(e.at).to_string(),
                 e.kind,
+                e.count.to_string(),
                 e.detail,
                 e.client_address.unwrap_or_else(|| "-".to_owned()),
                 e.country.unwrap_or_else(|| "-".to_owned()),
             ]
         })
         .collect();
-    print_table(&["WHEN", "EVENT", "DETAIL", "CLIENT", "COUNTRY"], rows);
+    print_table(&["WHEN", "EVENT", "TIMES", "DETAIL", "CLIENT", "COUNTRY"], rows);
     Ok(ExitCode::SUCCESS)
 }
 
