@@ -180,8 +180,9 @@ impl Client {
 /// access tokens issued with them read as revoked), then it is forgotten,
 /// so its codes and tokens are honoured no more. Returns whether it existed.
 pub async fn remove(store: &Store, client_id: &str, now: i64) -> Result<bool, StoreError> {
-    store.revoke_client_families(client_id, now).await?;
+    // Forgotten first: a grant made meanwhile finds it gone.
     let removed = store.delete_client(client_id).await?;
+    store.revoke_client_families(client_id, now).await?;
     if removed {
         tracing::info!(target: "stepup::audit", event = "client_removed", client = client_id, "client removed");
     }

@@ -50,11 +50,12 @@ async fn issue(
     form: &Form,
     jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
-    // One place for codes and refresh tokens: none of a disabled (or
-    // deleted) account is honoured, whenever it was issued.
-    match state.store.user_is_active(&grant.user_id).await {
-        Ok(true) => {}
-        Ok(false) => return refuse(claim, OAuthError::invalid_grant("the account is disabled")).await,
+    // One place for codes and refresh tokens: none of a disabled or
+    // deleted account, or of a removed client, is honoured, whenever it
+    // was issued (the client cache may still know a removed client).
+    match state.store.grant_refusal(&grant.user_id, &client.id).await {
+        Ok(None) => {}
+        Ok(Some(why)) => return refuse(claim, OAuthError::invalid_grant(why)).await,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the grant's user");
             return refuse(claim, OAuthError::server_error()).await;

@@ -1246,17 +1246,32 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Whether tokens may be issued for `user_id`: the user exists and is
-    /// not disabled.
-    pub async fn user_is_active(&self, user_id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query(self.sql("SELECT disabled_at FROM users WHERE id = ?"))
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(row.try_get::<Option<i64>, _>("disabled_at")?.is_none()),
-            None => Ok(false),
+    /// Why tokens may not be issued to `client_id` for `user_id` now, if
+    /// they may not: the user is gone or disabled, or the client is gone
+    /// (read afresh, not from a cache: a removed client's grants end at
+    /// once). One read for both.
+    pub async fn grant_refusal(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT disabled_at, (SELECT COUNT(*) FROM clients WHERE client_id = ?) AS clients FROM users WHERE id = ?",
+        ))
+        .bind(client_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Some("the account is gone"));
+        };
+        if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
+            return Ok(Some("the account is disabled"));
         }
+        if row.try_get::<i64, _>("clients")? == 0 {
+            return Ok(Some("the client is gone"));
+        }
+        Ok(None)
     }
 
     /// Notes that `user_id` signed in from `country` at `now`. Returns

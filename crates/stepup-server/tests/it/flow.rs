@@ -1385,6 +1385,18 @@ async fn deleted_users_and_removed_clients_keep_no_token(backend: Backend) {
                     .unwrap()
             );
             assert!(s.state.store.client("web").await.unwrap().is_none());
+            // The server's client cache still knows it for a few seconds:
+            // a sign-in made in them gets a code, but no token for it.
+            let late = password_login(&s, &Browser::new(), &[]).await;
+            let code = late
+                .redirect_param("code")
+                .expect("the cache knows the client still");
+            let (status, body) = exchange(&s, &code).await;
+            assert_eq!(
+                (status, body["error_description"].as_str()),
+                (400, Some("the client is gone")),
+                "{body}"
+            );
         }
         let (status, _, body) = s
             .post(
