@@ -442,6 +442,20 @@ impl Store {
             .await?;
         Ok(row.is_some())
     }
+
+    /// Whether the token `jti` of `client_id` is still honoured: not
+    /// revoked, and its client not removed. One read for both.
+    pub async fn is_token_live(&self, jti: &str, client_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(self.sql(
+            "SELECT (SELECT COUNT(*) FROM revoked_tokens WHERE jti = ?) AS revoked, \
+             (SELECT COUNT(*) FROM clients WHERE client_id = ?) AS clients",
+        ))
+        .bind(jti)
+        .bind(client_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("revoked")? == 0 && row.try_get::<i64, _>("clients")? > 0)
+    }
 }
 
 fn client_from_row(r: &AnyRow) -> Result<StoredClient, StoreError> {

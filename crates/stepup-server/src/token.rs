@@ -249,8 +249,13 @@ pub(crate) async fn active_access_token(
         return Ok(None);
     }
     // Read every time, remembered token or not: a revocation, possibly at
-    // another instance, takes effect at once.
-    if state.store.is_token_revoked(&claims.jti).await? {
+    // another instance, or the removal of its client (whose
+    // client_credentials tokens are in no family), takes effect at once.
+    if !state
+        .store
+        .is_token_live(&claims.jti, claims.client_id.as_str())
+        .await?
+    {
         return Ok(None);
     }
     Ok(Some(claims))

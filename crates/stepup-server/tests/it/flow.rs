@@ -1397,6 +1397,36 @@ async fn deleted_users_and_removed_clients_keep_no_token(backend: Backend) {
                 (400, Some("the client is gone")),
                 "{body}"
             );
+            // A client_credentials token is in no family: its client's
+            // removal ends it all the same.
+            let svc = s
+                .register("svc", AuthMethod::ClientSecretBasic, &["client_credentials"], &[])
+                .await;
+            let (_, _, token) = s
+                .post(
+                    "/token",
+                    Some((&svc.id, &svc.secret)),
+                    &[("grant_type", "client_credentials")],
+                )
+                .await;
+            let token = token["access_token"].as_str().unwrap().to_owned();
+            let active = || async {
+                s.post(
+                    "/introspect",
+                    Some((&rs.id, &rs.secret)),
+                    &[("token", token.as_str())],
+                )
+                .await
+                .2["active"]
+                    .clone()
+            };
+            assert_eq!(active().await, json!(true));
+            assert!(
+                stepup_server::client::remove(&s.state.store, "svc", NOW)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(active().await, json!(false));
         }
         let (status, _, body) = s
             .post(
