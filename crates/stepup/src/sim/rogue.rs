@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use stepup_client::{ClientConfig, FormUser, Provider, StepUpClient};
+use stepup_client::{ClientConfig, FormUser, Provider, StepUpClient, UserAgent};
 
 /// What the rogue server says about itself.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +81,35 @@ fn answer(disguise: Disguise, path: &str, api: &str, issuer: &str, me: &str) -> 
     (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)]).into_response()
 }
 
+/// The victim's client (the stepup client library, as `stepup call` uses
+/// it; payments allowed for the API's step-ups) signed in through `agent`,
+/// once it has read the balance with its own token.
+pub(crate) async fn victims_client(
+    http: &reqwest::Client,
+    provider: Provider,
+    client_id: &str,
+    api: &str,
+    agent: Arc<dyn UserAgent>,
+) -> Result<StepUpClient, String> {
+    let api_url = url::Url::parse(api).map_err(|e| e.to_string())?;
+    let config = ClientConfig::public(client_id, ["openid", "accounts:read"])
+        .allow_step_up_scopes(api_url, ["payments:write"]);
+    let client = StepUpClient::new(http.clone(), provider, config, agent);
+    let balance = http
+        .get(format!("{api}/accounts/42/balance"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let status = client
+        .execute(balance)
+        .await
+        .map_err(|e| format!("the victim's own call failed: {e}"))?
+        .status();
+    if !status.is_success() {
+        return Err(format!("the victim's own call answered {status}"));
+    }
+    Ok(client)
+}
+
 /// Plays the attack with the victim's own client (the stepup client
 /// library, as `stepup call` uses it), holding a token for the real API:
 /// blocked when no rogue server gets a credential and no call succeeds.
@@ -94,23 +123,7 @@ pub(crate) async fn play(
     let provider = Provider::discover(&http, issuer)
         .await
         .map_err(|e| e.to_string())?;
-    // The victim allowed payments for the API's step-ups.
-    let api_url = url::Url::parse(api).map_err(|e| e.to_string())?;
-    let config = ClientConfig::public(client_id, ["openid", "accounts:read"])
-        .allow_step_up_scopes(api_url, ["payments:write"]);
-    let client = StepUpClient::new(http.clone(), provider, config, Arc::new(victim.share()));
-    let balance = http
-        .get(format!("{api}/accounts/42/balance"))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let status = client
-        .execute(balance)
-        .await
-        .map_err(|e| format!("the victim's own call failed: {e}"))?
-        .status();
-    if !status.is_success() {
-        return Err(format!("the victim's own call answered {status}"));
-    }
+    let client = victims_client(&http, provider, client_id, api, Arc::new(victim.share())).await?;
     let mut outcomes = Vec::new();
     for disguise in [
         Disguise::None,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use stepup_client::{
-    AuthorizationCallback, AuthorizationRequest, BoxFuture, ClientConfig, ClientError, FormUser, Provider,
-    StepUpClient, UserAgent, UserAgentError,
+    AuthorizationCallback, AuthorizationRequest, BoxFuture, ClientError, FormUser, Provider, UserAgent,
+    UserAgentError,
 };
 
 /// The victim's browser for the first sign-in, the attacker's after.
@@ -59,23 +59,7 @@ pub(crate) async fn play(
         attacker: attacker.share(),
         runs: AtomicUsize::new(0),
     };
-    // The victim allowed payments for the API's step-ups.
-    let api_url = url::Url::parse(api).map_err(|e| e.to_string())?;
-    let config = ClientConfig::public(client_id, ["openid", "accounts:read"])
-        .allow_step_up_scopes(api_url, ["payments:write"]);
-    let client = StepUpClient::new(http.clone(), provider, config, Arc::new(browser));
-    let balance = http
-        .get(format!("{api}/accounts/42/balance"))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let status = client
-        .execute(balance)
-        .await
-        .map_err(|e| format!("the victim's own call failed: {e}"))?
-        .status();
-    if !status.is_success() {
-        return Err(format!("the victim's own call answered {status}"));
-    }
+    let client = super::rogue::victims_client(&http, provider, client_id, api, Arc::new(browser)).await?;
     let held = client.tokens().await.subject().map(str::to_owned);
     let payee = http
         .post(format!("{api}{}", super::attacks::PAYEE))
