@@ -354,7 +354,7 @@ impl UserAgent for ScriptedUser {
     }
 }
 
-async fn client(w: &World, user: Arc<ScriptedUser>) -> StepUpClient {
+async fn client(w: &World, user: Arc<dyn UserAgent>) -> StepUpClient {
     let http = reqwest::Client::new();
     let provider = Provider::discover(&http, &w.issuer).await.unwrap();
     StepUpClient::new(
@@ -1061,17 +1061,7 @@ async fn a_step_up_that_comes_back_for_another_account_is_refused() {
         then: mallory.clone(),
         runs: AtomicUsize::new(0),
     });
-    let c = client(&w, alice.clone()).await;
-    let c = StepUpClient::new(
-        reqwest::Client::new(),
-        Provider::discover(&reqwest::Client::new(), &w.issuer)
-            .await
-            .unwrap(),
-        ClientConfig::public("cli", ["accounts:read"]),
-        browser,
-    )
-    .with_clock(w.clock.clone())
-    .with_tokens(c.tokens().await);
+    let c = client(&w, browser).await;
 
     // Alice signs in: the client learns whose tokens it holds (from the ID
     // token, asked with every sign-in of an OpenID provider).
@@ -1200,19 +1190,12 @@ async fn a_refused_token_does_not_let_another_account_in() {
     let w = world().await;
     let alice = Arc::new(ScriptedUser::new(&w));
     let mallory = mallory(&w).await;
-    let c = StepUpClient::new(
-        reqwest::Client::new(),
-        Provider::discover(&reqwest::Client::new(), &w.issuer)
-            .await
-            .unwrap(),
-        ClientConfig::public("cli", ["accounts:read"]),
-        Arc::new(SwitchedBrowser {
-            first: alice,
-            then: mallory.clone(),
-            runs: AtomicUsize::new(0),
-        }),
-    )
-    .with_clock(w.clock.clone());
+    let browser = Arc::new(SwitchedBrowser {
+        first: alice,
+        then: mallory.clone(),
+        runs: AtomicUsize::new(0),
+    });
+    let c = client(&w, browser).await;
     assert_eq!(read_balance(&c, &w).await.0, 200);
     let alice_sub = c.tokens().await.subject().unwrap().to_owned();
     // The API refuses alice's access token (revoked, say): the client
